@@ -1,0 +1,332 @@
+package io.kvcache.codec;
+
+import io.kvcache.kernel.AttentionKernels;
+import java.util.Arrays;
+
+/**
+ * The paged keys and values of one layer and KV head.
+ *
+ * <p>Tokens live in <em>slots</em>; slot {@code s} is entry {@code s % PAGE_TOKENS} of page
+ * {@code s / PAGE_TOKENS}. An append fills a free slot (one freed by {@link #evict}, or the next fresh
+ * one, allocating a page every {@link #PAGE_TOKENS} tokens), so it never copies the cache. Every slot
+ * carries the token's original position; an empty or evicted slot carries {@link #EMPTY}, which is
+ * larger than every query position, so the kernels' causal mask hides it with no extra test.
+ *
+ * <p>Attention is invariant under the order of the keys (positions are already rotated into K by
+ * RoPE), so slot order does not matter; retention policies evict by slot and may {@link #compact} to
+ * return whole pages.
+ *
+ * <p>Subclasses decide the encoding of a page: {@link #keys} gives the page's keys as floats,
+ * transposed ({@code kT[c * PAGE_TOKENS + j]}), {@link #values} its values row-major
+ * ({@code v[j * d + c]}), decoding into a caller-provided buffer where the encoding is not f32.
+ * Not thread-safe: one thread at a time.
+ */
+public abstract class HeadStore {
+
+  /** Tokens per page. A multiple of every vector width the kernels use (4, 8, 16 floats). */
+  public static final int PAGE_TOKENS = 16;
+
+  /** The position of an empty or evicted slot. */
+  public static final int EMPTY = Integer.MAX_VALUE;
+
+  /** Channels per head. */
+  protected final int headDim;
+
+  private int[][] positions = new int[4][];
+  private int[] pageMinPos = new int[4];
+  private int[] pageVersion = new int[4];
+  private int pages;
+  private int fresh; // next never-used slot
+  private int live;
+  private int[] freeSlots = new int[16];
+  private int freeCount;
+
+  /**
+   * @param headDim channels per head, at least 1
+   */
+  protected HeadStore(int headDim) {
+    if (headDim < 1) {
+      throw new IllegalArgumentException("headDim must be >= 1, got " + headDim);
+    }
+    this.headDim = headDim;
+  }
+
+  /** @return channels per head */
+  public final int headDim() {
+    return headDim;
+  }
+
+  /** @return tokens held (live slots) */
+  public final int size() {
+    return live;
+  }
+
+  /** @return pages allocated; slots {@code [0, pageCount() * PAGE_TOKENS)} exist */
+  public final int pageCount() {
+    return pages;
+  }
+
+  /**
+   * @param slot a slot below {@code pageCount() * PAGE_TOKENS}
+   * @return the original position of the token in {@code slot}, or {@link #EMPTY}
+   */
+  public final int position(int slot) {
+    return positions[slot / PAGE_TOKENS][slot % PAGE_TOKENS];
+  }
+
+  /**
+   * The positions of one page's slots, for the kernels' mask. Do not modify.
+   *
+   * @param page a page index
+   * @return {@link #PAGE_TOKENS} positions ({@link #EMPTY} where no token is)
+   */
+  public final int[] pagePositions(int page) {
+    return positions[page];
+  }
+
+  /**
+   * Smallest position in a page, {@link #EMPTY} when the page holds no token: a query at position
+   * {@code p} can skip every page whose minimum exceeds {@code p}.
+   *
+   * @param page a page index
+   * @return the smallest live position
+   */
+  public final int pageMinPosition(int page) {
+    return pageMinPos[page];
+  }
+
+  /**
+   * A counter that changes whenever a page's contents change (append, evict, compaction), so that
+   * readers can cache per-page summaries and know when to refresh them.
+   *
+   * @param page a page index
+   * @return the page's version
+   */
+  public final int pageVersion(int page) {
+    return pageVersion[page];
+  }
+
+  /**
+   * Stores one token. The caller has checked that {@code k} and {@code v} are finite and
+   * {@code position} is not {@link #EMPTY}.
+   *
+   * @param k        key row (after RoPE)
+   * @param kOff     offset of the key's first channel
+   * @param v        value row
+   * @param vOff     offset of the value's first channel
+   * @param position the token's original position, {@code >= 0}
+   * @return the slot it went to
+   * @throws IllegalArgumentException when the codec cannot represent a value
+   */
+  public final int append(float[] k, int kOff, float[] v, int vOff, int position) {
+    checkEncodable(k, kOff, v, vOff);
+    int slot;
+    if (freeCount > 0) {
+      slot = freeSlots[--freeCount];
+    } else {
+      slot = fresh++;
+      if (slot / PAGE_TOKENS == pages) {
+        addPage();
+      }
+    }
+    int page = slot / PAGE_TOKENS;
+    int idx = slot % PAGE_TOKENS;
+    write(page, idx, k, kOff, v, vOff);
+    positions[page][idx] = position;
+    pageMinPos[page] = Math.min(pageMinPos[page], position);
+    pageVersion[page]++;
+    live++;
+    return slot;
+  }
+
+  /**
+   * Removes the token in {@code slot}; its slot is reused by a later append.
+   *
+   * @param slot a slot that holds a token
+   * @throws IllegalArgumentException when the slot is out of range or empty
+   */
+  public final void evict(int slot) {
+    if (slot < 0 || slot >= pages * PAGE_TOKENS || position(slot) == EMPTY) {
+      throw new IllegalArgumentException("slot must hold a token, got slot " + slot + " (pages " + pages + ")");
+    }
+    int page = slot / PAGE_TOKENS;
+    positions[page][slot % PAGE_TOKENS] = EMPTY;
+    refreshMin(page);
+    pageVersion[page]++;
+    if (freeCount == freeSlots.length) {
+      freeSlots = Arrays.copyOf(freeSlots, freeCount * 2);
+    }
+    freeSlots[freeCount++] = slot;
+    live--;
+  }
+
+  /**
+   * Moves tokens from the last pages into free slots and releases the pages left empty, so that a
+   * store that evicted many tokens holds {@code ceil(size() / PAGE_TOKENS)} pages.
+   */
+  public final void compact() {
+    int target = (live + PAGE_TOKENS - 1) / PAGE_TOKENS;
+    int dst = 0;
+    int limit = pages * PAGE_TOKENS;
+    for (int src = limit - 1; src >= target * PAGE_TOKENS; src--) {
+      if (position(src) == EMPTY) {
+        continue;
+      }
+      while (position(dst) != EMPTY) {
+        dst++;
+      }
+      int sp = src / PAGE_TOKENS, si = src % PAGE_TOKENS;
+      int dp = dst / PAGE_TOKENS, di = dst % PAGE_TOKENS;
+      move(sp, si, dp, di);
+      positions[dp][di] = positions[sp][si];
+      positions[sp][si] = EMPTY;
+      pageVersion[dp]++;
+      pageVersion[sp]++;
+      dst++;
+    }
+    for (int p = target; p < pages; p++) {
+      release(p);
+      positions[p] = null;
+    }
+    pages = target;
+    fresh = pages * PAGE_TOKENS;
+    freeCount = 0;
+    for (int p = 0; p < pages; p++) {
+      refreshMin(p);
+      pageVersion[p]++;
+    }
+    // Holes left below the last page (fewer tokens than holes above) stay reusable.
+    for (int slot = fresh - 1; slot >= 0; slot--) {
+      if (position(slot) == EMPTY) {
+        if (freeCount == freeSlots.length) {
+          freeSlots = Arrays.copyOf(freeSlots, freeCount * 2);
+        }
+        freeSlots[freeCount++] = slot;
+      }
+    }
+  }
+
+  /**
+   * Copies one stored key, decoded to floats, into {@code dst}.
+   *
+   * @param slot a slot holding a token
+   * @param dst  destination
+   * @param off  offset of channel 0
+   */
+  public abstract void readKey(int slot, float[] dst, int off);
+
+  /**
+   * Copies one stored value, decoded to floats, into {@code dst}.
+   *
+   * @param slot a slot holding a token
+   * @param dst  destination
+   * @param off  offset of channel 0
+   */
+  public abstract void readValue(int slot, float[] dst, int off);
+
+  /**
+   * The keys of a page as floats, transposed: {@code kT[c * PAGE_TOKENS + j]}.
+   *
+   * @param page a page index
+   * @param buf     a buffer of {@code headDim * PAGE_TOKENS} floats the store may decode into
+   * @param kernels the kernels that decode (scalar or vector), so a caller picks one path end to end
+   * @return {@code buf}, or the page's own array when it is stored as f32 (read it, do not write it)
+   */
+  public abstract float[] keys(int page, float[] buf, AttentionKernels kernels);
+
+  /**
+   * The values of a page as floats, row-major: {@code v[j * headDim + c]}.
+   *
+   * @param page a page index
+   * @param buf     a buffer of {@code PAGE_TOKENS * headDim} floats the store may decode into
+   * @param kernels the kernels that decode
+   * @return {@code buf}, or the page's own array when it is stored as f32
+   */
+  public abstract float[] values(int page, float[] buf, AttentionKernels kernels);
+
+  /**
+   * Bytes of key and value payload held: every allocated page, full or not, as its codec encodes it.
+   *
+   * @return payload bytes
+   */
+  public abstract long payloadBytes();
+
+  /**
+   * Bytes of bookkeeping held: one int position per allocated slot.
+   *
+   * @return metadata bytes
+   */
+  public long metadataBytes() {
+    return (long) pages * PAGE_TOKENS * Integer.BYTES;
+  }
+
+  /**
+   * Throws when the codec cannot represent a value of {@code k} or {@code v}; stores nothing. The
+   * cache calls it for a whole chunk before appending anything, so a rejected chunk changes nothing.
+   *
+   * @param k    key row
+   * @param kOff key offset
+   * @param v    value row
+   * @param vOff value offset
+   */
+  public void checkEncodable(float[] k, int kOff, float[] v, int vOff) {}
+
+  /**
+   * Allocates the payload of page {@code page} (the next one).
+   *
+   * @param page the new page's index
+   */
+  protected abstract void allocate(int page);
+
+  /**
+   * Frees the payload of page {@code page}.
+   *
+   * @param page a page index
+   */
+  protected abstract void release(int page);
+
+  /**
+   * Encodes one token into entry {@code idx} of page {@code page}.
+   *
+   * @param page page index
+   * @param idx  entry in the page
+   * @param k    key row
+   * @param kOff key offset
+   * @param v    value row
+   * @param vOff value offset
+   */
+  protected abstract void write(int page, int idx, float[] k, int kOff, float[] v, int vOff);
+
+  /**
+   * Moves one encoded token between entries.
+   *
+   * @param fromPage source page
+   * @param fromIdx  source entry
+   * @param toPage   destination page
+   * @param toIdx    destination entry
+   */
+  protected abstract void move(int fromPage, int fromIdx, int toPage, int toIdx);
+
+  private void addPage() {
+    if (pages == positions.length) {
+      int n = pages * 2;
+      positions = Arrays.copyOf(positions, n);
+      pageMinPos = Arrays.copyOf(pageMinPos, n);
+      pageVersion = Arrays.copyOf(pageVersion, n);
+    }
+    int[] pos = new int[PAGE_TOKENS];
+    Arrays.fill(pos, EMPTY);
+    positions[pages] = pos;
+    pageMinPos[pages] = EMPTY;
+    allocate(pages);
+    pages++;
+  }
+
+  private void refreshMin(int page) {
+    int m = EMPTY;
+    for (int p : positions[page]) {
+      m = Math.min(m, p);
+    }
+    pageMinPos[page] = m;
+  }
+}

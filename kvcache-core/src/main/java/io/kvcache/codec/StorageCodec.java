@@ -1,0 +1,36 @@
+package io.kvcache.codec;
+
+/**
+ * Storage codec, the first axis: how one retained token's key and value are stored.
+ *
+ * <p>A codec makes one {@link HeadStore} per layer and KV head. The store owns the bytes; the
+ * attention kernels read them through {@link HeadStore#keys} and {@link HeadStore#values}, which
+ * decode one page at a time. Implementations are immutable and thread-safe; stores are not.
+ */
+public interface StorageCodec {
+
+  /**
+   * A short name for tables and logs, e.g. {@code "f16"}.
+   *
+   * @return the name
+   */
+  String name();
+
+  /**
+   * Makes an empty store for one layer and KV head.
+   *
+   * @param headDim channels per head
+   * @return a new store
+   */
+  HeadStore newStore(int headDim);
+
+  /** 32-bit floats: exact, 4 bytes per value. */
+  static StorageCodec f32() {
+    return F32Codec.INSTANCE;
+  }
+
+  /** IEEE binary16: 2 bytes per value; values must lie within +-65504. */
+  static StorageCodec f16() {
+    return F16Codec.INSTANCE;
+  }
+}

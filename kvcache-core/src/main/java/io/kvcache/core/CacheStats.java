@@ -1,0 +1,75 @@
+package io.kvcache.core;
+
+/**
+ * A snapshot of what a {@link KVCache} holds.
+ *
+ * <p>Bytes are exact: {@code payloadBytes} is every allocated page's keys and values as the codec
+ * stores them (pages are allocated whole, so a partly filled page counts in full);
+ * {@code metadataBytes} is the cache's bookkeeping (one int position per allocated slot). The
+ * reference for {@link #compressionRatio()} is a dense f16 cache of every token seen, with no
+ * metadata: {@code sum over layers of tokensSeen * kvHeads * headDim * 2 (K and V) * 2 bytes}.
+ *
+ * @param strategy      the strategy's name
+ * @param shape         the attention shape
+ * @param tokensSeen    tokens appended per layer (prompt rows that reached it plus decode tokens)
+ * @param retained      tokens held per layer and KV head, {@code retained[layer][kvHead]}
+ * @param payloadBytes  bytes of key and value data held
+ * @param metadataBytes bytes of bookkeeping held
+ */
+public record CacheStats(String strategy, AttentionShape shape, long[] tokensSeen, int[][] retained, long payloadBytes,
+    long metadataBytes) {
+
+  /** @return payload plus metadata */
+  public long bytesHeld() {
+    return payloadBytes + metadataBytes;
+  }
+
+  /** @return tokens held, summed over layers and KV heads */
+  public long totalRetained() {
+    long n = 0;
+    for (int[] layer : retained) {
+      for (int r : layer) {
+        n += r;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * @param layer a layer
+   * @return the largest number of tokens any KV head of the layer holds
+   */
+  public int maxRetained(int layer) {
+    int m = 0;
+    for (int r : retained[layer]) {
+      m = Math.max(m, r);
+    }
+    return m;
+  }
+
+  /** @return bytes a dense f16 cache of every token seen would hold */
+  public long denseF16Bytes() {
+    long bytes = 0;
+    for (long t : tokensSeen) {
+      bytes += t * shape.kvHeads() * shape.headDim() * 2L * 2L;
+    }
+    return bytes;
+  }
+
+  /** @return {@link #denseF16Bytes()} divided by {@link #bytesHeld()}; 1.0 for an empty cache */
+  public double compressionRatio() {
+    long held = bytesHeld();
+    return held == 0 ? 1.0 : (double) denseF16Bytes() / held;
+  }
+
+  /**
+   * Payload bits per stored key or value element of the retained tokens (32 for f32, 16 for f16,
+   * slightly more where pages are partly filled); 0 for an empty cache.
+   *
+   * @return bits per value
+   */
+  public double bitsPerValue() {
+    long values = totalRetained() * shape.headDim() * 2L;
+    return values == 0 ? 0.0 : payloadBytes * 8.0 / values;
+  }
+}

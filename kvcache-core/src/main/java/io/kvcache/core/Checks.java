@@ -1,0 +1,61 @@
+package io.kvcache.core;
+
+/** Argument checks whose messages name the argument, the value and what was expected. */
+public final class Checks {
+  private Checks() {}
+
+  /**
+   * Checks {@code min <= value <= max}.
+   *
+   * @param name  the argument's name, used in the message
+   * @param value the value to check
+   * @param min   smallest accepted value
+   * @param max   largest accepted value
+   * @return {@code value}
+   * @throws IllegalArgumentException when out of range
+   */
+  public static int inRange(String name, int value, int min, int max) {
+    if (value < min || value > max) {
+      throw new IllegalArgumentException(name + " must be in [" + min + ", " + max + "], got " + value);
+    }
+    return value;
+  }
+
+  /**
+   * Checks that {@code array} holds {@code length} elements from {@code offset}.
+   *
+   * @param name   the argument's name
+   * @param array  the array, not null
+   * @param offset first element used
+   * @param length elements needed
+   * @throws IllegalArgumentException when the array is null or too short
+   */
+  public static void span(String name, float[] array, int offset, long length) {
+    if (array == null) {
+      throw new IllegalArgumentException(name + " must not be null");
+    }
+    if (offset < 0 || offset + length > array.length) {
+      throw new IllegalArgumentException(name + " must hold " + length + " floats from offset " + offset
+          + ", but its length is " + array.length);
+    }
+  }
+
+  /**
+   * Checks that {@code n} floats from {@code offset} are finite.
+   *
+   * @param name   the argument's name
+   * @param array  the array
+   * @param offset first element checked
+   * @param n      elements checked
+   * @throws IllegalArgumentException naming the first non-finite element
+   */
+  public static void finite(String name, float[] array, int offset, int n) {
+    for (int i = 0; i < n; i++) {
+      float x = array[offset + i];
+      // x - x is 0 for finite x and NaN for NaN and +-Inf: one test covers both.
+      if (x - x != 0f) {
+        throw new IllegalArgumentException(name + " must be finite, got " + x + " at index " + (offset + i));
+      }
+    }
+  }
+}

@@ -1,0 +1,96 @@
+package io.kvcache.core;
+
+/**
+ * The KV cache of one sequence, made by {@link KVCacheStrategy#newCache}.
+ *
+ * <p>Arrays are row-major: a query chunk is {@code [token][queryHead][dim]}, a key or value chunk
+ * {@code [token][kvHead][dim]}, the output like the query. Keys arrive after RoPE. Each call appends
+ * to one layer and writes that layer's attention output; layers keep their own positions, so a model
+ * runs layer 0 to {@code L-1} for a chunk, then the next chunk.
+ *
+ * <p>Every argument is checked before anything is stored: a bad call throws an
+ * {@link IllegalArgumentException} or {@link IllegalStateException} naming the argument and the
+ * expected value, and leaves the cache as it was. One thread at a time; distinct caches may be used
+ * concurrently. Close it to release its memory.
+ */
+public interface KVCache extends AutoCloseable {
+
+  /** @return the shape this cache was made for */
+  AttentionShape shape();
+
+  /**
+   * Causal attention of a prompt chunk, appending the chunk's keys and values. Token {@code t} gets
+   * position {@code next + t}, where {@code next} is one past the layer's last position.
+   *
+   * @param layer  layer index
+   * @param tokens tokens in the chunk, {@code >= 1}
+   * @param q      queries, {@code tokens * queryHeads * headDim} floats from index 0
+   * @param k      keys after RoPE, {@code tokens * kvHeads * headDim} floats from index 0
+   * @param v      values, like {@code k}
+   * @param out    attention output, like {@code q}
+   */
+  default void prefill(int layer, int tokens, float[] q, float[] k, float[] v, float[] out) {
+    prefill(layer, tokens, null, q, 0, k, 0, v, 0, out, 0);
+  }
+
+  /**
+   * Causal attention of a prompt chunk at explicit positions, appending the chunk's keys and values.
+   * Positions must increase strictly and follow the layer's last position; gaps are allowed (a
+   * schedule that lets only some rows reach a layer keeps their original positions).
+   *
+   * @param layer     layer index
+   * @param tokens    tokens in the chunk, {@code >= 1}
+   * @param positions the tokens' positions, or null for consecutive positions after the layer's last
+   * @param q         queries
+   * @param qOff      offset of token 0 in {@code q}
+   * @param k         keys after RoPE
+   * @param kOff      offset of token 0 in {@code k}
+   * @param v         values
+   * @param vOff      offset of token 0 in {@code v}
+   * @param out       attention output
+   * @param outOff    offset of token 0 in {@code out}
+   */
+  void prefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff,
+      float[] out, int outOff);
+
+  /**
+   * Ends the prompt: retention policies that compress once (SnapKV and its kin) do so now. Called
+   * implicitly by the first {@link #decode}; calling it twice is an error.
+   */
+  void endPrefill();
+
+  /**
+   * One decode token: append its key and value to {@code layer}, attend, write the output.
+   *
+   * @param layer layer index
+   * @param q     query, {@code queryHeads * headDim} floats from index 0
+   * @param k     key after RoPE, {@code kvHeads * headDim} floats from index 0
+   * @param v     value, like {@code k}
+   * @param out   attention output, like {@code q}
+   */
+  default void decode(int layer, float[] q, float[] k, float[] v, float[] out) {
+    decode(layer, q, 0, k, 0, v, 0, out, 0);
+  }
+
+  /**
+   * One decode token, with offsets into the caller's arrays.
+   *
+   * @param layer  layer index
+   * @param q      query
+   * @param qOff   offset of the query
+   * @param k      key after RoPE
+   * @param kOff   offset of the key
+   * @param v      value
+   * @param vOff   offset of the value
+   * @param out    attention output
+   * @param outOff offset of the output
+   */
+  void decode(int layer, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff, float[] out, int outOff);
+
+  /** @return what the cache holds now: tokens per layer and head, exact bytes, compression */
+  CacheStats stats();
+
+  /** Releases the cache's memory; any later call throws {@link IllegalStateException}. Idempotent. */
+  @Override
+  void close();
+}

@@ -1,0 +1,324 @@
+package io.kvcache.core;
+
+import io.kvcache.codec.HeadStore;
+import io.kvcache.reader.AttentionReader;
+import io.kvcache.reader.PagedAttention;
+import io.kvcache.retention.LayerAccess;
+import io.kvcache.retention.RetentionPolicy;
+import java.util.concurrent.Executor;
+
+/**
+ * The one {@link KVCache} implementation: a {@link HeadStore} per layer and KV head from the
+ * strategy's codec, the retention policy's and reader's per-cache state, and per-KV-head scratch so
+ * that heads can run on different threads.
+ */
+final class PagedKVCache implements KVCache {
+
+  private final KVCacheStrategy strategy;
+  private final AttentionShape shape;
+  private final int d;
+  private final int group;
+  private final float scale;
+  private final RetentionPolicy.State retention;
+  private final AttentionReader.State reader;
+  private final HeadParallel parallel;
+  private final PagedAttention[] work; // one per KV head: heads may run concurrently
+  private final int window;            // observation window length, 0 when unused
+  private final boolean decodeWeights;
+
+  private HeadStore[][] stores;
+  private final int[] nextPos;
+  private final long[] seen;
+  private final float[][] windowQ;     // per layer: last 'window' query rows, [token][queryHead][dim]
+  private final int[][] windowPos;
+  private final int[] windowLen;
+  private float[] weights = new float[0];
+  private int[] scratchPos = new int[1];
+  private boolean prefillEnded;
+  private boolean closed;
+
+  PagedKVCache(KVCacheStrategy strategy, AttentionShape shape, Executor executor) {
+    this.strategy = strategy;
+    this.shape = shape;
+    this.d = shape.headDim();
+    this.group = shape.groupSize();
+    this.scale = shape.scale();
+    this.retention = strategy.retention().newState(shape);
+    this.reader = strategy.reader().newState(shape);
+    this.parallel = executor == null || shape.kvHeads() == 1 ? null : new HeadParallel(executor);
+    this.work = new PagedAttention[shape.kvHeads()];
+    for (int h = 0; h < work.length; h++) {
+      work[h] = new PagedAttention(strategy.kernels(), d);
+    }
+    this.window = strategy.retention().observationWindow();
+    this.decodeWeights = strategy.retention().wantsDecodeWeights();
+    this.stores = new HeadStore[shape.layers()][shape.kvHeads()];
+    for (HeadStore[] layer : stores) {
+      for (int h = 0; h < layer.length; h++) {
+        layer[h] = strategy.codec().newStore(d);
+      }
+    }
+    this.nextPos = new int[shape.layers()];
+    this.seen = new long[shape.layers()];
+    this.windowQ = new float[window > 0 ? shape.layers() : 0][];
+    this.windowPos = new int[window > 0 ? shape.layers() : 0][];
+    this.windowLen = new int[shape.layers()];
+  }
+
+  @Override
+  public AttentionShape shape() {
+    return shape;
+  }
+
+  @Override
+  public void prefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] k, int kOff, float[] v,
+      int vOff, float[] out, int outOff) {
+    checkOpen();
+    if (prefillEnded) {
+      throw new IllegalStateException("prefill after endPrefill (or after the first decode): a cache takes one prompt;"
+          + " start a new cache for a new sequence");
+    }
+    checkLayer(layer);
+    Checks.inRange("tokens", tokens, 1, Integer.MAX_VALUE / Math.max(shape.queryWidth(), 1));
+    int qw = shape.queryWidth(), kw = shape.kvWidth();
+    Checks.span("q", q, qOff, (long) tokens * qw);
+    Checks.span("k", k, kOff, (long) tokens * kw);
+    Checks.span("v", v, vOff, (long) tokens * kw);
+    Checks.span("out", out, outOff, (long) tokens * qw);
+    Checks.finite("q", q, qOff, tokens * qw);
+    Checks.finite("k", k, kOff, tokens * kw);
+    Checks.finite("v", v, vOff, tokens * kw);
+    int[] pos = resolvePositions(layer, tokens, positions);
+    checkEncodable(layer, tokens, k, kOff, v, vOff);
+
+    for (int h = 0; h < shape.kvHeads(); h++) {
+      HeadStore store = stores[layer][h];
+      for (int t = 0; t < tokens; t++) {
+        store.append(k, kOff + t * kw + h * d, v, vOff + t * kw + h * d, pos[t]);
+      }
+    }
+    runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, pos, 0, scale, out,
+        outOff + h * group * d, qw));
+    if (window > 0) {
+      keepWindow(layer, tokens, q, qOff, pos);
+    }
+    nextPos[layer] = pos[tokens - 1] + 1;
+    seen[layer] += tokens;
+    retention.afterAppend(access(layer), false);
+  }
+
+  @Override
+  public void endPrefill() {
+    checkOpen();
+    if (prefillEnded) {
+      throw new IllegalStateException("endPrefill already called (the first decode ends the prompt implicitly)");
+    }
+    prefillEnded = true;
+    for (int layer = 0; layer < shape.layers(); layer++) {
+      retention.endPrefill(access(layer));
+    }
+    for (int layer = 0; layer < windowQ.length; layer++) {
+      windowQ[layer] = null;
+      windowPos[layer] = null;
+      windowLen[layer] = 0;
+    }
+  }
+
+  @Override
+  public void decode(int layer, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff, float[] out,
+      int outOff) {
+    checkOpen();
+    checkLayer(layer);
+    int qw = shape.queryWidth(), kw = shape.kvWidth();
+    Checks.span("q", q, qOff, qw);
+    Checks.span("k", k, kOff, kw);
+    Checks.span("v", v, vOff, kw);
+    Checks.span("out", out, outOff, qw);
+    Checks.finite("q", q, qOff, qw);
+    Checks.finite("k", k, kOff, kw);
+    Checks.finite("v", v, vOff, kw);
+    if (nextPos[layer] == Integer.MAX_VALUE - 1) {
+      throw new IllegalStateException("layer " + layer + " has reached the largest position");
+    }
+    checkEncodable(layer, 1, k, kOff, v, vOff);
+    if (!prefillEnded) {
+      endPrefill();
+    }
+    int pos = nextPos[layer];
+    for (int h = 0; h < shape.kvHeads(); h++) {
+      stores[layer][h].append(k, kOff + h * d, v, vOff + h * d, pos);
+    }
+    nextPos[layer] = pos + 1;
+    seen[layer]++;
+    retention.afterAppend(access(layer), true);
+    runHeads(h -> reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
+        outOff + h * group * d));
+    if (decodeWeights) {
+      reportDecodeWeights(layer, q, qOff, pos);
+    }
+  }
+
+  @Override
+  public CacheStats stats() {
+    checkOpen();
+    int[][] retained = new int[shape.layers()][shape.kvHeads()];
+    long payload = 0, meta = 0;
+    for (int layer = 0; layer < shape.layers(); layer++) {
+      for (int h = 0; h < shape.kvHeads(); h++) {
+        HeadStore s = stores[layer][h];
+        retained[layer][h] = s.size();
+        payload += s.payloadBytes();
+        meta += s.metadataBytes();
+      }
+    }
+    return new CacheStats(strategy.name(), shape, seen.clone(), retained, payload, meta);
+  }
+
+  @Override
+  public void close() {
+    closed = true;
+    stores = null;
+  }
+
+  private void checkOpen() {
+    if (closed) {
+      throw new IllegalStateException("cache is closed");
+    }
+  }
+
+  private void checkLayer(int layer) {
+    if (layer < 0 || layer >= shape.layers()) {
+      throw new IllegalArgumentException("layer must be in [0, " + (shape.layers() - 1) + "], got " + layer);
+    }
+  }
+
+  private void checkEncodable(int layer, int tokens, float[] k, int kOff, float[] v, int vOff) {
+    int kw = shape.kvWidth();
+    for (int h = 0; h < shape.kvHeads(); h++) {
+      HeadStore store = stores[layer][h];
+      for (int t = 0; t < tokens; t++) {
+        store.checkEncodable(k, kOff + t * kw + h * d, v, vOff + t * kw + h * d);
+      }
+    }
+  }
+
+  private int[] resolvePositions(int layer, int tokens, int[] positions) {
+    if (scratchPos.length < tokens) {
+      scratchPos = new int[tokens];
+    }
+    long first = nextPos[layer];
+    if (positions == null) {
+      if (first + tokens > Integer.MAX_VALUE - 1) {
+        throw new IllegalArgumentException("tokens=" + tokens + " would pass the largest position after " + first);
+      }
+      for (int t = 0; t < tokens; t++) {
+        scratchPos[t] = (int) first + t;
+      }
+      return scratchPos;
+    }
+    if (positions.length < tokens) {
+      throw new IllegalArgumentException("positions must hold " + tokens + " entries, but its length is "
+          + positions.length);
+    }
+    long prev = first - 1;
+    for (int t = 0; t < tokens; t++) {
+      int p = positions[t];
+      if (p <= prev || p == HeadStore.EMPTY) {
+        throw new IllegalArgumentException("positions must increase strictly from >= " + first + " (one past layer "
+            + layer + "'s last position), got " + p + " at index " + t);
+      }
+      prev = p;
+    }
+    System.arraycopy(positions, 0, scratchPos, 0, tokens);
+    return scratchPos;
+  }
+
+  private void keepWindow(int layer, int tokens, float[] q, int qOff, int[] pos) {
+    int qw = shape.queryWidth();
+    if (windowQ[layer] == null) {
+      windowQ[layer] = new float[window * qw];
+      windowPos[layer] = new int[window];
+    }
+    float[] wq = windowQ[layer];
+    int[] wp = windowPos[layer];
+    int keep = Math.min(window, windowLen[layer] + tokens);
+    int fromOld = keep - Math.min(tokens, keep);
+    // Shift the surviving old rows to the front, then append the chunk's last rows.
+    int drop = windowLen[layer] - fromOld;
+    System.arraycopy(wq, drop * qw, wq, 0, fromOld * qw);
+    System.arraycopy(wp, drop, wp, 0, fromOld);
+    int fromNew = keep - fromOld;
+    System.arraycopy(q, qOff + (tokens - fromNew) * qw, wq, fromOld * qw, fromNew * qw);
+    System.arraycopy(pos, tokens - fromNew, wp, fromOld, fromNew);
+    windowLen[layer] = keep;
+  }
+
+  private void reportDecodeWeights(int layer, float[] q, int qOff, int pos) {
+    LayerAccess access = access(layer);
+    scratchPos[0] = pos;
+    for (int h = 0; h < shape.kvHeads(); h++) {
+      HeadStore store = stores[layer][h];
+      int slots = store.pageCount() * HeadStore.PAGE_TOKENS;
+      if (weights.length < group * slots) {
+        weights = new float[group * slots * 2];
+      }
+      java.util.Arrays.fill(weights, 0, group * slots, 0f);
+      work[h].weights(store, 1, group, q, qOff + h * group * d, shape.queryWidth(), scratchPos, 0, scale, weights,
+          slots);
+      for (int g = 1; g < group; g++) {
+        for (int s = 0; s < slots; s++) {
+          weights[s] += weights[g * slots + s];
+        }
+      }
+      retention.afterDecodeWeights(access, h, weights);
+    }
+  }
+
+  private void runHeads(java.util.function.IntConsumer task) {
+    if (parallel == null) {
+      for (int h = 0; h < shape.kvHeads(); h++) {
+        task.accept(h);
+      }
+    } else {
+      parallel.run(shape.kvHeads(), task);
+    }
+  }
+
+  private LayerAccess access(int layer) {
+    return new LayerAccess() {
+      @Override
+      public int layer() {
+        return layer;
+      }
+
+      @Override
+      public AttentionShape shape() {
+        return shape;
+      }
+
+      @Override
+      public HeadStore store(int kvHead) {
+        return stores[layer][kvHead];
+      }
+
+      @Override
+      public int nextPosition() {
+        return nextPos[layer];
+      }
+
+      @Override
+      public int windowTokens() {
+        return windowLen[layer];
+      }
+
+      @Override
+      public void windowWeights(int kvHead, float[] acc, int accStride) {
+        if (windowLen[layer] == 0) {
+          return;
+        }
+        work[kvHead].weights(stores[layer][kvHead], windowLen[layer], group, windowQ[layer], kvHead * group * d,
+            shape.queryWidth(), windowPos[layer], 0, scale, acc, accStride);
+      }
+    };
+  }
+}

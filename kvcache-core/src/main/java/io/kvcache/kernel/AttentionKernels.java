@@ -1,0 +1,94 @@
+package io.kvcache.kernel;
+
+/**
+ * The hot operations of paged attention, over primitive arrays with explicit offsets.
+ *
+ * <p>Two implementations exist: {@link ScalarAttentionKernels}, the definition, and
+ * {@code VectorAttentionKernels}, which uses the JDK Vector API. {@link Kernels#get()} picks one at
+ * class-initialisation time. Tests hold the two to each other and to a float64 reference.
+ *
+ * <p>Layouts, fixed by the paged store: a key page is transposed, {@code kT[c * pageTokens + j]} for
+ * channel {@code c} and token {@code j}, so that one vector holds one channel of consecutive tokens and
+ * scoring needs no horizontal reduction; a value page is row-major, {@code v[j * d + c]}. Query and
+ * output rows are packed, {@code q[r * d + c]}.
+ */
+public interface AttentionKernels {
+
+  /** A short name for logs and benchmark tables: {@code "scalar"} or {@code "vector-256"} and so on. */
+  String name();
+
+  /**
+   * Scores of {@code rows} query rows against one key page:
+   * {@code s[sOff + r * sStride + j] = sum_c q[qOff + r * d + c] * kT[c * pageTokens + j]}.
+   *
+   * @param q          query rows, packed, already multiplied by the attention scale
+   * @param qOff       offset of row 0 in {@code q}
+   * @param rows       number of query rows
+   * @param d          head dimension
+   * @param kT         the key page, transposed, {@code d * pageTokens} floats from index 0
+   * @param pageTokens tokens per page
+   * @param s          output scores
+   * @param sOff       offset of row 0's first score
+   * @param sStride    distance between consecutive rows in {@code s}
+   */
+  void scores(float[] q, int qOff, int rows, int d, float[] kT, int pageTokens, float[] s, int sOff, int sStride);
+
+  /**
+   * Adds the probability-weighted values of one page to output rows:
+   * {@code o[oOff + r * d + c] += sum_j p[pOff + r * pStride + j] * v[j * d + c]}.
+   *
+   * @param p          probabilities (unnormalised weights)
+   * @param pOff       offset of row 0's first weight
+   * @param pStride    distance between consecutive rows in {@code p}
+   * @param rows       number of rows
+   * @param v          the value page, row-major, {@code pageTokens * d} floats from index 0
+   * @param pageTokens tokens per page
+   * @param d          head dimension
+   * @param o          output accumulators, packed rows
+   * @param oOff       offset of row 0 in {@code o}
+   */
+  void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int pageTokens, int d, float[] o, int oOff);
+
+  /**
+   * Largest of {@code n} floats from {@code off}; {@code -Infinity} when {@code n == 0}.
+   *
+   * @param a   the array
+   * @param off first element
+   * @param n   element count
+   * @return the maximum
+   */
+  float max(float[] a, int off, int n);
+
+  /**
+   * Replaces {@code a[i]} by {@code exp(a[i] - m)} for {@code n} elements from {@code off} and
+   * returns their sum. {@code -Infinity} entries become 0. {@code m} must be finite.
+   *
+   * @param a   the array, overwritten
+   * @param off first element
+   * @param n   element count
+   * @param m   the subtracted maximum
+   * @return the sum of the new values
+   */
+  float expAndSum(float[] a, int off, int n, float m);
+
+  /**
+   * Multiplies {@code n} floats from {@code off} by {@code f}.
+   *
+   * @param a   the array, overwritten
+   * @param off first element
+   * @param n   element count
+   * @param f   the factor
+   */
+  void scale(float[] a, int off, int n, float f);
+
+  /**
+   * Widens {@code n} IEEE-754 binary16 values to float.
+   *
+   * @param src    binary16 bit patterns
+   * @param srcOff first source element
+   * @param dst    destination
+   * @param dstOff first destination element
+   * @param n      element count
+   */
+  void f16ToF32(short[] src, int srcOff, float[] dst, int dstOff, int n);
+}

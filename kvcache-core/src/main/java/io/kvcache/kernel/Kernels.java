@@ -1,0 +1,128 @@
+package io.kvcache.kernel;
+
+import java.lang.System.Logger.Level;
+
+/**
+ * Chooses the {@link AttentionKernels} implementation once, at class initialisation, and logs the
+ * choice in one line.
+ *
+ * <p>The Vector API implementation is used when the module {@code jdk.incubator.vector} is in the
+ * boot layer (run with {@code --add-modules jdk.incubator.vector}) and the preferred float vector
+ * holds 4 to 16 lanes. The system property {@code kvcache.kernels=scalar} forces the scalar
+ * reference; {@code kvcache.kernels=vector} makes a missing Vector API an error instead of a
+ * fallback.
+ */
+public final class Kernels {
+
+  /** The system property that picks the implementation: {@code auto} (default), {@code scalar}, {@code vector}. */
+  public static final String PROPERTY = "kvcache.kernels";
+
+  private static final AttentionKernels CHOSEN = choose();
+
+  private Kernels() {}
+
+  /**
+   * The kernels this JVM uses.
+   *
+   * @return the chosen implementation, never null
+   */
+  public static AttentionKernels get() {
+    return CHOSEN;
+  }
+
+  /**
+   * The scalar reference implementation, always available.
+   *
+   * @return the scalar kernels
+   */
+  public static AttentionKernels scalar() {
+    return ScalarAttentionKernels.INSTANCE;
+  }
+
+  /**
+   * The Vector API implementation, for tests and benchmarks that compare the two.
+   *
+   * @return the vector kernels
+   * @throws IllegalStateException when {@code jdk.incubator.vector} is not available
+   */
+  public static AttentionKernels vector() {
+    String why = vectorUnavailableReason();
+    if (why != null) {
+      throw new IllegalStateException("vector kernels unavailable: " + why);
+    }
+    return loadVector();
+  }
+
+  /**
+   * Whether {@link #vector()} would succeed.
+   *
+   * @return true when the Vector API kernels can run here
+   */
+  public static boolean vectorAvailable() {
+    return vectorUnavailableReason() == null;
+  }
+
+  private static AttentionKernels choose() {
+    System.Logger log = System.getLogger("io.kvcache.kernel");
+    String mode = System.getProperty(PROPERTY, "auto").trim().toLowerCase(java.util.Locale.ROOT);
+    AttentionKernels k;
+    String why;
+    switch (mode) {
+      case "scalar" -> {
+        k = ScalarAttentionKernels.INSTANCE;
+        why = "forced by -D" + PROPERTY + "=scalar";
+      }
+      case "vector" -> {
+        k = vector();
+        why = "forced by -D" + PROPERTY + "=vector";
+      }
+      case "auto" -> {
+        String unavailable = vectorUnavailableReason();
+        if (unavailable == null) {
+          k = loadVector();
+          why = "jdk.incubator.vector present";
+        } else {
+          k = ScalarAttentionKernels.INSTANCE;
+          why = unavailable;
+        }
+      }
+      default -> throw new IllegalArgumentException(
+          PROPERTY + " must be one of auto, scalar, vector; got '" + mode + "'");
+    }
+    log.log(Level.INFO, "kvcache attention kernels: {0} ({1})", k.name(), why);
+    return k;
+  }
+
+  private static String vectorUnavailableReason() {
+    if (ModuleLayer.boot().findModule("jdk.incubator.vector").isEmpty()) {
+      return "jdk.incubator.vector not in the boot layer; run with --add-modules jdk.incubator.vector";
+    }
+    int lanes = VectorLanes.lanes();
+    if (lanes < 4 || lanes > 16) {
+      return "preferred float vector has " + lanes + " lanes; the vector kernels need 4 to 16";
+    }
+    return null;
+  }
+
+  private static AttentionKernels loadVector() {
+    // Loaded by name so that this class links on a JVM without jdk.incubator.vector.
+    try {
+      return (AttentionKernels) Class.forName("io.kvcache.kernel.VectorAttentionKernels")
+          .getDeclaredConstructor().newInstance();
+    } catch (ReflectiveOperationException e) {
+      throw new IllegalStateException("cannot load the vector kernels", e);
+    }
+  }
+
+  /** Isolates the one Vector API call made before we know the module is there. */
+  private static final class VectorLanes {
+    static int lanes() {
+      try {
+        return (int) Class.forName("io.kvcache.kernel.VectorAttentionKernels")
+            .getDeclaredMethod("lanes").invoke(null);
+      } catch (ReflectiveOperationException e) {
+        return 0;
+      }
+    }
+  }
+}

@@ -1,0 +1,83 @@
+package io.kvcache.kernel;
+
+/**
+ * The definition of every kernel: plain loops, written to be read. The vector kernels are tested
+ * against these.
+ */
+public final class ScalarAttentionKernels implements AttentionKernels {
+
+  /** The single instance; the class holds no state. */
+  public static final ScalarAttentionKernels INSTANCE = new ScalarAttentionKernels();
+
+  private ScalarAttentionKernels() {}
+
+  @Override
+  public String name() {
+    return "scalar";
+  }
+
+  @Override
+  public void scores(float[] q, int qOff, int rows, int d, float[] kT, int pageTokens, float[] s, int sOff,
+      int sStride) {
+    for (int r = 0; r < rows; r++) {
+      int qr = qOff + r * d;
+      for (int j = 0; j < pageTokens; j++) {
+        float dot = 0f;
+        for (int c = 0; c < d; c++) {
+          dot += q[qr + c] * kT[c * pageTokens + j];
+        }
+        s[sOff + r * sStride + j] = dot;
+      }
+    }
+  }
+
+  @Override
+  public void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int pageTokens, int d, float[] o,
+      int oOff) {
+    for (int r = 0; r < rows; r++) {
+      int pr = pOff + r * pStride;
+      int or = oOff + r * d;
+      for (int j = 0; j < pageTokens; j++) {
+        float w = p[pr + j];
+        int vj = j * d;
+        for (int c = 0; c < d; c++) {
+          o[or + c] += w * v[vj + c];
+        }
+      }
+    }
+  }
+
+  @Override
+  public float max(float[] a, int off, int n) {
+    float m = Float.NEGATIVE_INFINITY;
+    for (int i = 0; i < n; i++) {
+      m = Math.max(m, a[off + i]);
+    }
+    return m;
+  }
+
+  @Override
+  public float expAndSum(float[] a, int off, int n, float m) {
+    float sum = 0f;
+    for (int i = 0; i < n; i++) {
+      float e = (float) Math.exp(a[off + i] - m);
+      a[off + i] = e;
+      sum += e;
+    }
+    return sum;
+  }
+
+  @Override
+  public void scale(float[] a, int off, int n, float f) {
+    for (int i = 0; i < n; i++) {
+      a[off + i] *= f;
+    }
+  }
+
+  @Override
+  public void f16ToF32(short[] src, int srcOff, float[] dst, int dstOff, int n) {
+    for (int i = 0; i < n; i++) {
+      dst[dstOff + i] = Float.float16ToFloat(src[srcOff + i]);
+    }
+  }
+}

@@ -1,0 +1,297 @@
+package io.kvcache.reader;
+
+import io.kvcache.codec.HeadStore;
+import io.kvcache.kernel.AttentionKernels;
+import java.util.Arrays;
+
+/**
+ * Causal attention of query rows over one {@link HeadStore}, flash style: queries in tiles, keys and
+ * values streamed page by page in blocks, softmax computed online (a running maximum and sum per row,
+ * the output rescaled when the maximum grows), so nothing of size {@code O(tokens)} is materialised.
+ *
+ * <p>One routine serves decode and prefill. Decode is one token whose {@code group} query heads share
+ * the KV head: all of them form one tile, so every key and value page is read from memory once for
+ * the whole group (GQA). Prefill is many tokens: tiles of about {@value #TILE_ROWS} rows, and pages
+ * wholly after a tile's last position are skipped (the causal triangle).
+ *
+ * <p>The mask is by position: a query at position {@code p} sees the slots whose position is
+ * {@code <= p}; empty and evicted slots carry {@link HeadStore#EMPTY} and are never seen.
+ *
+ * <p>An instance holds scratch buffers sized for one head dimension and is not thread-safe; use one
+ * per thread. It allocates nothing per call once warmed up.
+ */
+public final class PagedAttention {
+
+  /** Target query rows per tile: the scaled queries and accumulators of a tile stay in L1/L2. */
+  public static final int TILE_ROWS = 64;
+  /** Pages per softmax block: the online rescale happens once per block, not once per page. */
+  public static final int BLOCK_PAGES = 8;
+
+  private static final int P = HeadStore.PAGE_TOKENS;
+  private static final int S_STRIDE = BLOCK_PAGES * P;
+
+  private final AttentionKernels kernels;
+  private final int d;
+  private final float[] kBuf;
+  private final float[] vBuf;
+  private final int[] blockPages = new int[BLOCK_PAGES];
+  private float[] qs = new float[0];
+  private float[] o = new float[0];
+  private float[] s = new float[0];
+  private float[] m = new float[0];
+  private float[] l = new float[0];
+  private int[] rowPos = new int[0];
+  private final int[] one = new int[1];
+
+  /**
+   * @param kernels the kernels to run (scalar or vector)
+   * @param headDim channels per head
+   */
+  public PagedAttention(AttentionKernels kernels, int headDim) {
+    this.kernels = kernels;
+    this.d = headDim;
+    this.kBuf = new float[headDim * P];
+    this.vBuf = new float[headDim * P];
+  }
+
+  /** @return the kernels this instance runs */
+  public AttentionKernels kernels() {
+    return kernels;
+  }
+
+  /**
+   * Decode attention of one token's {@code group} query heads over {@code store}.
+   *
+   * @param store    keys and values of one layer and KV head
+   * @param group    query heads sharing this KV head
+   * @param q        query rows of the group, {@code group * headDim} floats from {@code qOff}
+   * @param qOff     offset of the first query head's row
+   * @param position the query's position: slots up to it are visible
+   * @param scale    attention scale, usually {@code 1 / sqrt(headDim)}
+   * @param out      output rows, same layout as {@code q}
+   * @param outOff   offset of the first output row
+   */
+  public void decode(HeadStore store, int group, float[] q, int qOff, int position, float scale, float[] out,
+      int outOff) {
+    one[0] = position;
+    attend(store, 1, group, q, qOff, group * d, one, 0, scale, out, outOff, group * d);
+  }
+
+  /**
+   * Causal attention of {@code tokens} query tokens, each with {@code group} heads, over {@code store}.
+   * Row {@code (t, g)} is read from {@code q[qOff + t * qTokenStride + g * headDim]} and written to
+   * {@code out[outOff + t * outTokenStride + g * headDim]}.
+   *
+   * @param store          keys and values of one layer and KV head
+   * @param tokens         query tokens
+   * @param group          query heads per token that share this KV head
+   * @param q              queries
+   * @param qOff           offset of token 0, head 0
+   * @param qTokenStride   distance between tokens in {@code q}
+   * @param positions      query positions, {@code positions[posOff + t]}
+   * @param posOff         offset into {@code positions}
+   * @param scale          attention scale
+   * @param out            outputs
+   * @param outOff         offset of token 0, head 0
+   * @param outTokenStride distance between tokens in {@code out}
+   */
+  public void attend(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride,
+      int[] positions, int posOff, float scale, float[] out, int outOff, int outTokenStride) {
+    int tileTokens = Math.max(1, TILE_ROWS / group);
+    ensure(Math.min(tokens, tileTokens) * group);
+    for (int t0 = 0; t0 < tokens; t0 += tileTokens) {
+      int tt = Math.min(tileTokens, tokens - t0);
+      int rows = tt * group;
+      int minPos = Integer.MAX_VALUE, maxPos = Integer.MIN_VALUE;
+      for (int t = 0; t < tt; t++) {
+        int pos = positions[posOff + t0 + t];
+        minPos = Math.min(minPos, pos);
+        maxPos = Math.max(maxPos, pos);
+        for (int g = 0; g < group; g++) {
+          int r = t * group + g;
+          rowPos[r] = pos;
+          int src = qOff + (t0 + t) * qTokenStride + g * d;
+          for (int c = 0; c < d; c++) {
+            qs[r * d + c] = q[src + c] * scale;
+          }
+        }
+      }
+      Arrays.fill(m, 0, rows, Float.NEGATIVE_INFINITY);
+      Arrays.fill(l, 0, rows, 0f);
+      Arrays.fill(o, 0, rows * d, 0f);
+
+      int nb = 0;
+      int pages = store.pageCount();
+      for (int page = 0; page < pages; page++) {
+        if (store.pageMinPosition(page) > maxPos) {
+          continue; // wholly in the future of every row of the tile, or empty
+        }
+        blockPages[nb++] = page;
+        if (nb == BLOCK_PAGES) {
+          block(store, nb, rows, minPos);
+          nb = 0;
+        }
+      }
+      if (nb > 0) {
+        block(store, nb, rows, minPos);
+      }
+
+      for (int t = 0; t < tt; t++) {
+        for (int g = 0; g < group; g++) {
+          int r = t * group + g;
+          int dst = outOff + (t0 + t) * outTokenStride + g * d;
+          float inv = l[r] > 0f ? 1f / l[r] : 0f;
+          for (int c = 0; c < d; c++) {
+            out[dst + c] = o[r * d + c] * inv;
+          }
+        }
+      }
+    }
+  }
+
+  private void block(HeadStore store, int nb, int rows, int minPos) {
+    for (int i = 0; i < nb; i++) {
+      int page = blockPages[i];
+      float[] kT = store.keys(page, kBuf, kernels);
+      kernels.scores(qs, 0, rows, d, kT, P, s, i * P, S_STRIDE);
+      mask(store.pagePositions(page), rows, minPos, i * P);
+    }
+    int n = nb * P;
+    for (int r = 0; r < rows; r++) {
+      int sr = r * S_STRIDE;
+      float bm = kernels.max(s, sr, n);
+      float mr = m[r];
+      if (bm > mr) {
+        if (l[r] > 0f) {
+          float f = (float) Math.exp(mr - bm);
+          l[r] *= f;
+          kernels.scale(o, r * d, d, f);
+        }
+        mr = bm;
+        m[r] = bm;
+      }
+      if (mr == Float.NEGATIVE_INFINITY) {
+        Arrays.fill(s, sr, sr + n, 0f); // nothing visible to this row yet
+      } else {
+        l[r] += kernels.expAndSum(s, sr, n, mr);
+      }
+    }
+    for (int i = 0; i < nb; i++) {
+      float[] v = store.values(blockPages[i], vBuf, kernels);
+      kernels.accumulate(s, i * P, S_STRIDE, rows, v, P, d, o, 0);
+    }
+  }
+
+  /** Hides slots that are empty or later than a row's position; a no-op for pages wholly visible. */
+  private void mask(int[] pos, int rows, int minPos, int col) {
+    int pageMax = Integer.MIN_VALUE;
+    for (int j = 0; j < P; j++) {
+      pageMax = Math.max(pageMax, pos[j]);
+    }
+    if (pageMax <= minPos) {
+      return;
+    }
+    for (int r = 0; r < rows; r++) {
+      int limit = rowPos[r];
+      int sr = r * S_STRIDE + col;
+      for (int j = 0; j < P; j++) {
+        if (pos[j] > limit) {
+          s[sr + j] = Float.NEGATIVE_INFINITY;
+        }
+      }
+    }
+  }
+
+  /**
+   * Attention weights (softmax probabilities) that query rows give each slot, summed over tokens:
+   * {@code acc[g * accStride + slot] += sum_t A[(t, g)][slot]}. Retention policies score tokens with
+   * it (SnapKV's observation window, H2O's accumulated attention). Each row's weights sum to 1 over
+   * the visible slots, so each {@code g} gains {@code tokens} in total.
+   *
+   * @param store        keys of one layer and KV head
+   * @param tokens       query tokens
+   * @param group        query heads per token sharing this KV head
+   * @param q            queries, as in {@link #attend}
+   * @param qOff         offset of token 0, head 0
+   * @param qTokenStride distance between tokens in {@code q}
+   * @param positions    query positions
+   * @param posOff       offset into {@code positions}
+   * @param scale        attention scale
+   * @param acc          accumulators, at least {@code group * accStride} floats
+   * @param accStride    distance between heads in {@code acc}, at least {@code store.pageCount() * PAGE_TOKENS}
+   */
+  public void weights(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride, int[] positions,
+      int posOff, float scale, float[] acc, int accStride) {
+    if (accStride < store.pageCount() * P) {
+      throw new IllegalArgumentException("accStride must be >= slots (" + store.pageCount() * P + "), got " + accStride);
+    }
+    ensure(group);
+    for (int t = 0; t < tokens; t++) {
+      int pos = positions[posOff + t];
+      for (int g = 0; g < group; g++) {
+        rowPos[g] = pos;
+        int src = qOff + t * qTokenStride + g * d;
+        for (int c = 0; c < d; c++) {
+          qs[g * d + c] = q[src + c] * scale;
+        }
+      }
+      // Pass 1: the running maximum and normaliser of each row.
+      Arrays.fill(m, 0, group, Float.NEGATIVE_INFINITY);
+      Arrays.fill(l, 0, group, 0f);
+      for (int page = 0; page < store.pageCount(); page++) {
+        if (store.pageMinPosition(page) > pos) {
+          continue;
+        }
+        scorePage(store, page, group, pos);
+        for (int g = 0; g < group; g++) {
+          int sr = g * S_STRIDE;
+          float pm = kernels.max(s, sr, P);
+          if (pm == Float.NEGATIVE_INFINITY) {
+            continue;
+          }
+          if (pm > m[g]) {
+            l[g] *= (float) Math.exp(m[g] - pm);
+            m[g] = pm;
+          }
+          l[g] += kernels.expAndSum(s, sr, P, m[g]);
+        }
+      }
+      // Pass 2: normalised probabilities into the accumulators.
+      for (int page = 0; page < store.pageCount(); page++) {
+        if (store.pageMinPosition(page) > pos) {
+          continue;
+        }
+        scorePage(store, page, group, pos);
+        for (int g = 0; g < group; g++) {
+          if (l[g] == 0f) {
+            continue;
+          }
+          int sr = g * S_STRIDE;
+          kernels.expAndSum(s, sr, P, m[g]);
+          float inv = 1f / l[g];
+          int base = g * accStride + page * P;
+          for (int j = 0; j < P; j++) {
+            acc[base + j] += s[sr + j] * inv;
+          }
+        }
+      }
+    }
+  }
+
+  private void scorePage(HeadStore store, int page, int rows, int pos) {
+    float[] kT = store.keys(page, kBuf, kernels);
+    kernels.scores(qs, 0, rows, d, kT, P, s, 0, S_STRIDE);
+    mask(store.pagePositions(page), rows, pos, 0);
+  }
+
+  private void ensure(int rows) {
+    if (qs.length < rows * d) {
+      qs = new float[rows * d];
+      o = new float[rows * d];
+      s = new float[rows * S_STRIDE];
+      m = new float[rows];
+      l = new float[rows];
+      rowPos = new int[rows];
+    }
+  }
+}

@@ -1,0 +1,37 @@
+package io.kvcache.retention;
+
+import io.kvcache.codec.HeadStore;
+import io.kvcache.core.AttentionShape;
+
+/** What a retention policy sees of one layer of one cache. Valid during the call that passes it. */
+public interface LayerAccess {
+
+  /** @return the layer index */
+  int layer();
+
+  /** @return the model's attention shape */
+  AttentionShape shape();
+
+  /**
+   * @param kvHead a KV head
+   * @return its store, where the policy reads positions and evicts slots
+   */
+  HeadStore store(int kvHead);
+
+  /** @return the position the next token of this layer will get */
+  int nextPosition();
+
+  /** @return prompt tokens held in the observation window (0 when none was requested) */
+  int windowTokens();
+
+  /**
+   * Adds the attention weights that the observation-window queries give each slot of a KV head:
+   * {@code acc[g * accStride + slot] += sum over window tokens of A[(t, g)][slot]}, for the group's
+   * query heads {@code g}. Causal: a window token sees only slots up to its own position.
+   *
+   * @param kvHead    the KV head
+   * @param acc       accumulators, at least {@code groupSize * accStride} floats
+   * @param accStride at least {@code store(kvHead).pageCount() * PAGE_TOKENS}
+   */
+  void windowWeights(int kvHead, float[] acc, int accStride);
+}

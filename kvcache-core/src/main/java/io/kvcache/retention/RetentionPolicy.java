@@ -1,0 +1,93 @@
+package io.kvcache.retention;
+
+import io.kvcache.core.AttentionShape;
+
+/**
+ * Retention policy, the second axis: which tokens stay, after prefill and as decode goes on.
+ *
+ * <p>A policy evicts through {@link LayerAccess#store(int)}; it never moves data itself. It may ask
+ * the cache to keep the last prompt queries of each layer ({@link #observationWindow()}, SnapKV) and
+ * to report each decode step's attention weights ({@link #wantsDecodeWeights()}, H2O). Policies are
+ * immutable and thread-safe; per-cache state lives in the {@link State} they make.
+ */
+public interface RetentionPolicy {
+
+  /** @return a short name for tables and logs */
+  String name();
+
+  /**
+   * Prompt tokens whose queries the cache keeps per layer until {@link State#endPrefill}: SnapKV's
+   * observation window. 0 when the policy needs none.
+   *
+   * @return the window length
+   */
+  default int observationWindow() {
+    return 0;
+  }
+
+  /**
+   * Whether the cache should compute each decode step's attention weights and pass them to
+   * {@link State#afterDecodeWeights}. Costs one extra pass over the keys.
+   *
+   * @return true to receive the weights
+   */
+  default boolean wantsDecodeWeights() {
+    return false;
+  }
+
+  /**
+   * Makes the state for one cache.
+   *
+   * @param shape the model's attention shape
+   * @return new state
+   */
+  State newState(AttentionShape shape);
+
+  /** Keeps every token. */
+  static RetentionPolicy keepAll() {
+    return KeepAll.INSTANCE;
+  }
+
+  /**
+   * StreamingLLM: keeps the first {@code sinks} positions and the last {@code window} tokens.
+   *
+   * @param sinks  attention-sink tokens kept from the start, {@code >= 0}
+   * @param window most recent tokens kept, {@code >= 1}
+   * @return the policy
+   */
+  static RetentionPolicy sinksAndWindow(int sinks, int window) {
+    return new SinksAndWindow(sinks, window);
+  }
+
+  /** Per-cache policy state. All calls come from the thread that drives the cache. */
+  interface State {
+
+    /**
+     * Tokens were appended to every KV head of a layer: a prefill chunk (after its attention) or a
+     * decode token (before its attention, so that a step attends to what the policy keeps).
+     *
+     * @param layer  the layer's stores and positions
+     * @param decode true for a decode token, false for a prefill chunk
+     */
+    void afterAppend(LayerAccess layer, boolean decode);
+
+    /**
+     * The prompt is complete: compress with what was seen. The observation window, if requested, is
+     * available through {@link LayerAccess#windowWeights}.
+     *
+     * @param layer the layer's stores and positions
+     */
+    default void endPrefill(LayerAccess layer) {}
+
+    /**
+     * One decode step's attention weights for one layer and KV head, summed over the KV head's
+     * query heads: {@code weights[slot]}, for slots below {@code store.pageCount() * PAGE_TOKENS}.
+     * Called only when {@link #wantsDecodeWeights()} is true.
+     *
+     * @param layer   the layer's stores and positions
+     * @param kvHead  the KV head
+     * @param weights the weights; valid during the call only
+     */
+    default void afterDecodeWeights(LayerAccess layer, int kvHead, float[] weights) {}
+  }
+}
