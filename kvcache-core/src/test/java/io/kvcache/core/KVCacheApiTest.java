@@ -1,0 +1,210 @@
+package io.kvcache.core;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvcache.codec.HeadStore;
+import io.kvcache.codec.StorageCodec;
+import java.util.SplittableRandom;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import org.junit.jupiter.api.function.Executable;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** The {@link KVCache} contract: equivalences, byte accounting, and how bad input is refused. */
+class KVCacheApiTest {
+
+  static final AttentionShape SHAPE = new AttentionShape(2, 8, 2, 32);
+
+  record Inputs(float[] q, float[] k, float[] v) {}
+
+  static Inputs inputs(long seed, int tokens) {
+    SplittableRandom rnd = new SplittableRandom(seed);
+    return new Inputs(TestData.gaussian(rnd, tokens * SHAPE.queryWidth(), 1),
+        TestData.gaussian(rnd, tokens * SHAPE.kvWidth(), 1), TestData.gaussian(rnd, tokens * SHAPE.kvWidth(), 1));
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"f32", "f16"})
+  void chunkedPrefillAndDecodesEqualOneLongPrefill(String codecName) {
+    StorageCodec codec = codecName.equals("f32") ? StorageCodec.f32() : StorageCodec.f16();
+    long seed = TestData.seed();
+    int n = 300;
+    Inputs in = inputs(seed, n);
+    int qw = SHAPE.queryWidth(), kw = SHAPE.kvWidth();
+    float[] whole = new float[n * qw];
+    float[] parts = new float[n * qw];
+    KVCacheStrategy strategy = Strategies.full(codec);
+    try (KVCache a = strategy.newCache(SHAPE); KVCache b = strategy.newCache(SHAPE)) {
+      for (int layer = 0; layer < SHAPE.layers(); layer++) {
+        a.prefill(layer, n, null, in.q, 0, in.k, 0, in.v, 0, whole, 0);
+      }
+      // 3 prompt chunks of odd sizes, then decode tokens, layer by layer as a model runs.
+      int[] chunks = {1, 37, 150};
+      int t = 0;
+      for (int c : chunks) {
+        for (int layer = 0; layer < SHAPE.layers(); layer++) {
+          b.prefill(layer, c, null, in.q, t * qw, in.k, t * kw, in.v, t * kw, parts, t * qw);
+        }
+        t += c;
+      }
+      b.endPrefill();
+      for (; t < n; t++) {
+        for (int layer = 0; layer < SHAPE.layers(); layer++) {
+          b.decode(layer, in.q, t * qw, in.k, t * kw, in.v, t * kw, parts, t * qw);
+        }
+      }
+      assertEquals(a.stats().totalRetained(), b.stats().totalRetained());
+    }
+    // Same rows, same visible keys; only the blocking of the online softmax differs.
+    double worst = 0;
+    for (int i = 0; i < whole.length; i++) {
+      worst = Math.max(worst, Math.abs(whole[i] - parts[i]));
+    }
+    double w = worst;
+    assertTrue(w <= 1e-5, () -> "max difference " + w + " (seed " + seed + ")");
+  }
+
+  @Test
+  void headsOnAnExecutorGiveTheSameOutputAsOneThread() throws Exception {
+    long seed = TestData.seed();
+    int n = 200;
+    Inputs in = inputs(seed, n + 1);
+    int qw = SHAPE.queryWidth(), kw = SHAPE.kvWidth();
+    float[] serial = new float[(n + 1) * qw];
+    float[] parallel = new float[(n + 1) * qw];
+    ExecutorService pool = Executors.newFixedThreadPool(3);
+    try (KVCache a = Strategies.full().newCache(SHAPE); KVCache b = Strategies.full().newCache(SHAPE, pool)) {
+      for (KVCache c : new KVCache[] {a, b}) {
+        float[] out = c == a ? serial : parallel;
+        c.prefill(0, n, null, in.q, 0, in.k, 0, in.v, 0, out, 0);
+        c.decode(0, in.q, n * qw, in.k, n * kw, in.v, n * kw, out, n * qw);
+      }
+    } finally {
+      pool.shutdown();
+    }
+    assertArrayEquals(serial, parallel, "seed " + seed);
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"f32", "f16"})
+  void statsCountBytesExactly(String codecName) {
+    StorageCodec codec = codecName.equals("f32") ? StorageCodec.f32() : StorageCodec.f16();
+    int bytes = codecName.equals("f32") ? 4 : 2;
+    Inputs in = inputs(1, 40);
+    try (KVCache cache = Strategies.full(codec).newCache(SHAPE)) {
+      float[] out = new float[40 * SHAPE.queryWidth()];
+      cache.prefill(0, 40, in.q, in.k, in.v, out); // layer 1 left empty on purpose
+      CacheStats s = cache.stats();
+      int pages = 3; // ceil(40 / 16)
+      long payload = (long) pages * HeadStore.PAGE_TOKENS * SHAPE.headDim() * 2 * bytes * SHAPE.kvHeads();
+      long meta = (long) pages * HeadStore.PAGE_TOKENS * 4 * SHAPE.kvHeads();
+      assertEquals(payload, s.payloadBytes());
+      assertEquals(meta, s.metadataBytes());
+      assertEquals(40L * SHAPE.kvHeads() * SHAPE.headDim() * 2 * 2, s.denseF16Bytes());
+      assertEquals((double) s.denseF16Bytes() / (payload + meta), s.compressionRatio(), 1e-12);
+      assertEquals(80L, s.totalRetained());
+      assertEquals(40, s.retained()[0][1]);
+      assertEquals(0, s.retained()[1][0]);
+      assertEquals(payload * 8.0 / (80.0 * SHAPE.headDim() * 2), s.bitsPerValue(), 1e-12);
+    }
+  }
+
+  /** Asserts the call throws {@code type} with a message containing every fragment. */
+  static void assertRefused(Class<? extends RuntimeException> type, Executable call, String... fragments) {
+    RuntimeException e = assertThrows(type, call);
+    for (String f : fragments) {
+      assertTrue(e.getMessage().contains(f), () -> "message '" + e.getMessage() + "' lacks '" + f + "'");
+    }
+  }
+
+  @Test
+  void badInputIsRefusedWithANamedMessageAndLeavesTheCacheUsable() {
+    int qw = SHAPE.queryWidth(), kw = SHAPE.kvWidth();
+    Inputs in = inputs(3, 4);
+    float[] out = new float[4 * qw];
+    try (KVCache cache = Strategies.full().newCache(SHAPE)) {
+      cache.prefill(0, 2, null, in.q, 0, in.k, 0, in.v, 0, out, 0);
+      CacheStats before = cache.stats();
+
+      assertRefused(IllegalArgumentException.class, () -> cache.prefill(2, 1, in.q, in.k, in.v, out), "layer", "[0, 1]",
+          "2");
+      assertRefused(IllegalArgumentException.class, () -> cache.prefill(-1, 1, in.q, in.k, in.v, out), "layer", "-1");
+      assertRefused(IllegalArgumentException.class, () -> cache.prefill(0, 0, in.q, in.k, in.v, out), "tokens", "0");
+      assertRefused(IllegalArgumentException.class,
+          () -> cache.prefill(0, 1, null, new float[qw - 1], 0, in.k, 0, in.v, 0, out, 0), "q", String.valueOf(qw),
+          String.valueOf(qw - 1));
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, 0, in.k, 3 * kw + 1, in.v, 0, out, 0),
+          "k", "offset");
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, in.k, in.v, new float[2]), "out");
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, null, in.k, in.v, out), "q", "null");
+
+      float[] nanK = in.k.clone();
+      nanK[5] = Float.NaN;
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, nanK, in.v, out), "k", "finite", "NaN",
+          "index 5");
+      float[] infV = in.v.clone();
+      infV[kw - 1] = Float.POSITIVE_INFINITY;
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, in.k, infV, out), "v", "finite",
+          "Infinity");
+      float[] bigV = in.v.clone();
+      bigV[0] = 1e6f;
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, in.k, bigV, out), "v", "65504");
+      assertRefused(IllegalArgumentException.class,
+          () -> cache.prefill(0, 2, new int[] {5, 5}, in.q, 0, in.k, 0, in.v, 0, out, 0), "positions", "increase",
+          "index 1");
+      assertRefused(IllegalArgumentException.class,
+          () -> cache.prefill(0, 1, new int[] {1}, in.q, 0, in.k, 0, in.v, 0, out, 0), "positions", ">= 2");
+
+      CacheStats after = cache.stats();
+      assertEquals(before.totalRetained(), after.totalRetained(), "a refused call stores nothing");
+      assertArrayEquals(before.tokensSeen(), after.tokensSeen());
+
+      // Still usable: a valid decode works and attends to what was there.
+      cache.decode(0, in.q, 2 * qw, in.k, 2 * kw, in.v, 2 * kw, out, 2 * qw);
+      assertEquals(3, cache.stats().retained()[0][0]);
+      assertRefused(IllegalStateException.class, () -> cache.prefill(0, 1, in.q, in.k, in.v, out), "prefill",
+          "endPrefill");
+      assertRefused(IllegalStateException.class, cache::endPrefill, "endPrefill");
+    }
+  }
+
+  @Test
+  void everyCallAfterCloseIsRefused() {
+    Inputs in = inputs(4, 1);
+    float[] out = new float[SHAPE.queryWidth()];
+    KVCache cache = Strategies.full().newCache(SHAPE);
+    cache.decode(0, in.q, in.k, in.v, out);
+    cache.close();
+    cache.close(); // idempotent
+    assertRefused(IllegalStateException.class, () -> cache.decode(0, in.q, in.k, in.v, out), "closed");
+    assertRefused(IllegalStateException.class, () -> cache.prefill(0, 1, in.q, in.k, in.v, out), "closed");
+    assertRefused(IllegalStateException.class, cache::endPrefill, "closed");
+    assertRefused(IllegalStateException.class, cache::stats, "closed");
+  }
+
+  @Test
+  void thousandsOfCachesOpenAndClose() {
+    Inputs in = inputs(5, 1);
+    float[] out = new float[SHAPE.queryWidth()];
+    KVCacheStrategy s = Strategies.streamingLLM(4, 8);
+    for (int i = 0; i < 5000; i++) {
+      try (KVCache cache = s.newCache(SHAPE)) {
+        cache.decode(0, in.q, in.k, in.v, out);
+        assertEquals(1, cache.stats().retained()[0][0]);
+      }
+    }
+  }
+
+  @Test
+  void shapeRejectsBadGeometry() {
+    assertRefused(IllegalArgumentException.class, () -> new AttentionShape(0, 8, 2, 64), "layers", "0");
+    assertRefused(IllegalArgumentException.class, () -> new AttentionShape(1, 6, 4, 64), "multiple", "queryHeads=6",
+        "kvHeads=4");
+    assertRefused(IllegalArgumentException.class, () -> new AttentionShape(1, 8, 2, 0), "headDim", "0");
+  }
+}

@@ -1,0 +1,139 @@
+package io.kvcache.kernel;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * The vector kernels against the scalar definitions, primitive by primitive, on fresh random inputs.
+ * Tolerance: 1e-5 relative to the largest magnitude involved (the two differ only in summation
+ * order and FMA rounding); the binary16 conversion must match bit for bit.
+ */
+class AttentionKernelsTest {
+
+  static AttentionKernels vector;
+  static final AttentionKernels scalar = Kernels.scalar();
+
+  @BeforeAll
+  static void vectorOrSkip() {
+    Assumptions.assumeTrue(Kernels.vectorAvailable(), "jdk.incubator.vector not available");
+    vector = Kernels.vector();
+  }
+
+  static long seed() {
+    String fixed = System.getProperty("kvcache.test.seed");
+    return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
+  }
+
+  static float[] gaussian(SplittableRandom rnd, int n) {
+    float[] a = new float[n];
+    for (int i = 0; i < n; i++) {
+      a[i] = (float) rnd.nextGaussian();
+    }
+    return a;
+  }
+
+  static void assertClose(float[] expected, float[] actual, double tol, long seed) {
+    double scaleRef = 1e-30;
+    for (float x : expected) {
+      scaleRef = Math.max(scaleRef, Math.abs(x));
+    }
+    for (int i = 0; i < expected.length; i++) {
+      double err = Math.abs(expected[i] - actual[i]) / scaleRef;
+      int at = i;
+      assertTrue(err <= tol, () -> "element " + at + ": " + actual[at] + " vs " + expected[at] + " (seed " + seed + ")");
+    }
+  }
+
+  @ParameterizedTest(name = "rows={0}")
+  @ValueSource(ints = {1, 3, 4, 5, 8, 13, 64})
+  void scoresMatchScalar(int rows) {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    for (int d : new int[] {1, 7, 64, 128}) {
+      int p = 16;
+      float[] q = gaussian(rnd, rows * d + 3);
+      float[] kT = gaussian(rnd, d * p);
+      int stride = 40;
+      float[] s1 = new float[rows * stride + 5];
+      float[] s2 = new float[rows * stride + 5];
+      scalar.scores(q, 3, rows, d, kT, p, s1, 5, stride);
+      vector.scores(q, 3, rows, d, kT, p, s2, 5, stride);
+      assertClose(s1, s2, 1e-5, seed);
+    }
+  }
+
+  @ParameterizedTest(name = "rows={0}")
+  @ValueSource(ints = {1, 3, 4, 5, 8, 13, 64})
+  void accumulateMatchesScalar(int rows) {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    for (int d : new int[] {1, 7, 24, 64, 100, 128}) {
+      int p = 16;
+      int stride = 48;
+      float[] w = gaussian(rnd, rows * stride + 2);
+      float[] v = gaussian(rnd, p * d);
+      float[] o1 = gaussian(rnd, rows * d + 1);
+      float[] o2 = o1.clone();
+      scalar.accumulate(w, 2, stride, rows, v, p, d, o1, 1);
+      vector.accumulate(w, 2, stride, rows, v, p, d, o2, 1);
+      assertClose(o1, o2, 1e-5, seed);
+    }
+  }
+
+  @Test
+  void reductionsMatchScalar() {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    for (int n : new int[] {0, 1, 5, 8, 17, 128, 1000}) {
+      float[] a = gaussian(rnd, n + 2);
+      if (n > 3) {
+        a[3] = Float.NEGATIVE_INFINITY; // masked entries must become exactly 0
+      }
+      assertEquals(scalar.max(a, 2, n), vector.max(a, 2, n), "max n=" + n + " seed " + seed);
+      float m = n == 0 ? 0f : scalar.max(a, 2, n);
+      float[] e1 = a.clone();
+      float[] e2 = a.clone();
+      float s1 = scalar.expAndSum(e1, 2, n, m);
+      float s2 = vector.expAndSum(e2, 2, n, m);
+      assertEquals(s1, s2, 1e-5 * Math.max(1, s1), "sum n=" + n + " seed " + seed);
+      assertClose(e1, e2, 1e-5, seed);
+      if (n > 3) {
+        assertEquals(0f, e2[3], "exp(-inf - m) must be 0");
+      }
+      float[] c1 = a.clone();
+      float[] c2 = a.clone();
+      c1[3 % c1.length] = 1f;
+      c2[3 % c2.length] = 1f;
+      scalar.scale(c1, 2, n, 0.37f);
+      vector.scale(c2, 2, n, 0.37f);
+      assertClose(c1, c2, 0, seed);
+    }
+  }
+
+  @Test
+  void f16ToF32MatchesJdkForEveryFiniteValue() {
+    short[] all = new short[65536];
+    int n = 0;
+    for (int b = 0; b < 65536; b++) {
+      if ((b & 0x7C00) != 0x7C00) { // skip Inf and NaN, which codecs never store
+        all[n++] = (short) b;
+      }
+    }
+    float[] out = new float[n + 1];
+    vector.f16ToF32(all, 0, out, 1, n);
+    for (int i = 0; i < n; i++) {
+      float expected = Float.float16ToFloat(all[i]);
+      int at = i;
+      assertEquals(Float.floatToRawIntBits(expected), Float.floatToRawIntBits(out[i + 1]),
+          () -> "binary16 0x" + Integer.toHexString(all[at] & 0xFFFF));
+    }
+    assertEquals(0f, out[0], "nothing written before dstOff");
+  }
+}
