@@ -31,9 +31,9 @@ final class F16Codec implements StorageCodec {
     return name();
   }
 
+  /** One short[] per page, laid out like the f32 page: keys transposed, then values row-major. */
   static final class Store extends HeadStore {
-    private short[][] k = new short[4][];
-    private short[][] v = new short[4][];
+    private short[][] pages = new short[4][];
 
     Store(int headDim) {
       super(headDim);
@@ -57,66 +57,57 @@ final class F16Codec implements StorageCodec {
 
     @Override
     protected void allocate(int page) {
-      if (page == k.length) {
-        k = Arrays.copyOf(k, page * 2);
-        v = Arrays.copyOf(v, page * 2);
+      if (page == pages.length) {
+        pages = Arrays.copyOf(pages, page * 2);
       }
-      k[page] = new short[headDim * PAGE_TOKENS];
-      v[page] = new short[headDim * PAGE_TOKENS];
+      pages[page] = new short[2 * headDim * PAGE_TOKENS];
     }
 
     @Override
     protected void release(int page) {
-      k[page] = null;
-      v[page] = null;
+      pages[page] = null;
     }
 
     @Override
     protected void write(int page, int idx, float[] key, int kOff, float[] value, int vOff) {
-      short[] kp = k[page], vp = v[page];
-      int vBase = idx * headDim;
+      short[] p = pages[page];
+      int vBase = valuesOffset() + idx * headDim;
       for (int c = 0; c < headDim; c++) {
-        kp[c * PAGE_TOKENS + idx] = Float.floatToFloat16(key[kOff + c]);
-        vp[vBase + c] = Float.floatToFloat16(value[vOff + c]);
+        p[c * PAGE_TOKENS + idx] = Float.floatToFloat16(key[kOff + c]);
+        p[vBase + c] = Float.floatToFloat16(value[vOff + c]);
       }
     }
 
     @Override
     protected void move(int fromPage, int fromIdx, int toPage, int toIdx) {
-      short[] ks = k[fromPage], kd = k[toPage];
+      short[] src = pages[fromPage], dst = pages[toPage];
       for (int c = 0; c < headDim; c++) {
-        kd[c * PAGE_TOKENS + toIdx] = ks[c * PAGE_TOKENS + fromIdx];
+        dst[c * PAGE_TOKENS + toIdx] = src[c * PAGE_TOKENS + fromIdx];
       }
-      System.arraycopy(v[fromPage], fromIdx * headDim, v[toPage], toIdx * headDim, headDim);
+      System.arraycopy(src, valuesOffset() + fromIdx * headDim, dst, valuesOffset() + toIdx * headDim, headDim);
     }
 
     @Override
     public void readKey(int slot, float[] dst, int off) {
-      short[] kp = k[slot / PAGE_TOKENS];
+      short[] p = pages[slot / PAGE_TOKENS];
       int idx = slot % PAGE_TOKENS;
       for (int c = 0; c < headDim; c++) {
-        dst[off + c] = Float.float16ToFloat(kp[c * PAGE_TOKENS + idx]);
+        dst[off + c] = Float.float16ToFloat(p[c * PAGE_TOKENS + idx]);
       }
     }
 
     @Override
     public void readValue(int slot, float[] dst, int off) {
-      short[] vp = v[slot / PAGE_TOKENS];
-      int base = (slot % PAGE_TOKENS) * headDim;
+      short[] p = pages[slot / PAGE_TOKENS];
+      int base = valuesOffset() + (slot % PAGE_TOKENS) * headDim;
       for (int c = 0; c < headDim; c++) {
-        dst[off + c] = Float.float16ToFloat(vp[base + c]);
+        dst[off + c] = Float.float16ToFloat(p[base + c]);
       }
     }
 
     @Override
-    public float[] keys(int page, float[] buf, AttentionKernels kernels) {
-      kernels.f16ToF32(k[page], 0, buf, 0, headDim * PAGE_TOKENS);
-      return buf;
-    }
-
-    @Override
-    public float[] values(int page, float[] buf, AttentionKernels kernels) {
-      kernels.f16ToF32(v[page], 0, buf, 0, headDim * PAGE_TOKENS);
+    public float[] page(int page, float[] buf, AttentionKernels kernels) {
+      kernels.f16ToF32(pages[page], 0, buf, 0, 2 * headDim * PAGE_TOKENS);
       return buf;
     }
 

@@ -25,9 +25,9 @@ final class F32Codec implements StorageCodec {
     return name();
   }
 
+  /** One float[] per page: keys transposed, then values row-major. */
   private static final class Store extends HeadStore {
-    private float[][] k = new float[4][];
-    private float[][] v = new float[4][];
+    private float[][] pages = new float[4][];
 
     Store(int headDim) {
       super(headDim);
@@ -35,60 +35,52 @@ final class F32Codec implements StorageCodec {
 
     @Override
     protected void allocate(int page) {
-      if (page == k.length) {
-        k = Arrays.copyOf(k, page * 2);
-        v = Arrays.copyOf(v, page * 2);
+      if (page == pages.length) {
+        pages = Arrays.copyOf(pages, page * 2);
       }
-      k[page] = new float[headDim * PAGE_TOKENS];
-      v[page] = new float[headDim * PAGE_TOKENS];
+      pages[page] = new float[2 * headDim * PAGE_TOKENS];
     }
 
     @Override
     protected void release(int page) {
-      k[page] = null;
-      v[page] = null;
+      pages[page] = null;
     }
 
     @Override
     protected void write(int page, int idx, float[] key, int kOff, float[] value, int vOff) {
-      float[] kp = k[page];
+      float[] p = pages[page];
       for (int c = 0; c < headDim; c++) {
-        kp[c * PAGE_TOKENS + idx] = key[kOff + c];
+        p[c * PAGE_TOKENS + idx] = key[kOff + c];
       }
-      System.arraycopy(value, vOff, v[page], idx * headDim, headDim);
+      System.arraycopy(value, vOff, p, valuesOffset() + idx * headDim, headDim);
     }
 
     @Override
     protected void move(int fromPage, int fromIdx, int toPage, int toIdx) {
-      float[] ks = k[fromPage], kd = k[toPage];
+      float[] src = pages[fromPage], dst = pages[toPage];
       for (int c = 0; c < headDim; c++) {
-        kd[c * PAGE_TOKENS + toIdx] = ks[c * PAGE_TOKENS + fromIdx];
+        dst[c * PAGE_TOKENS + toIdx] = src[c * PAGE_TOKENS + fromIdx];
       }
-      System.arraycopy(v[fromPage], fromIdx * headDim, v[toPage], toIdx * headDim, headDim);
+      System.arraycopy(src, valuesOffset() + fromIdx * headDim, dst, valuesOffset() + toIdx * headDim, headDim);
     }
 
     @Override
     public void readKey(int slot, float[] dst, int off) {
-      float[] kp = k[slot / PAGE_TOKENS];
+      float[] p = pages[slot / PAGE_TOKENS];
       int idx = slot % PAGE_TOKENS;
       for (int c = 0; c < headDim; c++) {
-        dst[off + c] = kp[c * PAGE_TOKENS + idx];
+        dst[off + c] = p[c * PAGE_TOKENS + idx];
       }
     }
 
     @Override
     public void readValue(int slot, float[] dst, int off) {
-      System.arraycopy(v[slot / PAGE_TOKENS], (slot % PAGE_TOKENS) * headDim, dst, off, headDim);
+      System.arraycopy(pages[slot / PAGE_TOKENS], valuesOffset() + (slot % PAGE_TOKENS) * headDim, dst, off, headDim);
     }
 
     @Override
-    public float[] keys(int page, float[] buf, AttentionKernels kernels) {
-      return k[page];
-    }
-
-    @Override
-    public float[] values(int page, float[] buf, AttentionKernels kernels) {
-      return v[page];
+    public float[] page(int page, float[] buf, AttentionKernels kernels) {
+      return pages[page];
     }
 
     @Override

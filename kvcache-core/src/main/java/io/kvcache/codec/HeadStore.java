@@ -16,9 +16,8 @@ import java.util.Arrays;
  * RoPE), so slot order does not matter; retention policies evict by slot and may {@link #compact} to
  * return whole pages.
  *
- * <p>Subclasses decide the encoding of a page: {@link #keys} gives the page's keys as floats,
- * transposed ({@code kT[c * PAGE_TOKENS + j]}), {@link #values} its values row-major
- * ({@code v[j * d + c]}), decoding into a caller-provided buffer where the encoding is not f32.
+ * <p>Subclasses decide the encoding of a page; {@link #page} gives a page's keys (transposed) and
+ * values (row-major) as floats, decoding into a caller-provided buffer where the encoding is not f32.
  * Not thread-safe: one thread at a time.
  */
 public abstract class HeadStore {
@@ -225,24 +224,22 @@ public abstract class HeadStore {
   public abstract void readValue(int slot, float[] dst, int off);
 
   /**
-   * The keys of a page as floats, transposed: {@code kT[c * PAGE_TOKENS + j]}.
+   * One page's keys and values as floats, in one array: the keys transposed at offset 0,
+   * {@code kT[c * PAGE_TOKENS + j]}, then the values row-major at offset {@link #valuesOffset()},
+   * {@code v[valuesOffset() + j * headDim + c]}. Keys and values of a page sit side by side so a
+   * decode step streams through memory in one direction.
    *
-   * @param page a page index
-   * @param buf     a buffer of {@code headDim * PAGE_TOKENS} floats the store may decode into
+   * @param page    a page index
+   * @param buf     a buffer of {@code 2 * headDim * PAGE_TOKENS} floats the store may decode into
    * @param kernels the kernels that decode (scalar or vector), so a caller picks one path end to end
    * @return {@code buf}, or the page's own array when it is stored as f32 (read it, do not write it)
    */
-  public abstract float[] keys(int page, float[] buf, AttentionKernels kernels);
+  public abstract float[] page(int page, float[] buf, AttentionKernels kernels);
 
-  /**
-   * The values of a page as floats, row-major: {@code v[j * headDim + c]}.
-   *
-   * @param page a page index
-   * @param buf     a buffer of {@code PAGE_TOKENS * headDim} floats the store may decode into
-   * @param kernels the kernels that decode
-   * @return {@code buf}, or the page's own array when it is stored as f32
-   */
-  public abstract float[] values(int page, float[] buf, AttentionKernels kernels);
+  /** @return where a page's values start in the array {@link #page} returns: {@code headDim * PAGE_TOKENS} */
+  public final int valuesOffset() {
+    return headDim * PAGE_TOKENS;
+  }
 
   /**
    * Bytes of key and value payload held: every allocated page, full or not, as its codec encodes it.

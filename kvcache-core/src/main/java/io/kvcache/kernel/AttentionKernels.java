@@ -19,35 +19,39 @@ public interface AttentionKernels {
 
   /**
    * Scores of {@code rows} query rows against one key page:
-   * {@code s[sOff + r * sStride + j] = sum_c q[qOff + r * d + c] * kT[c * pageTokens + j]}.
+   * {@code s[sOff + r * sStride + j] = sum_c q[qOff + r * d + c] * kT[kOff + c * pageTokens + j]}.
    *
    * @param q          query rows, packed, already multiplied by the attention scale
    * @param qOff       offset of row 0 in {@code q}
    * @param rows       number of query rows
    * @param d          head dimension
-   * @param kT         the key page, transposed, {@code d * pageTokens} floats from index 0
+   * @param kT         the key page, transposed, {@code d * pageTokens} floats from {@code kOff}
+   * @param kOff       offset of the key page
    * @param pageTokens tokens per page
    * @param s          output scores
    * @param sOff       offset of row 0's first score
    * @param sStride    distance between consecutive rows in {@code s}
    */
-  void scores(float[] q, int qOff, int rows, int d, float[] kT, int pageTokens, float[] s, int sOff, int sStride);
+  void scores(float[] q, int qOff, int rows, int d, float[] kT, int kOff, int pageTokens, float[] s, int sOff,
+      int sStride);
 
   /**
    * Adds the probability-weighted values of one page to output rows:
-   * {@code o[oOff + r * d + c] += sum_j p[pOff + r * pStride + j] * v[j * d + c]}.
+   * {@code o[oOff + r * d + c] += sum_j p[pOff + r * pStride + j] * v[vOff + j * d + c]}.
    *
    * @param p          probabilities (unnormalised weights)
    * @param pOff       offset of row 0's first weight
    * @param pStride    distance between consecutive rows in {@code p}
    * @param rows       number of rows
-   * @param v          the value page, row-major, {@code pageTokens * d} floats from index 0
+   * @param v          the value page, row-major, {@code pageTokens * d} floats from {@code vOff}
+   * @param vOff       offset of the value page
    * @param pageTokens tokens per page
    * @param d          head dimension
    * @param o          output accumulators, packed rows
    * @param oOff       offset of row 0 in {@code o}
    */
-  void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int pageTokens, int d, float[] o, int oOff);
+  void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int vOff, int pageTokens, int d, float[] o,
+      int oOff);
 
   /**
    * Largest of {@code n} floats from {@code off}; {@code -Infinity} when {@code n == 0}.

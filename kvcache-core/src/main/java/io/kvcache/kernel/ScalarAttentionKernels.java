@@ -17,14 +17,14 @@ public final class ScalarAttentionKernels implements AttentionKernels {
   }
 
   @Override
-  public void scores(float[] q, int qOff, int rows, int d, float[] kT, int pageTokens, float[] s, int sOff,
+  public void scores(float[] q, int qOff, int rows, int d, float[] kT, int kOff, int pageTokens, float[] s, int sOff,
       int sStride) {
     for (int r = 0; r < rows; r++) {
       int qr = qOff + r * d;
       for (int j = 0; j < pageTokens; j++) {
         float dot = 0f;
         for (int c = 0; c < d; c++) {
-          dot += q[qr + c] * kT[c * pageTokens + j];
+          dot += q[qr + c] * kT[kOff + c * pageTokens + j];
         }
         s[sOff + r * sStride + j] = dot;
       }
@@ -32,14 +32,14 @@ public final class ScalarAttentionKernels implements AttentionKernels {
   }
 
   @Override
-  public void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int pageTokens, int d, float[] o,
-      int oOff) {
+  public void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int vOff, int pageTokens, int d,
+      float[] o, int oOff) {
     for (int r = 0; r < rows; r++) {
       int pr = pOff + r * pStride;
       int or = oOff + r * d;
       for (int j = 0; j < pageTokens; j++) {
         float w = p[pr + j];
-        int vj = j * d;
+        int vj = vOff + j * d;
         for (int c = 0; c < d; c++) {
           o[or + c] += w * v[vj + c];
         }

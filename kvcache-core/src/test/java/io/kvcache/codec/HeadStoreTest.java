@@ -111,15 +111,15 @@ class HeadStoreTest {
       v[t] = row(rnd, d);
       store.append(k[t], 0, v[t], 0, t);
     }
-    float[] kBuf = new float[d * HeadStore.PAGE_TOKENS], vBuf = new float[d * HeadStore.PAGE_TOKENS];
+    float[] kBuf = new float[2 * d * HeadStore.PAGE_TOKENS];
     for (int t = 0; t < 20; t++) {
       int page = t / HeadStore.PAGE_TOKENS, j = t % HeadStore.PAGE_TOKENS;
-      float[] kT = store.keys(page, kBuf, Kernels.scalar());
-      float[] vv = store.values(page, vBuf, Kernels.scalar());
+      float[] kT = store.page(page, kBuf, Kernels.scalar());
+      float[] vv = kT;
       float[] ks = stored(codecName, k[t]), vs = stored(codecName, v[t]);
       for (int c = 0; c < d; c++) {
         assertEquals(ks[c], kT[c * HeadStore.PAGE_TOKENS + j], "key token " + t + " channel " + c);
-        assertEquals(vs[c], vv[j * d + c], "value token " + t + " channel " + c);
+        assertEquals(vs[c], vv[store.valuesOffset() + j * d + c], "value token " + t + " channel " + c);
       }
     }
   }

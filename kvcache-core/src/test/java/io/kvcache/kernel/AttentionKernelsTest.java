@@ -59,12 +59,12 @@ class AttentionKernelsTest {
     for (int d : new int[] {1, 7, 64, 128}) {
       int p = 16;
       float[] q = gaussian(rnd, rows * d + 3);
-      float[] kT = gaussian(rnd, d * p);
+      float[] kT = gaussian(rnd, d * p + 9);
       int stride = 40;
       float[] s1 = new float[rows * stride + 5];
       float[] s2 = new float[rows * stride + 5];
-      scalar.scores(q, 3, rows, d, kT, p, s1, 5, stride);
-      vector.scores(q, 3, rows, d, kT, p, s2, 5, stride);
+      scalar.scores(q, 3, rows, d, kT, 9, p, s1, 5, stride);
+      vector.scores(q, 3, rows, d, kT, 9, p, s2, 5, stride);
       assertClose(s1, s2, 1e-5, seed);
     }
   }
@@ -78,11 +78,11 @@ class AttentionKernelsTest {
       int p = 16;
       int stride = 48;
       float[] w = gaussian(rnd, rows * stride + 2);
-      float[] v = gaussian(rnd, p * d);
+      float[] v = gaussian(rnd, p * d + 6);
       float[] o1 = gaussian(rnd, rows * d + 1);
       float[] o2 = o1.clone();
-      scalar.accumulate(w, 2, stride, rows, v, p, d, o1, 1);
-      vector.accumulate(w, 2, stride, rows, v, p, d, o2, 1);
+      scalar.accumulate(w, 2, stride, rows, v, 6, p, d, o1, 1);
+      vector.accumulate(w, 2, stride, rows, v, 6, p, d, o2, 1);
       assertClose(o1, o2, 1e-5, seed);
     }
   }

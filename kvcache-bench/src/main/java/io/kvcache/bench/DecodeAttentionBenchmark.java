@@ -1,0 +1,145 @@
+package io.kvcache.bench;
+
+import io.kvcache.codec.HeadStore;
+import io.kvcache.codec.StorageCodec;
+import io.kvcache.kernel.AttentionKernels;
+import io.kvcache.kernel.Kernels;
+import io.kvcache.reader.PagedAttention;
+import java.util.SplittableRandom;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+import org.openjdk.jmh.annotations.Warmup;
+import org.openjdk.jmh.infra.Blackhole;
+
+/**
+ * One decode step of one layer of a Llama-3-8B-shaped model (32 query heads, 8 KV heads, head dim
+ * 128): every KV head's pages read once for its 4 query heads.
+ *
+ * <p>Bound: decode attention is memory-bound, so its measure is bytes of K/V read per second,
+ * {@code context * 8 * 128 * 2 * bytesPerValue / time}, against {@link MemoryBandwidthBenchmark} in
+ * the same run with the same threads. {@code threads > 1} splits the KV heads across threads, as
+ * {@code KVCacheStrategy.newCache(shape, executor)} does.
+ */
+@State(Scope.Benchmark)
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.MICROSECONDS)
+@Warmup(iterations = 3, time = 1)
+@Measurement(iterations = 5, time = 1)
+@Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "-Xms4g", "-Xmx4g"})
+public class DecodeAttentionBenchmark {
+
+  static final int QUERY_HEADS = 32;
+  static final int KV_HEADS = 8;
+  static final int HEAD_DIM = 128;
+
+  /** Tokens in the cache. */
+  @Param({"4096", "32768", "131072"})
+  public int context;
+
+  /** Storage codec: f32 or f16. */
+  @Param({"f16", "f32"})
+  public String codec;
+
+  /** Kernels: scalar (the reference) or vector. */
+  @Param({"vector", "scalar"})
+  public String kernels;
+
+  /** Threads the KV heads are split across. */
+  @Param({"1", "2"})
+  public int threads;
+
+  private HeadStore[] stores;
+  private PagedAttention[] work;
+  private float[] q;
+  private float[] out;
+  private ExecutorService pool;
+
+  /** Fills one layer's stores with random keys and values; no attention is computed here. */
+  @Setup(Level.Trial)
+  public void setUp() {
+    AttentionKernels k = kernels.equals("scalar") ? Kernels.scalar() : Kernels.vector();
+    StorageCodec c = codec.equals("f32") ? StorageCodec.f32() : StorageCodec.f16();
+    SplittableRandom rnd = new SplittableRandom(1);
+    stores = new HeadStore[KV_HEADS];
+    work = new PagedAttention[KV_HEADS];
+    float[] kv = new float[HEAD_DIM];
+    float[] vv = new float[HEAD_DIM];
+    for (int h = 0; h < KV_HEADS; h++) {
+      stores[h] = c.newStore(HEAD_DIM);
+      work[h] = new PagedAttention(k, HEAD_DIM);
+      for (int t = 0; t < context; t++) {
+        for (int i = 0; i < HEAD_DIM; i++) {
+          kv[i] = (float) rnd.nextGaussian();
+          vv[i] = (float) rnd.nextGaussian();
+        }
+        stores[h].append(kv, 0, vv, 0, t);
+      }
+    }
+    q = new float[QUERY_HEADS * HEAD_DIM];
+    for (int i = 0; i < q.length; i++) {
+      q[i] = (float) rnd.nextGaussian();
+    }
+    out = new float[q.length];
+    pool = threads > 1 ? Executors.newFixedThreadPool(threads - 1) : null;
+  }
+
+  /** Stops the helper threads. */
+  @TearDown(Level.Trial)
+  public void tearDown() {
+    if (pool != null) {
+      pool.shutdownNow();
+    }
+  }
+
+  /** @return bytes of K/V one decode step reads */
+  long bytesRead() {
+    return (long) context * KV_HEADS * HEAD_DIM * 2 * (codec.equals("f32") ? 4 : 2);
+  }
+
+  private void heads(int from, int to) {
+    int g = QUERY_HEADS / KV_HEADS;
+    float scale = (float) (1 / Math.sqrt(HEAD_DIM));
+    for (int h = from; h < to; h++) {
+      work[h].decode(stores[h], g, q, h * g * HEAD_DIM, context, scale, out, h * g * HEAD_DIM);
+    }
+  }
+
+  /**
+   * One decode step over all KV heads.
+   *
+   * @param bh sink for the output
+   * @throws Exception when a helper thread fails
+   */
+  @Benchmark
+  public void decode(Blackhole bh) throws Exception {
+    if (pool == null) {
+      heads(0, KV_HEADS);
+    } else {
+      int per = KV_HEADS / threads;
+      Future<?>[] fs = new Future<?>[threads - 1];
+      for (int i = 1; i < threads; i++) {
+        int from = i * per, to = i == threads - 1 ? KV_HEADS : from + per;
+        fs[i - 1] = pool.submit(() -> heads(from, to));
+      }
+      heads(0, per);
+      for (Future<?> f : fs) {
+        f.get();
+      }
+    }
+    bh.consume(out);
+  }
+}

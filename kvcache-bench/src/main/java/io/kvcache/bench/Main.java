@@ -1,0 +1,56 @@
+package io.kvcache.bench;
+
+import java.lang.management.ManagementFactory;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/**
+ * The {@code kvcache-bench} command line. Relaunches itself with
+ * {@code --add-modules jdk.incubator.vector} when started without it, so {@code java -jar} runs the
+ * vector kernels.
+ */
+@Command(name = "kvcache-bench", mixinStandardHelpOptions = true, version = "kvcache-bench 0.1.0-SNAPSHOT",
+    description = "Runs kvcache's KV-cache strategies and kernels and prints memory, speed and fidelity.",
+    subcommands = {DecodeCommand.class, JmhCommand.class})
+public final class Main implements Runnable {
+
+  /** Set in the relaunched JVM so it never relaunches again. */
+  static final String RELAUNCHED = "kvcache.bench.relaunched";
+
+  /**
+   * Entry point.
+   *
+   * @param args command-line arguments
+   * @throws Exception when the relaunch fails
+   */
+  public static void main(String[] args) throws Exception {
+    if (ModuleLayer.boot().findModule("jdk.incubator.vector").isEmpty() && System.getProperty(RELAUNCHED) == null) {
+      System.exit(relaunch(args));
+    }
+    System.exit(new CommandLine(new Main()).execute(args));
+  }
+
+  /** Without a subcommand, runs the default job. */
+  @Override
+  public void run() {
+    new DecodeCommand().run();
+  }
+
+  private static int relaunch(String[] args) throws Exception {
+    String java = ProcessHandle.current().info().command()
+        .orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+    List<String> cmd = new ArrayList<>();
+    cmd.add(java);
+    cmd.add("--add-modules=jdk.incubator.vector");
+    cmd.add("-D" + RELAUNCHED + "=true");
+    cmd.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
+    cmd.add("-cp");
+    cmd.add(System.getProperty("java.class.path"));
+    cmd.add(Main.class.getName());
+    cmd.addAll(List.of(args));
+    return new ProcessBuilder(cmd).inheritIO().start().waitFor();
+  }
+}
