@@ -15,4 +15,5 @@ module io.kvcache.core {
   exports io.kvcache.reader;
   exports io.kvcache.schedule;
   exports io.kvcache.kernel;
+  exports io.kvcache.workload;
 }
