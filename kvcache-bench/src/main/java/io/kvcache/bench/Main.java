@@ -14,7 +14,7 @@ import picocli.CommandLine.Command;
  */
 @Command(name = "kvcache-bench", mixinStandardHelpOptions = true, version = "kvcache-bench 0.1.0-SNAPSHOT",
     description = "Runs kvcache's KV-cache strategies and kernels and prints memory, speed and fidelity.",
-    subcommands = {DecodeCommand.class, JmhCommand.class})
+    subcommands = {CompareCommand.class, DecodeCommand.class, JmhCommand.class, GpuCommand.class})
 public final class Main implements Runnable {
 
   /** Set in the relaunched JVM so it never relaunches again. */
@@ -30,13 +30,28 @@ public final class Main implements Runnable {
     if (ModuleLayer.boot().findModule("jdk.incubator.vector").isEmpty() && System.getProperty(RELAUNCHED) == null) {
       System.exit(relaunch(args));
     }
-    System.exit(new CommandLine(new Main()).execute(args));
+    System.exit(new CommandLine(new Main()).execute(withDefaultCommand(args)));
   }
 
-  /** Without a subcommand, runs the default job. */
+  /**
+   * {@code compare} is the default: with no subcommand (no arguments, or options only), the
+   * arguments go to it.
+   */
+  static String[] withDefaultCommand(String[] args) {
+    boolean topLevel = args.length == 1 && List.of("-h", "--help", "-V", "--version").contains(args[0]);
+    if (topLevel || (args.length > 0 && !args[0].startsWith("-"))) {
+      return args;
+    }
+    String[] a = new String[args.length + 1];
+    a[0] = "compare";
+    System.arraycopy(args, 0, a, 1, args.length);
+    return a;
+  }
+
+  /** Unreachable in practice: {@link #withDefaultCommand} always names a subcommand. */
   @Override
   public void run() {
-    new DecodeCommand().run();
+    new CommandLine(this).usage(System.out);
   }
 
   private static int relaunch(String[] args) throws Exception {

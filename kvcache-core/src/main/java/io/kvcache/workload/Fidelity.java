@@ -1,15 +1,20 @@
 package io.kvcache.workload;
 
+import io.kvcache.codec.StorageCodec;
 import io.kvcache.core.AttentionShape;
 import io.kvcache.core.CacheStats;
 import io.kvcache.core.KVCache;
 import io.kvcache.core.KVCacheStrategy;
 import io.kvcache.core.Strategies;
+import java.util.concurrent.Executor;
 
 /**
  * Runs a strategy and the full cache on the same {@link SyntheticWorkload} and measures how far the
  * strategy's decode attention outputs are from the full cache's: the attention-output error every
  * method is judged by before a trained model is in the loop.
+ *
+ * <p>The reference (a full f32 cache) is computed once by {@link #reference} and can be compared
+ * with any number of strategies.
  */
 public final class Fidelity {
 
@@ -18,20 +23,63 @@ public final class Fidelity {
   /**
    * The result of one comparison.
    *
-   * @param strategy       the strategy's name
-   * @param meanError      mean over decode steps, layers and query heads of
-   *                       {@code ||out - ref|| / ||ref||} (L2 over the head's channels)
-   * @param maxError       the largest such error
-   * @param stats          the strategy's cache stats after the last decode step
-   * @param prefillNanos   wall time of the strategy's prefill (all layers)
-   * @param decodeNanos    wall time of the strategy's decode steps (all layers)
+   * @param strategy     the strategy's name
+   * @param meanError    mean over decode steps, layers and query heads of {@code ||out - ref|| / ||ref||}
+   *                     (L2 over the head's channels)
+   * @param maxError     the largest such error
+   * @param stats        the strategy's cache stats after the last decode step
+   * @param prefillNanos wall time of the strategy's prefill, all layers, including {@code endPrefill}
+   * @param decodeNanos  wall time of the strategy's decode steps, all layers
    */
   public record Result(String strategy, double meanError, double maxError, CacheStats stats, long prefillNanos,
       long decodeNanos) {}
 
   /**
-   * Prefills the prompt in chunks, ends the prompt, then decodes the workload's decode tokens, with
-   * {@code strategy} and with the full f32 cache, and compares the decode outputs.
+   * The full f32 cache's decode outputs on a workload, to compare strategies against.
+   *
+   * @param workload the inputs
+   * @param chunk    the prompt chunk length used
+   * @param outputs  decode outputs, {@code [step][layer * queryWidth + ...]}
+   */
+  public record Reference(SyntheticWorkload workload, int chunk, float[][] outputs) {}
+
+  /**
+   * Runs the full f32 cache on the workload and keeps its decode outputs.
+   *
+   * @param workload the inputs; needs {@code decodeTokens >= 1}
+   * @param chunk    prompt chunk length, {@code >= 1}
+   * @return the reference
+   */
+  public static Reference reference(SyntheticWorkload workload, int chunk) {
+    Run run = run(Strategies.full(StorageCodec.f32()), workload, chunk, null, null);
+    return new Reference(workload, chunk, run.outputs);
+  }
+
+  /**
+   * Compares a strategy with a reference computed on the same workload.
+   *
+   * @param strategy  the strategy under test
+   * @param reference from {@link #reference}
+   * @return the errors, stats and timings
+   */
+  public static Result compare(KVCacheStrategy strategy, Reference reference) {
+    return compare(strategy, reference, null);
+  }
+
+  /**
+   * Compares a strategy with a reference, the strategy's cache splitting KV heads on an executor.
+   *
+   * @param strategy  the strategy under test
+   * @param reference from {@link #reference}
+   * @param executor  for {@link KVCacheStrategy#newCache(AttentionShape, Executor)}, or null
+   * @return the errors, stats and timings
+   */
+  public static Result compare(KVCacheStrategy strategy, Reference reference, Executor executor) {
+    return run(strategy, reference.workload(), reference.chunk(), reference.outputs(), executor).result;
+  }
+
+  /**
+   * Convenience for one strategy: computes the reference, then compares.
    *
    * @param strategy the strategy under test
    * @param workload the inputs
@@ -39,6 +87,13 @@ public final class Fidelity {
    * @return the errors and the strategy's stats
    */
   public static Result compare(KVCacheStrategy strategy, SyntheticWorkload workload, int chunk) {
+    return compare(strategy, reference(workload, chunk));
+  }
+
+  private record Run(Result result, float[][] outputs) {}
+
+  private static Run run(KVCacheStrategy strategy, SyntheticWorkload workload, int chunk, float[][] ref,
+      Executor executor) {
     AttentionShape shape = workload.shape();
     WorkloadSpec spec = workload.spec();
     if (spec.decodeTokens() < 1) {
@@ -49,55 +104,58 @@ public final class Fidelity {
     }
     int qw = shape.queryWidth(), kw = shape.kvWidth(), d = shape.headDim();
     int prompt = spec.promptTokens(), total = spec.totalTokens();
+    float[][] outputs = new float[spec.decodeTokens()][shape.layers() * qw];
     double sum = 0, max = 0;
     long count = 0, prefillNs = 0, decodeNs = 0;
     CacheStats stats;
-    try (KVCache test = strategy.newCache(shape);
-        KVCache ref = Strategies.full(io.kvcache.codec.StorageCodec.f32()).newCache(shape)) {
+    try (KVCache cache = strategy.newCache(shape, executor)) {
       SyntheticWorkload.Layer[] layers = new SyntheticWorkload.Layer[shape.layers()];
       for (int l = 0; l < shape.layers(); l++) {
         layers[l] = workload.layer(l);
       }
-      float[] outT = new float[Math.min(chunk, prompt) * qw];
-      float[] outR = new float[outT.length];
+      float[] out = new float[Math.min(chunk, prompt) * qw];
       for (int t = 0; t < prompt; t += chunk) {
         int c = Math.min(chunk, prompt - t);
         for (int l = 0; l < shape.layers(); l++) {
-          SyntheticWorkload.Layer L = layers[l];
+          SyntheticWorkload.Layer layer = layers[l];
           long t0 = System.nanoTime();
-          test.prefill(l, c, null, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, outT, 0);
+          cache.prefill(l, c, null, layer.q(), t * qw, layer.k(), t * kw, layer.v(), t * kw, out, 0);
           prefillNs += System.nanoTime() - t0;
-          ref.prefill(l, c, null, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, outR, 0);
         }
       }
       long t0 = System.nanoTime();
-      test.endPrefill();
+      cache.endPrefill();
       prefillNs += System.nanoTime() - t0;
-      ref.endPrefill();
-      float[] oT = new float[qw], oR = new float[qw];
       for (int t = prompt; t < total; t++) {
+        float[] o = outputs[t - prompt];
         for (int l = 0; l < shape.layers(); l++) {
-          SyntheticWorkload.Layer L = layers[l];
+          SyntheticWorkload.Layer layer = layers[l];
           long t1 = System.nanoTime();
-          test.decode(l, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, oT, 0);
+          cache.decode(l, layer.q(), t * qw, layer.k(), t * kw, layer.v(), t * kw, o, l * qw);
           decodeNs += System.nanoTime() - t1;
-          ref.decode(l, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, oR, 0);
-          for (int h = 0; h < shape.queryHeads(); h++) {
-            double num = 0, den = 0;
-            for (int c = 0; c < d; c++) {
-              double diff = oT[h * d + c] - oR[h * d + c];
-              num += diff * diff;
-              den += (double) oR[h * d + c] * oR[h * d + c];
+        }
+        if (ref != null) {
+          float[] r = ref[t - prompt];
+          for (int l = 0; l < shape.layers(); l++) {
+            for (int h = 0; h < shape.queryHeads(); h++) {
+              int base = l * qw + h * d;
+              double num = 0, den = 0;
+              for (int c = 0; c < d; c++) {
+                double diff = o[base + c] - r[base + c];
+                num += diff * diff;
+                den += (double) r[base + c] * r[base + c];
+              }
+              double e = Math.sqrt(num / Math.max(den, 1e-30));
+              sum += e;
+              max = Math.max(max, e);
+              count++;
             }
-            double e = Math.sqrt(num / Math.max(den, 1e-30));
-            sum += e;
-            max = Math.max(max, e);
-            count++;
           }
         }
       }
-      stats = test.stats();
+      stats = cache.stats();
     }
-    return new Result(strategy.name(), sum / count, max, stats, prefillNs, decodeNs);
+    Result result = new Result(strategy.name(), count == 0 ? 0 : sum / count, max, stats, prefillNs, decodeNs);
+    return new Run(result, outputs);
   }
 }

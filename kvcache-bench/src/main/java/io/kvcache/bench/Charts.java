@@ -1,0 +1,66 @@
+package io.kvcache.bench;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.knowm.xchart.BitmapEncoder;
+import org.knowm.xchart.XYChart;
+import org.knowm.xchart.XYChartBuilder;
+import org.knowm.xchart.XYSeries;
+import org.knowm.xchart.style.markers.SeriesMarkers;
+
+/** PNG charts of a comparison, drawn with XChart, headless. */
+final class Charts {
+
+  static {
+    System.setProperty("java.awt.headless", "true");
+  }
+
+  private Charts() {}
+
+  /**
+   * One point per strategy: bytes held (x, log scale) against mean attention-output error (y).
+   *
+   * @param file  the PNG to write
+   * @param rows  the comparison
+   * @param title a subtitle: the workload
+   * @throws IOException when the file cannot be written
+   */
+  static void memoryVsFidelity(Path file, List<CompareCommand.Row> rows, String title) throws IOException {
+    XYChart chart = new XYChartBuilder().width(900).height(600).title("Memory vs fidelity (" + title + ")")
+        .xAxisTitle("KV bytes held").yAxisTitle("mean attention-output error vs full cache").build();
+    chart.getStyler().setDefaultSeriesRenderStyle(XYSeries.XYSeriesRenderStyle.Scatter);
+    chart.getStyler().setXAxisLogarithmic(true);
+    chart.getStyler().setMarkerSize(10);
+    for (CompareCommand.Row r : rows) {
+      // A log axis cannot show 0: the exact strategies sit at a floor, labelled by their name.
+      chart.addSeries(r.strategy(), new double[] {r.bytes()}, new double[] {Math.max(r.meanError(), 1e-7)});
+    }
+    BitmapEncoder.saveBitmap(chart, file.toString(), BitmapEncoder.BitmapFormat.PNG);
+  }
+
+  /**
+   * Decode time per token against context, one line per strategy.
+   *
+   * @param file     the PNG to write
+   * @param contexts the contexts measured
+   * @param sweep    rows per context, strategies in the same order in each
+   * @throws IOException when the file cannot be written
+   */
+  static void speedVsContext(Path file, int[] contexts, List<List<CompareCommand.Row>> sweep) throws IOException {
+    XYChart chart = new XYChartBuilder().width(900).height(600).title("Decode time per token vs context")
+        .xAxisTitle("context (tokens)").yAxisTitle("decode ms per token (all layers)").build();
+    int n = sweep.get(0).size();
+    for (int i = 0; i < n; i++) {
+      List<Double> xs = new ArrayList<>();
+      List<Double> ys = new ArrayList<>();
+      for (int c = 0; c < contexts.length; c++) {
+        xs.add((double) contexts[c]);
+        ys.add(sweep.get(c).get(i).decodeMsPerToken());
+      }
+      chart.addSeries(sweep.get(0).get(i).strategy(), xs, ys).setMarker(SeriesMarkers.CIRCLE);
+    }
+    BitmapEncoder.saveBitmap(chart, file.toString(), BitmapEncoder.BitmapFormat.PNG);
+  }
+}

@@ -1,0 +1,193 @@
+package io.kvcache.bench;
+
+import io.kvcache.core.AttentionShape;
+import io.kvcache.core.CacheStats;
+import io.kvcache.core.KVCacheStrategy;
+import io.kvcache.workload.Fidelity;
+import io.kvcache.workload.SyntheticWorkload;
+import io.kvcache.workload.WorkloadSpec;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * The main job: every strategy on one workload, memory, speed and fidelity side by side.
+ *
+ * <p>Fidelity is the attention-output error of each decode step against a full f32 cache on the same
+ * inputs ({@link Fidelity}). The workload is the structured synthetic one ({@link SyntheticWorkload}):
+ * attention sinks, local heads, needles at 10-85% depth, regions and outlier key channels.
+ */
+@Command(name = "compare", mixinStandardHelpOptions = true,
+    description = "Runs every strategy (or the ones named) on a workload and prints memory, speed and fidelity.")
+final class CompareCommand implements Runnable {
+
+  @Option(names = "--context", defaultValue = "4096", description = "Prompt tokens (default: ${DEFAULT-VALUE}).")
+  int context;
+
+  @Option(names = "--decode", defaultValue = "32", description = "Decode tokens measured (default: ${DEFAULT-VALUE}).")
+  int decode;
+
+  @Option(names = "--budget", description = "Tokens kept per KV head by budgeted strategies (default: a quarter of --context).")
+  Integer budget;
+
+  @Option(names = "--shape", defaultValue = "2,8,2,128",
+      description = "layers,queryHeads,kvHeads,headDim, or llama3-8b (default: ${DEFAULT-VALUE}: Llama-3-8B's GQA groups, fewer heads).")
+  String shape;
+
+  @Option(names = {"-s", "--strategy"}, description = "A preset or a combination like f32+sinks(4,1020); repeatable. Default: every preset.")
+  List<String> strategies = new ArrayList<>();
+
+  @Option(names = "--chunk", defaultValue = "512", description = "Prompt chunk length (default: ${DEFAULT-VALUE}).")
+  int chunk;
+
+  @Option(names = "--threads", defaultValue = "1", description = "Threads per cache, splitting KV heads (default: ${DEFAULT-VALUE}).")
+  int threads;
+
+  @Option(names = "--seed", defaultValue = "42", description = "Workload seed (default: ${DEFAULT-VALUE}).")
+  long seed;
+
+  @Option(names = "--format", defaultValue = "table", description = "table, csv or json (default: ${DEFAULT-VALUE}).")
+  String format;
+
+  @Option(names = "--chart", description = "Write a PNG of memory vs fidelity here.")
+  Path chart;
+
+  @Option(names = "--speed-chart", description = "Write a PNG of decode time per token vs context here (runs every --contexts).")
+  Path speedChart;
+
+  @Option(names = "--contexts", split = ",", defaultValue = "1024,2048,4096",
+      description = "Contexts for --speed-chart (default: ${DEFAULT-VALUE}).")
+  int[] contexts;
+
+  @Option(names = "--no-progress", description = "No progress bar on stderr.")
+  boolean noProgress;
+
+  /** One row of the table. */
+  record Row(String strategy, int retained, long bytes, double bitsPerValue, double ratio, double prefillMs,
+      double decodeMsPerToken, double meanError, double maxError) {}
+
+  @Override
+  public void run() {
+    AttentionShape s = parseShape(shape);
+    int b = budget != null ? budget : Math.max(8, context / 4);
+    List<KVCacheStrategy> list = Presets.resolveAll(strategies, b);
+    Progress progress = new Progress(list.size() + 1, !noProgress);
+    progress.draw("reference (full f32)");
+    ExecutorService pool = threads > 1 ? Executors.newFixedThreadPool(threads - 1) : null;
+    try {
+      List<Row> rows = measure(s, context, list, progress, pool);
+      progress.finish();
+      print(System.out, s, b, rows);
+      if (chart != null) {
+        Charts.memoryVsFidelity(chart, rows, "context " + context + ", budget " + b);
+        System.err.println("wrote " + chart);
+      }
+      if (speedChart != null) {
+        List<List<Row>> sweep = new ArrayList<>();
+        Progress p2 = new Progress(contexts.length * (list.size() + 1), !noProgress);
+        for (int c : contexts) {
+          sweep.add(measure(s, c, Presets.resolveAll(strategies, Math.max(8, c / 4)), p2, pool));
+        }
+        p2.finish();
+        Charts.speedVsContext(speedChart, contexts, sweep);
+        System.err.println("wrote " + speedChart);
+      }
+    } catch (IOException e) {
+      throw new IllegalStateException("cannot write chart: " + e.getMessage(), e);
+    } finally {
+      if (pool != null) {
+        pool.shutdown();
+      }
+    }
+  }
+
+  private List<Row> measure(AttentionShape s, int ctx, List<KVCacheStrategy> list, Progress progress,
+      ExecutorService pool) {
+    SyntheticWorkload w = new SyntheticWorkload(s, WorkloadSpec.standard(ctx, decode, seed));
+    Fidelity.Reference ref = Fidelity.reference(w, chunk);
+    progress.step(list.isEmpty() ? "" : list.get(0).name());
+    List<Row> rows = new ArrayList<>();
+    for (int i = 0; i < list.size(); i++) {
+      KVCacheStrategy st = list.get(i);
+      Fidelity.Result r = Fidelity.compare(st, ref, pool);
+      CacheStats cs = r.stats();
+      int retained = 0;
+      for (int l = 0; l < s.layers(); l++) {
+        retained = Math.max(retained, cs.maxRetained(l));
+      }
+      rows.add(new Row(st.name(), retained, cs.bytesHeld(), cs.bitsPerValue(), cs.compressionRatio(),
+          r.prefillNanos() / 1e6, r.decodeNanos() / 1e6 / decode, r.meanError(), r.maxError()));
+      progress.step(i + 1 < list.size() ? list.get(i + 1).name() : "done");
+    }
+    return rows;
+  }
+
+  static AttentionShape parseShape(String spec) {
+    if (spec.equalsIgnoreCase("llama3-8b")) {
+      return AttentionShape.llama3_8B();
+    }
+    String[] p = spec.split(",");
+    if (p.length != 4) {
+      throw new IllegalArgumentException("--shape must be layers,queryHeads,kvHeads,headDim or llama3-8b, got '" + spec + "'");
+    }
+    try {
+      return new AttentionShape(Integer.parseInt(p[0].trim()), Integer.parseInt(p[1].trim()),
+          Integer.parseInt(p[2].trim()), Integer.parseInt(p[3].trim()));
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException("--shape must hold four integers, got '" + spec + "'", e);
+    }
+  }
+
+  void print(PrintStream out, AttentionShape s, int b, List<Row> rows) {
+    switch (format.toLowerCase(Locale.ROOT)) {
+      case "csv" -> {
+        out.println("strategy,retained_per_head,kv_bytes,bits_per_value,compression,prefill_ms,decode_ms_per_token,"
+            + "error_mean,error_max");
+        for (Row r : rows) {
+          out.printf(Locale.ROOT, "%s,%d,%d,%.3f,%.3f,%.1f,%.3f,%.6f,%.6f%n", csv(r.strategy()), r.retained(), r.bytes(),
+              r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError());
+        }
+      }
+      case "json" -> {
+        out.print("[");
+        for (int i = 0; i < rows.size(); i++) {
+          Row r = rows.get(i);
+          out.printf(Locale.ROOT, "%s%n  {\"strategy\": \"%s\", \"retainedPerHead\": %d, \"kvBytes\": %d, "
+              + "\"bitsPerValue\": %.3f, \"compression\": %.3f, \"prefillMs\": %.1f, \"decodeMsPerToken\": %.3f, "
+              + "\"errorMean\": %.6f, \"errorMax\": %.6f}", i == 0 ? "" : ",", json(r.strategy()), r.retained(),
+              r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError());
+        }
+        out.println("\n]");
+      }
+      case "table" -> {
+        out.printf(Locale.ROOT, "kvcache compare: %d prompt + %d decode tokens, shape %d layers x %d q / %d kv heads x %d,"
+            + " budget %d tokens/head, seed %d, kernels %s%n", context, decode, s.layers(), s.queryHeads(), s.kvHeads(),
+            s.headDim(), b, seed, io.kvcache.kernel.Kernels.get().name());
+        out.printf(Locale.ROOT, "%-24s %9s %12s %9s %8s %11s %12s %11s %10s%n", "strategy", "retained", "KV bytes",
+            "bits/val", "ratio", "prefill ms", "decode ms/t", "error mean", "error max");
+        for (Row r : rows) {
+          out.printf(Locale.ROOT, "%-24s %9d %12d %9.2f %7.2fx %11.1f %12.3f %11.5f %10.5f%n", r.strategy(), r.retained(),
+              r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError());
+        }
+        out.println("retained: most tokens held by one KV head; ratio: vs a dense f16 cache of every token; error: "
+            + "||out - full|| / ||full|| per decode step and head, vs a full f32 cache.");
+      }
+      default -> throw new IllegalArgumentException("--format must be table, csv or json, got '" + format + "'");
+    }
+  }
+
+  private static String csv(String s) {
+    return s.contains(",") || s.contains("\"") ? "\"" + s.replace("\"", "\"\"") + "\"" : s;
+  }
+
+  private static String json(String s) {
+    return s.replace("\\", "\\\\").replace("\"", "\\\"");
+  }
+}

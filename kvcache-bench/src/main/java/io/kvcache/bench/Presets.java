@@ -1,0 +1,90 @@
+package io.kvcache.bench;
+
+import io.kvcache.codec.StorageCodec;
+import io.kvcache.core.KVCacheStrategy;
+import io.kvcache.core.Strategies;
+import io.kvcache.retention.RetentionPolicy;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.function.IntFunction;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * The strategies the bench tool knows: every preset by name, each sized to a token budget, and a
+ * small grammar for combining axes by hand.
+ *
+ * <p>Combination grammar: axis choices joined by {@code +}, e.g. {@code f32+sinks(4,1020)}. Codecs:
+ * {@code f16}, {@code f32}. Retention: {@code keepAll}, {@code sinks(S,W)}. Reader: {@code dense}.
+ * Unnamed axes keep the full-cache defaults (f16, keep-all, dense, full schedule).
+ */
+final class Presets {
+
+  private Presets() {}
+
+  /** Presets by name; each takes the token budget per KV head (ignored by the full cache). */
+  static Map<String, IntFunction<KVCacheStrategy>> all() {
+    Map<String, IntFunction<KVCacheStrategy>> m = new LinkedHashMap<>();
+    m.put("full-f16", b -> Strategies.full());
+    m.put("full-f32", b -> Strategies.full(StorageCodec.f32()));
+    m.put("streamingLLM", b -> Strategies.streamingLLM(Math.min(4, b - 1), Math.max(1, b - 4)));
+    return m;
+  }
+
+  /**
+   * Resolves a preset name or a combination.
+   *
+   * @param spec   a preset name from {@link #all()} or a combination such as {@code f32+sinks(4,1020)}
+   * @param budget tokens per KV head for budgeted presets
+   * @return the strategy
+   * @throws IllegalArgumentException naming the unknown part and what is accepted
+   */
+  static KVCacheStrategy resolve(String spec, int budget) {
+    IntFunction<KVCacheStrategy> preset = all().get(spec);
+    if (preset != null) {
+      return preset.apply(budget);
+    }
+    KVCacheStrategy.Builder b = KVCacheStrategy.builder().name(spec);
+    for (String part : spec.split("\\+")) {
+      String p = part.trim();
+      Matcher sinks = Pattern.compile("sinks\\((\\d+),(\\d+)\\)").matcher(p.replace(" ", ""));
+      switch (p.toLowerCase(Locale.ROOT)) {
+        case "f16" -> b.codec(StorageCodec.f16());
+        case "f32" -> b.codec(StorageCodec.f32());
+        case "keepall" -> b.retention(RetentionPolicy.keepAll());
+        case "dense" -> b.reader(io.kvcache.reader.AttentionReader.dense());
+        default -> {
+          if (sinks.matches()) {
+            b.retention(RetentionPolicy.sinksAndWindow(Integer.parseInt(sinks.group(1)), Integer.parseInt(sinks.group(2))));
+          } else {
+            throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + p + "'; expected a preset ("
+                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, keepAll, sinks(S,W), dense");
+          }
+        }
+      }
+    }
+    return b.build();
+  }
+
+  /**
+   * @param specs names or combinations; empty means every preset
+   * @param budget tokens per KV head
+   * @return the strategies, in order
+   */
+  static List<KVCacheStrategy> resolveAll(List<String> specs, int budget) {
+    List<KVCacheStrategy> out = new ArrayList<>();
+    if (specs == null || specs.isEmpty()) {
+      for (IntFunction<KVCacheStrategy> f : all().values()) {
+        out.add(f.apply(budget));
+      }
+    } else {
+      for (String s : specs) {
+        out.add(resolve(s, budget));
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,108 @@
+package io.kvcache.bench;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvcache.core.KVCacheStrategy;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+/** The compare command end to end on a tiny workload, its output formats, and the preset grammar. */
+class CompareCommandTest {
+
+  static String run(String... args) {
+    PrintStream old = System.out;
+    ByteArrayOutputStream buf = new ByteArrayOutputStream();
+    System.setOut(new PrintStream(buf, true, StandardCharsets.UTF_8));
+    try {
+      int rc = new CommandLine(new Main()).execute(Main.withDefaultCommand(args));
+      assertEquals(0, rc, "exit code");
+    } finally {
+      System.setOut(old);
+    }
+    return buf.toString(StandardCharsets.UTF_8);
+  }
+
+  static final String[] TINY = {"--context", "96", "--decode", "3", "--shape", "1,4,1,16", "--chunk", "40",
+      "--no-progress"};
+
+  @Test
+  void csvHasOneRowPerPresetAndTheFullCacheIsExact() {
+    String[] args = concat(TINY, "--format", "csv");
+    String[] lines = run(args).strip().split("\n");
+    assertEquals(1 + Presets.all().size(), lines.length, String.join("\n", lines));
+    assertTrue(lines[0].startsWith("strategy,retained_per_head,kv_bytes"), lines[0]);
+    String f32 = find(lines, "full-f32");
+    String[] cells = f32.split(",");
+    assertEquals(0.0, Double.parseDouble(cells[7]), 0.0, "full f32 vs the f32 reference: " + f32);
+    String streaming = find(lines, "\"streamingLLM(4,20)\",");
+    String[] rest = streaming.substring(streaming.indexOf("\",") + 2).split(","); // the name is quoted: it holds commas
+    assertTrue(Double.parseDouble(rest[6]) > 0, "a window of 20 loses something: " + streaming);
+    assertEquals(24, Integer.parseInt(rest[0]), "budget 96/4 tokens per head: " + streaming);
+  }
+
+  @Test
+  void namedCombinationsAndJson() {
+    String out = run(concat(TINY, "--format", "json", "-s", "f32+sinks(2,10)", "-s", "full-f16"));
+    assertTrue(out.strip().startsWith("[") && out.strip().endsWith("]"), out);
+    assertEquals(2, out.split("\"strategy\"").length - 1, out);
+    assertTrue(out.contains("\"strategy\": \"f32+sinks(2,10)\", \"retainedPerHead\": 12"), out);
+  }
+
+  @Test
+  void defaultCommandIsCompare() {
+    assertArrayEquals(new String[] {"compare"}, Main.withDefaultCommand(new String[0]));
+    assertArrayEquals(new String[] {"compare", "--context", "5"}, Main.withDefaultCommand(new String[] {"--context", "5"}));
+    assertArrayEquals(new String[] {"jmh", "--include", "x"}, Main.withDefaultCommand(new String[] {"jmh", "--include", "x"}));
+    assertArrayEquals(new String[] {"--help"}, Main.withDefaultCommand(new String[] {"--help"}));
+  }
+
+  @Test
+  void chartIsWritten(@TempDir Path tmp) throws Exception {
+    Path png = tmp.resolve("m.png");
+    run(concat(TINY, "--chart", png.toString(), "-s", "full-f16", "-s", "streamingLLM"));
+    byte[] head = Files.readAllBytes(png);
+    assertTrue(head.length > 1000 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G', "a PNG file");
+  }
+
+  @Test
+  void unknownStrategyPartIsNamed() {
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("f16+warp", 10));
+    assertTrue(e.getMessage().contains("'warp'") && e.getMessage().contains("sinks(S,W)"), e.getMessage());
+    KVCacheStrategy s = Presets.resolve("f32+sinks(4,60)", 10);
+    assertEquals("f32", s.codec().name());
+    assertEquals("sinks4+window60", s.retention().name());
+    assertEquals(Presets.all().size(), Presets.resolveAll(List.of(), 64).size());
+  }
+
+  @Test
+  void badShapeIsRefusedWithTheExpectedForm() {
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CompareCommand.parseShape("2,8,2"));
+    assertTrue(e.getMessage().contains("layers,queryHeads,kvHeads,headDim"), e.getMessage());
+  }
+
+  static String find(String[] lines, String prefix) {
+    for (String l : lines) {
+      if (l.startsWith(prefix)) {
+        return l;
+      }
+    }
+    throw new AssertionError("no row starting with " + prefix);
+  }
+
+  static String[] concat(String[] a, String... b) {
+    String[] r = new String[a.length + b.length];
+    System.arraycopy(a, 0, r, 0, a.length);
+    System.arraycopy(b, 0, r, a.length, b.length);
+    return r;
+  }
+}
