@@ -4,6 +4,7 @@ import io.kvcache.codec.StorageCodec;
 import io.kvcache.core.KVCacheStrategy;
 import io.kvcache.core.Strategies;
 import io.kvcache.retention.RetentionPolicy;
+import io.kvcache.rocketkv.HybridSparseReader;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -18,7 +19,9 @@ import java.util.regex.Pattern;
  * small grammar for combining axes by hand.
  *
  * <p>Combination grammar: axis choices joined by {@code +}, e.g. {@code f32+sinks(4,1020)}. Codecs:
- * {@code f16}, {@code f32}. Retention: {@code keepAll}, {@code sinks(S,W)}. Reader: {@code dense}.
+ * {@code f16}, {@code f32}. Retention: {@code keepAll}, {@code sinks(S,W)}. Readers: {@code dense},
+ * {@code hybrid(K)} (RocketKV's stage 2 attending to K tokens per step, a quarter of the channels for
+ * the estimate, the 16 most recent tokens always).
  * Unnamed axes keep the full-cache defaults (f16, keep-all, dense, full schedule).
  */
 final class Presets {
@@ -51,6 +54,7 @@ final class Presets {
     for (String part : spec.split("\\+")) {
       String p = part.trim();
       Matcher sinks = Pattern.compile("sinks\\((\\d+),(\\d+)\\)").matcher(p.replace(" ", ""));
+      Matcher hybrid = Pattern.compile("hybrid\\((\\d+)\\)").matcher(p.replace(" ", ""));
       switch (p.toLowerCase(Locale.ROOT)) {
         case "f16" -> b.codec(StorageCodec.f16());
         case "f32" -> b.codec(StorageCodec.f32());
@@ -59,9 +63,12 @@ final class Presets {
         default -> {
           if (sinks.matches()) {
             b.retention(RetentionPolicy.sinksAndWindow(Integer.parseInt(sinks.group(1)), Integer.parseInt(sinks.group(2))));
+          } else if (hybrid.matches()) {
+            b.reader(HybridSparseReader.of(Integer.parseInt(hybrid.group(1)), 0.25, 16));
           } else {
             throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + p + "'; expected a preset ("
-                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, keepAll, sinks(S,W), dense");
+                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, keepAll, sinks(S,W), dense, "
+                + "hybrid(K)");
           }
         }
       }

@@ -94,6 +94,32 @@ public final class PagedAttention {
    */
   public void attend(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride,
       int[] positions, int posOff, float scale, float[] out, int outOff, int outTokenStride) {
+    attend(store, tokens, group, q, qOff, qTokenStride, positions, posOff, scale, out, outOff, outTokenStride, null, 0);
+  }
+
+  /**
+   * Decode attention of one token's {@code group} query heads over only the listed pages of
+   * {@code store}: the exact attention of a sparse reader once it has chosen what to read.
+   *
+   * @param store     keys and values of one layer and KV head
+   * @param group     query heads sharing this KV head
+   * @param q         query rows of the group, {@code group * headDim} floats from {@code qOff}
+   * @param qOff      offset of the first query head's row
+   * @param position  the query's position
+   * @param scale     attention scale
+   * @param out       output rows, same layout as {@code q}
+   * @param outOff    offset of the first output row
+   * @param pageList  page indices to read, each at most once
+   * @param pageCount how many entries of {@code pageList} to use
+   */
+  public void decodePages(HeadStore store, int group, float[] q, int qOff, int position, float scale, float[] out,
+      int outOff, int[] pageList, int pageCount) {
+    one[0] = position;
+    attend(store, 1, group, q, qOff, group * d, one, 0, scale, out, outOff, group * d, pageList, pageCount);
+  }
+
+  private void attend(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride, int[] positions,
+      int posOff, float scale, float[] out, int outOff, int outTokenStride, int[] pageList, int listed) {
     int tileTokens = Math.max(1, TILE_ROWS / group);
     ensure(Math.min(tokens, tileTokens) * group);
     for (int t0 = 0; t0 < tokens; t0 += tileTokens) {
@@ -117,8 +143,9 @@ public final class PagedAttention {
       Arrays.fill(l, 0, rows, 0f);
       Arrays.fill(o, 0, rows * d, 0f);
 
-      int pages = store.pageCount();
-      for (int page = 0; page < pages; page++) {
+      int pages = pageList == null ? store.pageCount() : listed;
+      for (int i = 0; i < pages; i++) {
+        int page = pageList == null ? i : pageList[i];
         if (store.pageMinPosition(page) <= maxPos) { // else wholly in every row's future, or empty
           page(store, page, rows, minPos);
         }

@@ -87,7 +87,9 @@ class KVCacheApiTest {
     } finally {
       pool.shutdown();
     }
-    assertArrayEquals(serial, parallel, "seed " + seed);
+    // Not bit-exact: the JIT tier that runs a kernel (interpreter, C1, C2) changes the rounding of the
+    // vector exp by an ulp, so two runs of the same code agree to float precision, not to the bit.
+    assertArrayEquals(serial, parallel, 1e-6f, "seed " + seed);
   }
 
   @ParameterizedTest
