@@ -86,6 +86,21 @@ public interface AttentionKernels {
   void scale(float[] a, int off, int n, float f);
 
   /**
+   * Adds, for {@code n} pages, the upper bound that one key channel contributes to the group's
+   * scores: {@code est[i] += sum_g max(qc[g] * min[off + i], qc[g] * max[off + i])}, where
+   * {@code min} and {@code max} hold the channel's per-page key extremes (Quest's page summaries).
+   *
+   * @param qc    the channel's query value for each of the group's heads
+   * @param group heads in the group
+   * @param min   per-page minimum of the channel
+   * @param max   per-page maximum of the channel
+   * @param off   offset of page 0 in {@code min} and {@code max}
+   * @param n     pages
+   * @param est   the estimates, {@code n} floats from index 0, accumulated into
+   */
+  void pageBounds(float[] qc, int group, float[] min, float[] max, int off, int n, float[] est);
+
+  /**
    * Widens {@code n} IEEE-754 binary16 values to float.
    *
    * @param src    binary16 bit patterns

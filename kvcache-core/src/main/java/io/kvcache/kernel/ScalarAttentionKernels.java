@@ -75,6 +75,18 @@ public final class ScalarAttentionKernels implements AttentionKernels {
   }
 
   @Override
+  public void pageBounds(float[] qc, int group, float[] min, float[] max, int off, int n, float[] est) {
+    for (int i = 0; i < n; i++) {
+      float lo = min[off + i], hi = max[off + i];
+      float e = 0f;
+      for (int g = 0; g < group; g++) {
+        e += Math.max(qc[g] * lo, qc[g] * hi);
+      }
+      est[i] += e;
+    }
+  }
+
+  @Override
   public void f16ToF32(short[] src, int srcOff, float[] dst, int dstOff, int n) {
     for (int i = 0; i < n; i++) {
       dst[dstOff + i] = Float.float16ToFloat(src[srcOff + i]);

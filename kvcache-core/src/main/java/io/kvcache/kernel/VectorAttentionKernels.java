@@ -284,6 +284,29 @@ final class VectorAttentionKernels implements AttentionKernels {
     }
   }
 
+  @Override
+  public void pageBounds(float[] qc, int group, float[] min, float[] max, int off, int n, float[] est) {
+    int i = 0;
+    for (; i + L <= n; i += L) {
+      FloatVector lo = FloatVector.fromArray(F, min, off + i);
+      FloatVector hi = FloatVector.fromArray(F, max, off + i);
+      FloatVector e = FloatVector.zero(F);
+      for (int g = 0; g < group; g++) {
+        FloatVector qg = FloatVector.broadcast(F, qc[g]);
+        e = e.add(lo.mul(qg).max(hi.mul(qg)));
+      }
+      FloatVector.fromArray(F, est, i).add(e).intoArray(est, i);
+    }
+    for (; i < n; i++) {
+      float lo = min[off + i], hi = max[off + i];
+      float e = 0f;
+      for (int g = 0; g < group; g++) {
+        e += Math.max(qc[g] * lo, qc[g] * hi);
+      }
+      est[i] += e;
+    }
+  }
+
   /**
    * A plain loop: C2 compiles {@link Float#float16ToFloat} in a counted loop to packed conversions
    * ({@code vcvtph2ps} on x86 with F16C). A Vector API version built from integer shifts and a

@@ -110,28 +110,32 @@ public final class HybridSparseReader implements AttentionReader {
         summaries[layer][kvHead] = s;
       }
       s.refresh(store, work.kernels());
-      int n = s.select(store, group, q, qOff, position, channels, tokenBudget, recentTokens);
+      int n = s.select(store, group, q, qOff, position, channels, tokenBudget, recentTokens, work.kernels());
       work.decodePages(store, group, q, qOff, position, scale, out, outOff, s.selected, n);
     }
   }
 
   /**
-   * Min/max key summaries of one store's pages, and the scratch of a selection. Package-private so
-   * tests can check the bound and the selection directly.
+   * Min/max key summaries of one store's pages, and the scratch of a selection. Channel-major
+   * ({@code min[c * capacity + page]}) so that estimating every page over one chosen channel is a
+   * contiguous, vectorised pass. Package-private so tests can check the bound and the selection.
    */
   static final class PageSummaries {
     private static final int P = HeadStore.PAGE_TOKENS;
     private final int d;
+    private int capacity;
     float[] min = new float[0];
     float[] max = new float[0];
     int[] live = new int[0];
     int[] maxPos = new int[0];
     private int[] version = new int[0];
     private boolean[] known = new boolean[0];
-    private float[] buf;
+    private final float[] buf;
     private final float[] qAbs;
+    private final float[] qc;
     private final long[] channelKeys;
     private final int[] chosen;
+    private float[] est = new float[0];
     private long[] pageKeys = new long[0];
     int[] selected = new int[0];
 
@@ -139,23 +143,45 @@ public final class HybridSparseReader implements AttentionReader {
       this.d = headDim;
       this.buf = new float[2 * headDim * P];
       this.qAbs = new float[headDim];
+      this.qc = new float[64];
       this.channelKeys = new long[headDim];
       this.chosen = new int[headDim];
+    }
+
+    /** @return the minimum of channel {@code c} over the live keys of {@code page} */
+    float min(int page, int c) {
+      return min[c * capacity + page];
+    }
+
+    /** @return the maximum of channel {@code c} over the live keys of {@code page} */
+    float max(int page, int c) {
+      return max[c * capacity + page];
+    }
+
+    private void grow(int pages) {
+      int n = Math.max(pages, Math.max(16, capacity * 2));
+      float[] nmin = new float[n * d], nmax = new float[n * d];
+      for (int c = 0; c < d; c++) {
+        System.arraycopy(min, c * capacity, nmin, c * n, capacity);
+        System.arraycopy(max, c * capacity, nmax, c * n, capacity);
+      }
+      min = nmin;
+      max = nmax;
+      live = Arrays.copyOf(live, n);
+      maxPos = Arrays.copyOf(maxPos, n);
+      version = Arrays.copyOf(version, n);
+      known = Arrays.copyOf(known, n);
+      est = new float[n];
+      pageKeys = new long[n];
+      selected = new int[n];
+      capacity = n;
     }
 
     /** Recomputes the summaries of pages whose version changed since the last call. */
     void refresh(HeadStore store, io.kvcache.kernel.AttentionKernels kernels) {
       int pages = store.pageCount();
-      if (known.length < pages) {
-        int n = Math.max(pages, known.length * 2);
-        min = Arrays.copyOf(min, n * d);
-        max = Arrays.copyOf(max, n * d);
-        live = Arrays.copyOf(live, n);
-        maxPos = Arrays.copyOf(maxPos, n);
-        version = Arrays.copyOf(version, n);
-        known = Arrays.copyOf(known, n);
-        pageKeys = new long[n];
-        selected = new int[n];
+      if (capacity < pages) {
+        grow(pages);
       }
       for (int p = 0; p < pages; p++) {
         if (known[p] && version[p] == store.pageVersion(p)) {
@@ -179,8 +205,10 @@ public final class HybridSparseReader implements AttentionReader {
               hi = Math.max(hi, x);
             }
           }
-          min[p * d + c] = lo;
-          max[p * d + c] = hi;
+          // An empty page gets 0 bounds, not infinities, so the vector estimate stays finite; it is
+          // never a candidate anyway (live == 0).
+          min[c * capacity + p] = count == 0 ? 0f : lo;
+          max[c * capacity + p] = count == 0 ? 0f : hi;
         }
         live[p] = count;
         maxPos[p] = newest;
@@ -194,7 +222,8 @@ public final class HybridSparseReader implements AttentionReader {
      *
      * @return how many pages were selected
      */
-    int select(HeadStore store, int group, float[] q, int qOff, int position, int channels, int budget, int recent) {
+    int select(HeadStore store, int group, float[] q, int qOff, int position, int channels, int budget, int recent,
+        io.kvcache.kernel.AttentionKernels kernels) {
       // Head-dimension reduction: the channels with the largest |q| summed over the group.
       Arrays.fill(qAbs, 0f);
       for (int g = 0; g < group; g++) {
@@ -209,8 +238,17 @@ public final class HybridSparseReader implements AttentionReader {
       for (int i = 0; i < channels; i++) {
         chosen[i] = (int) channelKeys[d - 1 - i];
       }
-      // Sequence reduction: one estimate per page with live tokens; recent pages are forced.
+      // Sequence reduction: every page's estimate, one vectorised pass per chosen channel.
       int pages = store.pageCount();
+      float[] qcol = group <= qc.length ? qc : new float[group];
+      Arrays.fill(est, 0, pages, 0f);
+      for (int i = 0; i < channels; i++) {
+        int c = chosen[i];
+        for (int g = 0; g < group; g++) {
+          qcol[g] = q[qOff + g * d + c];
+        }
+        kernels.pageBounds(qcol, group, min, max, c * capacity, pages, est);
+      }
       int n = 0, count = 0, candidates = 0;
       long recentFrom = (long) position - recent + 1;
       for (int p = 0; p < pages; p++) {
@@ -218,11 +256,11 @@ public final class HybridSparseReader implements AttentionReader {
           continue;
         }
         if (recent > 0 && maxPos[p] >= recentFrom) {
-          selected[n++] = p;
+          selected[n++] = p; // the recent pages are always read
           count += live[p];
           continue;
         }
-        pageKeys[candidates++] = sortKey(estimate(p, group, q, qOff, channels), p);
+        pageKeys[candidates++] = sortKey(est[p], p);
       }
       Arrays.sort(pageKeys, 0, candidates);
       int target = count + budget; // the recent pages come on top of the budget
@@ -232,21 +270,6 @@ public final class HybridSparseReader implements AttentionReader {
         count += live[p];
       }
       return n;
-    }
-
-    /** The page's upper-bound estimate of {@code sum_g q_g . k} over the chosen channels. */
-    float estimate(int p, int group, float[] q, int qOff, int channels) {
-      float e = 0f;
-      int base = p * d;
-      for (int i = 0; i < channels; i++) {
-        int c = chosen[i];
-        float lo = min[base + c], hi = max[base + c];
-        for (int g = 0; g < group; g++) {
-          float qc = q[qOff + g * d + c];
-          e += Math.max(qc * lo, qc * hi);
-        }
-      }
-      return e;
     }
 
     /** Orders by value, then index; the low 32 bits carry the index back. */

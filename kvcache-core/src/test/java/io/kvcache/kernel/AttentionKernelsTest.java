@@ -118,6 +118,22 @@ class AttentionKernelsTest {
   }
 
   @Test
+  void pageBoundsMatchScalar() {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    for (int n : new int[] {0, 1, 7, 8, 100, 2049}) {
+      for (int group : new int[] {1, 4, 8}) {
+        float[] qc = gaussian(rnd, group);
+        float[] lo = gaussian(rnd, n + 3), hi = gaussian(rnd, n + 3);
+        float[] e1 = gaussian(rnd, n), e2 = e1.clone();
+        scalar.pageBounds(qc, group, lo, hi, 3, n, e1);
+        vector.pageBounds(qc, group, lo, hi, 3, n, e2);
+        assertClose(e1, e2, 1e-5, seed);
+      }
+    }
+  }
+
+  @Test
   void f16ToF32MatchesJdkForEveryFiniteValue() {
     short[] all = new short[65536];
     int n = 0;

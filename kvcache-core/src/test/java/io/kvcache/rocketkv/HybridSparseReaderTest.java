@@ -87,7 +87,7 @@ class HybridSparseReaderTest {
       int p = slot / HeadStore.PAGE_TOKENS;
       store.readKey(slot, key, 0);
       for (int c = 0; c < d; c++) {
-        assertTrue(s.min[p * d + c] <= key[c] && key[c] <= s.max[p * d + c],
+        assertTrue(s.min(p, c) <= key[c] && key[c] <= s.max(p, c),
             "slot " + slot + " channel " + c + " outside [min, max], seed " + seed);
       }
     }
@@ -127,7 +127,7 @@ class HybridSparseReaderTest {
     }
     HybridSparseReader.PageSummaries s = new HybridSparseReader.PageSummaries(d);
     s.refresh(store, Kernels.get());
-    int n = s.select(store, group, q, 0, tokens - 1, d, 48, 0);
+    int n = s.select(store, group, q, 0, tokens - 1, d, 48, 0, Kernels.get());
     Set<Integer> pages = new HashSet<>();
     for (int i = 0; i < n; i++) {
       pages.add(s.selected[i]);
