@@ -33,7 +33,7 @@ final class RetentionCommand implements Runnable {
   @Option(names = "--budget-share", defaultValue = "0.25", description = "Budget as a share of the prompt.")
   double share = 0.25;
 
-  @Option(names = "--seeds", defaultValue = "3", description = "Workloads (seeds) averaged.")
+  @Option(names = "--seeds", defaultValue = "3", description = "Workloads (seeds) averaged; 0 skips the fidelity table.")
   int seeds = 3;
 
   @Option(names = "--overhead-prompt", defaultValue = "32768",
@@ -46,7 +46,9 @@ final class RetentionCommand implements Runnable {
 
   @Override
   public void run() {
-    fidelity();
+    if (seeds > 0) {
+      fidelity();
+    }
     if (overheadPrompt > 0) {
       overhead();
     }
