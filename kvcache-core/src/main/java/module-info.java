@@ -17,4 +17,5 @@ module io.kvcache.core {
   exports io.kvcache.kernel;
   exports io.kvcache.workload;
   exports io.kvcache.rocketkv;
+  exports io.kvcache.kvcrush;
 }

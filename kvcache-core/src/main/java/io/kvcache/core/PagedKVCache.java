@@ -35,6 +35,11 @@ final class PagedKVCache implements KVCache {
   private float[] weights = new float[0];
   private int[] scratchPos = new int[1];
   private boolean prefillEnded;
+  // The prefill chunk being appended, for LayerAccess.chunkWeights during afterAppend only.
+  private float[] chunkQ;
+  private int chunkQOff;
+  private int chunkTokens;
+  private int[] chunkPos;
   private boolean closed;
 
   PagedKVCache(KVCacheStrategy strategy, AttentionShape shape, Executor executor) {
@@ -104,7 +109,16 @@ final class PagedKVCache implements KVCache {
     }
     nextPos[layer] = pos[tokens - 1] + 1;
     seen[layer] += tokens;
-    retention.afterAppend(access(layer), false);
+    chunkQ = q;
+    chunkQOff = qOff;
+    chunkTokens = tokens;
+    chunkPos = pos;
+    try {
+      retention.afterAppend(access(layer), false);
+    } finally {
+      chunkQ = null;
+      chunkPos = null;
+    }
   }
 
   @Override
@@ -318,6 +332,16 @@ final class PagedKVCache implements KVCache {
         }
         work[kvHead].weights(stores[layer][kvHead], windowLen[layer], group, windowQ[layer], kvHead * group * d,
             shape.queryWidth(), windowPos[layer], 0, scale, acc, accStride);
+      }
+
+      @Override
+      public void chunkWeights(int kvHead, float[] acc, int accStride) {
+        if (chunkQ == null) {
+          throw new UnsupportedOperationException("chunkWeights is available only during afterAppend of a prefill"
+              + " chunk");
+        }
+        work[kvHead].weights(stores[layer][kvHead], chunkTokens, group, chunkQ, chunkQOff + kvHead * group * d,
+            shape.queryWidth(), chunkPos, 0, scale, acc, accStride);
       }
     };
   }

@@ -38,4 +38,60 @@ public final class Strategies {
         .retention(RetentionPolicy.sinksAndWindow(sinks, window))
         .build();
   }
+
+  /**
+   * SnapKV (arXiv 2404.14469), GQA-aware, in f16: at the end of the prompt each KV head keeps the
+   * {@code budget - window} tokens the observation window attends to most (max-pooled, mean over the
+   * group) plus the window. The paper uses window 32 and kernel 7. Other storage: {@code
+   * snapKV(...).toBuilder().codec(codec).build()}.
+   *
+   * @param budget tokens kept per KV head, {@code >= window}
+   * @param window observation window, {@code >= 1}
+   * @param pool   odd max-pooling kernel, {@code >= 1}
+   * @return the strategy
+   */
+  public static KVCacheStrategy snapKV(int budget, int window, int pool) {
+    return KVCacheStrategy.builder()
+        .name("snapKV(" + budget + "," + window + "," + pool + ")")
+        .retention(io.kvcache.retention.SnapKV.of(budget, window, pool))
+        .build();
+  }
+
+  /**
+   * H2O (arXiv 2306.14048) in f16: the {@code heavy} tokens with the most accumulated attention plus
+   * the {@code recent} latest, enforced after every prompt chunk and decode step. The paper splits
+   * the budget in halves.
+   *
+   * @param heavy  heavy hitters per KV head, {@code >= 0}
+   * @param recent recent tokens per KV head, {@code >= 1}
+   * @return the strategy
+   */
+  public static KVCacheStrategy h2o(int heavy, int recent) {
+    return KVCacheStrategy.builder()
+        .name("h2o(" + heavy + "," + recent + ")")
+        .retention(new io.kvcache.retention.H2O(heavy, recent))
+        .build();
+  }
+
+  /**
+   * KVCrush (arXiv 2503.00022) over SnapKV in f16, with its defaults: a quarter of the budget for
+   * representatives chosen by head-behaviour signatures, random anchor, SnapKV window 32, kernel 7.
+   *
+   * @param budget tokens kept per KV head, {@code >= 43} with the defaults (the window must fit the
+   *     importance share)
+   * @return the strategy
+   */
+  public static KVCacheStrategy kvCrush(int budget) {
+    return kvCrush(io.kvcache.kvcrush.KVCrush.builder(budget).build());
+  }
+
+  /**
+   * KVCrush with any configuration, in f16.
+   *
+   * @param policy the configured policy, from {@link io.kvcache.kvcrush.KVCrush#builder(int)}
+   * @return the strategy
+   */
+  public static KVCacheStrategy kvCrush(io.kvcache.kvcrush.KVCrush policy) {
+    return KVCacheStrategy.builder().name(policy.name()).retention(policy).build();
+  }
 }

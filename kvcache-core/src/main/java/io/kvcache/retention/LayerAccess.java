@@ -34,4 +34,19 @@ public interface LayerAccess {
    * @param accStride at least {@code store(kvHead).pageCount() * PAGE_TOKENS}
    */
   void windowWeights(int kvHead, float[] acc, int accStride);
+
+  /**
+   * Adds the attention weights that the queries of the prefill chunk being appended give each slot
+   * of a KV head, as {@link #windowWeights} does for the observation window: H2O scores the prompt
+   * with it. Valid only during {@link RetentionPolicy.State#afterAppend} of a prefill chunk; costs
+   * two extra passes over the keys for the chunk's queries, so call it only when needed.
+   *
+   * @param kvHead    the KV head
+   * @param acc       accumulators, at least {@code groupSize * accStride} floats
+   * @param accStride at least {@code store(kvHead).pageCount() * PAGE_TOKENS}
+   * @throws UnsupportedOperationException when this access has no prefill chunk
+   */
+  default void chunkWeights(int kvHead, float[] acc, int accStride) {
+    throw new UnsupportedOperationException("chunkWeights is available only during afterAppend of a prefill chunk");
+  }
 }
