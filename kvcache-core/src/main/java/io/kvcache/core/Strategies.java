@@ -94,4 +94,37 @@ public final class Strategies {
   public static KVCacheStrategy kvCrush(io.kvcache.kvcrush.KVCrush policy) {
     return KVCacheStrategy.builder().name(policy.name()).retention(policy).build();
   }
+
+  /**
+   * RocketKV (arXiv 2502.14051) in f16 with the paper's split of the compression: for a prompt of
+   * {@code T} tokens and a total compression {@code c = T / tokenBudget}, stage 1 (SnapKV++, at the
+   * end of prefill) keeps {@code sqrt(T * tokenBudget)} tokens per KV head and stage 2 (the hybrid
+   * sparse reader) attends to {@code tokenBudget} of them per decode step, plus the 16 most recent.
+   * The estimate uses a quarter of the head dimension. Observation window 32.
+   *
+   * @param tokenBudget tokens attended per decode step and KV head, {@code >= 32}
+   * @return the strategy
+   */
+  public static KVCacheStrategy rocketKV(int tokenBudget) {
+    return rocketKV(tokenBudget, io.kvcache.rocketkv.SnapKVPlusPlus.forTokenBudget(tokenBudget, 32), 0.25, 16);
+  }
+
+  /**
+   * RocketKV with every knob: the stage-1 policy (e.g. a fixed {@code SnapKVPlusPlus.of(budget, w)}),
+   * the stage-2 token budget, the share of channels the estimate uses and the recent tokens always read.
+   *
+   * @param tokenBudget     tokens attended per decode step and KV head
+   * @param stage1          the stage-1 retention policy
+   * @param channelFraction share of the head dimension for the estimate, in (0, 1]
+   * @param recentTokens    most recent positions always attended
+   * @return the strategy
+   */
+  public static KVCacheStrategy rocketKV(int tokenBudget, RetentionPolicy stage1, double channelFraction,
+      int recentTokens) {
+    return KVCacheStrategy.builder()
+        .name("rocketKV(" + tokenBudget + ")")
+        .retention(stage1)
+        .reader(io.kvcache.rocketkv.HybridSparseReader.of(tokenBudget, channelFraction, recentTokens))
+        .build();
+  }
 }
