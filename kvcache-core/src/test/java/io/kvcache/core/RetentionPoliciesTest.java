@@ -375,6 +375,48 @@ class RetentionPoliciesTest {
   }
 
   @Test
+  void fidelityImprovesAsTheBudgetGrowsAndIsExactAtFullBudget() {
+    long seed = TestData.seed();
+    AttentionShape shape = new AttentionShape(1, 4, 2, 32);
+    io.kvcache.workload.SyntheticWorkload w = new io.kvcache.workload.SyntheticWorkload(shape,
+        io.kvcache.workload.WorkloadSpec.standard(1024, 16, seed));
+    java.util.function.IntFunction<KVCacheStrategy[]> at = b -> new KVCacheStrategy[] {
+        Strategies.snapKV(b, 32, 7), Strategies.h2o(b / 2, b - b / 2), Strategies.kvCrush(b),
+        Strategies.kvCrush(KVCrush.builder(b).importance(KVCrush.Importance.H2O).build())};
+    KVCacheStrategy[] small = at.apply(64), large = at.apply(768), full = at.apply(2048);
+    for (int i = 0; i < small.length; i++) {
+      double eSmall = io.kvcache.workload.Fidelity.compare(small[i], w, 128).meanError();
+      double eLarge = io.kvcache.workload.Fidelity.compare(large[i], w, 128).meanError();
+      double eFull = io.kvcache.workload.Fidelity.compare(full[i].toBuilder().codec(StorageCodec.f32()).build(), w,
+          128).meanError();
+      assertTrue(eLarge < eSmall, small[i].name() + ": error at 768 (" + eLarge + ") below error at 64 (" + eSmall
+          + "), seed " + seed);
+      assertEquals(0.0, eFull, 1e-6, full[i].name() + " with every token, seed " + seed);
+    }
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("budgeted")
+  void budgetsHoldWithF16Storage(String label, RetentionPolicy policy, int budget, int window, int recent) {
+    long seed = TestData.seed();
+    Inputs in = Inputs.random(seed, 300);
+    try (KVCache cache = KVCacheStrategy.builder().codec(StorageCodec.f16()).retention(policy).build()
+        .newCache(SHAPE)) {
+      in.prefill(cache, 300, 64);
+      cache.endPrefill();
+      for (int[] layer : cache.stats().retained()) {
+        for (int held : layer) {
+          assertEquals(budget, held, label + " f16, seed " + seed);
+        }
+      }
+      // Compaction returned the evicted tokens' pages.
+      long pages = cache.stats().payloadBytes() / (2L * HeadStore.PAGE_TOKENS * SHAPE.headDim() * 2);
+      assertEquals((long) SHAPE.layers() * SHAPE.kvHeads() * ((budget + HeadStore.PAGE_TOKENS - 1)
+          / HeadStore.PAGE_TOKENS), pages, label + " pages held, seed " + seed);
+    }
+  }
+
+  @Test
   void configurationErrorsNameTheArgument() {
     assertTrue(assertThrows(IllegalArgumentException.class, () -> SnapKV.of(8, 16, 7)).getMessage()
         .contains("budget"));
