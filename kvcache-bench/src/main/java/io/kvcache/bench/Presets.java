@@ -15,7 +15,8 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * The strategies the bench tool knows: every preset by name, each sized to a token budget, and a
+ * The strategies the bench tool knows: every preset by name, each sized to a token budget (for
+ * RocketKV the tokens a decode step reads; it keeps more), and a
  * small grammar for combining axes by hand.
  *
  * <p>Combination grammar: axis choices joined by {@code +}, e.g. {@code f32+sinks(4,1020)}. Codecs:
@@ -34,6 +35,11 @@ final class Presets {
     m.put("full-f16", b -> Strategies.full());
     m.put("full-f32", b -> Strategies.full(StorageCodec.f32()));
     m.put("streamingLLM", b -> Strategies.streamingLLM(Math.min(4, b - 1), Math.max(1, b - 4)));
+    m.put("snapKV", b -> Strategies.snapKV(b, Math.min(32, b), 7));
+    m.put("h2o", b -> Strategies.h2o(Math.max(1, b / 2), Math.max(1, b - b / 2)));
+    m.put("kvCrush", b -> Strategies.kvCrush(b));
+    // RocketKV's budget is what a decode step reads; stage 1 keeps sqrt(T * budget) tokens.
+    m.put("rocketKV", b -> Strategies.rocketKV(Math.max(32, b)));
     return m;
   }
 

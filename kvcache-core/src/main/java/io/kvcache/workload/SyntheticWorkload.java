@@ -21,12 +21,16 @@ import java.util.SplittableRandom;
  *   <li><b>outlier channels</b>: a few key channels get a large constant offset and range, as key
  *       outliers in real models (what SKVQ's reordering and clipping are for).</li>
  * </ul>
- * Queries of the prompt look up a random mix of regions; decode queries look up the needles and a
- * random region. All of it is deterministic in the spec's seed, the layer and the head.
+ * Queries of the prompt look up a random mix of regions; the last {@value #QUESTION_TOKENS} prompt
+ * tokens (the question, at most an eighth of the prompt) and the decode tokens also look up the
+ * needles. All of it is deterministic in the spec's seed, the layer and the head.
  *
  * <p>Arrays follow the {@link io.kvcache.core.KVCache} layout: {@code [token][head][dim]}.
  */
 public final class SyntheticWorkload {
+
+  /** Prompt tokens at the end that ask for the needles, like the question of a long-context task. */
+  public static final int QUESTION_TOKENS = 32;
 
   private final AttentionShape shape;
   private final WorkloadSpec spec;
@@ -123,7 +127,9 @@ public final class SyntheticWorkload {
         // Queries of the group: a lookup of some region (prompt) or of the needles (decode), plus the
         // sink direction, plus for local heads the positional code of their own position.
         int lookRegion = rnd.nextInt(spec.regions());
-        boolean decoding = t >= spec.promptTokens();
+        // The question sits at the end of the prompt, as in long-context QA: its queries and the decode
+        // queries look for the needles, so a method that scores with an observation window can see them.
+        boolean asking = t >= spec.promptTokens() - Math.min(QUESTION_TOKENS, spec.promptTokens() / 8);
         for (int gi = 0; gi < g; gi++) {
           int qb = t * qw + (h * g + gi) * d;
           for (int c = 0; c < d; c++) {
@@ -132,7 +138,7 @@ public final class SyntheticWorkload {
             if (local) {
               x += 1.0 * positional(t, c, d);
             }
-            if (decoding && needlePositions.length > 0) {
+            if (asking && needlePositions.length > 0) {
               x += 0.9 * needleDir[c] * Math.sqrt(d) / 2;
             }
             q[qb + c] = (float) x;
