@@ -156,6 +156,23 @@ class HybridSparseReaderTest {
   }
 
   @Test
+  void composesWithAnotherRetentionPolicy() {
+    AttentionShape shape = new AttentionShape(1, 8, 2, 32);
+    SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(1500, 6, 4));
+    Fidelity.Reference ref = Fidelity.reference(w, 500);
+    KVCacheStrategy window = KVCacheStrategy.builder()
+        .retention(io.kvcache.retention.RetentionPolicy.sinksAndWindow(4, 600)).build();
+    KVCacheStrategy covering = window.toBuilder().reader(HybridSparseReader.of(604, 0.25, 16)).build();
+    KVCacheStrategy sparse = window.toBuilder().reader(HybridSparseReader.of(128, 0.25, 16)).build();
+    Fidelity.Result dense = Fidelity.compare(window, ref);
+    Fidelity.Result same = Fidelity.compare(covering, ref);
+    Fidelity.Result fewer = Fidelity.compare(sparse, ref);
+    assertEquals(dense.meanError(), same.meanError(), 1e-6, "a budget covering the window reads it all");
+    assertEquals(604, fewer.stats().maxRetained(0), "the retention policy still decides what is held");
+    assertTrue(fewer.meanError() < 1.0, "sparse reading over the window stays sane: " + fewer.meanError());
+  }
+
+  @Test
   void parametersAreValidated() {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(0, 0.5, 1));
     assertTrue(e.getMessage().contains("tokenBudget") && e.getMessage().contains("0"), e.getMessage());
