@@ -165,8 +165,16 @@ final class PagedKVCache implements KVCache {
     nextPos[layer] = pos + 1;
     seen[layer]++;
     retention.afterAppend(access(layer), true);
-    runHeads(h -> reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
-        outOff + h * group * d));
+    if (parallel == null) {
+      // The common path: no lambda, so a decode step allocates nothing.
+      for (int h = 0; h < shape.kvHeads(); h++) {
+        reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
+            outOff + h * group * d);
+      }
+    } else {
+      parallel.run(shape.kvHeads(), h -> reader.decode(layer, h, stores[layer][h], work[h], group, q,
+          qOff + h * group * d, pos, scale, out, outOff + h * group * d));
+    }
     if (decodeWeights) {
       reportDecodeWeights(layer, q, qOff, pos);
     }
