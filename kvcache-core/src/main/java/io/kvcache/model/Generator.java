@@ -27,6 +27,7 @@ public final class Generator {
   private final float[] logits;
   private final long[] order;
   private long prefillNanos;
+  private int promptTokens;
   private long decodeNanos;
   private int decoded;
 
@@ -62,6 +63,7 @@ public final class Generator {
       seq.prefill(prompt, logits);
       long t1 = System.nanoTime();
       prefillNanos = t1 - t0;
+      promptTokens = prompt.length;
       while (true) {
         int token = config.temperature() == 0 ? argmax(logits) : sample(logits, config, random);
         out[n++] = token;
@@ -78,8 +80,8 @@ public final class Generator {
   }
 
   /** @return prompt tokens per second of the last generation's prefill */
-  public double lastPrefillNanos() {
-    return prefillNanos;
+  public double lastPrefillTokensPerSecond() {
+    return promptTokens * 1e9 / Math.max(1, prefillNanos);
   }
 
   /** @return decode steps per second of the last generation (0 when it decoded none) */
