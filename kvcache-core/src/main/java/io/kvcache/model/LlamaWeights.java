@@ -163,6 +163,21 @@ public final class LlamaWeights implements AutoCloseable {
     }
   }
 
+  /**
+   * Weights from tensors already in memory, named as in GGUF (for tests and benchmarks).
+   *
+   * @param config  the hyper-parameters
+   * @param tensors tensors by GGUF name
+   * @return the weights
+   */
+  static LlamaWeights fromGgufTensors(LlamaConfig config, Map<String, Weight> tensors) {
+    Map<String, String> fileOf = new HashMap<>();
+    for (String k : tensors.keySet()) {
+      fileOf.put(k, "memory");
+    }
+    return assemble(config, tensors, fileOf, LlamaWeights::ggufName, null, "memory");
+  }
+
   static String hfName(String logical, int layer) {
     String p = "model.layers." + layer + ".";
     return switch (logical) {
