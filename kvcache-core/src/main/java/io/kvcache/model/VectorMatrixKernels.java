@@ -7,7 +7,8 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * Vector API kernels: weight rows are decoded four at a time into float scratch by bulk copies and
  * loops C2 turns into packed conversions, then each activation row is loaded once per four weight
- * rows and multiplied with fused multiply-adds into four accumulators.
+ * rows and two tokens at a time (eight fused multiply-add accumulators), or one token against four
+ * rows for decode.
  */
 final class VectorMatrixKernels implements MatrixKernels {
 
@@ -29,7 +30,11 @@ final class VectorMatrixKernels implements MatrixKernels {
       for (int i = 0; i < 4; i++) {
         decode(w, r + i, rows, i * cols, scratch);
       }
-      for (int t = 0; t < n; t++) {
+      int t = 0;
+      for (; t + 2 <= n; t += 2) {
+        dot4x2(rows, cols, x, xOff + t * xStride, xStride, y, yOff + t * yStride + r, yStride);
+      }
+      if (t < n) {
         dot4(rows, cols, x, xOff + t * xStride, y, yOff + t * yStride + r);
       }
     }
@@ -70,6 +75,64 @@ final class VectorMatrixKernels implements MatrixKernels {
     y[yb + 1] = s1;
     y[yb + 2] = s2;
     y[yb + 3] = s3;
+  }
+
+  /** Four weight rows times two tokens: 6 loads feed 8 FMAs, against 5 for 4 in {@link #dot4}. */
+  private static void dot4x2(float[] rows, int cols, float[] x, int xb, int xs, float[] y, int yb, int ys) {
+    FloatVector a0 = FloatVector.zero(S);
+    FloatVector a1 = FloatVector.zero(S);
+    FloatVector a2 = FloatVector.zero(S);
+    FloatVector a3 = FloatVector.zero(S);
+    FloatVector b0 = FloatVector.zero(S);
+    FloatVector b1 = FloatVector.zero(S);
+    FloatVector b2 = FloatVector.zero(S);
+    FloatVector b3 = FloatVector.zero(S);
+    int bound = S.loopBound(cols);
+    int c = 0;
+    for (; c < bound; c += S.length()) {
+      FloatVector r0 = FloatVector.fromArray(S, rows, c);
+      FloatVector r1 = FloatVector.fromArray(S, rows, cols + c);
+      FloatVector r2 = FloatVector.fromArray(S, rows, 2 * cols + c);
+      FloatVector r3 = FloatVector.fromArray(S, rows, 3 * cols + c);
+      FloatVector xa = FloatVector.fromArray(S, x, xb + c);
+      a0 = r0.fma(xa, a0);
+      a1 = r1.fma(xa, a1);
+      a2 = r2.fma(xa, a2);
+      a3 = r3.fma(xa, a3);
+      FloatVector xv = FloatVector.fromArray(S, x, xb + xs + c);
+      b0 = r0.fma(xv, b0);
+      b1 = r1.fma(xv, b1);
+      b2 = r2.fma(xv, b2);
+      b3 = r3.fma(xv, b3);
+    }
+    float s0 = a0.reduceLanes(VectorOperators.ADD);
+    float s1 = a1.reduceLanes(VectorOperators.ADD);
+    float s2 = a2.reduceLanes(VectorOperators.ADD);
+    float s3 = a3.reduceLanes(VectorOperators.ADD);
+    float u0 = b0.reduceLanes(VectorOperators.ADD);
+    float u1 = b1.reduceLanes(VectorOperators.ADD);
+    float u2 = b2.reduceLanes(VectorOperators.ADD);
+    float u3 = b3.reduceLanes(VectorOperators.ADD);
+    for (; c < cols; c++) {
+      float xc = x[xb + c];
+      float xd = x[xb + xs + c];
+      s0 += rows[c] * xc;
+      s1 += rows[cols + c] * xc;
+      s2 += rows[2 * cols + c] * xc;
+      s3 += rows[3 * cols + c] * xc;
+      u0 += rows[c] * xd;
+      u1 += rows[cols + c] * xd;
+      u2 += rows[2 * cols + c] * xd;
+      u3 += rows[3 * cols + c] * xd;
+    }
+    y[yb] = s0;
+    y[yb + 1] = s1;
+    y[yb + 2] = s2;
+    y[yb + 3] = s3;
+    y[yb + ys] = u0;
+    y[yb + ys + 1] = u1;
+    y[yb + ys + 2] = u2;
+    y[yb + ys + 3] = u3;
   }
 
   private static float dot(float[] a, int aOff, float[] x, int xb, int n) {
