@@ -89,6 +89,8 @@ public final class LlamaModel {
     private final float[] cos;
     private final float[] sin;
     private final int[] pos;
+    /** The layer whose cache each layer uses (itself, or its AcrossKV group's first layer). */
+    private final int[] owner;
     private int next;
     private boolean decoding;
 
@@ -101,18 +103,24 @@ public final class LlamaModel {
       }
       int layers = config.layers();
       schedule = strategy.schedule();
+      owner = new int[layers];
       for (int l = 0; l < layers; l++) {
-        if (schedule.cacheLayer(l, layers) != l) {
-          throw new UnsupportedOperationException("schedule " + schedule.name() + " shares layer " + l
-              + "'s cache with layer " + schedule.cacheLayer(l, layers)
-              + " (AcrossKV); the KVCache API has no read-only attention call yet, so the decoder cannot honour it");
+        int c = schedule.cacheLayer(l, layers);
+        if (c < 0 || c > l || schedule.cacheLayer(c, layers) != c) {
+          throw new IllegalArgumentException("schedule " + schedule.name() + ": cacheLayer(" + l + ") = " + c
+              + ", expected a layer in [0, " + l + "] that owns its own cache");
         }
+        owner[l] = c;
       }
       int sel = schedule.selectionLayer(layers);
       int skip = schedule.skipFromLayer(layers);
       if (sel < 0 || sel > layers || skip < 1 || skip > layers) {
         throw new IllegalArgumentException("schedule " + schedule.name() + ": selectionLayer " + sel
             + " must be in [0, " + layers + "] and skipFromLayer " + skip + " in [1, " + layers + "]");
+      }
+      if (sel < layers && owner[sel] != sel) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + ": the selection layer " + sel
+            + " shares layer " + owner[sel] + "'s cache; token selection needs a layer that projects its own keys");
       }
       if (sel < layers && skip < layers) {
         throw new IllegalArgumentException("schedule " + schedule.name() + " asks for both token-selective propagation"
@@ -201,7 +209,11 @@ public final class LlamaModel {
       rope(1);
       for (int l = 0; l < config.layers(); l++) {
         attentionIn(l, 1);
-        cache.decode(l, q, 0, k, 0, v, 0, att, 0);
+        if (owner[l] == l) {
+          cache.decode(l, q, 0, k, 0, v, 0, att, 0);
+        } else {
+          cache.attendDecode(owner[l], q, 0, att, 0);
+        }
         attentionOut(l, 1);
         mlp(l, 1);
       }
@@ -317,7 +329,7 @@ public final class LlamaModel {
               }
             }
           }
-          cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
+          attend(l, c);
           attentionOut(l, c);
           mlp(l, c);
         }
@@ -401,13 +413,24 @@ public final class LlamaModel {
       rope(c);
       for (int l = from; l < to; l++) {
         attentionIn(l, c);
-        cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
+        attend(l, c);
         attentionOut(l, c);
         mlp(l, c);
       }
     }
 
+    private void attend(int l, int c) {
+      if (owner[l] == l) {
+        cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
+      } else {
+        cache.attendPrefill(owner[l], c, pos, q, 0, att, 0);
+      }
+    }
+
     private void kvOnly(int l, int c) {
+      if (owner[l] != l) {
+        return;
+      }
       LlamaWeights.Layer w = weights.layers[l];
       int h = config.hidden();
       for (int t = 0; t < c; t++) {
@@ -430,12 +453,16 @@ public final class LlamaModel {
         rmsNorm(x, t * h, w.attnNorm, xb, t * h, h, config.rmsEps());
       }
       split.matmul(kernels, w.wq, xb, 0, h, c, q, 0, config.qWidth());
+      addBias(q, w.bq, c);
+      applyRope(q, config.heads(), c);
+      if (owner[l] != l) {
+        // AcrossKV: the group's first layer projected the K/V this layer reads.
+        return;
+      }
       split.matmul(kernels, w.wk, xb, 0, h, c, k, 0, config.kvWidth());
       split.matmul(kernels, w.wv, xb, 0, h, c, v, 0, config.kvWidth());
-      addBias(q, w.bq, c);
       addBias(k, w.bk, c);
       addBias(v, w.bv, c);
-      applyRope(q, config.heads(), c);
       applyRope(k, config.kvHeads(), c);
     }
 

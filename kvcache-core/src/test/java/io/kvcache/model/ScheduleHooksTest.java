@@ -159,21 +159,57 @@ class ScheduleHooksTest {
     }
   }
 
+  static PrefillSchedule across(int from) {
+    return new PrefillSchedule() {
+      public String name() {
+        return "across(" + from + ")";
+      }
+
+      public int cacheLayer(int layer, int layers) {
+        return layer >= from ? from + (layer - from) / 2 * 2 : layer;
+      }
+    };
+  }
+
+  @Test
+  void acrossKvLayersReadTheirGroupOwnersCacheAndStoreNothing() throws IOException {
+    // Layer 2 adds nothing to the residual and layer 3 has its norm and K/V projections, so both
+    // compute the same K/V: sharing layer 2's cache must then give the full decoder's logits, in
+    // prefill (several chunks) and in decode.
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32, 2))) {
+      int[] p = prompt(r, 13);
+      Run full = run(w, PrefillSchedule.full(), p);
+      Run shared = run(w, across(2), p);
+      assertTrue(maxDiff(full.logits, shared.logits) <= 1e-5 * maxAbs(full.logits), "seed=" + seed + " prefill");
+      assertTrue(maxDiff(full.next, shared.next) <= 1e-5 * maxAbs(full.next), "seed=" + seed + " decode");
+      assertEquals(13, shared.stats.retained()[2][0], "seed=" + seed);
+      assertEquals(0, shared.stats.retained()[3][0], "seed=" + seed + ": a sharing layer stores nothing");
+    }
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("n.gguf"), seed, 4, DType.F32))) {
+      int[] p = prompt(r, 13);
+      Run full = run(w, PrefillSchedule.full(), p);
+      Run shared = run(w, across(2), p);
+      assertTrue(maxDiff(full.logits, shared.logits) > 0, "seed=" + seed + ": other layers' K/V differ");
+    }
+  }
+
   @Test
   void unsupportedHookCombinationsAreRejected() throws IOException {
     try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), 3, 4, DType.F32))) {
-      PrefillSchedule across = new PrefillSchedule() {
+      PrefillSchedule later = new PrefillSchedule() {
         public String name() {
-          return "across";
+          return "later";
         }
 
         public int cacheLayer(int layer, int layers) {
-          return layer >= 2 ? 2 : layer;
+          return layer == 1 ? 2 : layer;
         }
       };
-      UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class,
-          () -> LlamaModel.of(w).newSequence(with(across), 4));
-      assertTrue(e.getMessage().contains("layer 3"), e.getMessage());
+      IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+          () -> LlamaModel.of(w).newSequence(with(later), 4));
+      assertTrue(e.getMessage().contains("cacheLayer(1) = 2"), e.getMessage());
       PrefillSchedule both = new PrefillSchedule() {
         public String name() {
           return "both";
