@@ -162,6 +162,9 @@ public final class LlamaModel {
      */
     public void prefill(int[] tokens, float[] logits) {
       checkPrompt(tokens);
+      if (logits != null) {
+        checkLogits(logits);
+      }
       int layers = config.layers();
       int sel = schedule.selectionLayer(layers);
       int skip = schedule.skipFromLayer(layers);
