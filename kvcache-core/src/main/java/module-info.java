@@ -18,4 +18,5 @@ module io.kvcache.core {
   exports io.kvcache.workload;
   exports io.kvcache.rocketkv;
   exports io.kvcache.kvcrush;
+  exports io.kvcache.model;
 }

@@ -87,6 +87,40 @@ public interface KVCache extends AutoCloseable {
    */
   void decode(int layer, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff, float[] out, int outOff);
 
+  /**
+   * Attention of a prompt chunk against what {@code layer} already holds, storing nothing: a layer
+   * that shares another layer's cache (SwiftKV's AcrossKV) calls it after the owning layer's
+   * {@link #prefill} of the same chunk. Query token {@code t} at {@code positions[t]} attends to the
+   * stored tokens at positions up to its own.
+   *
+   * @param layer     the layer whose cache is read
+   * @param tokens    tokens in the chunk, {@code >= 1}
+   * @param positions the queries' positions, increasing, each at most the layer's last position
+   * @param q         queries
+   * @param qOff      offset of token 0 in {@code q}
+   * @param out       attention output, like {@code q}
+   * @param outOff    offset of token 0 in {@code out}
+   * @throws UnsupportedOperationException when the implementation has no read-only attention
+   */
+  default void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff) {
+    throw new UnsupportedOperationException(getClass().getName() + " has no read-only attention (AcrossKV)");
+  }
+
+  /**
+   * One decode query against what {@code layer} already holds, storing nothing (AcrossKV): called
+   * after the owning layer's {@link #decode} of the same token, at that token's position.
+   *
+   * @param layer  the layer whose cache is read
+   * @param q      query
+   * @param qOff   offset of the query
+   * @param out    attention output
+   * @param outOff offset of the output
+   * @throws UnsupportedOperationException when the implementation has no read-only attention
+   */
+  default void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff) {
+    throw new UnsupportedOperationException(getClass().getName() + " has no read-only attention (AcrossKV)");
+  }
+
   /** @return what the cache holds now: tokens per layer and head, exact bytes, compression */
   CacheStats stats();
 

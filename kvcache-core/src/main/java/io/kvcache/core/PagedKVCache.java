@@ -181,6 +181,45 @@ final class PagedKVCache implements KVCache {
   }
 
   @Override
+  public void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff) {
+    checkOpen();
+    checkLayer(layer);
+    Checks.inRange("tokens", tokens, 1, Integer.MAX_VALUE / Math.max(shape.queryWidth(), 1));
+    int qw = shape.queryWidth();
+    Checks.span("q", q, qOff, (long) tokens * qw);
+    Checks.span("out", out, outOff, (long) tokens * qw);
+    Checks.finite("q", q, qOff, tokens * qw);
+    if (positions == null || positions.length < tokens) {
+      throw new IllegalArgumentException("positions must hold " + tokens + " entries");
+    }
+    int last = nextPos[layer] - 1;
+    for (int t = 0; t < tokens; t++) {
+      if (positions[t] < 0 || positions[t] > last || (t > 0 && positions[t] <= positions[t - 1])) {
+        throw new IllegalArgumentException("positions must increase strictly within [0, " + last + "] (layer " + layer
+            + "'s stored positions), got " + positions[t] + " at index " + t);
+      }
+    }
+    runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, positions, 0, scale,
+        out, outOff + h * group * d, qw));
+  }
+
+  @Override
+  public void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff) {
+    checkOpen();
+    checkLayer(layer);
+    int qw = shape.queryWidth();
+    Checks.span("q", q, qOff, qw);
+    Checks.span("out", out, outOff, qw);
+    Checks.finite("q", q, qOff, qw);
+    int pos = nextPos[layer] - 1;
+    if (pos < 0) {
+      throw new IllegalStateException("layer " + layer + " holds no token to attend to");
+    }
+    runHeads(h -> reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
+        outOff + h * group * d));
+  }
+
+  @Override
   public CacheStats stats() {
     checkOpen();
     int[][] retained = new int[shape.layers()][shape.kvHeads()];

@@ -1,0 +1,578 @@
+package io.kvcache.model;
+
+import io.kvcache.core.KVCache;
+import io.kvcache.core.KVCacheStrategy;
+import io.kvcache.schedule.PrefillSchedule;
+import java.util.Arrays;
+import java.util.concurrent.Executor;
+
+/**
+ * The reference Llama-family decoder: token embedding, per layer RMSNorm, q/k/v projections (with
+ * Qwen2's bias), RoPE, grouped-query attention through a {@link KVCache}, output projection, RMSNorm,
+ * SwiGLU MLP, then a final RMSNorm and the output head. Matrix products go through
+ * {@link MatrixKernels}, their rows split across the threads of the executor given here.
+ *
+ * <p>A model is immutable and may serve several {@link Sequence}s, each used by one thread at a
+ * time. The weights must stay open while the model is used.
+ */
+public final class LlamaModel {
+
+  private final LlamaWeights weights;
+  private final LlamaConfig config;
+  private final MatrixKernels kernels;
+  private final Executor executor;
+  private final int threads;
+
+  /**
+   * @param weights the weights, kept open by the caller
+   * @param kernels matrix kernels, e.g. {@link MatrixKernels#get()}
+   * @param executor executor for the matrix products, or null to run on the calling thread
+   * @param threads tasks per matrix product, 1 to 1024 (ignored without an executor)
+   */
+  public LlamaModel(LlamaWeights weights, MatrixKernels kernels, Executor executor, int threads) {
+    if (weights == null || kernels == null) {
+      throw new IllegalArgumentException("weights and kernels must not be null");
+    }
+    if (threads < 1 || threads > 1024) {
+      throw new IllegalArgumentException("threads must be in [1, 1024], got " + threads);
+    }
+    this.weights = weights;
+    this.config = weights.config();
+    this.kernels = kernels;
+    this.executor = executor;
+    this.threads = threads;
+  }
+
+  /**
+   * A single-threaded model with the kernels this JVM chose.
+   *
+   * @param weights the weights
+   * @return the model
+   */
+  public static LlamaModel of(LlamaWeights weights) {
+    return new LlamaModel(weights, MatrixKernels.get(), null, 1);
+  }
+
+  /** @return the model's hyper-parameters */
+  public LlamaConfig config() {
+    return config;
+  }
+
+  /**
+   * Starts a sequence with its own KV cache.
+   *
+   * @param strategy  the KV-cache strategy; its {@link PrefillSchedule} shapes how prompts run
+   * @param maxChunk  most prompt tokens run together, 1 to 65536: the activation buffers' size
+   * @return the sequence; close it to free the cache
+   * @throws IllegalArgumentException when the schedule combines hooks the decoder does not support
+   */
+  public Sequence newSequence(KVCacheStrategy strategy, int maxChunk) {
+    return new Sequence(strategy, maxChunk);
+  }
+
+  /**
+   * One sequence: its KV cache, position and buffers. Not thread-safe.
+   */
+  public final class Sequence implements AutoCloseable {
+    private final KVCache cache;
+    private final PrefillSchedule schedule;
+    private final int chunk;
+    private final RowSplit split;
+    private final float[] x;
+    private final float[] xb;
+    private final float[] q;
+    private final float[] k;
+    private final float[] v;
+    private final float[] att;
+    private final float[] g;
+    private final float[] u;
+    private final float[] cos;
+    private final float[] sin;
+    private final int[] pos;
+    /** The layer whose cache each layer uses (itself, or its AcrossKV group's first layer). */
+    private final int[] owner;
+    private int next;
+    private boolean decoding;
+
+    private Sequence(KVCacheStrategy strategy, int maxChunk) {
+      if (strategy == null) {
+        throw new IllegalArgumentException("strategy must not be null");
+      }
+      if (maxChunk < 1 || maxChunk > 65536) {
+        throw new IllegalArgumentException("maxChunk must be in [1, 65536], got " + maxChunk);
+      }
+      int layers = config.layers();
+      schedule = strategy.schedule();
+      owner = new int[layers];
+      for (int l = 0; l < layers; l++) {
+        int c = schedule.cacheLayer(l, layers);
+        if (c < 0 || c > l || schedule.cacheLayer(c, layers) != c) {
+          throw new IllegalArgumentException("schedule " + schedule.name() + ": cacheLayer(" + l + ") = " + c
+              + ", expected a layer in [0, " + l + "] that owns its own cache");
+        }
+        owner[l] = c;
+      }
+      int sel = schedule.selectionLayer(layers);
+      int skip = schedule.skipFromLayer(layers);
+      if (sel < 0 || sel > layers || skip < 1 || skip > layers) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + ": selectionLayer " + sel
+            + " must be in [0, " + layers + "] and skipFromLayer " + skip + " in [1, " + layers + "]");
+      }
+      if (sel < layers && owner[sel] != sel) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + ": the selection layer " + sel
+            + " shares layer " + owner[sel] + "'s cache; token selection needs a layer that projects its own keys");
+      }
+      if (sel < layers && skip < layers) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + " asks for both token-selective propagation"
+            + " (after layer " + sel + ") and SingleInputKV (from layer " + skip + "); the decoder runs one at a time");
+      }
+      chunk = maxChunk;
+      int h = config.hidden();
+      split = new RowSplit(executor, threads, Math.max(h, Math.max(config.intermediate(), config.qWidth())));
+      x = new float[chunk * h];
+      xb = new float[chunk * h];
+      q = new float[chunk * config.qWidth()];
+      k = new float[chunk * config.kvWidth()];
+      v = new float[chunk * config.kvWidth()];
+      att = new float[chunk * config.qWidth()];
+      g = new float[chunk * config.intermediate()];
+      u = new float[chunk * config.intermediate()];
+      cos = new float[chunk * (config.headDim() / 2)];
+      sin = new float[chunk * (config.headDim() / 2)];
+      pos = new int[chunk];
+      cache = strategy.newCache(config.shape(), executor);
+    }
+
+    /** @return the KV cache, for its statistics */
+    public KVCache cache() {
+      return cache;
+    }
+
+    /** @return tokens consumed so far (prompt and decoded), i.e. the next position */
+    public int position() {
+      return next;
+    }
+
+    /**
+     * Runs a whole prompt in chunks of at most {@code maxChunk} tokens, honouring the strategy's
+     * prefill schedule, and writes the last token's logits. May be called once, before any decode.
+     *
+     * @param tokens the prompt, {@code >= 1} ids in {@code [0, vocabSize)}
+     * @param logits {@code vocabSize} floats for the last prompt token's logits, or null
+     */
+    public void prefill(int[] tokens, float[] logits) {
+      checkPrompt(tokens);
+      if (logits != null) {
+        checkLogits(logits);
+      }
+      int layers = config.layers();
+      int sel = schedule.selectionLayer(layers);
+      int skip = schedule.skipFromLayer(layers);
+      int n = tokens.length;
+      if (sel < layers - 1 && n > 1) {
+        prefillSelective(tokens, sel, logits);
+      } else if (skip < layers && n > 1) {
+        prefillSkipping(tokens, skip, logits);
+      } else {
+        prefillAll(tokens, logits, false);
+      }
+    }
+
+    /**
+     * Runs a prompt through every layer, ignoring the schedule, and writes every prompt token's
+     * logits: what a parity test compares with another implementation.
+     *
+     * @param tokens the prompt
+     * @param logits {@code tokens.length * vocabSize} floats, row-major
+     */
+    public void prefillAllLogits(int[] tokens, float[] logits) {
+      checkPrompt(tokens);
+      if (logits == null || logits.length < (long) tokens.length * config.vocabSize()) {
+        throw new IllegalArgumentException("logits must hold tokens.length * vocabSize = "
+            + (long) tokens.length * config.vocabSize() + " floats");
+      }
+      prefillAll(tokens, logits, true);
+    }
+
+    /**
+     * Feeds one token and writes the logits for the next.
+     *
+     * @param token  id in {@code [0, vocabSize)}
+     * @param logits {@code vocabSize} floats
+     */
+    public void decode(int token, float[] logits) {
+      checkToken(token, "token");
+      checkLogits(logits);
+      if (!decoding) {
+        cache.endPrefill();
+        decoding = true;
+      }
+      embed(token, x, 0);
+      pos[0] = next;
+      rope(1);
+      for (int l = 0; l < config.layers(); l++) {
+        attentionIn(l, 1);
+        if (owner[l] == l) {
+          cache.decode(l, q, 0, k, 0, v, 0, att, 0);
+        } else {
+          cache.attendDecode(owner[l], q, 0, att, 0);
+        }
+        attentionOut(l, 1);
+        mlp(l, 1);
+      }
+      head(x, 0, logits, 0);
+      next++;
+    }
+
+    private void checkPrompt(int[] tokens) {
+      if (decoding || next != 0) {
+        throw new IllegalStateException("prefill runs once, before decode; this sequence is at position " + next);
+      }
+      if (tokens == null || tokens.length == 0) {
+        throw new IllegalArgumentException("tokens must hold at least one id");
+      }
+      for (int i = 0; i < tokens.length; i++) {
+        checkToken(tokens[i], "tokens[" + i + "]");
+      }
+    }
+
+    private void checkToken(int t, String what) {
+      if (t < 0 || t >= config.vocabSize()) {
+        throw new IllegalArgumentException(what + " must be in [0, " + config.vocabSize() + "), got " + t);
+      }
+    }
+
+    private void checkLogits(float[] logits) {
+      if (logits == null || logits.length < config.vocabSize()) {
+        throw new IllegalArgumentException("logits must hold vocabSize = " + config.vocabSize() + " floats");
+      }
+    }
+
+    private void prefillAll(int[] tokens, float[] logits, boolean all) {
+      if (logits != null && !all) {
+        checkLogits(logits);
+      }
+      int n = tokens.length;
+      int vocab = config.vocabSize();
+      for (int s = 0; s < n; s += chunk) {
+        int c = Math.min(chunk, n - s);
+        for (int t = 0; t < c; t++) {
+          embed(tokens[s + t], x, t * config.hidden());
+          pos[t] = next + t;
+        }
+        runLayers(0, config.layers(), c);
+        if (all) {
+          for (int t = 0; t < c; t++) {
+            head(x, t * config.hidden(), logits, (s + t) * vocab);
+          }
+        } else if (s + c == n && logits != null) {
+          head(x, (c - 1) * config.hidden(), logits, 0);
+        }
+        next += c;
+      }
+    }
+
+    /**
+     * SingleInputKV: all but the last prompt token run layers {@code [0, skip)}; the K/V of every
+     * later layer come from the hidden state leaving layer {@code skip - 1}, through that layer's
+     * own input norm and projections. The last prompt token runs every layer.
+     */
+    private void prefillSkipping(int[] tokens, int skip, float[] logits) {
+      int n = tokens.length - 1;
+      int h = config.hidden();
+      for (int s = 0; s < n; s += chunk) {
+        int c = Math.min(chunk, n - s);
+        for (int t = 0; t < c; t++) {
+          embed(tokens[s + t], x, t * h);
+          pos[t] = next + t;
+        }
+        runLayers(0, skip, c);
+        for (int l = skip; l < config.layers(); l++) {
+          kvOnly(l, c);
+        }
+        next += c;
+      }
+      prefillAll(new int[] {tokens[n]}, logits, false);
+    }
+
+    /**
+     * Token-selective propagation: every prompt row runs layers {@code [0, sel]}; the tokens that
+     * the last prompt rows (the observation window) attend to most at layer {@code sel}, summed over
+     * heads and window rows, plus the window itself, travel on with their original positions.
+     */
+    private void prefillSelective(int[] tokens, int sel, float[] logits) {
+      int n = tokens.length;
+      int h = config.hidden();
+      int keep = schedule.rowsKept(n);
+      if (keep < 1 || keep > n) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + ": rowsKept(" + n + ") = " + keep
+            + ", expected [1, " + n + "]");
+      }
+      int window = Math.min(keep, Math.min(n, OBSERVATION_WINDOW));
+      int qw = config.qWidth();
+      int kvw = config.kvWidth();
+      float[] hidden = new float[n * h];
+      float[] keys = new float[n * kvw];
+      float[] winQ = new float[window * qw];
+      for (int s = 0; s < n; s += chunk) {
+        int c = Math.min(chunk, n - s);
+        for (int t = 0; t < c; t++) {
+          embed(tokens[s + t], x, t * h);
+          pos[t] = next + t;
+        }
+        rope(c);
+        for (int l = 0; l <= sel; l++) {
+          attentionIn(l, c);
+          if (l == sel) {
+            System.arraycopy(k, 0, keys, s * kvw, c * kvw);
+            for (int t = 0; t < c; t++) {
+              int w = s + t - (n - window);
+              if (w >= 0) {
+                System.arraycopy(q, t * qw, winQ, w * qw, qw);
+              }
+            }
+          }
+          attend(l, c);
+          attentionOut(l, c);
+          mlp(l, c);
+        }
+        System.arraycopy(x, 0, hidden, s * h, c * h);
+        next += c;
+      }
+      int[] rows = selectRows(keys, winQ, n, window, keep);
+      int m = rows.length;
+      for (int s = 0; s < m; s += chunk) {
+        int c = Math.min(chunk, m - s);
+        for (int t = 0; t < c; t++) {
+          System.arraycopy(hidden, rows[s + t] * h, x, t * h, h);
+          pos[t] = rows[s + t];
+        }
+        runLayers(sel + 1, config.layers(), c);
+        if (s + c == m && logits != null) {
+          checkLogits(logits);
+          head(x, (c - 1) * h, logits, 0);
+        }
+      }
+    }
+
+    private int[] selectRows(float[] keys, float[] winQ, int n, int window, int keep) {
+      int hd = config.headDim();
+      int group = config.heads() / config.kvHeads();
+      float scale = (float) (1.0 / Math.sqrt(hd));
+      double[] score = new double[n];
+      double[] p = new double[n];
+      for (int w = 0; w < window; w++) {
+        int qpos = n - window + w;
+        for (int head = 0; head < config.heads(); head++) {
+          int qo = w * config.qWidth() + head * hd;
+          int ko = (head / group) * hd;
+          double max = Double.NEGATIVE_INFINITY;
+          for (int j = 0; j <= qpos; j++) {
+            double d = 0;
+            for (int c = 0; c < hd; c++) {
+              d += winQ[qo + c] * keys[j * config.kvWidth() + ko + c];
+            }
+            p[j] = d * scale;
+            max = Math.max(max, p[j]);
+          }
+          double sum = 0;
+          for (int j = 0; j <= qpos; j++) {
+            p[j] = Math.exp(p[j] - max);
+            sum += p[j];
+          }
+          for (int j = 0; j <= qpos; j++) {
+            score[j] += p[j] / sum;
+          }
+        }
+      }
+      boolean[] chosen = new boolean[n];
+      for (int j = n - window; j < n; j++) {
+        chosen[j] = true;
+      }
+      // Highest score first, ties to the earlier position; the window is already in.
+      if (n > (1 << 21)) {
+        throw new IllegalArgumentException("token-selective propagation supports prompts up to 2^21 tokens, got " + n);
+      }
+      long[] order = new long[n - window];
+      for (int j = 0; j < n - window; j++) {
+        long bits = Double.doubleToLongBits(score[j]) >>> 21;
+        order[j] = (((1L << 42) - 1 - bits) << 21) | j;
+      }
+      Arrays.sort(order);
+      for (int i = 0; i < keep - window; i++) {
+        chosen[(int) (order[i] & 0x1fffff)] = true;
+      }
+      int[] rows = new int[keep];
+      int r = 0;
+      for (int j = 0; j < n; j++) {
+        if (chosen[j]) {
+          rows[r++] = j;
+        }
+      }
+      return rows;
+    }
+
+    private void runLayers(int from, int to, int c) {
+      rope(c);
+      for (int l = from; l < to; l++) {
+        attentionIn(l, c);
+        attend(l, c);
+        attentionOut(l, c);
+        mlp(l, c);
+      }
+    }
+
+    private void attend(int l, int c) {
+      if (owner[l] == l) {
+        cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
+      } else {
+        cache.attendPrefill(owner[l], c, pos, q, 0, att, 0);
+      }
+    }
+
+    private void kvOnly(int l, int c) {
+      if (owner[l] != l) {
+        return;
+      }
+      LlamaWeights.Layer w = weights.layers[l];
+      int h = config.hidden();
+      for (int t = 0; t < c; t++) {
+        rmsNorm(x, t * h, w.attnNorm, xb, t * h, h, config.rmsEps());
+      }
+      split.matmul(kernels, w.wk, xb, 0, h, c, k, 0, config.kvWidth());
+      split.matmul(kernels, w.wv, xb, 0, h, c, v, 0, config.kvWidth());
+      addBias(k, w.bk, c);
+      addBias(v, w.bv, c);
+      applyRope(k, config.kvHeads(), c);
+      // The cache computes attention with every prefill; a zero query's output is discarded.
+      Arrays.fill(q, 0, c * config.qWidth(), 0f);
+      cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
+    }
+
+    private void attentionIn(int l, int c) {
+      LlamaWeights.Layer w = weights.layers[l];
+      int h = config.hidden();
+      for (int t = 0; t < c; t++) {
+        rmsNorm(x, t * h, w.attnNorm, xb, t * h, h, config.rmsEps());
+      }
+      split.matmul(kernels, w.wq, xb, 0, h, c, q, 0, config.qWidth());
+      addBias(q, w.bq, c);
+      applyRope(q, config.heads(), c);
+      if (owner[l] != l) {
+        // AcrossKV: the group's first layer projected the K/V this layer reads.
+        return;
+      }
+      split.matmul(kernels, w.wk, xb, 0, h, c, k, 0, config.kvWidth());
+      split.matmul(kernels, w.wv, xb, 0, h, c, v, 0, config.kvWidth());
+      addBias(k, w.bk, c);
+      addBias(v, w.bv, c);
+      applyRope(k, config.kvHeads(), c);
+    }
+
+    private void attentionOut(int l, int c) {
+      LlamaWeights.Layer w = weights.layers[l];
+      int h = config.hidden();
+      split.matmul(kernels, w.wo, att, 0, config.qWidth(), c, xb, 0, h);
+      for (int i = 0; i < c * h; i++) {
+        x[i] += xb[i];
+      }
+    }
+
+    private void mlp(int l, int c) {
+      LlamaWeights.Layer w = weights.layers[l];
+      int h = config.hidden();
+      int f = config.intermediate();
+      for (int t = 0; t < c; t++) {
+        rmsNorm(x, t * h, w.mlpNorm, xb, t * h, h, config.rmsEps());
+      }
+      split.matmul(kernels, w.gate, xb, 0, h, c, g, 0, f);
+      split.matmul(kernels, w.up, xb, 0, h, c, u, 0, f);
+      for (int i = 0; i < c * f; i++) {
+        float a = g[i];
+        g[i] = a / (1f + (float) Math.exp(-a)) * u[i];
+      }
+      split.matmul(kernels, w.down, g, 0, f, c, xb, 0, h);
+      for (int i = 0; i < c * h; i++) {
+        x[i] += xb[i];
+      }
+    }
+
+    private void head(float[] src, int off, float[] logits, int logitsOff) {
+      int h = config.hidden();
+      rmsNorm(src, off, weights.finalNorm, xb, 0, h, config.rmsEps());
+      split.matmul(kernels, weights.output, xb, 0, h, 1, logits, logitsOff, config.vocabSize());
+    }
+
+    private void embed(int token, float[] dst, int off) {
+      weights.embedding.row(token, dst, off);
+    }
+
+    private void addBias(float[] a, float[] bias, int c) {
+      if (bias == null) {
+        return;
+      }
+      int w = bias.length;
+      for (int t = 0; t < c; t++) {
+        for (int i = 0; i < w; i++) {
+          a[t * w + i] += bias[i];
+        }
+      }
+    }
+
+    /** Fills the cos/sin table for the chunk's positions in {@code pos}. */
+    private void rope(int c) {
+      float[] inv = weights.invFreq;
+      int half = inv.length;
+      for (int t = 0; t < c; t++) {
+        for (int i = 0; i < half; i++) {
+          // float32 angle, as Hugging Face computes it, so that parity holds at large positions too
+          float angle = pos[t] * inv[i];
+          cos[t * half + i] = (float) Math.cos(angle);
+          sin[t * half + i] = (float) Math.sin(angle);
+        }
+      }
+    }
+
+    private void applyRope(float[] a, int heads, int c) {
+      int hd = config.headDim();
+      int half = hd / 2;
+      boolean interleaved = config.ropeInterleaved();
+      for (int t = 0; t < c; t++) {
+        for (int head = 0; head < heads; head++) {
+          int b = (t * heads + head) * hd;
+          for (int i = 0; i < half; i++) {
+            float cs = cos[t * half + i];
+            float sn = sin[t * half + i];
+            int i0 = interleaved ? b + 2 * i : b + i;
+            int i1 = interleaved ? i0 + 1 : i0 + half;
+            float a0 = a[i0];
+            float a1 = a[i1];
+            a[i0] = a0 * cs - a1 * sn;
+            a[i1] = a1 * cs + a0 * sn;
+          }
+        }
+      }
+    }
+
+    /** Frees the KV cache. Idempotent. */
+    @Override
+    public void close() {
+      cache.close();
+    }
+  }
+
+  /** Prompt rows whose attention scores the tokens for token-selective propagation (SnapKV's window). */
+  static final int OBSERVATION_WINDOW = 8;
+
+  static void rmsNorm(float[] src, int off, float[] weight, float[] dst, int dstOff, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) {
+      float a = src[off + i];
+      ss += a * a;
+    }
+    float inv = (float) (1.0 / Math.sqrt((float) (ss / n) + eps));
+    for (int i = 0; i < n; i++) {
+      dst[dstOff + i] = weight[i] * (src[off + i] * inv);
+    }
+  }
+}

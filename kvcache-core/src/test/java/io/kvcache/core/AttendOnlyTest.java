@@ -1,0 +1,53 @@
+package io.kvcache.core;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+import io.kvcache.codec.StorageCodec;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/** {@link KVCache#attendPrefill} and {@link KVCache#attendDecode}: the attention of a store, storing nothing. */
+class AttendOnlyTest {
+
+  static float[] gaussian(SplittableRandom r, int n) {
+    float[] a = new float[n];
+    for (int i = 0; i < n; i++) {
+      a[i] = (float) r.nextGaussian();
+    }
+    return a;
+  }
+
+  @Test
+  void attendingWithTheSameQueriesReproducesTheAppendingCallsOutput() {
+    long seed = TestData.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    AttentionShape shape = new AttentionShape(2, 4, 2, 16);
+    try (KVCache c = Strategies.full(StorageCodec.f32()).newCache(shape)) {
+      int t = 21;
+      float[] q = gaussian(r, t * shape.queryWidth());
+      float[] out = new float[q.length];
+      c.prefill(0, t, q, gaussian(r, t * shape.kvWidth()), gaussian(r, t * shape.kvWidth()), out);
+      float[] again = new float[q.length];
+      int[] pos = new int[t];
+      for (int i = 0; i < t; i++) {
+        pos[i] = i;
+      }
+      long before = c.stats().tokensSeen()[0];
+      c.attendPrefill(0, t, pos, q, 0, again, 0);
+      assertArrayEquals(out, again, "seed=" + seed);
+      assertArrayEquals(new long[] {before, 0}, c.stats().tokensSeen(), "seed=" + seed + ": nothing stored");
+      IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+          () -> c.attendPrefill(0, 1, new int[] {t}, q, 0, again, 0));
+      org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("positions"), e.getMessage());
+      assertThrows(IllegalStateException.class, () -> c.attendDecode(1, q, 0, again, 0));
+
+      float[] dq = gaussian(r, shape.queryWidth());
+      float[] dout = new float[dq.length];
+      c.decode(0, dq, gaussian(r, shape.kvWidth()), gaussian(r, shape.kvWidth()), dout);
+      float[] dagain = new float[dq.length];
+      c.attendDecode(0, dq, 0, dagain, 0);
+      assertArrayEquals(dout, dagain, "seed=" + seed);
+    }
+  }
+}

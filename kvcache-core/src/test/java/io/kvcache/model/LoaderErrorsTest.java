@@ -1,0 +1,191 @@
+package io.kvcache.model;
+
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.api.function.Executable;
+
+/**
+ * Broken files give a {@link ModelFormatException} naming the file, the tensor or key, the offset
+ * and what was expected: never an OutOfMemoryError or a silently wrong model.
+ */
+class LoaderErrorsTest {
+
+  static final Path TINY = Path.of("src/test/resources/tiny-llama");
+
+  @TempDir
+  Path tmp;
+
+  static void assertMessage(Executable e, String... parts) {
+    ModelFormatException ex = assertThrows(ModelFormatException.class, e);
+    for (String p : parts) {
+      assertTrue(ex.getMessage().contains(p), "message '" + ex.getMessage() + "' lacks '" + p + "'");
+    }
+  }
+
+  /** A copy of the tiny Llama checkpoint whose safetensors bytes are replaced. */
+  Path checkpointWith(byte[] safetensors) throws IOException {
+    Path d = Files.createDirectories(tmp.resolve("ckpt"));
+    Files.copy(TINY.resolve("config.json"), d.resolve("config.json"));
+    Files.write(d.resolve("model.safetensors"), safetensors);
+    return d;
+  }
+
+  static byte[] safetensors(String header, int dataBytes) {
+    byte[] h = header.getBytes(StandardCharsets.UTF_8);
+    ByteBuffer b = ByteBuffer.allocate(8 + h.length + dataBytes).order(ByteOrder.LITTLE_ENDIAN);
+    b.putLong(h.length).put(h);
+    return b.array();
+  }
+
+  byte[] original() throws IOException {
+    return Files.readAllBytes(TINY.resolve("model.safetensors"));
+  }
+
+  @Test
+  void truncatedSafetensorsNamesTensorAndOffsets() throws IOException {
+    byte[] o = original();
+    Path d = checkpointWith(Arrays.copyOf(o, o.length - 100));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "model.safetensors", "tensor ", "data_offsets",
+        "truncated");
+  }
+
+  @Test
+  void absurdHeaderLengthIsRejectedBeforeReading() throws IOException {
+    byte[] o = original();
+    ByteBuffer.wrap(o).order(ByteOrder.LITTLE_ENDIAN).putLong(0, Long.MAX_VALUE / 2);
+    Path d = checkpointWith(o);
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "model.safetensors", "offset 0", "header length");
+  }
+
+  @Test
+  void corruptJsonHeaderNamesOffset() throws IOException {
+    Path d = checkpointWith(safetensors("{\"a\": {\"dtype\": \"F32\", ", 0));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "model.safetensors", "malformed JSON at offset");
+  }
+
+  @Test
+  void unknownDtypeNamesTensorAndExpectedTypes() throws IOException {
+    Path d = checkpointWith(safetensors("{\"model.norm.weight\":{\"dtype\":\"I8\",\"shape\":[64],"
+        + "\"data_offsets\":[0,64]}}", 64));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "model.norm.weight", "dtype I8", "F32, F16 or BF16");
+  }
+
+  @Test
+  void missingTensorIsNamed() throws IOException {
+    Path d = checkpointWith(safetensors("{\"model.norm.weight\":{\"dtype\":\"F32\",\"shape\":[64],"
+        + "\"data_offsets\":[0,256]}}", 256));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "missing tensor model.embed_tokens.weight", "[260, 64]");
+  }
+
+  @Test
+  void wrongShapeAgainstConfigIsNamed() throws IOException {
+    Path d = Files.createDirectories(tmp.resolve("ckpt"));
+    Files.copy(TINY.resolve("model.safetensors"), d.resolve("model.safetensors"));
+    Files.writeString(d.resolve("config.json"), Files.readString(TINY.resolve("config.json"))
+        .replace("\"intermediate_size\": 160", "\"intermediate_size\": 128"));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "model.safetensors", "mlp.", "expected [128, 64]");
+  }
+
+  @Test
+  void absurdShapeIsRejected() throws IOException {
+    Path d = checkpointWith(safetensors("{\"x\":{\"dtype\":\"F32\",\"shape\":[2147483647,2147483647,4],"
+        + "\"data_offsets\":[0,4]}}", 4));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "tensor x", "absurd");
+  }
+
+  @Test
+  void unsupportedArchitectureAndRopeTypeAreNamed() throws IOException {
+    Path d = Files.createDirectories(tmp.resolve("ckpt"));
+    Files.copy(TINY.resolve("model.safetensors"), d.resolve("model.safetensors"));
+    String cfg = Files.readString(TINY.resolve("config.json"));
+    Files.writeString(d.resolve("config.json"), cfg.replace("LlamaForCausalLM", "GPT2LMHeadModel"));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "config.json", "GPT2LMHeadModel", "expected");
+    Files.writeString(d.resolve("config.json"), cfg.replace("\"llama3\"", "\"yarn\""));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "config.json", "yarn");
+  }
+
+  Path gguf() throws IOException {
+    return TinyModels.write(tmp.resolve("m.gguf"), 7, 2, DType.F16);
+  }
+
+  @Test
+  void ggufBadMagicAndVersionAreNamed() throws IOException {
+    Path f = gguf();
+    byte[] b = Files.readAllBytes(f);
+    b[0] = 'X';
+    Files.write(f, b);
+    assertMessage(() -> LlamaWeights.loadGguf(f), "m.gguf", "offset 0", "magic");
+    b[0] = 'G';
+    b[4] = 2;
+    Files.write(f, b);
+    assertMessage(() -> LlamaWeights.loadGguf(f), "m.gguf", "offset 4", "version 2", "expected 3");
+  }
+
+  @Test
+  void ggufTruncatedAnywhereGivesAFormatError() throws IOException {
+    Path f = gguf();
+    byte[] b = Files.readAllBytes(f);
+    Path g = tmp.resolve("cut.gguf");
+    for (int cut : new int[] {3, 20, 100, 400, 1500, b.length / 2, b.length - 1}) {
+      Files.write(g, Arrays.copyOf(b, cut));
+      assertMessage(() -> LlamaWeights.loadGguf(g), "cut.gguf", "offset");
+    }
+  }
+
+  @Test
+  void ggufUnknownTensorTypeNamesTensor() throws IOException {
+    Path f = tmp.resolve("t.gguf");
+    new GgufWriter().addTensor("w", DType.F32, 2, 4, new float[8]).write(f);
+    byte[] b = Files.readAllBytes(f);
+    // The tensor info ends with: type (u32) then offset (u64).
+    int typeAt = indexOf(b, "w".getBytes(StandardCharsets.UTF_8), 40) + 1 + 4 + 16;
+    ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putInt(typeAt, 2);
+    Files.write(f, b);
+    assertMessage(() -> GgufFile.read(f), "t.gguf", "tensor w", "ggml type 2", "expected");
+  }
+
+  @Test
+  void ggufAbsurdCountsAreRejected() throws IOException {
+    Path f = gguf();
+    byte[] b = Files.readAllBytes(f);
+    ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putLong(8, 1L << 50);
+    Files.write(f, b);
+    assertMessage(() -> LlamaWeights.loadGguf(f), "m.gguf", "offset 8", "absurd");
+  }
+
+  @Test
+  void ggufMissingKeyAndTensorAreNamed() throws IOException {
+    Path f = tmp.resolve("k.gguf");
+    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(f);
+    assertMessage(() -> LlamaWeights.loadGguf(f), "k.gguf", "missing key llama.attention.head_count");
+    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
+        .putU32("llama.attention.head_count", 4).putU32("llama.feed_forward_length", 96)
+        .putU32("llama.block_count", 1)
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(f);
+    assertMessage(() -> LlamaWeights.loadGguf(f), "k.gguf", "missing tensor output_norm.weight");
+  }
+
+  static int indexOf(byte[] hay, byte[] needle, int from) {
+    outer:
+    for (int i = from; i <= hay.length - needle.length; i++) {
+      for (int j = 0; j < needle.length; j++) {
+        if (hay[i + j] != needle[j]) {
+          continue outer;
+        }
+      }
+      return i;
+    }
+    return -1;
+  }
+}

@@ -1,0 +1,126 @@
+package io.kvcache.model;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.SplittableRandom;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/** The Vector API kernels against the scalar definition, and the row split against one thread. */
+class MatrixKernelsTest {
+
+  @TempDir
+  Path tmp;
+
+  /** A random {@code [rows][cols]} tensor of the given type, through the GGUF writer and reader. */
+  Weight tensor(DType type, int rows, int cols, SplittableRandom r) throws IOException {
+    Path f = tmp.resolve("t" + r.nextInt(1 << 30) + ".gguf");
+    new GgufWriter().addTensor("w", type, rows, cols, TinyModels.gaussian(r, rows * cols, 1, 0)).write(f);
+    return GgufFile.read(f).tensors().get("w");
+  }
+
+  @ParameterizedTest
+  @EnumSource(DType.class)
+  void vectorKernelsMatchScalarWithinFloatRounding(DType type) throws IOException {
+    assumeTrue(MatrixKernels.vectorAvailable(), "jdk.incubator.vector absent");
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    for (int trial = 0; trial < 6; trial++) {
+      int rows = 1 + r.nextInt(37);
+      int cols = type == DType.Q8_0 ? 32 * (1 + r.nextInt(6)) : 1 + r.nextInt(150);
+      int n = 1 + r.nextInt(6);
+      Weight w = tensor(type, rows, cols, r);
+      float[] x = TinyModels.gaussian(r, 3 + n * (cols + 2), 1, 0);
+      float[] ys = new float[1 + n * (rows + 3)];
+      float[] yv = ys.clone();
+      MatrixKernels.Scratch s = new MatrixKernels.Scratch(cols);
+      MatrixKernels.scalar().matmul(w, x, 3, cols + 2, n, ys, 1, rows + 3, 0, rows, s);
+      MatrixKernels.vector().matmul(w, x, 3, cols + 2, n, yv, 1, rows + 3, 0, rows, s);
+      for (int t = 0; t < n; t++) {
+        for (int i = 0; i < rows; i++) {
+          double mag = 0;
+          for (int c = 0; c < cols; c++) {
+            mag += Math.abs(w.get(i, c) * x[3 + t * (cols + 2) + c]);
+          }
+          // Summation order differs: each of the cols products is rounded once either way.
+          double tol = 2 * cols * Math.ulp(1f) * mag + 1e-30;
+          int k = 1 + t * (rows + 3) + i;
+          assertEquals(ys[k], yv[k], tol, "seed=" + seed + " type=" + type + " " + rows + "x" + cols + " n=" + n
+              + " row " + i + " token " + t);
+        }
+      }
+      assertEquals(0f, ys[0], "seed=" + seed + ": wrote outside the output range");
+    }
+  }
+
+  @Test
+  void scalarKernelComputesTheDefinedProduct() throws IOException {
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    Weight w = tensor(DType.F32, 5, 7, r);
+    float[] x = TinyModels.gaussian(r, 7, 1, 0);
+    float[] y = new float[5];
+    MatrixKernels.scalar().matmul(w, x, 0, 7, 1, y, 0, 5, 0, 5, new MatrixKernels.Scratch(7));
+    for (int i = 0; i < 5; i++) {
+      double want = 0;
+      for (int c = 0; c < 7; c++) {
+        want += (double) w.get(i, c) * x[c];
+      }
+      assertEquals(want, y[i], 1e-5 * (1 + Math.abs(want)), "seed=" + seed + " row " + i);
+    }
+  }
+
+  @Test
+  void q8RoundTripKeepsValuesWithinHalfAStep() throws IOException {
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    float[] a = TinyModels.gaussian(r, 64, 1, 0);
+    Path f = tmp.resolve("q.gguf");
+    new GgufWriter().addTensor("q", DType.Q8_0, 1, 64, a).write(f);
+    Weight w = GgufFile.read(f).tensors().get("q");
+    for (int b = 0; b < 2; b++) {
+      float amax = 0;
+      for (int j = 0; j < 32; j++) {
+        amax = Math.max(amax, Math.abs(a[32 * b + j]));
+      }
+      for (int j = 0; j < 32; j++) {
+        // half a quantisation step, plus the f16 rounding of the scale applied to 127 steps
+        double tol = amax / 127 * 0.5 + amax * 1e-3;
+        assertEquals(a[32 * b + j], w.get(0, 32 * b + j), tol, "seed=" + seed + " element " + (32 * b + j));
+      }
+    }
+  }
+
+  @Test
+  void rowSplitAcrossThreadsEqualsOneThreadExactly() throws IOException {
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    Weight w = tensor(DType.F16, 301, 64, r);
+    float[] x = TinyModels.gaussian(r, 3 * 64, 1, 0);
+    float[] one = new float[3 * 301];
+    float[] many = new float[3 * 301];
+    ExecutorService ex = Executors.newFixedThreadPool(3);
+    try {
+      new RowSplit(null, 1, 64).matmul(MatrixKernels.get(), w, x, 0, 64, 3, one, 0, 301);
+      RowSplit split = new RowSplit(ex, 4, 64);
+      for (int rep = 0; rep < 20; rep++) {
+        java.util.Arrays.fill(many, Float.NaN);
+        split.matmul(MatrixKernels.get(), w, x, 0, 64, 3, many, 0, 301);
+        for (int i = 0; i < one.length; i++) {
+          assertTrue(one[i] == many[i], "seed=" + seed + " rep " + rep + " index " + i + ": " + one[i] + " vs "
+              + many[i]);
+        }
+      }
+    } finally {
+      ex.shutdownNow();
+    }
+  }
+}
