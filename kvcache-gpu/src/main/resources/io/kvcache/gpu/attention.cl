@@ -1,0 +1,250 @@
+// kvcache attention kernels. Built once per context with these defines:
+//   D      channels per head          G    query heads per KV head (GQA group)
+//   KVH    KV heads per layer         WG   work-group size of decode_partial (power of two)
+//   CHUNK  most tokens one decode work-group takes (its scores live in local memory)
+//
+// Device layout of one layer (see DeviceKVCache): pages of 16 slots per KV head, each page
+// 2*D*16 halves: the keys transposed (k[c*16 + j]) then the values row-major (v[j*D + c]); positions
+// pos[slot], shared by the layer's KV heads. Halves are stored and read with vload_half, so no
+// cl_khr_fp16 is needed (the H100's OpenCL has none). Arithmetic is f32.
+
+#define PT 16
+#define PAGE_HALVES (2 * D * PT)
+
+// Scatters staged tokens (binary16 bits, [t][kvh][k|v][D]) into their slots.
+__kernel void append_kv(__global ushort* kv, __global int* pos, __global const ushort* stage,
+                        __global const int* stagePos, int start, int tokens, int capPages) {
+  int idx = get_global_id(0);
+  if (idx >= tokens * KVH * D) return;
+  int c = idx % D;
+  int h = (idx / D) % KVH;
+  int t = idx / (D * KVH);
+  int slot = start + t;
+  size_t base = ((size_t) h * capPages + (slot >> 4)) * PAGE_HALVES;
+  int j = slot & 15;
+  size_t src = ((size_t) t * KVH + h) * 2 * D;
+  kv[base + c * PT + j] = stage[src + c];
+  kv[base + D * PT + j * D + c] = stage[src + D + c];
+  if (h == 0 && c == 0) pos[slot] = stagePos[t];
+}
+
+// Physical page of logical page p of KV head h: dense reads pages in order, sparse through a map.
+#ifdef SPARSE
+#define PAGE_OF(h, p) pageMap[(h) * mapStride + (p)]
+#else
+#define PAGE_OF(h, p) (p)
+#endif
+
+// Flash-decoding, pass 1: work-group (split, h) takes `chunk` tokens of KV head h for its whole
+// group of G query heads, so each key and value is read once per group. Scores stay in local memory;
+// the split's max m, sum l and unnormalised output go to part[h][split][g][D+2].
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void decode_partial(__global const half* kv, __global const int* pos, int n, int capPages,
+                    __global const float* q, float scale, int qpos, int chunk,
+                    __global const int* pageMap, int mapStride, __global float* part) {
+  __local float qs[G * D];
+  __local float s[G * CHUNK];
+  __local float red[G * WG];
+  const int lid = get_local_id(0);
+  const int split = get_group_id(0);
+  const int h = get_group_id(1);
+  const int nsplit = get_num_groups(0);
+  for (int i = lid; i < G * D; i += WG) qs[i] = q[h * G * D + i] * scale;
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  const int start = split * chunk;
+  const int len = min(chunk, n - start);
+  float mx[G];
+  for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+  for (int i = lid; i < len; i += WG) {
+    int tok = start + i;
+    int page = PAGE_OF(h, tok >> 4);
+    int j = tok & 15;
+    __global const half* kp = kv + ((size_t) h * capPages + page) * PAGE_HALVES + j;
+    float acc[G];
+    for (int g = 0; g < G; g++) acc[g] = 0.0f;
+#pragma unroll 16
+    for (int c = 0; c < D; c++) {
+      float k = vload_half(c * PT, kp);
+      for (int g = 0; g < G; g++) acc[g] = mad(qs[g * D + c], k, acc[g]);
+    }
+    bool visible = pos[page * PT + j] <= qpos;
+    for (int g = 0; g < G; g++) {
+      float v = visible ? acc[g] : -INFINITY;
+      s[g * CHUNK + i] = v;
+      mx[g] = fmax(mx[g], v);
+    }
+  }
+  for (int g = 0; g < G; g++) red[g * WG + lid] = mx[g];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int o = WG / 2; o > 0; o >>= 1) {
+    if (lid < o) {
+      for (int g = 0; g < G; g++) red[g * WG + lid] = fmax(red[g * WG + lid], red[g * WG + lid + o]);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  float m[G];
+  for (int g = 0; g < G; g++) m[g] = red[g * WG];
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  float sum[G];
+  for (int g = 0; g < G; g++) sum[g] = 0.0f;
+  for (int i = lid; i < len; i += WG) {
+    for (int g = 0; g < G; g++) {
+      float sv = s[g * CHUNK + i];
+      float p = sv == -INFINITY ? 0.0f : exp(sv - m[g]);
+      s[g * CHUNK + i] = p;
+      sum[g] += p;
+    }
+  }
+  for (int g = 0; g < G; g++) red[g * WG + lid] = sum[g];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int o = WG / 2; o > 0; o >>= 1) {
+    if (lid < o) {
+      for (int g = 0; g < G; g++) red[g * WG + lid] += red[g * WG + lid + o];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+
+  const size_t out0 = ((size_t) h * nsplit + split) * G * (D + 2);
+  for (int c = lid; c < D; c += WG) {
+    float o[G];
+    for (int g = 0; g < G; g++) o[g] = 0.0f;
+    for (int i = 0; i < len; i++) {
+      int tok = start + i;
+      int page = PAGE_OF(h, tok >> 4);
+      float v = vload_half(D * PT + (tok & 15) * D + c, kv + ((size_t) h * capPages + page) * PAGE_HALVES);
+      for (int g = 0; g < G; g++) o[g] = mad(s[g * CHUNK + i], v, o[g]);
+    }
+    for (int g = 0; g < G; g++) part[out0 + g * (D + 2) + c] = o[g];
+  }
+  if (lid == 0) {
+    for (int g = 0; g < G; g++) {
+      part[out0 + g * (D + 2) + D] = m[g];
+      part[out0 + g * (D + 2) + D + 1] = red[g * WG];
+    }
+  }
+}
+
+// Flash-decoding, pass 2: work-group = one query head, a work-item per channel; merges the splits.
+__kernel void decode_reduce(__global const float* part, int nsplit, __global float* out) {
+  const int hq = get_group_id(0);
+  const int c = get_local_id(0);
+  const int h = hq / G, g = hq % G;
+  float M = -INFINITY;
+  for (int sp = 0; sp < nsplit; sp++) M = fmax(M, part[(((size_t) h * nsplit + sp) * G + g) * (D + 2) + D]);
+  float L = 0.0f, o = 0.0f;
+  if (M != -INFINITY) {
+    for (int sp = 0; sp < nsplit; sp++) {
+      size_t b = (((size_t) h * nsplit + sp) * G + g) * (D + 2);
+      float w = exp(part[b + D] - M); // a split that saw nothing has m = -inf: weight 0
+      L = mad(w, part[b + D + 1], L);
+      o = mad(w, part[b + c], o);
+    }
+  }
+  if (c < D) out[hq * D + c] = L > 0.0f ? o / L : 0.0f;
+}
+
+// Causal prefill attention, flash style, f32 arithmetic. Work-group (query block, query head): 32
+// query rows against one page (16 keys) at a time, keys and values staged in local memory, online
+// softmax per row. GQA: query head hq reads KV head hq / G. Work-group of 128: thread (r, lane) owns
+// row r = lid / 4 and scores keys 4*lane..4*lane+3, then channels lane, lane+4, ... of the output.
+#define BQ 32
+#define QS_STRIDE (D + 1)
+__kernel __attribute__((reqd_work_group_size(128, 1, 1)))
+void prefill(__global const half* kv, __global const int* pos, int n, int capPages,
+             __global const float* q, __global const int* qpos, int tokens, float scale,
+             __global float* out) {
+  __local float Qs[BQ * QS_STRIDE];
+  __local float Ks[D * PT];
+  __local float Vs[PT * D];
+  __local float S[BQ * PT];
+  __local float alpha[BQ], lsum[BQ], mrow[BQ];
+  __local int kpos[PT], rowpos[BQ];
+  const int lid = get_local_id(0);
+  const int t0 = get_group_id(0) * BQ;
+  const int hq = get_group_id(1);
+  const int h = hq / G;
+  const int HQ = KVH * G;
+  for (int i = lid; i < BQ * D; i += 128) {
+    int r = i / D, c = i % D, t = t0 + r;
+    Qs[r * QS_STRIDE + c] = t < tokens ? q[((size_t) t * HQ + hq) * D + c] * scale : 0.0f;
+  }
+  if (lid < BQ) {
+    rowpos[lid] = t0 + lid < tokens ? qpos[t0 + lid] : INT_MIN;
+    mrow[lid] = -INFINITY;
+    lsum[lid] = 0.0f;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int maxPos = INT_MIN;
+  for (int r = 0; r < BQ; r++) maxPos = max(maxPos, rowpos[r]);
+
+  const int r = lid >> 2, lane = lid & 3;
+  float o[D / 4];
+  for (int i = 0; i < D / 4; i++) o[i] = 0.0f;
+  const int pages = (n + PT - 1) / PT;
+  for (int p = 0; p < pages; p++) {
+    if (lid < PT) kpos[lid] = p * PT + lid < n ? pos[p * PT + lid] : INT_MAX;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    int pmin = INT_MAX;
+    for (int j = 0; j < PT; j++) pmin = min(pmin, kpos[j]);
+    if (pmin > maxPos) { // wholly in every row's future (or empty): uniform across the group
+      barrier(CLK_LOCAL_MEM_FENCE);
+      continue;
+    }
+    __global const half* src = kv + ((size_t) h * capPages + p) * PAGE_HALVES;
+    for (int i = lid; i < D * PT; i += 128) {
+      Ks[i] = vload_half(i, src);
+      // Slots past n were never written: their bits may be NaN, and 0 * NaN would poison the row.
+      Vs[i] = p * PT + i / D < n ? vload_half(D * PT + i, src) : 0.0f;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float4 acc = (float4) (0.0f);
+    for (int c = 0; c < D; c++) {
+      acc = mad((float4) (Qs[r * QS_STRIDE + c]), vload4(0, Ks + c * PT + lane * 4), acc);
+    }
+    int rp = rowpos[r];
+    S[r * PT + lane * 4 + 0] = kpos[lane * 4 + 0] <= rp ? acc.s0 : -INFINITY;
+    S[r * PT + lane * 4 + 1] = kpos[lane * 4 + 1] <= rp ? acc.s1 : -INFINITY;
+    S[r * PT + lane * 4 + 2] = kpos[lane * 4 + 2] <= rp ? acc.s2 : -INFINITY;
+    S[r * PT + lane * 4 + 3] = kpos[lane * 4 + 3] <= rp ? acc.s3 : -INFINITY;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid < BQ) {
+      float mold = mrow[lid];
+      float pm = -INFINITY;
+      for (int j = 0; j < PT; j++) pm = fmax(pm, S[lid * PT + j]);
+      float mnew = fmax(mold, pm);
+      float a = 1.0f, l = lsum[lid];
+      if (mnew != -INFINITY) {
+        a = mold == -INFINITY ? 0.0f : exp(mold - mnew);
+        l *= a;
+        for (int j = 0; j < PT; j++) {
+          float sv = S[lid * PT + j];
+          float e = sv == -INFINITY ? 0.0f : exp(sv - mnew);
+          S[lid * PT + j] = e;
+          l += e;
+        }
+      } else {
+        for (int j = 0; j < PT; j++) S[lid * PT + j] = 0.0f;
+      }
+      alpha[lid] = a;
+      mrow[lid] = mnew;
+      lsum[lid] = l;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float a = alpha[r];
+    for (int i = 0; i < D / 4; i++) {
+      int c = lane + 4 * i;
+      float x = o[i] * a;
+      for (int j = 0; j < PT; j++) x = mad(S[r * PT + j], Vs[j * D + c], x);
+      o[i] = x;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  int t = t0 + r;
+  if (t < tokens) {
+    float L = lsum[r];
+    float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (int i = 0; i < D / 4; i++) out[((size_t) t * HQ + hq) * D + lane + 4 * i] = o[i] * inv;
+  }
+}
