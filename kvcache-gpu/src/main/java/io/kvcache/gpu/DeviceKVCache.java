@@ -48,9 +48,12 @@ public final class DeviceKVCache implements AutoCloseable {
   private final ClKernel reduce;
   private final ClKernel prefill;
   private final ClBuffer dummyMap;
+  private final String opts;
   private ClBuffer stage, stagePos, qBuf, outBuf, partBuf;
   private final List<ClEvent> events = new ArrayList<>();
   private long lastNanos;
+  /** Set by the sparse path, which uploads the query itself before scoring pages. */
+  boolean qOnDevice;
   private boolean closed;
 
   /**
@@ -79,7 +82,7 @@ public final class DeviceKVCache implements AutoCloseable {
       throw new IllegalArgumentException("GQA group " + group + " needs " + localNeed
           + " bytes of local memory for decode, the device has " + cl.localMemBytes());
     }
-    String opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + WG + " -DCHUNK=" + CHUNK;
+    opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + WG + " -DCHUNK=" + CHUNK;
     int layers = shape.layers();
     kv = new ClBuffer[layers];
     pos = new ClBuffer[layers];
@@ -228,7 +231,22 @@ public final class DeviceKVCache implements AutoCloseable {
     append.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, stage).arg(3, stagePos).arg(4, size[layer]).arg(5, tokens)
         .arg(6, capPages);
     append.run(new long[] {roundUp(items, 64)}, new long[] {64});
+    int first = size[layer];
     size[layer] += tokens;
+    for (AppendListener l : listeners) {
+      l.appended(layer, first, tokens);
+    }
+  }
+
+  /** Told after each append, so that derived device data (page summaries) follows the cache. */
+  interface AppendListener {
+    void appended(int layer, int firstSlot, int tokens);
+  }
+
+  private final List<AppendListener> listeners = new ArrayList<>();
+
+  void listen(AppendListener l) {
+    listeners.add(l);
   }
 
   static long roundUp(long x, long m) {
@@ -244,6 +262,7 @@ public final class DeviceKVCache implements AutoCloseable {
    * @param out      outputs, same layout as {@code q}
    */
   public void decode(int layer, float[] q, int position, float[] out) {
+    checkLayer(layer);
     run(layer, q, position, out, partial, dummyMap, 0, size[layer]);
   }
 
@@ -251,6 +270,7 @@ public final class DeviceKVCache implements AutoCloseable {
   void run(int layer, float[] q, int position, float[] out, ClKernel part, ClBuffer map, int mapStride, int n) {
     checkLayer(layer);
     int hq = shape.queryHeads();
+    checkQuery(q, out);
     if (q.length != hq * d || out.length != hq * d) {
       throw new IllegalArgumentException("q and out must have queryHeads * headDim = " + hq * d + " floats, got "
           + q.length + " and " + out.length);
@@ -263,14 +283,36 @@ public final class DeviceKVCache implements AutoCloseable {
     qBuf = ensure(qBuf, 4L * hq * d);
     outBuf = ensure(outBuf, 4L * hq * d);
     partBuf = ensure(partBuf, 4L * kvh * nsplit * group * (d + 2));
-    cl.write(qBuf, 0, q);
+    if (!qOnDevice) {
+      cl.write(qBuf, 0, q);
+    }
+    qOnDevice = false;
     part.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, n).arg(3, capPages).arg(4, qBuf).arg(5, (float) shape.scale())
-        .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, partBuf);
+        .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf);
     events.add(part.launch(new long[] {(long) nsplit * WG, kvh}, new long[] {WG, 1}));
     reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
     events.add(reduce.launch(new long[] {(long) hq * d}, new long[] {d}));
     cl.read(outBuf, 0, out);
     collect();
+  }
+
+  void checkQuery(float[] q, float[] out) {
+    int w = shape.queryHeads() * d;
+    if (q.length != w || out.length != w) {
+      throw new IllegalArgumentException("q and out must have queryHeads * headDim = " + w + " floats, got "
+          + q.length + " and " + out.length);
+    }
+  }
+
+  ClBuffer queryBuffer(float[] q) {
+    qBuf = ensure(qBuf, 4L * q.length);
+    cl.write(qBuf, 0, q);
+    qOnDevice = true;
+    return qBuf;
+  }
+
+  String options() {
+    return opts;
   }
 
   void addEvent(ClEvent e) {

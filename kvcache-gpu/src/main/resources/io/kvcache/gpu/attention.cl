@@ -41,7 +41,7 @@ __kernel void append_kv(__global ushort* kv, __global int* pos, __global const u
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void decode_partial(__global const half* kv, __global const int* pos, int n, int capPages,
                     __global const float* q, float scale, int qpos, int chunk,
-                    __global const int* pageMap, int mapStride, __global float* part) {
+                    __global const int* pageMap, int mapStride, int nSlots, __global float* part) {
   __local float qs[G * D];
   __local float s[G * CHUNK];
   __local float red[G * WG];
@@ -68,7 +68,8 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
       float k = vload_half(c * PT, kp);
       for (int g = 0; g < G; g++) acc[g] = mad(qs[g * D + c], k, acc[g]);
     }
-    bool visible = pos[page * PT + j] <= qpos;
+    // A sparse map may name the last, partly filled page: its unwritten slots are not visible.
+    bool visible = page * PT + j < nSlots && pos[page * PT + j] <= qpos;
     for (int g = 0; g < G; g++) {
       float v = visible ? acc[g] : -INFINITY;
       s[g * CHUNK + i] = v;
@@ -113,6 +114,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     for (int i = 0; i < len; i++) {
       int tok = start + i;
       int page = PAGE_OF(h, tok >> 4);
+      if (page * PT + (tok & 15) >= nSlots) continue; // never written: its bits may be NaN
       float v = vload_half(D * PT + (tok & 15) * D + c, kv + ((size_t) h * capPages + page) * PAGE_HALVES);
       for (int g = 0; g < G; g++) o[g] = mad(s[g * CHUNK + i], v, o[g]);
     }
@@ -246,5 +248,97 @@ void prefill(__global const half* kv, __global const int* pos, int n, int capPag
     float L = lsum[r];
     float inv = L > 0.0f ? 1.0f / L : 0.0f;
     for (int i = 0; i < D / 4; i++) out[((size_t) t * HQ + hq) * D + lane + 4 * i] = o[i] * inv;
+  }
+}
+
+// ---- Top-k sparse decode (RocketKV stage 2 / Quest bounds) ----
+
+// Element-wise min and max of the keys of pages [firstPage, firstPage + pages) of every KV head, over
+// the slots written so far: summ[h][page][0|1][D].
+__kernel void page_summary(__global const half* kv, int nSlots, int capPages, int firstPage, int pages,
+                           __global float* summ) {
+  int idx = get_global_id(0);
+  if (idx >= pages * KVH * D) return;
+  int c = idx % D;
+  int h = (idx / D) % KVH;
+  int p = firstPage + idx / (D * KVH);
+  __global const half* kp = kv + ((size_t) h * capPages + p) * PAGE_HALVES + c * PT;
+  float lo = INFINITY, hi = -INFINITY;
+  int valid = min(PT, nSlots - p * PT);
+  for (int j = 0; j < valid; j++) {
+    float k = vload_half(j, kp);
+    lo = fmin(lo, k);
+    hi = fmax(hi, k);
+  }
+  size_t o = (((size_t) h * capPages + p) * 2) * D + c;
+  summ[o] = lo;
+  summ[o + D] = hi;
+}
+
+// Approximate page scores for KV head h, summed over its query heads: with only the R channels of
+// largest |q| per head (chosen on the host), the Quest upper bound sum_c max(q_c min_c, q_c max_c).
+// The last `recentPages` pages score +inf, so they are always selected.
+__kernel void page_scores(__global const float* summ, int capPages, int pages, __global const float* q,
+                          __global const int* channels, int R, int recentPages, __global float* scores) {
+  int p = get_global_id(0);
+  int h = get_global_id(1);
+  if (p >= pages) return;
+  float est = 0.0f;
+  __global const float* mn = summ + ((size_t) h * capPages + p) * 2 * D;
+  for (int g = 0; g < G; g++) {
+    int hq = h * G + g;
+    for (int i = 0; i < R; i++) {
+      int c = channels[hq * R + i];
+      float qc = q[hq * D + c];
+      est += fmax(qc * mn[c], qc * mn[D + c]);
+    }
+  }
+  scores[(size_t) h * capPages + p] = p >= pages - recentPages ? INFINITY : est;
+}
+
+// Order-preserving map of a float onto an unsigned integer.
+inline uint ordered(float f) {
+  uint b = as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Top-k pages of KV head h (one work-group of 256 per head): the k-th largest key is found bit by
+// bit from the top (32 counting passes over the scores), then the pages above it, and as many equal
+// to it as fit, are written to map[h][0..k). Order within the map does not matter to attention.
+__kernel __attribute__((reqd_work_group_size(256, 1, 1)))
+void topk_pages(__global const float* scores, int capPages, int pages, int k, __global int* map) {
+  __local uint count;
+  __local uint above, equal;
+  const int lid = get_local_id(0);
+  const int h = get_group_id(0);
+  __global const float* sc = scores + (size_t) h * capPages;
+  uint prefix = 0;
+  for (int b = 31; b >= 0; b--) {
+    uint cand = prefix | (1u << b);
+    if (lid == 0) count = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    uint mine = 0;
+    for (int i = lid; i < pages; i += 256) mine += ordered(sc[i]) >= cand;
+    if (mine) atomic_add(&count, mine);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (count >= (uint) k) prefix = cand;
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  if (lid == 0) {
+    above = 0;
+    equal = 0;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __global int* out = map + (size_t) h * capPages;
+  for (int i = lid; i < pages; i += 256) {
+    if (ordered(sc[i]) > prefix) out[atomic_inc(&above)] = i;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  uint base = above;
+  for (int i = lid; i < pages; i += 256) {
+    if (ordered(sc[i]) == prefix) {
+      uint slot = base + atomic_inc(&equal);
+      if (slot < (uint) k) out[slot] = i;
+    }
   }
 }

@@ -9,6 +9,7 @@ import io.kvcache.core.AttentionShape;
 import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.kernel.Kernels;
 import io.kvcache.reader.PagedAttention;
+import java.util.Arrays;
 import java.util.Random;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -37,7 +38,11 @@ class DeviceKVCacheTest {
     for (int t = 0; t < n; t++) {
       pos[t] = t;
     }
-    dev.append(layer, n, k, v, pos);
+    // Two appends, so that a top-k decoder's incremental page summaries are exercised.
+    int first = n / 3;
+    dev.append(layer, first, k, v, pos);
+    dev.append(layer, n - first, Arrays.copyOfRange(k, first * w, n * w), Arrays.copyOfRange(v, first * w, n * w),
+        Arrays.copyOfRange(pos, first, n));
     HeadStore[] stores = new HeadStore[s.kvHeads()];
     for (int h = 0; h < s.kvHeads(); h++) {
       stores[h] = StorageCodec.f16().newStore(s.headDim());
