@@ -66,8 +66,8 @@ public final class DeviceKVCache implements AutoCloseable {
     if (capacity < 1) {
       throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
     }
-    if (shape.headDim() % 4 != 0 || shape.headDim() > 128) {
-      throw new IllegalArgumentException("headDim must be a multiple of 4 and <= 128 for the GPU kernels, got "
+    if (shape.headDim() % 16 != 0 || shape.headDim() > 128) {
+      throw new IllegalArgumentException("headDim must be a multiple of 16 and <= 128 for the GPU kernels, got "
           + shape.headDim());
     }
     this.cl = cl;

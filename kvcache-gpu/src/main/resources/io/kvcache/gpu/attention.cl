@@ -63,10 +63,15 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     __global const half* kp = kv + ((size_t) h * capPages + page) * PAGE_HALVES + j;
     float acc[G];
     for (int g = 0; g < G; g++) acc[g] = 0.0f;
-#pragma unroll 16
-    for (int c = 0; c < D; c++) {
-      float k = vload_half(c * PT, kp);
-      for (int g = 0; g < G; g++) acc[g] = mad(qs[g * D + c], k, acc[g]);
+    // Four channels per step: one 16-byte local read of q per head serves four key loads.
+#pragma unroll 4
+    for (int c = 0; c < D; c += 4) {
+      float4 k = (float4) (vload_half(c * PT, kp), vload_half((c + 1) * PT, kp), vload_half((c + 2) * PT, kp),
+                           vload_half((c + 3) * PT, kp));
+      for (int g = 0; g < G; g++) {
+        float4 qq = vload4(0, qs + g * D + c);
+        acc[g] = mad(qq.s0, k.s0, mad(qq.s1, k.s1, mad(qq.s2, k.s2, mad(qq.s3, k.s3, acc[g]))));
+      }
     }
     // A sparse map may name the last, partly filled page: its unwritten slots are not visible.
     bool visible = page * PT + j < nSlots && pos[page * PT + j] <= qpos;
@@ -111,7 +116,22 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
   for (int c = lid; c < D; c += WG) {
     float o[G];
     for (int g = 0; g < G; g++) o[g] = 0.0f;
-    for (int i = 0; i < len; i++) {
+    int i = 0;
+    // Four tokens per step where all four are written slots: one 16-byte local read of the
+    // probabilities per head. A page's 16 slots are all written or the page is the last one.
+    for (; i + 3 < len; i += 4) {
+      int tok = start + i;
+      int page = PAGE_OF(h, tok >> 4);
+      int j = tok & 15;
+      if (page * PT + j + 3 >= nSlots) break;
+      __global const half* vp = kv + ((size_t) h * capPages + page) * PAGE_HALVES + D * PT + j * D + c;
+      float4 v = (float4) (vload_half(0, vp), vload_half(D, vp), vload_half(2 * D, vp), vload_half(3 * D, vp));
+      for (int g = 0; g < G; g++) {
+        float4 p = vload4(0, s + g * CHUNK + i);
+        o[g] = mad(p.s0, v.s0, mad(p.s1, v.s1, mad(p.s2, v.s2, mad(p.s3, v.s3, o[g]))));
+      }
+    }
+    for (; i < len; i++) {
       int tok = start + i;
       int page = PAGE_OF(h, tok >> 4);
       if (page * PT + (tok & 15) >= nSlots) continue; // never written: its bits may be NaN
@@ -150,9 +170,11 @@ __kernel void decode_reduce(__global const float* part, int nsplit, __global flo
 // Causal prefill attention, flash style, f32 arithmetic. Work-group (query block, query head): 32
 // query rows against one page (16 keys) at a time, keys and values staged in local memory, online
 // softmax per row. GQA: query head hq reads KV head hq / G. Work-group of 128: thread (r, lane) owns
-// row r = lid / 4 and scores keys 4*lane..4*lane+3, then channels lane, lane+4, ... of the output.
+// row r = lid / 4; it scores keys 4*lane..4*lane+3 and accumulates the output channels
+// 4*(lane + 4*i) .. +3, so that the four lanes of a row read neighbouring 16-byte words of local
+// memory (no bank conflicts) and every local read feeds four or more multiply-adds.
 #define BQ 32
-#define QS_STRIDE (D + 1)
+#define QS_STRIDE (D + 4)
 __kernel __attribute__((reqd_work_group_size(128, 1, 1)))
 void prefill(__global const half* kv, __global const int* pos, int n, int capPages,
              __global const float* q, __global const int* qpos, int tokens, float scale,
@@ -182,8 +204,8 @@ void prefill(__global const half* kv, __global const int* pos, int n, int capPag
   for (int r = 0; r < BQ; r++) maxPos = max(maxPos, rowpos[r]);
 
   const int r = lid >> 2, lane = lid & 3;
-  float o[D / 4];
-  for (int i = 0; i < D / 4; i++) o[i] = 0.0f;
+  float4 o[D / 16];
+  for (int i = 0; i < D / 16; i++) o[i] = (float4) (0.0f);
   const int pages = (n + PT - 1) / PT;
   for (int p = 0; p < pages; p++) {
     if (lid < PT) kpos[lid] = p * PT + lid < n ? pos[p * PT + lid] : INT_MAX;
@@ -195,21 +217,28 @@ void prefill(__global const half* kv, __global const int* pos, int n, int capPag
       continue;
     }
     __global const half* src = kv + ((size_t) h * capPages + p) * PAGE_HALVES;
-    for (int i = lid; i < D * PT; i += 128) {
-      Ks[i] = vload_half(i, src);
+    for (int i = lid * 4; i < D * PT; i += 512) {
+      vstore4(vload_half4(0, src + i), 0, Ks + i);
       // Slots past n were never written: their bits may be NaN, and 0 * NaN would poison the row.
-      Vs[i] = p * PT + i / D < n ? vload_half(D * PT + i, src) : 0.0f;
+      float4 v = p * PT + i / D < n ? vload_half4(0, src + D * PT + i) : (float4) (0.0f);
+      vstore4(v, 0, Vs + i);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     float4 acc = (float4) (0.0f);
-    for (int c = 0; c < D; c++) {
-      acc = mad((float4) (Qs[r * QS_STRIDE + c]), vload4(0, Ks + c * PT + lane * 4), acc);
+    for (int c = 0; c < D; c += 4) {
+      float4 qq = vload4(0, Qs + r * QS_STRIDE + c);
+      acc = mad((float4) (qq.s0), vload4(0, Ks + c * PT + lane * 4), acc);
+      acc = mad((float4) (qq.s1), vload4(0, Ks + (c + 1) * PT + lane * 4), acc);
+      acc = mad((float4) (qq.s2), vload4(0, Ks + (c + 2) * PT + lane * 4), acc);
+      acc = mad((float4) (qq.s3), vload4(0, Ks + (c + 3) * PT + lane * 4), acc);
     }
     int rp = rowpos[r];
-    S[r * PT + lane * 4 + 0] = kpos[lane * 4 + 0] <= rp ? acc.s0 : -INFINITY;
-    S[r * PT + lane * 4 + 1] = kpos[lane * 4 + 1] <= rp ? acc.s1 : -INFINITY;
-    S[r * PT + lane * 4 + 2] = kpos[lane * 4 + 2] <= rp ? acc.s2 : -INFINITY;
-    S[r * PT + lane * 4 + 3] = kpos[lane * 4 + 3] <= rp ? acc.s3 : -INFINITY;
+    int4 kp4 = vload4(0, kpos + lane * 4);
+    acc.s0 = kp4.s0 <= rp ? acc.s0 : -INFINITY;
+    acc.s1 = kp4.s1 <= rp ? acc.s1 : -INFINITY;
+    acc.s2 = kp4.s2 <= rp ? acc.s2 : -INFINITY;
+    acc.s3 = kp4.s3 <= rp ? acc.s3 : -INFINITY;
+    vstore4(acc, 0, S + r * PT + lane * 4);
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lid < BQ) {
       float mold = mrow[lid];
@@ -235,11 +264,18 @@ void prefill(__global const half* kv, __global const int* pos, int n, int capPag
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     float a = alpha[r];
-    for (int i = 0; i < D / 4; i++) {
-      int c = lane + 4 * i;
-      float x = o[i] * a;
-      for (int j = 0; j < PT; j++) x = mad(S[r * PT + j], Vs[j * D + c], x);
-      o[i] = x;
+    for (int i = 0; i < D / 16; i++) o[i] *= a;
+    for (int j = 0; j < PT; j += 4) {
+      float4 pj = vload4(0, S + r * PT + j);
+      for (int i = 0; i < D / 16; i++) {
+        int c = 4 * (lane + 4 * i);
+        float4 x = o[i];
+        x = mad((float4) (pj.s0), vload4(0, Vs + j * D + c), x);
+        x = mad((float4) (pj.s1), vload4(0, Vs + (j + 1) * D + c), x);
+        x = mad((float4) (pj.s2), vload4(0, Vs + (j + 2) * D + c), x);
+        x = mad((float4) (pj.s3), vload4(0, Vs + (j + 3) * D + c), x);
+        o[i] = x;
+      }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }
@@ -247,7 +283,9 @@ void prefill(__global const half* kv, __global const int* pos, int n, int capPag
   if (t < tokens) {
     float L = lsum[r];
     float inv = L > 0.0f ? 1.0f / L : 0.0f;
-    for (int i = 0; i < D / 4; i++) out[((size_t) t * HQ + hq) * D + lane + 4 * i] = o[i] * inv;
+    for (int i = 0; i < D / 16; i++) {
+      vstore4(o[i] * inv, 0, out + ((size_t) t * HQ + hq) * D + 4 * (lane + 4 * i));
+    }
   }
 }
 
@@ -305,20 +343,29 @@ inline uint ordered(float f) {
 // Top-k pages of KV head h (one work-group of 256 per head): the k-th largest key is found bit by
 // bit from the top (32 counting passes over the scores), then the pages above it, and as many equal
 // to it as fit, are written to map[h][0..k). Order within the map does not matter to attention.
+// Up to TOPK_LOCAL pages (128K tokens) the keys are held in local memory for the 32 passes.
+#define TOPK_LOCAL 8192
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
 void topk_pages(__global const float* scores, int capPages, int pages, int k, __global int* map) {
   __local uint count;
   __local uint above, equal;
+  __local uint lk[TOPK_LOCAL];
   const int lid = get_local_id(0);
   const int h = get_group_id(0);
   __global const float* sc = scores + (size_t) h * capPages;
+  const bool inLocal = pages <= TOPK_LOCAL;
+  if (inLocal) {
+    for (int i = lid; i < pages; i += 256) lk[i] = ordered(sc[i]);
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+#define KEY(i) (inLocal ? lk[i] : ordered(sc[i]))
   uint prefix = 0;
   for (int b = 31; b >= 0; b--) {
     uint cand = prefix | (1u << b);
     if (lid == 0) count = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     uint mine = 0;
-    for (int i = lid; i < pages; i += 256) mine += ordered(sc[i]) >= cand;
+    for (int i = lid; i < pages; i += 256) mine += KEY(i) >= cand;
     if (mine) atomic_add(&count, mine);
     barrier(CLK_LOCAL_MEM_FENCE);
     if (count >= (uint) k) prefix = cand;
@@ -331,14 +378,15 @@ void topk_pages(__global const float* scores, int capPages, int pages, int k, __
   barrier(CLK_LOCAL_MEM_FENCE);
   __global int* out = map + (size_t) h * capPages;
   for (int i = lid; i < pages; i += 256) {
-    if (ordered(sc[i]) > prefix) out[atomic_inc(&above)] = i;
+    if (KEY(i) > prefix) out[atomic_inc(&above)] = i;
   }
   barrier(CLK_LOCAL_MEM_FENCE);
   uint base = above;
   for (int i = lid; i < pages; i += 256) {
-    if (ordered(sc[i]) == prefix) {
+    if (KEY(i) == prefix) {
       uint slot = base + atomic_inc(&equal);
       if (slot < (uint) k) out[slot] = i;
     }
   }
+#undef KEY
 }
