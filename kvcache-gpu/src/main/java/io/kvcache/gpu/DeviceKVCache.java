@@ -31,6 +31,12 @@ public final class DeviceKVCache implements AutoCloseable {
   /** Most tokens one decode work-group scores (its scores live in local memory). */
   static final int CHUNK = 1024;
 
+  /**
+   * Decode work-groups per compute unit to aim for (system property {@code kvcache.gpu.splitsPerCu},
+   * default 4): enough to hide memory latency, few enough that the reduction pass stays small.
+   */
+  static final int SPLITS_PER_CU = Math.max(1, Integer.getInteger("kvcache.gpu.splitsPerCu", 4));
+
   private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
 
   private final ClContext cl;
@@ -66,9 +72,9 @@ public final class DeviceKVCache implements AutoCloseable {
     if (capacity < 1) {
       throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
     }
-    if (shape.headDim() % 16 != 0 || shape.headDim() > 128) {
-      throw new IllegalArgumentException("headDim must be a multiple of 16 and <= 128 for the GPU kernels, got "
-          + shape.headDim());
+    int hd = shape.headDim();
+    if (hd < 16 || hd > 128 || Integer.bitCount(hd) != 1) {
+      throw new IllegalArgumentException("headDim must be a power of two in [16, 128] for the GPU kernels, got " + hd);
     }
     this.cl = cl;
     this.shape = shape;
@@ -276,7 +282,7 @@ public final class DeviceKVCache implements AutoCloseable {
           + q.length + " and " + out.length);
     }
     // Enough splits to give every compute unit a few work-groups, no chunk over CHUNK tokens.
-    int target = Math.max(1, 4 * cl.computeUnits() / kvh);
+    int target = Math.max(1, SPLITS_PER_CU * cl.computeUnits() / kvh);
     int chunk = Math.max(WG, (int) roundUp((n + target - 1) / target, WG));
     chunk = Math.min(chunk, CHUNK);
     int nsplit = Math.max(1, (n + chunk - 1) / chunk);

@@ -84,7 +84,7 @@ public final class TopKDecoder implements AutoCloseable {
     int capPages = cache.capPages();
     summ = new ClBuffer[layers];
     for (int l = 0; l < layers; l++) {
-      summ[l] = cl.buffer(4L * kvh * capPages * 2 * d);
+      summ[l] = cl.buffer(2L * kvh * capPages * 2 * d);
     }
     scores = cl.buffer(4L * kvh * capPages);
     map = cl.buffer(4L * kvh * capPages);

@@ -54,31 +54,43 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
 
   const int start = split * chunk;
   const int len = min(chunk, n - start);
+  // Scores: a work-item takes four neighbouring tokens of a page (start and chunk are multiples of 4,
+  // so they share a page), reading 8 bytes per channel; a warp reads 8 pages' worth per load.
   float mx[G];
   for (int g = 0; g < G; g++) mx[g] = -INFINITY;
-  for (int i = lid; i < len; i += WG) {
+  for (int i = lid * 4; i < len; i += WG * 4) {
     int tok = start + i;
     int page = PAGE_OF(h, tok >> 4);
     int j = tok & 15;
     __global const half* kp = kv + ((size_t) h * capPages + page) * PAGE_HALVES + j;
-    float acc[G];
-    for (int g = 0; g < G; g++) acc[g] = 0.0f;
-    // Four channels per step: one 16-byte local read of q per head serves four key loads.
+    float4 acc[G];
+    for (int g = 0; g < G; g++) acc[g] = (float4) (0.0f);
 #pragma unroll 4
     for (int c = 0; c < D; c += 4) {
-      float4 k = (float4) (vload_half(c * PT, kp), vload_half((c + 1) * PT, kp), vload_half((c + 2) * PT, kp),
-                           vload_half((c + 3) * PT, kp));
+      float4 k0 = vload_half4(0, kp + c * PT);
+      float4 k1 = vload_half4(0, kp + (c + 1) * PT);
+      float4 k2 = vload_half4(0, kp + (c + 2) * PT);
+      float4 k3 = vload_half4(0, kp + (c + 3) * PT);
       for (int g = 0; g < G; g++) {
         float4 qq = vload4(0, qs + g * D + c);
-        acc[g] = mad(qq.s0, k.s0, mad(qq.s1, k.s1, mad(qq.s2, k.s2, mad(qq.s3, k.s3, acc[g]))));
+        acc[g] = mad((float4) (qq.s0), k0, mad((float4) (qq.s1), k1, mad((float4) (qq.s2), k2,
+                 mad((float4) (qq.s3), k3, acc[g]))));
       }
     }
-    // A sparse map may name the last, partly filled page: its unwritten slots are not visible.
-    bool visible = page * PT + j < nSlots && pos[page * PT + j] <= qpos;
+    int slot = page * PT + j;
+    // Slots past the chunk, past the written slots (a sparse map may name the last, partly filled
+    // page) or after the query are not visible; select() never lets their garbage through.
+    int4 vis = (int4) (i, i + 1, i + 2, i + 3) < (int4) (len) && (int4) (slot, slot + 1, slot + 2, slot + 3) < (int4) (nSlots);
+    int4 kpos = (int4) (INT_MAX);
+    if (vis.s0) kpos.s0 = pos[slot];
+    if (vis.s1) kpos.s1 = pos[slot + 1];
+    if (vis.s2) kpos.s2 = pos[slot + 2];
+    if (vis.s3) kpos.s3 = pos[slot + 3];
+    vis = vis && kpos <= (int4) (qpos);
     for (int g = 0; g < G; g++) {
-      float v = visible ? acc[g] : -INFINITY;
-      s[g * CHUNK + i] = v;
-      mx[g] = fmax(mx[g], v);
+      float4 v = select((float4) (-INFINITY), acc[g], vis);
+      vstore4(v, 0, s + g * CHUNK + i);
+      mx[g] = fmax(mx[g], fmax(fmax(v.s0, v.s1), fmax(v.s2, v.s3)));
     }
   }
   for (int g = 0; g < G; g++) red[g * WG + lid] = mx[g];
@@ -112,33 +124,33 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     barrier(CLK_LOCAL_MEM_FENCE);
   }
 
+  // Values: D/4 work-items per token, each four channels (8-byte loads, a warp reads a whole 256-byte
+  // row at D = 128); the work-group runs WG/(D/4) token streams, merged through local memory after.
+  const int TPT = D / 4;
+  const int STREAMS = WG / TPT;
+  const int stream = lid / TPT;
+  const int cb = (lid % TPT) * 4;
+  float4 o[G];
+  for (int g = 0; g < G; g++) o[g] = (float4) (0.0f);
+#pragma unroll 4
+  for (int i = stream; i < len; i += STREAMS) {
+    int tok = start + i;
+    int page = PAGE_OF(h, tok >> 4);
+    int slot = page * PT + (tok & 15);
+    if (slot < nSlots) { // never-written slots may hold NaN bits
+      float4 v = vload_half4(0, kv + ((size_t) h * capPages + page) * PAGE_HALVES + D * PT + (tok & 15) * D + cb);
+      for (int g = 0; g < G; g++) o[g] = mad((float4) (s[g * CHUNK + i]), v, o[g]);
+    }
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int g = 0; g < G; g++) vstore4(o[g], 0, s + (stream * G + g) * D + cb);
+  barrier(CLK_LOCAL_MEM_FENCE);
   const size_t out0 = ((size_t) h * nsplit + split) * G * (D + 2);
-  for (int c = lid; c < D; c += WG) {
-    float o[G];
-    for (int g = 0; g < G; g++) o[g] = 0.0f;
-    int i = 0;
-    // Four tokens per step where all four are written slots: one 16-byte local read of the
-    // probabilities per head. A page's 16 slots are all written or the page is the last one.
-    for (; i + 3 < len; i += 4) {
-      int tok = start + i;
-      int page = PAGE_OF(h, tok >> 4);
-      int j = tok & 15;
-      if (page * PT + j + 3 >= nSlots) break;
-      __global const half* vp = kv + ((size_t) h * capPages + page) * PAGE_HALVES + D * PT + j * D + c;
-      float4 v = (float4) (vload_half(0, vp), vload_half(D, vp), vload_half(2 * D, vp), vload_half(3 * D, vp));
-      for (int g = 0; g < G; g++) {
-        float4 p = vload4(0, s + g * CHUNK + i);
-        o[g] = mad(p.s0, v.s0, mad(p.s1, v.s1, mad(p.s2, v.s2, mad(p.s3, v.s3, o[g]))));
-      }
-    }
-    for (; i < len; i++) {
-      int tok = start + i;
-      int page = PAGE_OF(h, tok >> 4);
-      if (page * PT + (tok & 15) >= nSlots) continue; // never written: its bits may be NaN
-      float v = vload_half(D * PT + (tok & 15) * D + c, kv + ((size_t) h * capPages + page) * PAGE_HALVES);
-      for (int g = 0; g < G; g++) o[g] = mad(s[g * CHUNK + i], v, o[g]);
-    }
-    for (int g = 0; g < G; g++) part[out0 + g * (D + 2) + c] = o[g];
+  for (int x = lid; x < G * D; x += WG) {
+    int g = x / D, c = x % D;
+    float acc = 0.0f;
+    for (int st = 0; st < STREAMS; st++) acc += s[(st * G + g) * D + c];
+    part[out0 + g * (D + 2) + c] = acc;
   }
   if (lid == 0) {
     for (int g = 0; g < G; g++) {
@@ -292,9 +304,10 @@ void prefill(__global const half* kv, __global const int* pos, int n, int capPag
 // ---- Top-k sparse decode (RocketKV stage 2 / Quest bounds) ----
 
 // Element-wise min and max of the keys of pages [firstPage, firstPage + pages) of every KV head, over
-// the slots written so far: summ[h][page][0|1][D].
+// the slots written so far, as halves (exact: the keys are halves), channel-major so that the page
+// scorer's neighbouring work-items (pages) read neighbouring words: summ[h][c][min|max][capPages].
 __kernel void page_summary(__global const half* kv, int nSlots, int capPages, int firstPage, int pages,
-                           __global float* summ) {
+                           __global half* summ) {
   int idx = get_global_id(0);
   if (idx >= pages * KVH * D) return;
   int c = idx % D;
@@ -308,27 +321,27 @@ __kernel void page_summary(__global const half* kv, int nSlots, int capPages, in
     lo = fmin(lo, k);
     hi = fmax(hi, k);
   }
-  size_t o = (((size_t) h * capPages + p) * 2) * D + c;
-  summ[o] = lo;
-  summ[o + D] = hi;
+  size_t o = (((size_t) h * D + c) * 2) * capPages + p;
+  vstore_half(lo, o, summ);
+  vstore_half(hi, o + capPages, summ);
 }
 
 // Approximate page scores for KV head h, summed over its query heads: with only the R channels of
 // largest |q| per head (chosen on the host), the Quest upper bound sum_c max(q_c min_c, q_c max_c).
 // The last `recentPages` pages score +inf, so they are always selected.
-__kernel void page_scores(__global const float* summ, int capPages, int pages, __global const float* q,
+__kernel void page_scores(__global const half* summ, int capPages, int pages, __global const float* q,
                           __global const int* channels, int R, int recentPages, __global float* scores) {
   int p = get_global_id(0);
   int h = get_global_id(1);
   if (p >= pages) return;
   float est = 0.0f;
-  __global const float* mn = summ + ((size_t) h * capPages + p) * 2 * D;
   for (int g = 0; g < G; g++) {
     int hq = h * G + g;
     for (int i = 0; i < R; i++) {
       int c = channels[hq * R + i];
       float qc = q[hq * D + c];
-      est += fmax(qc * mn[c], qc * mn[D + c]);
+      size_t o = (((size_t) h * D + c) * 2) * capPages + p;
+      est += fmax(qc * vload_half(o, summ), qc * vload_half(o + capPages, summ));
     }
   }
   scores[(size_t) h * capPages + p] = p >= pages - recentPages ? INFINITY : est;
@@ -347,7 +360,7 @@ inline uint ordered(float f) {
 #define TOPK_LOCAL 8192
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
 void topk_pages(__global const float* scores, int capPages, int pages, int k, __global int* map) {
-  __local uint count;
+  __local uint cnt[256];
   __local uint above, equal;
   __local uint lk[TOPK_LOCAL];
   const int lid = get_local_id(0);
@@ -362,13 +375,16 @@ void topk_pages(__global const float* scores, int capPages, int pages, int k, __
   uint prefix = 0;
   for (int b = 31; b >= 0; b--) {
     uint cand = prefix | (1u << b);
-    if (lid == 0) count = 0;
-    barrier(CLK_LOCAL_MEM_FENCE);
     uint mine = 0;
     for (int i = lid; i < pages; i += 256) mine += KEY(i) >= cand;
-    if (mine) atomic_add(&count, mine);
+    // A tree sum: 256 work-items contending for one local atomic serialise.
+    cnt[lid] = mine;
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (count >= (uint) k) prefix = cand;
+    for (int o = 128; o > 0; o >>= 1) {
+      if (lid < o) cnt[lid] += cnt[lid + o];
+      barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (cnt[0] >= (uint) k) prefix = cand;
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   if (lid == 0) {
