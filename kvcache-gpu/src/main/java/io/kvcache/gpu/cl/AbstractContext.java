@@ -13,6 +13,8 @@ abstract class AbstractContext implements ClContext {
   /** Built programs by source key and options, released when the context closes. */
   private final Map<String, Object> programs = new LinkedHashMap<>();
   private int built;
+  /** Buffers, kernels and events created and not yet released: a leak check for tests. */
+  private int live;
   protected boolean closed;
 
   @Override
@@ -36,6 +38,19 @@ abstract class AbstractContext implements ClContext {
       programs.put(k, p);
     }
     return p;
+  }
+
+  @Override
+  public final int liveObjects() {
+    return live;
+  }
+
+  final void opened() {
+    live++;
+  }
+
+  final void released() {
+    live--;
   }
 
   @Override

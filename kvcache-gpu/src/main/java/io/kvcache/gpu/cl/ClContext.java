@@ -112,6 +112,9 @@ public interface ClContext extends AutoCloseable {
   /** @return programs built so far (cache misses), for tests of the cache */
   int programsBuilt();
 
+  /** @return buffers, kernels and events created through this context and not yet closed (leak checks) */
+  int liveObjects();
+
   /** Blocks until every enqueued command has completed. */
   void finish();
 

@@ -168,7 +168,7 @@ final class JoclContext extends AbstractContext {
     return units;
   }
 
-  private static final class Buf implements ClBuffer {
+  private final class Buf implements ClBuffer {
     final cl_mem mem;
     final long bytes;
     boolean released;
@@ -176,6 +176,7 @@ final class JoclContext extends AbstractContext {
     Buf(cl_mem mem, long bytes) {
       this.mem = mem;
       this.bytes = bytes;
+      opened();
     }
 
     @Override
@@ -187,6 +188,7 @@ final class JoclContext extends AbstractContext {
     public void close() {
       if (!released) {
         released = true;
+        released();
         ClException.check("clReleaseMemObject", clReleaseMemObject(mem));
       }
     }
@@ -308,6 +310,7 @@ final class JoclContext extends AbstractContext {
     Kernel(cl_kernel kernel, String name) {
       this.kernel = kernel;
       this.name = name;
+      opened();
     }
 
     @Override
@@ -349,12 +352,13 @@ final class JoclContext extends AbstractContext {
     public void close() {
       if (!released) {
         released = true;
+        released();
         clReleaseKernel(kernel);
       }
     }
   }
 
-  private static final class Event implements ClEvent {
+  private final class Event implements ClEvent {
     final cl_event event;
     final String what;
     boolean released;
@@ -362,6 +366,7 @@ final class JoclContext extends AbstractContext {
     Event(cl_event event, String what) {
       this.event = event;
       this.what = what;
+      opened();
     }
 
     @Override
@@ -385,6 +390,7 @@ final class JoclContext extends AbstractContext {
     public void close() {
       if (!released) {
         released = true;
+        released();
         clReleaseEvent(event);
       }
     }

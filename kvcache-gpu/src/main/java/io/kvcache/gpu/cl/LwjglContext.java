@@ -188,6 +188,7 @@ final class LwjglContext extends AbstractContext {
     Buf(long mem, long bytes) {
       this.mem = mem;
       this.bytes = bytes;
+      opened();
     }
 
     @Override
@@ -199,6 +200,7 @@ final class LwjglContext extends AbstractContext {
     public void close() {
       if (!released) {
         released = true;
+        released();
         ClException.check("clReleaseMemObject", clReleaseMemObject(mem));
       }
     }
@@ -327,6 +329,7 @@ final class LwjglContext extends AbstractContext {
     Kernel(long kernel, String name) {
       this.kernel = kernel;
       this.name = name;
+      opened();
     }
 
     @Override
@@ -374,12 +377,13 @@ final class LwjglContext extends AbstractContext {
     public void close() {
       if (!released) {
         released = true;
+        released();
         clReleaseKernel(kernel);
       }
     }
   }
 
-  private static final class Event implements ClEvent {
+  private final class Event implements ClEvent {
     final long event;
     final String what;
     boolean released;
@@ -387,6 +391,7 @@ final class LwjglContext extends AbstractContext {
     Event(long event, String what) {
       this.event = event;
       this.what = what;
+      opened();
     }
 
     @Override
@@ -412,6 +417,7 @@ final class LwjglContext extends AbstractContext {
     public void close() {
       if (!released) {
         released = true;
+        released();
         clReleaseEvent(event);
       }
     }
