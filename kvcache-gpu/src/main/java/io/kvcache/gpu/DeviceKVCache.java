@@ -26,6 +26,8 @@ public final class DeviceKVCache implements AutoCloseable {
 
   /** Slots per page, as in {@code HeadStore.PAGE_TOKENS}. */
   public static final int PAGE = 16;
+  /** Largest finite binary16 value. */
+  static final float F16_MAX = 65504f;
   /** Work-group size of the decode kernel. */
   static final int WG = 128;
   /** Most tokens one decode work-group scores (its scores live in local memory). */
@@ -215,6 +217,18 @@ public final class DeviceKVCache implements AutoCloseable {
     if (tokens == 0) {
       return;
     }
+    // Checked before anything is stored, as the CPU cache does: f16 turns these into inf or NaN.
+    for (int i = 0; i < tokens * w; i++) {
+      if (!(Math.abs(k[i]) <= F16_MAX) || !(Math.abs(v[i]) <= F16_MAX)) {
+        throw new IllegalArgumentException("k and v must be finite and within the f16 range (|x| <= 65504); "
+            + "at index " + i + " k=" + k[i] + ", v=" + v[i]);
+      }
+    }
+    for (int t = 0; t < tokens; t++) {
+      if (positions[t] < 0) {
+        throw new IllegalArgumentException("positions[" + t + "] must be >= 0, got " + positions[t]);
+      }
+    }
     short[] staged = new short[tokens * 2 * w];
     for (int t = 0; t < tokens; t++) {
       for (int h = 0; h < kvh; h++) {
@@ -224,9 +238,6 @@ public final class DeviceKVCache implements AutoCloseable {
           staged[dst + c] = Float.floatToFloat16(k[src + c]);
           staged[dst + d + c] = Float.floatToFloat16(v[src + c]);
         }
-      }
-      if (positions[t] < 0) {
-        throw new IllegalArgumentException("positions[" + t + "] must be >= 0, got " + positions[t]);
       }
     }
     stage = ensure(stage, 2L * staged.length);

@@ -61,7 +61,7 @@ public final class TopKDecoder implements AutoCloseable {
   private final ClKernel topk;
   private final ClKernel sparse;
   private final int[] channelIdx;
-  private final Integer[] order;
+  private final long[] keys;
   private boolean closed;
 
   /**
@@ -95,7 +95,7 @@ public final class TopKDecoder implements AutoCloseable {
     topk = cl.kernel(SOURCE, opts, "topk_pages");
     sparse = cl.kernel(SOURCE, opts + " -DSPARSE", "decode_partial");
     channelIdx = new int[cache.shape().queryHeads() * config.channels()];
-    order = new Integer[d];
+    keys = new long[d];
     for (int l = 0; l < layers; l++) {
       summarise(l, 0, cache.size(l));
     }
@@ -144,12 +144,13 @@ public final class TopKDecoder implements AutoCloseable {
     int hq = cache.shape().queryHeads();
     for (int h = 0; h < hq; h++) {
       int base = h * d;
+      // |q| bits (order-preserving for non-negative floats) above the channel: one primitive sort.
       for (int c = 0; c < d; c++) {
-        order[c] = c;
+        keys[c] = ((long) Float.floatToRawIntBits(Math.abs(q[base + c])) << 32) | c;
       }
-      java.util.Arrays.sort(order, (a, b) -> Float.compare(Math.abs(q[base + b]), Math.abs(q[base + a])));
+      java.util.Arrays.sort(keys);
       for (int i = 0; i < r; i++) {
-        channelIdx[h * r + i] = order[i];
+        channelIdx[h * r + i] = (int) keys[d - 1 - i];
       }
     }
     cl.write(chan, 0, channelIdx);

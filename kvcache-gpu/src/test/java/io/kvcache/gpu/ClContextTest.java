@@ -135,6 +135,12 @@ class ClContextTest {
             () -> dev.append(0, 17, new float[17 * 256], new float[17 * 256], new int[17]));
         assertTrue(full.getMessage().contains("cannot append 17"), full.getMessage());
         assertEquals(0, dev.size(0), "a refused append leaves the cache as it was");
+        float[] big = new float[256];
+        big[7] = 70000f;
+        IllegalArgumentException range = assertThrows(IllegalArgumentException.class,
+            () -> dev.append(0, 1, big, new float[256], new int[1]));
+        assertTrue(range.getMessage().contains("f16 range") && range.getMessage().contains("index 7"), range.getMessage());
+        assertEquals(0, dev.size(0));
       }
     }
   }
