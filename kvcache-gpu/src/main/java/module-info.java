@@ -5,7 +5,7 @@
  */
 @SuppressWarnings({"requires-automatic", "requires-transitive-automatic"})
 module io.kvcache.gpu {
-  requires io.kvcache.core;
+  requires transitive io.kvcache.core;
   requires org.lwjgl;
   requires org.lwjgl.opencl;
   requires jocl;

@@ -304,7 +304,7 @@ public final class DeviceKVCache implements AutoCloseable {
       cl.write(qBuf, 0, q);
     }
     qOnDevice = false;
-    part.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, n).arg(3, capPages).arg(4, qBuf).arg(5, (float) shape.scale())
+    part.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, n).arg(3, capPages).arg(4, qBuf).arg(5, shape.scale())
         .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf);
     events.add(part.launch(new long[] {(long) nsplit * WG, kvh}, new long[] {WG, 1}));
     reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
@@ -374,7 +374,7 @@ public final class DeviceKVCache implements AutoCloseable {
     cl.write(qBuf, 0, tokens * w == q.length ? q : java.util.Arrays.copyOf(q, tokens * w));
     cl.write(stagePos, 0, java.util.Arrays.copyOf(positions, tokens));
     prefill.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, size[layer]).arg(3, capPages).arg(4, qBuf).arg(5, stagePos)
-        .arg(6, tokens).arg(7, (float) shape.scale()).arg(8, outBuf);
+        .arg(6, tokens).arg(7, shape.scale()).arg(8, outBuf);
     events.add(prefill.launch(new long[] {roundUp(tokens, 32) / 32 * 128, shape.queryHeads()}, new long[] {128, 1}));
     float[] res = new float[tokens * w];
     cl.read(outBuf, 0, res);

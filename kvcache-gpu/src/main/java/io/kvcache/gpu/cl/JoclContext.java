@@ -40,12 +40,10 @@ final class JoclContext extends AbstractContext {
     this.deviceName = deviceName;
     this.localMem = deviceLong(device, CL_DEVICE_LOCAL_MEM_SIZE);
     this.maxWg = (int) deviceSizeT(device, CL_DEVICE_MAX_WORK_GROUP_SIZE);
-    long[] u = new long[1];
     int[] ui = new int[1];
     ClException.check("clGetDeviceInfo", clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, Sizeof.cl_uint,
         Pointer.to(ui), null));
     this.units = ui[0];
-    u[0] = 0;
   }
 
   static JoclContext open(String platformWanted, String deviceWanted) {
