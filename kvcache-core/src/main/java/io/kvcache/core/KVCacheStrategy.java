@@ -7,6 +7,7 @@ import io.kvcache.reader.AttentionReader;
 import io.kvcache.retention.RetentionPolicy;
 import io.kvcache.schedule.PrefillSchedule;
 import java.util.Objects;
+import java.util.Optional;
 import java.util.concurrent.Executor;
 
 /**
@@ -22,6 +23,7 @@ public final class KVCacheStrategy {
   private final AttentionReader reader;
   private final PrefillSchedule schedule;
   private final AttentionKernels kernels;
+  private final AttentionBackend backend;
 
   private KVCacheStrategy(Builder b) {
     this.codec = b.codec;
@@ -29,6 +31,7 @@ public final class KVCacheStrategy {
     this.reader = b.reader;
     this.schedule = b.schedule;
     this.kernels = b.kernels;
+    this.backend = b.backend;
     this.name = b.name != null ? b.name
         : codec.name() + "/" + retention.name() + "/" + reader.name() + "/" + schedule.name();
   }
@@ -43,6 +46,7 @@ public final class KVCacheStrategy {
     Builder b = new Builder();
     b.name = name;
     b.codec = codec;
+    b.backend = backend;
     b.retention = retention;
     b.reader = reader;
     b.schedule = schedule;
@@ -75,6 +79,11 @@ public final class KVCacheStrategy {
     return schedule;
   }
 
+  /** @return where the caches run; {@link AttentionBackend#cpu()} unless configured */
+  public AttentionBackend backend() {
+    return backend;
+  }
+
   /** @return the kernels the caches run */
   public AttentionKernels kernels() {
     return kernels;
@@ -101,7 +110,8 @@ public final class KVCacheStrategy {
    */
   public KVCache newCache(AttentionShape shape, Executor executor) {
     Objects.requireNonNull(shape, "shape");
-    return new PagedKVCache(this, shape, executor);
+    Optional<KVCache> offloaded = backend.newCache(this, shape);
+    return offloaded.isPresent() ? offloaded.get() : new PagedKVCache(this, shape, executor);
   }
 
   @Override
@@ -117,6 +127,7 @@ public final class KVCacheStrategy {
     private AttentionReader reader = AttentionReader.dense();
     private PrefillSchedule schedule = PrefillSchedule.full();
     private AttentionKernels kernels = Kernels.get();
+    private AttentionBackend backend = AttentionBackend.cpu();
 
     private Builder() {}
 
@@ -172,6 +183,16 @@ public final class KVCacheStrategy {
      */
     public Builder kernels(AttentionKernels kernels) {
       this.kernels = Objects.requireNonNull(kernels, "kernels");
+      return this;
+    }
+
+    /**
+     * @param backend where caches run; default {@link AttentionBackend#cpu()}. A backend that cannot
+     *     serve this strategy leaves the CPU cache.
+     * @return this builder
+     */
+    public Builder backend(AttentionBackend backend) {
+      this.backend = Objects.requireNonNull(backend, "backend");
       return this;
     }
 

@@ -1,0 +1,420 @@
+package io.kvcache.gpu;
+
+import io.kvcache.core.AttentionShape;
+import io.kvcache.gpu.cl.ClBuffer;
+import io.kvcache.gpu.cl.ClContext;
+import io.kvcache.gpu.cl.ClEvent;
+import io.kvcache.gpu.cl.ClKernel;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The keys and values of one sequence in device memory, as binary16, with attention run there.
+ *
+ * <p>Each layer owns one buffer of pages of 16 slots per KV head, laid out as the CPU's
+ * {@code HeadStore} page (keys transposed, then values row-major), and one buffer of slot positions.
+ * Capacity is fixed at creation, so an append never reallocates or copies: a decode step uploads one
+ * token's K and V per layer (2 · kvHeads · headDim halves) and the query, and reads back the output.
+ * Tokens are appended in order; the causal mask is by position, as on the CPU.
+ *
+ * <p>Kernels: {@link #decode} is flash-decoding (the sequence split into chunks across work-groups,
+ * one work-group per chunk and KV head serving the whole GQA group, then a reduction pass);
+ * {@link #attend} is causal prefill attention (32-row query tiles, one page of keys and values at a
+ * time in local memory, online softmax). One thread at a time; close it to free the device memory.
+ */
+public final class DeviceKVCache implements AutoCloseable {
+
+  /** Slots per page, as in {@code HeadStore.PAGE_TOKENS}. */
+  public static final int PAGE = 16;
+  /** Largest finite binary16 value. */
+  static final float F16_MAX = 65504f;
+  /** Work-group size of the decode kernel. */
+  static final int WG = 128;
+  /** Most tokens one decode work-group scores (its scores live in local memory). */
+  static final int CHUNK = 1024;
+
+  /**
+   * Decode work-groups per compute unit to aim for (system property {@code kvcache.gpu.splitsPerCu},
+   * default 4): enough to hide memory latency, few enough that the reduction pass stays small.
+   */
+  static final int SPLITS_PER_CU = Math.max(1, Integer.getInteger("kvcache.gpu.splitsPerCu", 4));
+
+  private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
+
+  private final ClContext cl;
+  private final AttentionShape shape;
+  private final int capacity;
+  private final int capPages;
+  private final int d;
+  private final int kvh;
+  private final int group;
+  private final ClBuffer[] kv;
+  private final ClBuffer[] pos;
+  private final int[] size;
+  private final ClKernel append;
+  private final ClKernel partial;
+  private final ClKernel reduce;
+  private final ClKernel prefill;
+  private final ClBuffer dummyMap;
+  private final String opts;
+  private ClBuffer stage, stagePos, qBuf, outBuf, partBuf;
+  private final List<ClEvent> events = new ArrayList<>();
+  private long lastNanos;
+  /** Set by the sparse path, which uploads the query itself before scoring pages. */
+  boolean qOnDevice;
+  private boolean closed;
+
+  /**
+   * @param cl       the device context (not closed by this cache)
+   * @param shape    layers, query heads, KV heads, head dimension (at most 128 for prefill tiles)
+   * @param capacity most tokens per layer, at least 1
+   * @throws IllegalArgumentException for a capacity below 1 or a head dimension the kernels do not take
+   */
+  public DeviceKVCache(ClContext cl, AttentionShape shape, int capacity) {
+    if (capacity < 1) {
+      throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
+    }
+    int hd = shape.headDim();
+    if (hd < 16 || hd > 128 || Integer.bitCount(hd) != 1) {
+      throw new IllegalArgumentException("headDim must be a power of two in [16, 128] for the GPU kernels, got " + hd);
+    }
+    this.cl = cl;
+    this.shape = shape;
+    this.d = shape.headDim();
+    this.kvh = shape.kvHeads();
+    this.group = shape.groupSize();
+    this.capPages = (capacity + PAGE - 1) / PAGE;
+    this.capacity = capPages * PAGE;
+    long localNeed = 4L * (group * d + group * CHUNK + group * WG);
+    if (localNeed > cl.localMemBytes()) {
+      throw new IllegalArgumentException("GQA group " + group + " needs " + localNeed
+          + " bytes of local memory for decode, the device has " + cl.localMemBytes());
+    }
+    opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + WG + " -DCHUNK=" + CHUNK;
+    int layers = shape.layers();
+    kv = new ClBuffer[layers];
+    pos = new ClBuffer[layers];
+    size = new int[layers];
+    ClKernel a = null, p = null, r = null, f = null;
+    ClBuffer m = null;
+    try {
+      a = cl.kernel(SOURCE, opts, "append_kv");
+      p = cl.kernel(SOURCE, opts, "decode_partial");
+      r = cl.kernel(SOURCE, opts, "decode_reduce");
+      f = cl.kernel(SOURCE, opts, "prefill");
+      m = cl.buffer(4);
+      for (int l = 0; l < layers; l++) {
+        kv[l] = cl.buffer(2L * kvh * capPages * 2L * d * PAGE);
+        pos[l] = cl.buffer(4L * this.capacity);
+      }
+    } catch (RuntimeException e) {
+      for (AutoCloseable c : new AutoCloseable[] {a, p, r, f, m}) {
+        closeQuietly(c);
+      }
+      for (int l = 0; l < layers; l++) {
+        closeQuietly(kv[l]);
+        closeQuietly(pos[l]);
+      }
+      throw e;
+    }
+    append = a;
+    partial = p;
+    reduce = r;
+    prefill = f;
+    dummyMap = m;
+  }
+
+  private static void closeQuietly(AutoCloseable c) {
+    if (c != null) {
+      try {
+        c.close();
+      } catch (Exception ignored) {
+        // already failing; the first exception is the one that matters
+      }
+    }
+  }
+
+  /** @return the shape */
+  public AttentionShape shape() {
+    return shape;
+  }
+
+  /** @return tokens one layer holds at most */
+  public int capacity() {
+    return capacity;
+  }
+
+  /**
+   * @param layer a layer
+   * @return tokens stored in it
+   */
+  public int size(int layer) {
+    checkLayer(layer);
+    return size[layer];
+  }
+
+  /** @return bytes of device memory held for keys, values and positions */
+  public long deviceBytes() {
+    long b = 0;
+    for (int l = 0; l < kv.length; l++) {
+      b += kv[l].bytes() + pos[l].bytes();
+    }
+    return b;
+  }
+
+  /**
+   * Device time of the kernels that the last {@link #decode} or {@link #attend} ran (profiling events),
+   * excluding the uploads and the read-back.
+   *
+   * @return nanoseconds
+   */
+  public long lastKernelNanos() {
+    return lastNanos;
+  }
+
+  private void checkLayer(int layer) {
+    if (closed) {
+      throw new IllegalStateException("DeviceKVCache is closed");
+    }
+    if (layer < 0 || layer >= kv.length) {
+      throw new IndexOutOfBoundsException("layer must be in [0, " + kv.length + "), got " + layer);
+    }
+  }
+
+  private ClBuffer ensure(ClBuffer b, long bytes) {
+    if (b != null && b.bytes() >= bytes) {
+      return b;
+    }
+    if (b != null) {
+      b.close();
+    }
+    return cl.buffer(Math.max(bytes, 64));
+  }
+
+  /**
+   * Appends tokens to a layer: their keys and values, {@code [t][kvHead][headDim]}, and positions.
+   * Only these tokens travel to the device.
+   *
+   * @param layer     the layer
+   * @param tokens    how many, at least 0
+   * @param k         keys, {@code tokens * kvHeads * headDim} floats, finite and within the f16 range
+   * @param v         values, same layout
+   * @param positions positions, {@code tokens} of them, non-negative
+   * @throws IllegalArgumentException for wrong lengths, or when the layer would exceed its capacity
+   */
+  public void append(int layer, int tokens, float[] k, float[] v, int[] positions) {
+    checkLayer(layer);
+    int w = kvh * d;
+    if (tokens < 0 || k.length < (long) tokens * w || v.length < (long) tokens * w || positions.length < tokens) {
+      throw new IllegalArgumentException("append needs tokens >= 0 and k, v of tokens * " + w
+          + " floats and tokens positions; got tokens=" + tokens + ", k=" + k.length + ", v=" + v.length
+          + ", positions=" + positions.length);
+    }
+    if (size[layer] + tokens > capacity) {
+      throw new IllegalArgumentException("layer " + layer + " holds " + size[layer] + " of " + capacity
+          + " tokens; cannot append " + tokens);
+    }
+    if (tokens == 0) {
+      return;
+    }
+    // Checked before anything is stored, as the CPU cache does: f16 turns these into inf or NaN.
+    for (int i = 0; i < tokens * w; i++) {
+      if (!(Math.abs(k[i]) <= F16_MAX) || !(Math.abs(v[i]) <= F16_MAX)) {
+        throw new IllegalArgumentException("k and v must be finite and within the f16 range (|x| <= 65504); "
+            + "at index " + i + " k=" + k[i] + ", v=" + v[i]);
+      }
+    }
+    for (int t = 0; t < tokens; t++) {
+      if (positions[t] < 0) {
+        throw new IllegalArgumentException("positions[" + t + "] must be >= 0, got " + positions[t]);
+      }
+    }
+    short[] staged = new short[tokens * 2 * w];
+    for (int t = 0; t < tokens; t++) {
+      for (int h = 0; h < kvh; h++) {
+        int dst = (t * kvh + h) * 2 * d;
+        int src = t * w + h * d;
+        for (int c = 0; c < d; c++) {
+          staged[dst + c] = Float.floatToFloat16(k[src + c]);
+          staged[dst + d + c] = Float.floatToFloat16(v[src + c]);
+        }
+      }
+    }
+    stage = ensure(stage, 2L * staged.length);
+    stagePos = ensure(stagePos, 4L * tokens);
+    cl.write(stage, 0, staged);
+    cl.write(stagePos, 0, java.util.Arrays.copyOf(positions, tokens));
+    long items = (long) tokens * w;
+    append.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, stage).arg(3, stagePos).arg(4, size[layer]).arg(5, tokens)
+        .arg(6, capPages);
+    append.run(new long[] {roundUp(items, 64)}, new long[] {64});
+    int first = size[layer];
+    size[layer] += tokens;
+    for (AppendListener l : listeners) {
+      l.appended(layer, first, tokens);
+    }
+  }
+
+  /** Told after each append, so that derived device data (page summaries) follows the cache. */
+  interface AppendListener {
+    void appended(int layer, int firstSlot, int tokens);
+  }
+
+  private final List<AppendListener> listeners = new ArrayList<>();
+
+  void listen(AppendListener l) {
+    listeners.add(l);
+  }
+
+  static long roundUp(long x, long m) {
+    return (x + m - 1) / m * m;
+  }
+
+  /**
+   * Decode attention of one token's query heads over a layer.
+   *
+   * @param layer    the layer
+   * @param q        queries, {@code queryHeads * headDim} floats
+   * @param position the query's position: slots at or before it are visible
+   * @param out      outputs, same layout as {@code q}
+   */
+  public void decode(int layer, float[] q, int position, float[] out) {
+    checkLayer(layer);
+    run(layer, q, position, out, partial, dummyMap, 0, size[layer]);
+  }
+
+  /** Runs decode_partial (dense or sparse) then decode_reduce; n is the number of logical tokens. */
+  void run(int layer, float[] q, int position, float[] out, ClKernel part, ClBuffer map, int mapStride, int n) {
+    checkLayer(layer);
+    int hq = shape.queryHeads();
+    checkQuery(q, out);
+    if (q.length != hq * d || out.length != hq * d) {
+      throw new IllegalArgumentException("q and out must have queryHeads * headDim = " + hq * d + " floats, got "
+          + q.length + " and " + out.length);
+    }
+    // Enough splits to give every compute unit a few work-groups, no chunk over CHUNK tokens.
+    int target = Math.max(1, SPLITS_PER_CU * cl.computeUnits() / kvh);
+    int chunk = Math.max(WG, (int) roundUp((n + target - 1) / target, WG));
+    chunk = Math.min(chunk, CHUNK);
+    int nsplit = Math.max(1, (n + chunk - 1) / chunk);
+    qBuf = ensure(qBuf, 4L * hq * d);
+    outBuf = ensure(outBuf, 4L * hq * d);
+    partBuf = ensure(partBuf, 4L * kvh * nsplit * group * (d + 2));
+    if (!qOnDevice) {
+      cl.write(qBuf, 0, q);
+    }
+    qOnDevice = false;
+    part.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, n).arg(3, capPages).arg(4, qBuf).arg(5, shape.scale())
+        .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf);
+    events.add(part.launch(new long[] {(long) nsplit * WG, kvh}, new long[] {WG, 1}));
+    reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
+    events.add(reduce.launch(new long[] {(long) hq * d}, new long[] {d}));
+    cl.read(outBuf, 0, out);
+    collect();
+  }
+
+  void checkQuery(float[] q, float[] out) {
+    int w = shape.queryHeads() * d;
+    if (q.length != w || out.length != w) {
+      throw new IllegalArgumentException("q and out must have queryHeads * headDim = " + w + " floats, got "
+          + q.length + " and " + out.length);
+    }
+  }
+
+  ClBuffer queryBuffer(float[] q) {
+    qBuf = ensure(qBuf, 4L * q.length);
+    cl.write(qBuf, 0, q);
+    qOnDevice = true;
+    return qBuf;
+  }
+
+  String options() {
+    return opts;
+  }
+
+  void addEvent(ClEvent e) {
+    events.add(e);
+  }
+
+  /** Sums the device time of the events of this call, then releases them. */
+  void collect() {
+    long t = 0;
+    for (ClEvent e : events) {
+      t += e.elapsedNanos();
+      e.close();
+    }
+    events.clear();
+    lastNanos = t;
+  }
+
+  /**
+   * Causal attention of {@code tokens} query tokens over a layer (prefill): row {@code (t, head)} of
+   * {@code q} and {@code out} is at {@code (t * queryHeads + head) * headDim}; token {@code t} sees the
+   * slots whose position is at most {@code positions[t]}.
+   *
+   * @param layer     the layer
+   * @param tokens    query tokens, at least 0
+   * @param q         queries
+   * @param positions their positions
+   * @param out       outputs
+   */
+  public void attend(int layer, int tokens, float[] q, int[] positions, float[] out) {
+    checkLayer(layer);
+    int w = shape.queryHeads() * d;
+    if (tokens < 0 || q.length < (long) tokens * w || out.length < (long) tokens * w || positions.length < tokens) {
+      throw new IllegalArgumentException("attend needs q and out of tokens * " + w + " floats and tokens positions;"
+          + " got tokens=" + tokens + ", q=" + q.length + ", out=" + out.length + ", positions=" + positions.length);
+    }
+    if (tokens == 0) {
+      return;
+    }
+    qBuf = ensure(qBuf, 4L * tokens * w);
+    outBuf = ensure(outBuf, 4L * tokens * w);
+    stagePos = ensure(stagePos, 4L * tokens);
+    cl.write(qBuf, 0, tokens * w == q.length ? q : java.util.Arrays.copyOf(q, tokens * w));
+    cl.write(stagePos, 0, java.util.Arrays.copyOf(positions, tokens));
+    prefill.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, size[layer]).arg(3, capPages).arg(4, qBuf).arg(5, stagePos)
+        .arg(6, tokens).arg(7, shape.scale()).arg(8, outBuf);
+    events.add(prefill.launch(new long[] {roundUp(tokens, 32) / 32 * 128, shape.queryHeads()}, new long[] {128, 1}));
+    float[] res = new float[tokens * w];
+    cl.read(outBuf, 0, res);
+    System.arraycopy(res, 0, out, 0, res.length);
+    collect();
+  }
+
+  ClContext context() {
+    return cl;
+  }
+
+  ClBuffer kvBuffer(int layer) {
+    return kv[layer];
+  }
+
+  ClBuffer posBuffer(int layer) {
+    return pos[layer];
+  }
+
+  int capPages() {
+    return capPages;
+  }
+
+  /** Releases the device memory and kernels; the context stays open. Idempotent. */
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    for (ClEvent e : events) {
+      e.close();
+    }
+    for (AutoCloseable c : new AutoCloseable[] {append, partial, reduce, prefill, dummyMap, stage, stagePos, qBuf,
+        outBuf, partBuf}) {
+      closeQuietly(c);
+    }
+    for (int l = 0; l < kv.length; l++) {
+      kv[l].close();
+      pos[l].close();
+    }
+  }
+}

@@ -1,0 +1,92 @@
+package io.kvcache.gpu;
+
+import io.kvcache.codec.StorageCodec;
+import io.kvcache.core.AttentionBackend;
+import io.kvcache.core.AttentionShape;
+import io.kvcache.core.KVCache;
+import io.kvcache.core.KVCacheStrategy;
+import io.kvcache.gpu.cl.ClContext;
+import io.kvcache.gpu.cl.OpenCl;
+import io.kvcache.reader.AttentionReader;
+import io.kvcache.retention.RetentionPolicy;
+import java.util.Optional;
+
+/**
+ * Runs a strategy's caches on an OpenCL device: {@code KVCacheStrategy.builder().backend(backend)}.
+ * It serves strategies with f16 storage, keep-all retention and the dense reader (their caches are
+ * {@link DeviceKVCache}s behind the {@link KVCache} API; with a top-k configuration, decode is the
+ * top-k sparse attention of {@link TopKDecoder}); for any other strategy or an unsupported shape it
+ * declines and the strategy makes its CPU cache.
+ *
+ * <p>The backend owns its {@link ClContext}; close it after the caches it made.
+ */
+public final class GpuAttentionBackend implements AttentionBackend, AutoCloseable {
+
+  private static final System.Logger LOG = System.getLogger("io.kvcache.gpu");
+
+  private final ClContext cl;
+  private final int capacity;
+  private final TopKDecoder.Config topK;
+
+  /**
+   * @param cl       the device (owned and closed by this backend)
+   * @param capacity tokens per layer each cache holds at most, at least 1
+   * @param topK     top-k decode configuration, or null for dense decode
+   */
+  public GpuAttentionBackend(ClContext cl, int capacity, TopKDecoder.Config topK) {
+    if (capacity < 1) {
+      throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
+    }
+    this.cl = cl;
+    this.capacity = capacity;
+    this.topK = topK;
+  }
+
+  /**
+   * The device named by the {@code kvcache.opencl*} system properties, or, where there is no OpenCL
+   * runtime or device (one log line says which), the CPU backend.
+   *
+   * @param capacity tokens per layer each cache holds at most
+   * @param topK     top-k decode configuration, or null for dense decode
+   * @return a GPU backend or {@link AttentionBackend#cpu()}
+   */
+  public static AttentionBackend createOrCpu(int capacity, TopKDecoder.Config topK) {
+    Optional<ClContext> cl = OpenCl.tryOpen();
+    return cl.<AttentionBackend>map(c -> new GpuAttentionBackend(c, capacity, topK)).orElseGet(AttentionBackend::cpu);
+  }
+
+  @Override
+  public String name() {
+    return "opencl:" + cl.deviceName() + (topK != null ? "/top-" + topK.budgetTokens() : "");
+  }
+
+  /** @return the device context */
+  public ClContext context() {
+    return cl;
+  }
+
+  @Override
+  public Optional<KVCache> newCache(KVCacheStrategy strategy, AttentionShape shape) {
+    String why = null;
+    if (!strategy.codec().name().equals(StorageCodec.f16().name())) {
+      why = "codec " + strategy.codec().name() + " (the device stores f16)";
+    } else if (!strategy.retention().name().equals(RetentionPolicy.keepAll().name())) {
+      why = "retention " + strategy.retention().name() + " (the device cache keeps all tokens)";
+    } else if (!strategy.reader().name().equals(AttentionReader.dense().name())) {
+      why = "reader " + strategy.reader().name();
+    } else if (shape.headDim() < 16 || shape.headDim() > 128 || Integer.bitCount(shape.headDim()) != 1) {
+      why = "headDim " + shape.headDim() + " (the kernels take powers of two in [16, 128])";
+    }
+    if (why != null) {
+      LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + strategy.name() + " runs on the CPU: unsupported " + why);
+      return Optional.empty();
+    }
+    return Optional.of(new GpuKVCache(strategy.name(), new DeviceKVCache(cl, shape, capacity), topK));
+  }
+
+  /** Closes the device context. */
+  @Override
+  public void close() {
+    cl.close();
+  }
+}

@@ -1,0 +1,161 @@
+package io.kvcache.gpu;
+
+import io.kvcache.core.AttentionShape;
+import io.kvcache.core.CacheStats;
+import io.kvcache.core.KVCache;
+import java.util.Arrays;
+
+/** {@link KVCache} over a {@link DeviceKVCache}: what {@link GpuAttentionBackend} hands out. */
+final class GpuKVCache implements KVCache {
+
+  private final String strategy;
+  private final DeviceKVCache dev;
+  private final TopKDecoder topk;
+  private final AttentionShape shape;
+  private final int[] next;
+  private boolean ended;
+  private boolean closed;
+
+  GpuKVCache(String strategy, DeviceKVCache dev, TopKDecoder.Config topK) {
+    this.strategy = strategy;
+    this.dev = dev;
+    this.shape = dev.shape();
+    TopKDecoder t = null;
+    if (topK != null) {
+      try {
+        t = new TopKDecoder(dev, topK);
+      } catch (RuntimeException e) {
+        dev.close();
+        throw e;
+      }
+    }
+    this.topk = t;
+    this.next = new int[shape.layers()];
+  }
+
+  @Override
+  public AttentionShape shape() {
+    return shape;
+  }
+
+  private void checkOpen() {
+    if (closed) {
+      throw new IllegalStateException("cache is closed");
+    }
+  }
+
+  private static void checkRange(String what, float[] a, int off, long len) {
+    if (a == null || off < 0 || off + len > a.length) {
+      throw new IllegalArgumentException(what + " must hold " + len + " floats from offset " + off + ", but its length is "
+          + (a == null ? "null" : a.length));
+    }
+  }
+
+  private void checkLayer(int layer) {
+    if (layer < 0 || layer >= shape.layers()) {
+      throw new IllegalArgumentException("layer must be in [0, " + shape.layers() + "), got " + layer);
+    }
+  }
+
+  @Override
+  public void prefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] k, int kOff, float[] v,
+      int vOff, float[] out, int outOff) {
+    checkOpen();
+    if (ended) {
+      throw new IllegalStateException("prefill after endPrefill (or after the first decode): a cache takes one prompt");
+    }
+    checkLayer(layer);
+    if (tokens < 1) {
+      throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
+    }
+    int qw = shape.queryWidth(), kw = shape.kvWidth();
+    checkRange("q", q, qOff, (long) tokens * qw);
+    checkRange("k", k, kOff, (long) tokens * kw);
+    checkRange("v", v, vOff, (long) tokens * kw);
+    checkRange("out", out, outOff, (long) tokens * qw);
+    int[] pos = new int[tokens];
+    for (int t = 0; t < tokens; t++) {
+      int p = positions == null ? next[layer] + t : positions[t];
+      if (p < (t == 0 ? next[layer] : pos[t - 1] + 1)) {
+        throw new IllegalArgumentException("positions must increase strictly from >= " + next[layer] + ", got " + p
+            + " at index " + t);
+      }
+      pos[t] = p;
+    }
+    dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
+        Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
+    next[layer] = pos[tokens - 1] + 1;
+    float[] o = new float[tokens * qw];
+    dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), pos, o);
+    System.arraycopy(o, 0, out, outOff, o.length);
+  }
+
+  @Override
+  public void endPrefill() {
+    checkOpen();
+    if (ended) {
+      throw new IllegalStateException("endPrefill already called (the first decode ends the prompt implicitly)");
+    }
+    ended = true; // keep-all: nothing to compress
+  }
+
+  @Override
+  public void decode(int layer, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff, float[] out,
+      int outOff) {
+    checkOpen();
+    checkLayer(layer);
+    int qw = shape.queryWidth(), kw = shape.kvWidth();
+    checkRange("q", q, qOff, qw);
+    checkRange("k", k, kOff, kw);
+    checkRange("v", v, vOff, kw);
+    checkRange("out", out, outOff, qw);
+    if (!ended) {
+      endPrefill();
+    }
+    int p = next[layer];
+    dev.append(layer, 1, Arrays.copyOfRange(k, kOff, kOff + kw), Arrays.copyOfRange(v, vOff, vOff + kw), new int[] {p});
+    next[layer] = p + 1;
+    float[] qq = Arrays.copyOfRange(q, qOff, qOff + qw);
+    float[] o = new float[qw];
+    if (topk != null) {
+      topk.decode(layer, qq, p, o);
+    } else {
+      dev.decode(layer, qq, p, o);
+    }
+    System.arraycopy(o, 0, out, outOff, qw);
+  }
+
+  @Override
+  public CacheStats stats() {
+    checkOpen();
+    int layers = shape.layers();
+    long[] seen = new long[layers];
+    int[][] retained = new int[layers][shape.kvHeads()];
+    long payload = 0;
+    for (int l = 0; l < layers; l++) {
+      int n = dev.size(l);
+      seen[l] = n;
+      Arrays.fill(retained[l], n);
+      // Whole pages in use, as the CPU cache counts them (the device buffer itself is allocated to capacity).
+      long slots = (n + DeviceKVCache.PAGE - 1) / DeviceKVCache.PAGE * (long) DeviceKVCache.PAGE;
+      payload += 2L * slots * shape.kvWidth() * 2;
+    }
+    long meta = 0;
+    for (int l = 0; l < layers; l++) {
+      meta += 4L * dev.size(l);
+    }
+    return new CacheStats(strategy, shape, seen, retained, payload, meta);
+  }
+
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    if (topk != null) {
+      topk.close();
+    }
+    dev.close();
+  }
+}

@@ -1,0 +1,198 @@
+package io.kvcache.gpu;
+
+import io.kvcache.gpu.cl.ClBuffer;
+import io.kvcache.gpu.cl.ClContext;
+import io.kvcache.gpu.cl.ClKernel;
+
+/**
+ * Top-k sparse decode attention over a {@link DeviceKVCache}, the RocketKV stage-2 contract (see
+ * ALGORITHMS.md), all on the device but for the choice of channels:
+ *
+ * <ol>
+ *   <li>per page of 16 slots and KV head, the element-wise min and max of its keys, kept up to date
+ *       as tokens are appended (only the pages an append touched are recomputed);</li>
+ *   <li>per query head, the {@code channels} channels of largest {@code |q|} (chosen on the host: the
+ *       query is there anyway); a page's score is the Quest bound over those channels,
+ *       {@code Σ max(q_c·min_c, q_c·max_c)}, summed over the KV head's query heads so the group shares
+ *       one selection;</li>
+ *   <li>top-k pages by that score on the device, the last {@code recentTokens} always included;</li>
+ *   <li>exact attention (the dense flash-decoding kernel reading pages through the selection).</li>
+ * </ol>
+ *
+ * With a budget at least the cache's size every page is selected and the result equals dense decode.
+ * Close it to free its device buffers (the cache stays open).
+ */
+public final class TopKDecoder implements AutoCloseable {
+
+  /**
+   * @param budgetTokens tokens attended per KV head, rounded up to whole pages; at least 16
+   * @param channels     channels per query head used to estimate page scores, 1..headDim
+   * @param recentTokens most recent tokens always attended, 0..budgetTokens
+   */
+  public record Config(int budgetTokens, int channels, int recentTokens) {
+    /** Validates the ranges that do not depend on the head dimension. */
+    public Config {
+      if (budgetTokens < DeviceKVCache.PAGE) {
+        throw new IllegalArgumentException("budgetTokens must be >= " + DeviceKVCache.PAGE + ", got " + budgetTokens);
+      }
+      if (channels < 1) {
+        throw new IllegalArgumentException("channels must be >= 1, got " + channels);
+      }
+      if (recentTokens < 0 || recentTokens > budgetTokens) {
+        throw new IllegalArgumentException("recentTokens must be in [0, budgetTokens=" + budgetTokens + "], got "
+            + recentTokens);
+      }
+    }
+  }
+
+  private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
+
+  private final DeviceKVCache cache;
+  private final ClContext cl;
+  private final Config config;
+  private final int d;
+  private final int kvh;
+  private final ClBuffer[] summ;
+  private final ClBuffer scores;
+  private final ClBuffer map;
+  private final ClBuffer chan;
+  private final ClKernel summary;
+  private final ClKernel score;
+  private final ClKernel topk;
+  private final ClKernel sparse;
+  private final int[] channelIdx;
+  private final long[] keys;
+  private boolean closed;
+
+  /**
+   * Summarises the pages already in {@code cache} and follows its later appends.
+   *
+   * @param cache  the device cache (not closed by this decoder)
+   * @param config budget, channels, recent window
+   * @throws IllegalArgumentException when {@code channels} exceeds the head dimension
+   */
+  public TopKDecoder(DeviceKVCache cache, Config config) {
+    this.cache = cache;
+    this.cl = cache.context();
+    this.config = config;
+    this.d = cache.shape().headDim();
+    this.kvh = cache.shape().kvHeads();
+    if (config.channels() > d) {
+      throw new IllegalArgumentException("channels must be <= headDim=" + d + ", got " + config.channels());
+    }
+    int layers = cache.shape().layers();
+    int capPages = cache.capPages();
+    summ = new ClBuffer[layers];
+    for (int l = 0; l < layers; l++) {
+      summ[l] = cl.buffer(2L * kvh * capPages * 2 * d);
+    }
+    scores = cl.buffer(4L * kvh * capPages);
+    map = cl.buffer(4L * kvh * capPages);
+    chan = cl.buffer(4L * cache.shape().queryHeads() * config.channels());
+    String opts = cache.options();
+    summary = cl.kernel(SOURCE, opts, "page_summary");
+    score = cl.kernel(SOURCE, opts, "page_scores");
+    topk = cl.kernel(SOURCE, opts, "topk_pages");
+    sparse = cl.kernel(SOURCE, opts + " -DSPARSE", "decode_partial");
+    channelIdx = new int[cache.shape().queryHeads() * config.channels()];
+    keys = new long[d];
+    for (int l = 0; l < layers; l++) {
+      summarise(l, 0, cache.size(l));
+    }
+    cache.listen(this::summarise);
+  }
+
+  /** @return the configuration */
+  public Config config() {
+    return config;
+  }
+
+  private void summarise(int layer, int firstSlot, int tokens) {
+    if (closed || tokens == 0) {
+      return;
+    }
+    int p0 = firstSlot / DeviceKVCache.PAGE;
+    int p1 = (firstSlot + tokens - 1) / DeviceKVCache.PAGE;
+    int pages = p1 - p0 + 1;
+    summary.arg(0, cache.kvBuffer(layer)).arg(1, cache.size(layer)).arg(2, cache.capPages()).arg(3, p0).arg(4, pages)
+        .arg(5, summ[layer]);
+    summary.run(new long[] {DeviceKVCache.roundUp((long) pages * kvh * d, 64)}, new long[] {64});
+  }
+
+  /**
+   * Sparse decode attention of one token's query heads over a layer.
+   *
+   * @param layer    the layer
+   * @param q        queries, {@code queryHeads * headDim} floats
+   * @param position the query's position
+   * @param out      outputs, same layout
+   */
+  public void decode(int layer, float[] q, int position, float[] out) {
+    if (closed) {
+      throw new IllegalStateException("TopKDecoder is closed");
+    }
+    int n = cache.size(layer);
+    cache.checkQuery(q, out);
+    if (n == 0) {
+      cache.decode(layer, q, position, out);
+      return;
+    }
+    int pages = (n + DeviceKVCache.PAGE - 1) / DeviceKVCache.PAGE;
+    int k = Math.min(pages, (config.budgetTokens() + DeviceKVCache.PAGE - 1) / DeviceKVCache.PAGE);
+    int recent = Math.min(k, (config.recentTokens() + DeviceKVCache.PAGE - 1) / DeviceKVCache.PAGE);
+    int r = config.channels();
+    int hq = cache.shape().queryHeads();
+    for (int h = 0; h < hq; h++) {
+      int base = h * d;
+      // |q| bits (order-preserving for non-negative floats) above the channel: one primitive sort.
+      for (int c = 0; c < d; c++) {
+        keys[c] = ((long) Float.floatToRawIntBits(Math.abs(q[base + c])) << 32) | c;
+      }
+      java.util.Arrays.sort(keys);
+      for (int i = 0; i < r; i++) {
+        channelIdx[h * r + i] = (int) keys[d - 1 - i];
+      }
+    }
+    cl.write(chan, 0, channelIdx);
+    ClBuffer qb = cache.queryBuffer(q);
+    int capPages = cache.capPages();
+    score.arg(0, summ[layer]).arg(1, capPages).arg(2, pages).arg(3, qb).arg(4, chan).arg(5, r).arg(6, recent)
+        .arg(7, scores);
+    cache.addEvent(score.launch(new long[] {DeviceKVCache.roundUp(pages, 64), kvh}, new long[] {64, 1}));
+    topk.arg(0, scores).arg(1, capPages).arg(2, pages).arg(3, k).arg(4, map);
+    cache.addEvent(topk.launch(new long[] {256L * kvh}, new long[] {256}));
+    cache.run(layer, q, position, out, sparse, map, capPages, k * DeviceKVCache.PAGE);
+  }
+
+  /**
+   * Reads the pages selected by the last {@link #decode} (for tests and diagnostics).
+   *
+   * @param kvHead a KV head
+   * @param count  how many selected pages to read
+   * @return their indices, in no particular order
+   */
+  public int[] selectedPages(int kvHead, int count) {
+    int[] res = new int[count];
+    cl.read(map, 4L * kvHead * cache.capPages(), res);
+    return res;
+  }
+
+  /** Releases the summaries, scores, selection and kernels. Idempotent. */
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    for (ClBuffer b : summ) {
+      b.close();
+    }
+    scores.close();
+    map.close();
+    chan.close();
+    summary.close();
+    score.close();
+    topk.close();
+    sparse.close();
+  }
+}

@@ -1,0 +1,56 @@
+package io.kvcache.gpu.cl;
+
+/**
+ * One kernel object of a built program, with its own argument state: a caller that runs a kernel
+ * makes its own instance, so two users of one program never overwrite each other's arguments.
+ */
+public interface ClKernel extends AutoCloseable {
+
+  /** @return the kernel's function name */
+  String name();
+
+  /**
+   * @param index argument index
+   * @param buffer a device buffer
+   * @return this
+   */
+  ClKernel arg(int index, ClBuffer buffer);
+
+  /**
+   * @param index argument index
+   * @param value an {@code int} argument
+   * @return this
+   */
+  ClKernel arg(int index, int value);
+
+  /**
+   * @param index argument index
+   * @param value a {@code float} argument
+   * @return this
+   */
+  ClKernel arg(int index, float value);
+
+  /**
+   * Enqueues the kernel over an N-dimensional range.
+   *
+   * @param global global work size per dimension (multiples of {@code local})
+   * @param local  work-group size per dimension
+   * @return the command's event, to await, time, then close
+   */
+  ClEvent launch(long[] global, long[] local);
+
+  /**
+   * Enqueues the kernel and releases the event at once (the queue is in order, so later reads see
+   * its results).
+   *
+   * @param global global work size per dimension
+   * @param local  work-group size per dimension
+   */
+  default void run(long[] global, long[] local) {
+    launch(global, local).close();
+  }
+
+  /** Releases the kernel object. Idempotent. */
+  @Override
+  void close();
+}

@@ -1,0 +1,147 @@
+package io.kvcache.gpu;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvcache.core.AttentionShape;
+import io.kvcache.gpu.cl.ClBuffer;
+import io.kvcache.gpu.cl.ClContext;
+import io.kvcache.gpu.cl.ClException;
+import io.kvcache.gpu.cl.ClKernel;
+import io.kvcache.gpu.cl.OpenCl;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** The seam itself, through both bindings: caching, errors that name the call, release of everything. */
+class ClContextTest {
+
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void programsAreBuiltOncePerSourceAndOptions(String binding) {
+    try (ClContext cl = Gpu.open(binding)) {
+      String src = "__kernel void twice(__global float* x) { int i = get_global_id(0); x[i] = 2 * x[i]; }";
+      Object a = cl.program("twice", src, "");
+      Object b = cl.program("twice", src, "");
+      assertEquals(a, b);
+      assertEquals(1, cl.programsBuilt());
+      cl.program("twice", src, "-DX=1");
+      assertEquals(2, cl.programsBuilt());
+      try (ClKernel k = cl.kernel(a, "twice"); ClBuffer buf = cl.buffer(4 * 64)) {
+        float[] x = new float[64];
+        for (int i = 0; i < x.length; i++) {
+          x[i] = i;
+        }
+        cl.write(buf, 0, x);
+        k.arg(0, buf).run(new long[] {64}, new long[] {16});
+        float[] y = new float[64];
+        cl.read(buf, 0, y);
+        for (int i = 0; i < y.length; i++) {
+          assertEquals(2f * i, y[i], 0f, "element " + i);
+        }
+      }
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void badKernelSourceThrowsNamingTheCallTheCodeAndTheBuildLog(String binding) {
+    try (ClContext cl = Gpu.open(binding)) {
+      ClException e = assertThrows(ClException.class,
+          () -> cl.program("broken.cl", "__kernel void f(__global float* x) { x[0] = undefined_name; }", ""));
+      assertTrue(e.getMessage().startsWith("clBuildProgram(broken.cl"), e.getMessage());
+      assertTrue(e.getMessage().contains("-11 CL_BUILD_PROGRAM_FAILURE"), e.getMessage());
+      assertTrue(e.getMessage().contains("undefined_name"), "build log included: " + e.getMessage());
+      assertEquals(-11, e.code());
+      ClException k = assertThrows(ClException.class, () -> cl.kernel("/io/kvcache/gpu/attention.cl",
+          "-DD=16 -DG=1 -DKVH=1 -DWG=128 -DCHUNK=1024", "no_such_kernel"));
+      assertTrue(k.getMessage().contains("clCreateKernel(no_such_kernel)") && k.getMessage().contains("CL_INVALID_KERNEL_NAME"),
+          k.getMessage());
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void absentDeviceIsAClearExceptionAndUnknownBindingIsRefused(String binding) {
+    Gpu.open(binding).close(); // skips where there is no OpenCL
+    ClException e = assertThrows(ClException.class, () -> OpenCl.open(binding, "", "no-such-device-xyz"));
+    assertTrue(e.getMessage().contains("no OpenCL device matches") && e.getMessage().contains("no-such-device-xyz"),
+        e.getMessage());
+    IllegalArgumentException b = assertThrows(IllegalArgumentException.class, () -> OpenCl.open("cuda", "", ""));
+    assertTrue(b.getMessage().contains("kvcache.opencl") && b.getMessage().contains("cuda"), b.getMessage());
+  }
+
+  @Test
+  void tryOpenFallsBackToEmptyWhenNoDeviceMatches() {
+    String old = System.getProperty(OpenCl.DEVICE_PROPERTY);
+    System.setProperty(OpenCl.DEVICE_PROPERTY, "no-such-device-xyz");
+    try {
+      assertTrue(OpenCl.tryOpen().isEmpty());
+    } finally {
+      if (old == null) {
+        System.clearProperty(OpenCl.DEVICE_PROPERTY);
+      } else {
+        System.setProperty(OpenCl.DEVICE_PROPERTY, old);
+      }
+    }
+  }
+
+  /**
+   * 200 caches (with top-k decoders) created, used and closed: every buffer, kernel and event the
+   * context handed out is released again, and a cache left open is counted.
+   */
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void creatingAndClosingManyCachesReleasesEveryDeviceObject(String binding) {
+    AttentionShape s = new AttentionShape(2, 8, 4, 64);
+    try (ClContext cl = Gpu.open(binding)) {
+      int baseline = cl.liveObjects();
+      float[] kv = new float[40 * 4 * 64];
+      int[] pos = new int[40];
+      for (int t = 0; t < 40; t++) {
+        pos[t] = t;
+      }
+      float[] q = new float[8 * 64], out = new float[8 * 64];
+      for (int i = 0; i < 200; i++) {
+        try (DeviceKVCache dev = new DeviceKVCache(cl, s, 4096);
+            TopKDecoder t = new TopKDecoder(dev, new TopKDecoder.Config(32, 4, 16))) {
+          dev.append(1, 40, kv, kv, pos);
+          dev.decode(1, q, 39, out);
+          t.decode(1, q, 39, out);
+        }
+      }
+      assertEquals(baseline, cl.liveObjects(), "objects left after closing 200 caches");
+      DeviceKVCache open = new DeviceKVCache(cl, s, 16);
+      assertTrue(cl.liveObjects() > baseline, "an open cache holds device objects");
+      open.close();
+      open.close(); // idempotent
+      assertEquals(baseline, cl.liveObjects());
+      IllegalStateException e = assertThrows(IllegalStateException.class,
+          () -> open.decode(0, new float[8 * 64], 0, new float[8 * 64]));
+      assertTrue(e.getMessage().contains("closed"), e.getMessage());
+    }
+  }
+
+  @Test
+  void cacheRejectsBadArgumentsNamingThem() {
+    try (ClContext cl = Gpu.open("lwjgl")) {
+      IllegalArgumentException d = assertThrows(IllegalArgumentException.class,
+          () -> new DeviceKVCache(cl, new AttentionShape(1, 4, 4, 96), 16));
+      assertTrue(d.getMessage().contains("headDim") && d.getMessage().contains("96"), d.getMessage());
+      assertThrows(IllegalArgumentException.class, () -> new DeviceKVCache(cl, new AttentionShape(1, 4, 4, 64), 0));
+      try (DeviceKVCache dev = new DeviceKVCache(cl, new AttentionShape(1, 4, 4, 64), 16)) {
+        IllegalArgumentException full = assertThrows(IllegalArgumentException.class,
+            () -> dev.append(0, 17, new float[17 * 256], new float[17 * 256], new int[17]));
+        assertTrue(full.getMessage().contains("cannot append 17"), full.getMessage());
+        assertEquals(0, dev.size(0), "a refused append leaves the cache as it was");
+        float[] big = new float[256];
+        big[7] = 70000f;
+        IllegalArgumentException range = assertThrows(IllegalArgumentException.class,
+            () -> dev.append(0, 1, big, new float[256], new int[1]));
+        assertTrue(range.getMessage().contains("f16 range") && range.getMessage().contains("index 7"), range.getMessage());
+        assertEquals(0, dev.size(0));
+      }
+    }
+  }
+}

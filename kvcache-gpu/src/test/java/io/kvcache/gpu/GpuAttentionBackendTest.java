@@ -1,0 +1,93 @@
+package io.kvcache.gpu;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+import io.kvcache.codec.StorageCodec;
+import io.kvcache.core.AttentionBackend;
+import io.kvcache.core.AttentionShape;
+import io.kvcache.core.KVCache;
+import io.kvcache.core.KVCacheStrategy;
+import io.kvcache.gpu.cl.OpenCl;
+import io.kvcache.kernel.Kernels;
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/** A strategy configured with the GPU backend gives the CPU strategy's outputs through the same API. */
+class GpuAttentionBackendTest {
+
+  static float[] gaussian(Random rnd, int n) {
+    float[] x = new float[n];
+    for (int i = 0; i < n; i++) {
+      x[i] = (float) rnd.nextGaussian();
+    }
+    return x;
+  }
+
+  @ParameterizedTest(name = "{0}, top-k budget {1}")
+  @CsvSource({"lwjgl, 0", "jocl, 0", "lwjgl, 4096"})
+  void gpuStrategyMatchesCpuStrategyOverPrefillAndDecode(String binding, int budget) {
+    long seed = System.nanoTime();
+    Random rnd = new Random(seed);
+    AttentionShape s = new AttentionShape(2, 8, 2, 64);
+    int prompt = 50, steps = 5;
+    KVCacheStrategy cpu = KVCacheStrategy.builder().kernels(Kernels.scalar()).build();
+    try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open(binding), 1024,
+            budget > 0 ? new TopKDecoder.Config(budget, 8, 16) : null);
+        KVCache a = cpu.newCache(s);
+        KVCache b = cpu.toBuilder().backend(gpu).build().newCache(s)) {
+      assertInstanceOf(GpuKVCache.class, b);
+      for (int layer = 0; layer < 2; layer++) {
+        float[] q = gaussian(rnd, prompt * s.queryWidth()), k = gaussian(rnd, prompt * s.kvWidth()),
+            v = gaussian(rnd, prompt * s.kvWidth());
+        float[] oa = new float[q.length], ob = new float[q.length];
+        a.prefill(layer, prompt, q, k, v, oa);
+        b.prefill(layer, prompt, q, k, v, ob);
+        DeviceKVCacheTest.assertClose(oa, ob, binding + " prefill layer " + layer + " seed=" + seed);
+      }
+      for (int step = 0; step < steps; step++) {
+        for (int layer = 0; layer < 2; layer++) {
+          float[] q = gaussian(rnd, s.queryWidth()), k = gaussian(rnd, s.kvWidth()), v = gaussian(rnd, s.kvWidth());
+          float[] oa = new float[q.length], ob = new float[q.length];
+          a.decode(layer, q, k, v, oa);
+          b.decode(layer, q, k, v, ob);
+          DeviceKVCacheTest.assertClose(oa, ob, binding + " decode step " + step + " seed=" + seed);
+        }
+      }
+      assertEquals(a.stats().totalRetained(), b.stats().totalRetained());
+      assertEquals(a.stats().payloadBytes(), b.stats().payloadBytes());
+      assertThrows(IllegalStateException.class, b::endPrefill);
+    }
+  }
+
+  @Test
+  void unsupportedStrategyRunsOnTheCpu() {
+    try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 64, null)) {
+      KVCacheStrategy f32 = KVCacheStrategy.builder().codec(StorageCodec.f32()).backend(gpu).build();
+      try (KVCache c = f32.newCache(new AttentionShape(1, 4, 4, 64))) {
+        assertFalse(c instanceof GpuKVCache, "f32 storage is not served by the device");
+      }
+    }
+  }
+
+  @Test
+  void noMatchingDeviceGivesTheCpuBackend() {
+    String old = System.getProperty(OpenCl.DEVICE_PROPERTY);
+    System.setProperty(OpenCl.DEVICE_PROPERTY, "no-such-device-xyz");
+    try {
+      assertSame(AttentionBackend.cpu(), GpuAttentionBackend.createOrCpu(64, null));
+      assertEquals("cpu", AttentionBackend.cpu().name());
+    } finally {
+      if (old == null) {
+        System.clearProperty(OpenCl.DEVICE_PROPERTY);
+      } else {
+        System.setProperty(OpenCl.DEVICE_PROPERTY, old);
+      }
+    }
+  }
+}
