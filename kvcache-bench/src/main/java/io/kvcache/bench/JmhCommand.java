@@ -79,6 +79,30 @@ final class JmhCommand implements Runnable {
   }
 
   static void print(Collection<RunResult> results) {
+    printKnown(results);
+    // Every other benchmark: its parameters and the median of its measurement iterations.
+    boolean header = false;
+    for (RunResult r : results) {
+      String name = r.getParams().getBenchmark();
+      if (name.contains("DecodeAttentionBenchmark.decode") && !name.contains("Skvq")
+          || name.endsWith("MemoryBandwidthBenchmark.read") || name.endsWith("PrefillAttentionBenchmark.prefill")) {
+        continue;
+      }
+      if (!header) {
+        System.out.println();
+        System.out.println("other benchmarks (median of measurement iterations)");
+        header = true;
+      }
+      StringBuilder params = new StringBuilder();
+      for (String key : r.getParams().getParamsKeys()) {
+        params.append(key).append('=').append(r.getParams().getParam(key)).append(' ');
+      }
+      System.out.printf(Locale.ROOT, "%-50s %-40s %14.1f %s%n", name.substring(name.lastIndexOf('.', name.lastIndexOf('.') - 1) + 1),
+          params.toString().trim(), medianScore(r), r.getPrimaryResult().getScoreUnit());
+    }
+  }
+
+  static void printKnown(Collection<RunResult> results) {
     Map<String, Double> bandwidth = new HashMap<>(); // threads -> GB/s
     Map<String, Double> decodeGbs = new HashMap<>();
     Map<String, Double> prefillGflops = new HashMap<>();
