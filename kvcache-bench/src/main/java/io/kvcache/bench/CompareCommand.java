@@ -69,9 +69,17 @@ final class CompareCommand implements Runnable {
   @Option(names = "--no-progress", description = "No progress bar on stderr.")
   boolean noProgress;
 
-  /** One row of the table. */
+  @Option(names = "--model", description = "A byte-level model (HF directory or .gguf): adds bits per byte of --text "
+      + "given a compressed context, and its increase over the full cache.")
+  Path model;
+
+  @Option(names = "--text", description = "Text for --model: the first --context bytes are the context, the next "
+      + "--decode bytes are scored.")
+  Path text;
+
+  /** One row of the table; {@code bitsPerByte} is NaN without a model. */
   record Row(String strategy, int retained, long bytes, double bitsPerValue, double ratio, double prefillMs,
-      double decodeMsPerToken, double meanError, double maxError) {}
+      double decodeMsPerToken, double meanError, double maxError, double bitsPerByte) {}
 
   @Override
   public void run() {
@@ -81,7 +89,13 @@ final class CompareCommand implements Runnable {
     Progress progress = new Progress(list.size() + 1, !noProgress);
     progress.draw("reference (full f32)");
     ExecutorService pool = threads > 1 ? Executors.newFixedThreadPool(threads - 1) : null;
+    io.kvcache.model.LlamaWeights weights = null;
     try {
+      if (model != null) {
+        weights = loadModel();
+        fullBitsPerByte = ModelQuality.bitsPerToken(loaded, io.kvcache.core.Strategies.full(
+            io.kvcache.codec.StorageCodec.f32()), textTokens, Math.min(context, textTokens.length - 1), chunk);
+      }
       List<Row> rows = measure(s, context, list, progress, pool);
       progress.finish();
       print(System.out, s, b, rows);
@@ -104,6 +118,9 @@ final class CompareCommand implements Runnable {
     } finally {
       if (pool != null) {
         pool.shutdown();
+      }
+      if (weights != null) {
+        weights.close();
       }
     }
   }
@@ -129,10 +146,45 @@ final class CompareCommand implements Runnable {
         retained = Math.max(retained, cs.maxRetained(l));
       }
       rows.add(new Row(st.name(), retained, cs.bytesHeld(), cs.bitsPerValue(), cs.compressionRatio(),
-          r.prefillNanos() / 1e6, r.decodeNanos() / 1e6 / decode, r.meanError(), r.maxError()));
+          r.prefillNanos() / 1e6, r.decodeNanos() / 1e6 / decode, r.meanError(), r.maxError(), bitsPerByte(st, ctx)));
       progress.step(i + 1 < list.size() ? list.get(i + 1).name() : "done");
     }
     return rows;
+  }
+
+  private io.kvcache.model.LlamaModel loaded;
+  private double fullBitsPerByte = Double.NaN;
+  private int[] textTokens;
+
+  /** Bits per byte of the text's continuation through {@code st}; NaN without {@code --model}. */
+  private double bitsPerByte(KVCacheStrategy st, int ctx) {
+    if (model == null) {
+      return Double.NaN;
+    }
+    return ModelQuality.bitsPerToken(loaded, st, textTokens, Math.min(ctx, textTokens.length - 1), chunk);
+  }
+
+  private io.kvcache.model.LlamaWeights loadModel() throws IOException {
+    if (text == null) {
+      throw new IllegalArgumentException("--model needs --text (the bytes to score)");
+    }
+    io.kvcache.model.LlamaWeights w = io.kvcache.model.LlamaWeights.load(model);
+    loaded = io.kvcache.model.LlamaModel.of(w);
+    if (loaded.config().vocabSize() < io.kvcache.model.ByteTokenizer.VOCAB) {
+      w.close();
+      throw new IllegalArgumentException("--model must be byte-level (vocab >= " + io.kvcache.model.ByteTokenizer.VOCAB
+          + "), got vocab " + loaded.config().vocabSize());
+    }
+    byte[] bytes = java.nio.file.Files.readAllBytes(text);
+    int n = Math.min(bytes.length, context + decode);
+    if (n < 2) {
+      throw new IllegalArgumentException("--text must hold at least 2 bytes, got " + bytes.length);
+    }
+    textTokens = new int[n];
+    for (int i = 0; i < n; i++) {
+      textTokens[i] = bytes[i] & 0xFF;
+    }
+    return w;
   }
 
   static AttentionShape parseShape(String spec) {
@@ -155,10 +207,11 @@ final class CompareCommand implements Runnable {
     switch (format.toLowerCase(Locale.ROOT)) {
       case "csv" -> {
         out.println("strategy,retained_per_head,kv_bytes,bits_per_value,compression,prefill_ms,decode_ms_per_token,"
-            + "error_mean,error_max");
+            + "error_mean,error_max" + (model != null ? ",bits_per_byte" : ""));
         for (Row r : rows) {
-          out.printf(Locale.ROOT, "%s,%d,%d,%.3f,%.3f,%.1f,%.3f,%.6f,%.6f%n", csv(r.strategy()), r.retained(), r.bytes(),
-              r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError());
+          out.printf(Locale.ROOT, "%s,%d,%d,%.3f,%.3f,%.1f,%.3f,%.6f,%.6f%s%n", csv(r.strategy()), r.retained(), r.bytes(),
+              r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(),
+              model != null ? String.format(Locale.ROOT, ",%.4f", r.bitsPerByte()) : "");
         }
       }
       case "json" -> {
@@ -167,8 +220,9 @@ final class CompareCommand implements Runnable {
           Row r = rows.get(i);
           out.printf(Locale.ROOT, "%s%n  {\"strategy\": \"%s\", \"retainedPerHead\": %d, \"kvBytes\": %d, "
               + "\"bitsPerValue\": %.3f, \"compression\": %.3f, \"prefillMs\": %.1f, \"decodeMsPerToken\": %.3f, "
-              + "\"errorMean\": %.6f, \"errorMax\": %.6f}", i == 0 ? "" : ",", json(r.strategy()), r.retained(),
-              r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError());
+              + "\"errorMean\": %.6f, \"errorMax\": %.6f%s}", i == 0 ? "" : ",", json(r.strategy()), r.retained(),
+              r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(),
+              model != null ? String.format(Locale.ROOT, ", \"bitsPerByte\": %.4f", r.bitsPerByte()) : "");
         }
         out.println("\n]");
       }
@@ -176,14 +230,23 @@ final class CompareCommand implements Runnable {
         out.printf(Locale.ROOT, "kvcache compare: %d prompt + %d decode tokens, shape %d layers x %d q / %d kv heads x %d,"
             + " budget %d tokens/head, seed %d, kernels %s%n", context, decode, s.layers(), s.queryHeads(), s.kvHeads(),
             s.headDim(), b, seed, io.kvcache.kernel.Kernels.get().name());
-        out.printf(Locale.ROOT, "%-24s %9s %12s %9s %8s %11s %12s %11s %10s%n", "strategy", "retained", "KV bytes",
-            "bits/val", "ratio", "prefill ms", "decode ms/t", "error mean", "error max");
+        out.printf(Locale.ROOT, "%-24s %9s %12s %9s %8s %11s %12s %11s %10s%s%n", "strategy", "retained", "KV bytes",
+            "bits/val", "ratio", "prefill ms", "decode ms/t", "error mean", "error max",
+            model != null ? "   bits/byte  increase" : "");
+        double fullBpb = fullBitsPerByte;
         for (Row r : rows) {
-          out.printf(Locale.ROOT, "%-24s %9d %12d %9.2f %7.2fx %11.1f %12.3f %11.5f %10.5f%n", r.strategy(), r.retained(),
-              r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError());
+          String q = model == null ? "" : String.format(Locale.ROOT, " %11.4f %+9.4f", r.bitsPerByte(),
+              r.bitsPerByte() - fullBpb);
+          out.printf(Locale.ROOT, "%-24s %9d %12d %9.2f %7.2fx %11.1f %12.3f %11.5f %10.5f%s%n", r.strategy(), r.retained(),
+              r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(), q);
         }
         out.println("retained: most tokens held by one KV head; ratio: vs a dense f16 cache of every token; error: "
             + "||out - full|| / ||full|| per decode step and head, vs a full f32 cache.");
+        if (model != null) {
+          out.printf(Locale.ROOT, "bits/byte: %s on %d context + %d scored bytes of %s; increase over the full f32 cache"
+              + " (%.4f).%n", model, Math.min(context, textTokens.length - 1),
+              textTokens.length - Math.min(context, textTokens.length - 1), text, fullBitsPerByte);
+        }
       }
       default -> throw new IllegalArgumentException("--format must be table, csv or json, got '" + format + "'");
     }

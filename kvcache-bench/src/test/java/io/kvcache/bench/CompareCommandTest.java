@@ -75,6 +75,32 @@ class CompareCommandTest {
   }
 
   @Test
+  void aModelAddsBitsPerByteAndTheFullCacheMatchesItsF32Reference(@TempDir Path tmp) throws Exception {
+    Path text = tmp.resolve("t.txt");
+    StringBuilder sb = new StringBuilder();
+    for (int i = 0; i < 40; i++) {
+      sb.append("int x").append(i).append(" = ").append(i * 7 % 13).append(";\n");
+    }
+    Files.writeString(text, sb.toString());
+    String model = Path.of("..", "kvcache-core", "src", "test", "resources", "tiny-llama").toString();
+    String[] lines = run(concat(TINY, "--format", "csv", "--model", model, "--text", text.toString(), "-s", "full-f16",
+        "-s", "f32+sinks(2,10)")).strip().split("\n");
+    assertTrue(lines[0].endsWith(",bits_per_byte"), lines[0]);
+    String f16 = find(lines, "full-f16");
+    double bpb = Double.parseDouble(f16.substring(f16.lastIndexOf(',') + 1));
+    assertTrue(bpb > 1 && bpb < 12, "a random byte-level model scores near log2(vocab) bits: " + f16);
+    String window = find(lines, "\"f32+sinks(2,10)\"");
+    assertTrue(Double.parseDouble(window.substring(window.lastIndexOf(',') + 1)) > 0, window);
+  }
+
+  @Test
+  void modelNeedsText() {
+    String model = Path.of("..", "kvcache-core", "src", "test", "resources", "tiny-llama").toString();
+    int rc = new CommandLine(new Main()).execute(Main.withDefaultCommand(concat(TINY, "--model", model)));
+    assertTrue(rc != 0, "--model without --text must fail");
+  }
+
+  @Test
   void unknownStrategyPartIsNamed() {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("f16+warp", 10));
     assertTrue(e.getMessage().contains("'warp'") && e.getMessage().contains("sinks(S,W)"), e.getMessage());
