@@ -16,4 +16,5 @@ module io.kvcache.core {
   exports io.kvcache.schedule;
   exports io.kvcache.kernel;
   exports io.kvcache.workload;
+  exports io.kvcache.skvq;
 }
