@@ -59,6 +59,8 @@ final class SkvqStore extends HeadStore {
   private float[] tmpS = new float[0];
   private float[] oPerm = new float[0];
   private float[] tmpAcc = new float[0];
+  private AttentionKernels lastKernels;
+  private FusedKernels lastFused;
 
   SkvqStore(int headDim, SkvqConfig cfg, float[] calibKeys, float[] calibValues, int calibTokens) {
     super(headDim);
@@ -298,7 +300,7 @@ final class SkvqStore extends HeadStore {
       ks[i] = h(q.ks[i]);
       kz[i] = h(q.kz[i]);
     }
-    SkvqCodec.fused(kernels, lay).scores(lay, q, qPerm, qSum, rows, ks, kz, s, sOff, sStride);
+    fused(kernels).scores(lay, q, qPerm, qSum, rows, ks, kz, s, sOff, sStride);
     int mask = qmask[page] & 0xFFFF;
     if (full[page] != null && mask != 0xFFFF) {
       // A mixed page: the full-precision slots score on the float path.
@@ -340,7 +342,7 @@ final class SkvqStore extends HeadStore {
       wOff = 0;
       wStride = P;
     }
-    FusedKernels fk = SkvqCodec.fused(kernels, lay);
+    FusedKernels fk = fused(kernels);
     if (vIdentity) {
       fk.accumulate(lay, q, w, wOff, wStride, rows, vs, vz, o, oOff, tmpAcc);
     } else {
@@ -356,6 +358,14 @@ final class SkvqStore extends HeadStore {
       kernels.f16ToF32(full[page], 0, fbuf, 0, 2 * headDim * P);
       kernels.accumulate(split, rows * P, P, rows, fbuf, valuesOffset(), P, headDim, o, oOff);
     }
+  }
+
+  private FusedKernels fused(AttentionKernels kernels) {
+    if (kernels != lastKernels) {
+      lastFused = SkvqCodec.fused(kernels, lay);
+      lastKernels = kernels;
+    }
+    return lastFused;
   }
 
   // ---- the window ------------------------------------------------------------------------------
