@@ -220,6 +220,39 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     // tmp[(r * P + j) * G + g] = w_rj * scale_jg; tmp[zBase + r * G + g] = sum_j w_rj * zero_jg.
     int zBase = rows * P * G;
     int live = 0; // a bit per token with a nonzero weight in some row
+    if (G == 1) {
+      // One group per token (group >= head dim, the default): the same in vectors, 16 weights a row.
+      FloatVector s0 = FloatVector.fromArray(F, vs, 0), s1 = FloatVector.fromArray(F, vs, L);
+      FloatVector z0 = FloatVector.fromArray(F, vz, 0), z1 = FloatVector.fromArray(F, vz, L);
+      for (int r = 0; r < rows; r++) {
+        FloatVector x0 = FloatVector.fromArray(F, w, wOff + r * wStride);
+        FloatVector x1 = FloatVector.fromArray(F, w, wOff + r * wStride + L);
+        x0.mul(s0).intoArray(tmp, r * P);
+        x1.mul(s1).intoArray(tmp, r * P + L);
+        tmp[zBase + r] = x0.mul(z0).add(x1.mul(z1)).reduceLanes(VectorOperators.ADD);
+        live |= (int) x0.compare(VectorOperators.NE, 0f).toLong()
+            | (int) x1.compare(VectorOperators.NE, 0f).toLong() << L;
+      }
+    } else {
+      live = prepare(w, wOff, wStride, rows, vs, vz, tmp, G, zBase);
+    }
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      if (lay.vb.ternary()) {
+        accumulate4Ternary(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+      } else {
+        accumulate4Packed(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+      }
+    }
+    for (; r < rows; r++) {
+      accumulate1(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+    }
+  }
+
+  /** The weights times each group's scale, and each row's zero-point terms; returns the live-token bits. */
+  private static int prepare(float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz, float[] tmp, int G,
+      int zBase) {
+    int live = 0;
     for (int r = 0; r < rows; r++) {
       for (int g = 0; g < G; g++) {
         tmp[zBase + r * G + g] = 0f;
@@ -235,17 +268,7 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
         }
       }
     }
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      if (lay.vb.ternary()) {
-        accumulate4Ternary(lay, p, tmp, r, zBase, live, o, oOff + r * d);
-      } else {
-        accumulate4Packed(lay, p, tmp, r, zBase, live, o, oOff + r * d);
-      }
-    }
-    for (; r < rows; r++) {
-      accumulate1(lay, p, tmp, r, zBase, live, o, oOff + r * d);
-    }
+    return live;
   }
 
   private static void accumulate4Packed(Layout lay, Layout.QPage p, float[] tmp, int r, int zBase, int live,
