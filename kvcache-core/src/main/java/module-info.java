@@ -19,4 +19,5 @@ module io.kvcache.core {
   exports io.kvcache.rocketkv;
   exports io.kvcache.kvcrush;
   exports io.kvcache.model;
+  exports io.kvcache.skvq;
 }

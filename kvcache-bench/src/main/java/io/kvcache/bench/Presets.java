@@ -20,7 +20,7 @@ import java.util.regex.Pattern;
  * small grammar for combining axes by hand.
  *
  * <p>Combination grammar: axis choices joined by {@code +}, e.g. {@code f32+sinks(4,1020)}. Codecs:
- * {@code f16}, {@code f32}. Retention: {@code keepAll}, {@code sinks(S,W)}. Readers: {@code dense},
+ * {@code f16}, {@code f32}, {@code skvq} (K2/V1.5, the paper's default). Retention: {@code keepAll}, {@code sinks(S,W)}. Readers: {@code dense},
  * {@code hybrid(K)} (RocketKV's stage 2 attending to K tokens per step, a quarter of the channels for
  * the estimate, the 16 most recent tokens always).
  * Unnamed axes keep the full-cache defaults (f16, keep-all, dense, full schedule).
@@ -42,6 +42,8 @@ final class Presets {
         .window(Math.max(1, Math.min(32, b - (int) Math.round(0.25 * b)))).build()));
     // RocketKV's budget is what a decode step reads; stage 1 keeps sqrt(T * budget) tokens.
     m.put("rocketKV", b -> Strategies.rocketKV(Math.max(32, b)));
+    m.put("skvq-k2v1.5", b -> Strategies.skvq());
+    m.put("skvq-k4v4", b -> Strategies.skvq(4, 4, 128));
     return m;
   }
 
@@ -66,6 +68,7 @@ final class Presets {
       switch (p.toLowerCase(Locale.ROOT)) {
         case "f16" -> b.codec(StorageCodec.f16());
         case "f32" -> b.codec(StorageCodec.f32());
+        case "skvq" -> b.codec(io.kvcache.skvq.SkvqCodec.of(io.kvcache.skvq.SkvqConfig.paperDefault()));
         case "keepall" -> b.retention(RetentionPolicy.keepAll());
         case "dense" -> b.reader(io.kvcache.reader.AttentionReader.dense());
         default -> {
@@ -75,7 +78,7 @@ final class Presets {
             b.reader(HybridSparseReader.of(Integer.parseInt(hybrid.group(1)), 0.25, 16));
           } else {
             throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + p + "'; expected a preset ("
-                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, keepAll, sinks(S,W), dense, "
+                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, skvq, keepAll, sinks(S,W), dense, "
                 + "hybrid(K)");
           }
         }

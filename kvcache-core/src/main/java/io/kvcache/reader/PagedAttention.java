@@ -139,6 +139,7 @@ public final class PagedAttention {
           }
         }
       }
+      store.prepareQueries(qs, 0, rows, kernels);
       Arrays.fill(m, 0, rows, Float.NEGATIVE_INFINITY);
       Arrays.fill(l, 0, rows, 0f);
       Arrays.fill(o, 0, rows * d, 0f);
@@ -162,11 +163,18 @@ public final class PagedAttention {
         }
       }
     }
+    store.attentionDone();
   }
 
   private void page(HeadStore store, int page, int rows, int minPos) {
-    float[] kv = store.page(page, pageBuf, kernels);
-    kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+    boolean fused = store.fusedPage(page);
+    float[] kv = null;
+    if (fused) {
+      store.pageScores(page, rows, s, 0, P, kernels);
+    } else {
+      kv = store.page(page, pageBuf, kernels);
+      kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+    }
     mask(store.pagePositions(page), rows, minPos);
     for (int r = 0; r < rows; r++) {
       int sr = r * P;
@@ -187,7 +195,11 @@ public final class PagedAttention {
         l[r] += kernels.expAndSum(s, sr, P, mr);
       }
     }
-    kernels.accumulate(s, 0, P, rows, kv, vOff, P, d, o, 0);
+    if (fused) {
+      store.pageAccumulate(page, s, 0, P, rows, o, 0, kernels);
+    } else {
+      kernels.accumulate(s, 0, P, rows, kv, vOff, P, d, o, 0);
+    }
   }
 
   /** Hides slots that are empty or later than a row's position; a no-op for pages wholly visible. */
@@ -243,6 +255,7 @@ public final class PagedAttention {
           qs[g * d + c] = q[src + c] * scale;
         }
       }
+      store.prepareQueries(qs, 0, group, kernels);
       // Pass 1: the running maximum and normaliser of each row.
       Arrays.fill(m, 0, group, Float.NEGATIVE_INFINITY);
       Arrays.fill(l, 0, group, 0f);
@@ -284,11 +297,16 @@ public final class PagedAttention {
         }
       }
     }
+    store.attentionDone();
   }
 
   private void scorePage(HeadStore store, int page, int rows, int pos) {
-    float[] kv = store.page(page, pageBuf, kernels);
-    kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+    if (store.fusedPage(page)) {
+      store.pageScores(page, rows, s, 0, P, kernels);
+    } else {
+      float[] kv = store.page(page, pageBuf, kernels);
+      kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+    }
     mask(store.pagePositions(page), rows, pos);
   }
 

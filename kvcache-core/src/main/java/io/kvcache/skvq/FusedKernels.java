@@ -1,0 +1,32 @@
+package io.kvcache.skvq;
+
+/**
+ * Decode attention over one quantized page, straight from its codes: the scalar reference
+ * ({@link ScalarFusedKernels}, which dequantizes each value plainly) and the Vector API version
+ * ({@code VectorFusedKernels}, which dequantizes in registers), held to each other by tests.
+ *
+ * <p>Query rows arrive in the store's key channel order (permuted), already scaled; outputs leave in the
+ * store's value channel order. Scales and zero points arrive widened to floats, keys
+ * {@code [group * 16 + j]}, values {@code [j * groups + group]}.
+ */
+abstract class FusedKernels {
+
+  /**
+   * {@code s[sOff + r * sStride + j] = sum_c q[r * d + c] * (kz + ks * code(c, j))} over the page's 16 slots.
+   *
+   * @param qSum per row and key group, the sum of the row's (permuted) query over the group's channels
+   */
+  abstract void scores(Layout lay, Layout.QPage p, float[] q, float[] qSum, int rows, float[] ks, float[] kz,
+      float[] s, int sOff, int sStride);
+
+  /**
+   * {@code o[oOff + r * d + c] += sum_j w[wOff + r * wStride + j] * (vz + vs * code(j, c))}.
+   *
+   * @param tmp scratch of at least {@code rows * (16 + 1) * valueGroups} floats
+   */
+  abstract void accumulate(Layout lay, Layout.QPage p, float[] w, int wOff, int wStride, int rows, float[] vs,
+      float[] vz, float[] o, int oOff, float[] tmp);
+
+  /** @return a short name for logs */
+  abstract String name();
+}

@@ -1,0 +1,361 @@
+package io.kvcache.skvq;
+
+import jdk.incubator.vector.ByteVector;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * The fused kernels with the Vector API, for 8 float lanes (AVX2). Codes are dequantized in registers:
+ * a bit-packed vector of codes is one broadcast word, one variable shift and one mask; a base-3 vector
+ * is one 8-byte load, two multiplies, a mask and a shift (see {@link Ternary}); then one int-to-float
+ * conversion feeds the FMAs of every query row (the GQA group), so each packed code is read once for
+ * the whole group. The dequantization is factored out of the inner loops:
+ * {@code q . k = scale * (q . code) + zero * sum(q)} per key group, and
+ * {@code sum_j w_j v_j = sum_j (w_j scale_j) code_j + sum_j w_j zero_j} per value group.
+ *
+ * <p>Supports key and value widths 1, 1.5, 2 and 4 bits, head dimensions that are a multiple of 8 and
+ * value groups that are a multiple of 8; {@link SkvqCodec} uses the scalar kernels elsewhere.
+ */
+final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
+
+  private static final VectorSpecies<Float> F = FloatVector.SPECIES_256;
+  private static final VectorSpecies<Integer> I = IntVector.SPECIES_256;
+  private static final VectorSpecies<Byte> B = ByteVector.SPECIES_64;
+  private static final int L = 8;
+  private static final int P = Layout.P;
+
+  VectorFusedKernels() {}
+
+  @Override
+  String name() {
+    return "vector-256";
+  }
+
+  @Override
+  boolean supports(Layout lay) {
+    return FloatVector.SPECIES_PREFERRED.length() >= L && lay.kb != Bits.EIGHT && lay.vb != Bits.EIGHT
+        && lay.d % L == 0 && lay.vGroup % L == 0;
+  }
+
+  // ---- scores ------------------------------------------------------------------------------------
+  // Decoding is written out in each loop, one method per code packing: as helper methods C2 declined
+  // to inline them, and a vector merged from two packings lost its exact type; either way every
+  // vector was boxed and the FMAs ran in Java (10x slower).
+
+  private static final IntVector LANE = IntVector.fromArray(I, new int[] {0, 1, 2, 3, 4, 5, 6, 7}, 0);
+
+  @Override
+  void scores(Layout lay, Layout.QPage p, float[] q, float[] qSum, int rows, float[] ks, float[] kz, float[] s,
+      int sOff, int sStride) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      if (lay.kb.ternary()) {
+        scores4Ternary(lay, p, q, qSum, r, ks, kz, s, sOff + r * sStride, sStride);
+      } else {
+        scores4Packed(lay, p, q, qSum, r, ks, kz, s, sOff + r * sStride, sStride);
+      }
+    }
+    for (; r < rows; r++) {
+      scores1(lay, p, q, qSum, r, ks, kz, s, sOff + r * sStride);
+    }
+  }
+
+  private static void scores4Packed(Layout lay, Layout.QPage p, float[] q, float[] qSum, int r, float[] ks,
+      float[] kz, float[] s, int s0, int sStride) {
+    int d = lay.d, G = lay.kGroups;
+    int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
+    int w = lay.kb.width, mask = lay.kb.levels;
+    int[] words = p.kw;
+    IntVector step = LANE.mul(w);
+    for (int g = 0; g < G; g++) {
+      FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
+      FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
+      FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
+      FloatVector a30 = FloatVector.zero(F), a31 = FloatVector.zero(F);
+      for (int c = g * lay.kGroup, e = Math.min(d, c + lay.kGroup); c < e; c++) {
+        int b0 = c * P * w, b1 = b0 + L * w;
+        FloatVector k0 = (FloatVector) IntVector.broadcast(I, words[b0 >>> 5])
+            .lanewise(VectorOperators.LSHR, step.add(b0 & 31)).and(mask).convertShape(VectorOperators.I2F, F, 0);
+        FloatVector k1 = (FloatVector) IntVector.broadcast(I, words[b1 >>> 5])
+            .lanewise(VectorOperators.LSHR, step.add(b1 & 31)).and(mask).convertShape(VectorOperators.I2F, F, 0);
+        FloatVector b = FloatVector.broadcast(F, q[q0 + c]);
+        a00 = k0.fma(b, a00);
+        a01 = k1.fma(b, a01);
+        b = FloatVector.broadcast(F, q[q1 + c]);
+        a10 = k0.fma(b, a10);
+        a11 = k1.fma(b, a11);
+        b = FloatVector.broadcast(F, q[q2 + c]);
+        a20 = k0.fma(b, a20);
+        a21 = k1.fma(b, a21);
+        b = FloatVector.broadcast(F, q[q3 + c]);
+        a30 = k0.fma(b, a30);
+        a31 = k1.fma(b, a31);
+      }
+      // s = (first group ? 0 : s) + scale * acc + zero * sum(q over the group), written out (see above)
+      FloatVector sc0 = FloatVector.fromArray(F, ks, g * P), sc1 = FloatVector.fromArray(F, ks, g * P + L);
+      FloatVector z0 = FloatVector.fromArray(F, kz, g * P), z1 = FloatVector.fromArray(F, kz, g * P + L);
+      int r0 = s0, r1 = s0 + sStride, r2 = r1 + sStride, r3 = r2 + sStride;
+      FloatVector y00 = z0.mul(qSum[r * G + g]), y01 = z1.mul(qSum[r * G + g]);
+      FloatVector y10 = z0.mul(qSum[(r + 1) * G + g]), y11 = z1.mul(qSum[(r + 1) * G + g]);
+      FloatVector y20 = z0.mul(qSum[(r + 2) * G + g]), y21 = z1.mul(qSum[(r + 2) * G + g]);
+      FloatVector y30 = z0.mul(qSum[(r + 3) * G + g]), y31 = z1.mul(qSum[(r + 3) * G + g]);
+      if (g > 0) {
+        y00 = y00.add(FloatVector.fromArray(F, s, r0));
+        y01 = y01.add(FloatVector.fromArray(F, s, r0 + L));
+        y10 = y10.add(FloatVector.fromArray(F, s, r1));
+        y11 = y11.add(FloatVector.fromArray(F, s, r1 + L));
+        y20 = y20.add(FloatVector.fromArray(F, s, r2));
+        y21 = y21.add(FloatVector.fromArray(F, s, r2 + L));
+        y30 = y30.add(FloatVector.fromArray(F, s, r3));
+        y31 = y31.add(FloatVector.fromArray(F, s, r3 + L));
+      }
+      a00.fma(sc0, y00).intoArray(s, r0);
+      a01.fma(sc1, y01).intoArray(s, r0 + L);
+      a10.fma(sc0, y10).intoArray(s, r1);
+      a11.fma(sc1, y11).intoArray(s, r1 + L);
+      a20.fma(sc0, y20).intoArray(s, r2);
+      a21.fma(sc1, y21).intoArray(s, r2 + L);
+      a30.fma(sc0, y30).intoArray(s, r3);
+      a31.fma(sc1, y31).intoArray(s, r3 + L);
+    }
+  }
+
+  private static void scores4Ternary(Layout lay, Layout.QPage p, float[] q, float[] qSum, int r, float[] ks,
+      float[] kz, float[] s, int s0, int sStride) {
+    int d = lay.d, G = lay.kGroups;
+    int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
+    int nv = lay.kNv;
+    byte[] trits = p.kt;
+    for (int g = 0; g < G; g++) {
+      FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
+      FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
+      FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
+      FloatVector a30 = FloatVector.zero(F), a31 = FloatVector.zero(F);
+      int c = g * lay.kGroup, e = Math.min(d, c + lay.kGroup);
+      int run = (2 * c) % nv, digit = (2 * c) / nv; // unit 2c: its run of 8 bytes and base-3 digit
+      for (; c < e; c++) {
+        int m0 = Ternary.POW3[digit], o0 = run * L;
+        if (++run == nv) {
+          run = 0;
+          digit++;
+        }
+        int m1 = Ternary.POW3[digit], o1 = run * L;
+        if (++run == nv) {
+          run = 0;
+          digit++;
+        }
+        IntVector t0 = (IntVector) ByteVector.fromArray(B, trits, o0).convertShape(VectorOperators.B2I, I, 0);
+        IntVector t1 = (IntVector) ByteVector.fromArray(B, trits, o1).convertShape(VectorOperators.B2I, I, 0);
+        FloatVector k0 = (FloatVector) t0.and(0xFF).mul(m0).and(0xFF).mul(3).lanewise(VectorOperators.LSHR, 8)
+            .convertShape(VectorOperators.I2F, F, 0);
+        FloatVector k1 = (FloatVector) t1.and(0xFF).mul(m1).and(0xFF).mul(3).lanewise(VectorOperators.LSHR, 8)
+            .convertShape(VectorOperators.I2F, F, 0);
+        FloatVector b = FloatVector.broadcast(F, q[q0 + c]);
+        a00 = k0.fma(b, a00);
+        a01 = k1.fma(b, a01);
+        b = FloatVector.broadcast(F, q[q1 + c]);
+        a10 = k0.fma(b, a10);
+        a11 = k1.fma(b, a11);
+        b = FloatVector.broadcast(F, q[q2 + c]);
+        a20 = k0.fma(b, a20);
+        a21 = k1.fma(b, a21);
+        b = FloatVector.broadcast(F, q[q3 + c]);
+        a30 = k0.fma(b, a30);
+        a31 = k1.fma(b, a31);
+      }
+      // s = (first group ? 0 : s) + scale * acc + zero * sum(q over the group), written out (see above)
+      FloatVector sc0 = FloatVector.fromArray(F, ks, g * P), sc1 = FloatVector.fromArray(F, ks, g * P + L);
+      FloatVector z0 = FloatVector.fromArray(F, kz, g * P), z1 = FloatVector.fromArray(F, kz, g * P + L);
+      int r0 = s0, r1 = s0 + sStride, r2 = r1 + sStride, r3 = r2 + sStride;
+      FloatVector y00 = z0.mul(qSum[r * G + g]), y01 = z1.mul(qSum[r * G + g]);
+      FloatVector y10 = z0.mul(qSum[(r + 1) * G + g]), y11 = z1.mul(qSum[(r + 1) * G + g]);
+      FloatVector y20 = z0.mul(qSum[(r + 2) * G + g]), y21 = z1.mul(qSum[(r + 2) * G + g]);
+      FloatVector y30 = z0.mul(qSum[(r + 3) * G + g]), y31 = z1.mul(qSum[(r + 3) * G + g]);
+      if (g > 0) {
+        y00 = y00.add(FloatVector.fromArray(F, s, r0));
+        y01 = y01.add(FloatVector.fromArray(F, s, r0 + L));
+        y10 = y10.add(FloatVector.fromArray(F, s, r1));
+        y11 = y11.add(FloatVector.fromArray(F, s, r1 + L));
+        y20 = y20.add(FloatVector.fromArray(F, s, r2));
+        y21 = y21.add(FloatVector.fromArray(F, s, r2 + L));
+        y30 = y30.add(FloatVector.fromArray(F, s, r3));
+        y31 = y31.add(FloatVector.fromArray(F, s, r3 + L));
+      }
+      a00.fma(sc0, y00).intoArray(s, r0);
+      a01.fma(sc1, y01).intoArray(s, r0 + L);
+      a10.fma(sc0, y10).intoArray(s, r1);
+      a11.fma(sc1, y11).intoArray(s, r1 + L);
+      a20.fma(sc0, y20).intoArray(s, r2);
+      a21.fma(sc1, y21).intoArray(s, r2 + L);
+      a30.fma(sc0, y30).intoArray(s, r3);
+      a31.fma(sc1, y31).intoArray(s, r3 + L);
+    }
+  }
+
+  /** One row (the rows left over from blocks of 4): plain loops over the codes, factored dequantization. */
+  private static void scores1(Layout lay, Layout.QPage p, float[] q, float[] qSum, int r, float[] ks, float[] kz,
+      float[] s, int s0) {
+    int d = lay.d, G = lay.kGroups;
+    for (int g = 0; g < G; g++) {
+      int c0 = g * lay.kGroup, e = Math.min(d, c0 + lay.kGroup);
+      for (int j = 0; j < P; j++) {
+        float acc = 0f;
+        for (int c = c0; c < e; c++) {
+          acc += q[r * d + c] * lay.kCode(p, c, j);
+        }
+        float base = g == 0 ? 0f : s[s0 + j];
+        s[s0 + j] = base + ks[g * P + j] * acc + kz[g * P + j] * qSum[r * G + g];
+      }
+    }
+  }
+
+  // ---- accumulate --------------------------------------------------------------------------------
+
+  @Override
+  void accumulate(Layout lay, Layout.QPage p, float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz,
+      float[] o, int oOff, float[] tmp) {
+    int G = lay.vGroups, d = lay.d;
+    // tmp[(r * P + j) * G + g] = w_rj * scale_jg; tmp[zBase + r * G + g] = sum_j w_rj * zero_jg.
+    int zBase = rows * P * G;
+    int live = 0; // a bit per token with a nonzero weight in some row
+    if (G == 1) {
+      // One group per token (group >= head dim, the default): the same in vectors, 16 weights a row.
+      FloatVector s0 = FloatVector.fromArray(F, vs, 0), s1 = FloatVector.fromArray(F, vs, L);
+      FloatVector z0 = FloatVector.fromArray(F, vz, 0), z1 = FloatVector.fromArray(F, vz, L);
+      for (int r = 0; r < rows; r++) {
+        FloatVector x0 = FloatVector.fromArray(F, w, wOff + r * wStride);
+        FloatVector x1 = FloatVector.fromArray(F, w, wOff + r * wStride + L);
+        x0.mul(s0).intoArray(tmp, r * P);
+        x1.mul(s1).intoArray(tmp, r * P + L);
+        tmp[zBase + r] = x0.mul(z0).add(x1.mul(z1)).reduceLanes(VectorOperators.ADD);
+        live |= (int) x0.compare(VectorOperators.NE, 0f).toLong()
+            | (int) x1.compare(VectorOperators.NE, 0f).toLong() << L;
+      }
+    } else {
+      live = prepare(w, wOff, wStride, rows, vs, vz, tmp, G, zBase);
+    }
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      if (lay.vb.ternary()) {
+        accumulate4Ternary(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+      } else {
+        accumulate4Packed(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+      }
+    }
+    for (; r < rows; r++) {
+      accumulate1(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+    }
+  }
+
+  /** The weights times each group's scale, and each row's zero-point terms; returns the live-token bits. */
+  private static int prepare(float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz, float[] tmp, int G,
+      int zBase) {
+    int live = 0;
+    for (int r = 0; r < rows; r++) {
+      for (int g = 0; g < G; g++) {
+        tmp[zBase + r * G + g] = 0f;
+      }
+      for (int j = 0; j < P; j++) {
+        float wj = w[wOff + r * wStride + j];
+        if (wj != 0f) {
+          live |= 1 << j;
+        }
+        for (int g = 0; g < G; g++) {
+          tmp[(r * P + j) * G + g] = wj * vs[j * G + g];
+          tmp[zBase + r * G + g] += wj * vz[j * G + g];
+        }
+      }
+    }
+    return live;
+  }
+
+  private static void accumulate4Packed(Layout lay, Layout.QPage p, float[] tmp, int r, int zBase, int live,
+      float[] o, int o0) {
+    int d = lay.d, G = lay.vGroups;
+    int w0 = r * P * G, w1 = w0 + P * G, w2 = w1 + P * G, w3 = w2 + P * G;
+    int w = lay.vb.width, mask = lay.vb.levels, rowWords = lay.vRowWords;
+    int[] words = p.vw;
+    IntVector step = LANE.mul(w);
+    for (int k = 0; k < lay.vChunks; k++) {
+      int g = k * L / lay.vGroup;
+      FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
+      FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
+      int bit = k * L * w;
+      IntVector shift = step.add(bit & 31);
+      int word = bit >>> 5;
+      for (int j = 0; j < P; j++) {
+        if ((live & (1 << j)) == 0) {
+          continue;
+        }
+        FloatVector v = (FloatVector) IntVector.broadcast(I, words[j * rowWords + word])
+            .lanewise(VectorOperators.LSHR, shift).and(mask).convertShape(VectorOperators.I2F, F, 0);
+        int t = j * G + g;
+        a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + t]), a0);
+        a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + t]), a1);
+        a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + t]), a2);
+        a3 = v.fma(FloatVector.broadcast(F, tmp[w3 + t]), a3);
+      }
+      add4(a0, a1, a2, a3, tmp, zBase, r, G, g, o, o0 + k * L, d);
+    }
+  }
+
+  private static void accumulate4Ternary(Layout lay, Layout.QPage p, float[] tmp, int r, int zBase, int live,
+      float[] o, int o0) {
+    int d = lay.d, G = lay.vGroups;
+    int w0 = r * P * G, w1 = w0 + P * G, w2 = w1 + P * G, w3 = w2 + P * G;
+    int nv = lay.vNv, chunks = lay.vChunks;
+    byte[] trits = p.vt;
+    for (int k = 0; k < chunks; k++) {
+      int g = k * L / lay.vGroup;
+      FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
+      FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
+      int run = k % nv, digit = k / nv; // unit j * chunks + k: its run of 8 bytes and base-3 digit
+      for (int j = 0; j < P; j++) {
+        if ((live & (1 << j)) != 0) {
+          IntVector c = (IntVector) ByteVector.fromArray(B, trits, run * L).convertShape(VectorOperators.B2I, I, 0);
+          FloatVector v = (FloatVector) c.and(0xFF).mul(Ternary.POW3[digit]).and(0xFF).mul(3)
+              .lanewise(VectorOperators.LSHR, 8).convertShape(VectorOperators.I2F, F, 0);
+          int t = j * G + g;
+          a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + t]), a0);
+          a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + t]), a1);
+          a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + t]), a2);
+          a3 = v.fma(FloatVector.broadcast(F, tmp[w3 + t]), a3);
+        }
+        run += chunks;
+        while (run >= nv) {
+          run -= nv;
+          digit++;
+        }
+      }
+      add4(a0, a1, a2, a3, tmp, zBase, r, G, g, o, o0 + k * L, d);
+    }
+  }
+
+  /** Adds four rows' accumulators and their groups' zero-point terms into the outputs. */
+  private static void add4(FloatVector a0, FloatVector a1, FloatVector a2, FloatVector a3, float[] tmp, int zBase,
+      int r, int G, int g, float[] o, int off, int d) {
+    FloatVector.fromArray(F, o, off).add(a0).add(tmp[zBase + r * G + g]).intoArray(o, off);
+    FloatVector.fromArray(F, o, off + d).add(a1).add(tmp[zBase + (r + 1) * G + g]).intoArray(o, off + d);
+    FloatVector.fromArray(F, o, off + 2 * d).add(a2).add(tmp[zBase + (r + 2) * G + g]).intoArray(o, off + 2 * d);
+    FloatVector.fromArray(F, o, off + 3 * d).add(a3).add(tmp[zBase + (r + 3) * G + g]).intoArray(o, off + 3 * d);
+  }
+
+  /** One row (left over from blocks of 4): plain loops over the codes, with the factored dequantization. */
+  private static void accumulate1(Layout lay, Layout.QPage p, float[] tmp, int r, int zBase, int live, float[] o,
+      int o0) {
+    int G = lay.vGroups, w0 = r * P * G;
+    for (int j = 0; j < P; j++) {
+      if ((live & (1 << j)) == 0) {
+        continue;
+      }
+      for (int c = 0; c < lay.d; c++) {
+        o[o0 + c] += tmp[w0 + j * G + c / lay.vGroup] * lay.vCode(p, j, c);
+      }
+    }
+    for (int c = 0; c < lay.d; c++) {
+      o[o0 + c] += tmp[zBase + r * G + c / lay.vGroup];
+    }
+  }
+}
