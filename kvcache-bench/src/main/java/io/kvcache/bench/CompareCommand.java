@@ -77,9 +77,14 @@ final class CompareCommand implements Runnable {
       + "--decode bytes are scored.")
   Path text;
 
+  @Option(names = "--needle-trials", defaultValue = "0",
+      description = "With --model: needle-retrieval trials per strategy (an identifier planted at 10-90% depth of "
+          + "--context bytes of --text, asked for at the end; exact match). Default: ${DEFAULT-VALUE} (off).")
+  int needleTrials;
+
   /** One row of the table; {@code bitsPerByte} is NaN without a model. */
   record Row(String strategy, int retained, long bytes, double bitsPerValue, double ratio, double prefillMs,
-      double decodeMsPerToken, double meanError, double maxError, double bitsPerByte) {}
+      double decodeMsPerToken, double meanError, double maxError, double bitsPerByte, double needleAccuracy) {}
 
   @Override
   public void run() {
@@ -146,7 +151,8 @@ final class CompareCommand implements Runnable {
         retained = Math.max(retained, cs.maxRetained(l));
       }
       rows.add(new Row(st.name(), retained, cs.bytesHeld(), cs.bitsPerValue(), cs.compressionRatio(),
-          r.prefillNanos() / 1e6, r.decodeNanos() / 1e6 / decode, r.meanError(), r.maxError(), bitsPerByte(st, ctx)));
+          r.prefillNanos() / 1e6, r.decodeNanos() / 1e6 / decode, r.meanError(), r.maxError(), bitsPerByte(st, ctx),
+          needles(st, ctx)));
       progress.step(i + 1 < list.size() ? list.get(i + 1).name() : "done");
     }
     return rows;
@@ -164,6 +170,16 @@ final class CompareCommand implements Runnable {
     return ModelQuality.bitsPerToken(loaded, st, textTokens, Math.min(ctx, textTokens.length - 1), chunk);
   }
 
+  /** Needle accuracy through {@code st}; NaN without {@code --model} or trials. */
+  private double needles(KVCacheStrategy st, int ctx) {
+    if (model == null || needleTrials == 0) {
+      return Double.NaN;
+    }
+    return ModelQuality.needleAccuracy(loaded, st, textBytes, ctx, needleTrials, seed);
+  }
+
+  private byte[] textBytes;
+
   private io.kvcache.model.LlamaWeights loadModel() throws IOException {
     if (text == null) {
       throw new IllegalArgumentException("--model needs --text (the bytes to score)");
@@ -176,6 +192,7 @@ final class CompareCommand implements Runnable {
           + "), got vocab " + loaded.config().vocabSize());
     }
     byte[] bytes = java.nio.file.Files.readAllBytes(text);
+    textBytes = bytes;
     int n = Math.min(bytes.length, context + decode);
     if (n < 2) {
       throw new IllegalArgumentException("--text must hold at least 2 bytes, got " + bytes.length);
@@ -207,11 +224,13 @@ final class CompareCommand implements Runnable {
     switch (format.toLowerCase(Locale.ROOT)) {
       case "csv" -> {
         out.println("strategy,retained_per_head,kv_bytes,bits_per_value,compression,prefill_ms,decode_ms_per_token,"
-            + "error_mean,error_max" + (model != null ? ",bits_per_byte" : ""));
+            + "error_mean,error_max" + (model != null ? ",bits_per_byte" : "")
+            + (model != null && needleTrials > 0 ? ",needle_accuracy" : ""));
         for (Row r : rows) {
           out.printf(Locale.ROOT, "%s,%d,%d,%.3f,%.3f,%.1f,%.3f,%.6f,%.6f%s%n", csv(r.strategy()), r.retained(), r.bytes(),
               r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(),
-              model != null ? String.format(Locale.ROOT, ",%.4f", r.bitsPerByte()) : "");
+              (model != null ? String.format(Locale.ROOT, ",%.4f", r.bitsPerByte()) : "")
+              + (model != null && needleTrials > 0 ? String.format(Locale.ROOT, ",%.4f", r.needleAccuracy()) : ""));
         }
       }
       case "json" -> {
@@ -222,7 +241,9 @@ final class CompareCommand implements Runnable {
               + "\"bitsPerValue\": %.3f, \"compression\": %.3f, \"prefillMs\": %.1f, \"decodeMsPerToken\": %.3f, "
               + "\"errorMean\": %.6f, \"errorMax\": %.6f%s}", i == 0 ? "" : ",", json(r.strategy()), r.retained(),
               r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(),
-              model != null ? String.format(Locale.ROOT, ", \"bitsPerByte\": %.4f", r.bitsPerByte()) : "");
+              (model != null ? String.format(Locale.ROOT, ", \"bitsPerByte\": %.4f", r.bitsPerByte()) : "")
+              + (model != null && needleTrials > 0 ? String.format(Locale.ROOT, ", \"needleAccuracy\": %.4f",
+              r.needleAccuracy()) : ""));
         }
         out.println("\n]");
       }
@@ -232,11 +253,12 @@ final class CompareCommand implements Runnable {
             s.headDim(), b, seed, io.kvcache.kernel.Kernels.get().name());
         out.printf(Locale.ROOT, "%-24s %9s %12s %9s %8s %11s %12s %11s %10s%s%n", "strategy", "retained", "KV bytes",
             "bits/val", "ratio", "prefill ms", "decode ms/t", "error mean", "error max",
-            model != null ? "   bits/byte  increase" : "");
+            model != null ? "   bits/byte  increase" + (needleTrials > 0 ? "  needles" : "") : "");
         double fullBpb = fullBitsPerByte;
         for (Row r : rows) {
           String q = model == null ? "" : String.format(Locale.ROOT, " %11.4f %+9.4f", r.bitsPerByte(),
-              r.bitsPerByte() - fullBpb);
+              r.bitsPerByte() - fullBpb) + (needleTrials > 0 ? String.format(Locale.ROOT, " %7.0f%%",
+              100 * r.needleAccuracy()) : "");
           out.printf(Locale.ROOT, "%-24s %9d %12d %9.2f %7.2fx %11.1f %12.3f %11.5f %10.5f%s%n", r.strategy(), r.retained(),
               r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(), q);
         }

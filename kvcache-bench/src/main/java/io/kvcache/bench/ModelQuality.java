@@ -56,4 +56,62 @@ final class ModelQuality {
     }
     return Math.log(sum) + max - logits[target];
   }
+
+  /**
+   * Needle retrieval: an identifier assigned at a chosen depth of a text context, asked for at the
+   * end; exact match of the greedy continuation. Trial {@code i} places the needle at depth
+   * {@code 0.1 + 0.8 * i / (trials - 1)} with a random 8-character value (seeded by {@code seed + i}).
+   *
+   * @param model    a byte-level decoder
+   * @param strategy the KV-cache strategy
+   * @param filler   context bytes (e.g. source code) the needle is planted in
+   * @param context  context length in bytes, including the needle and the question
+   * @param trials   trials, {@code >= 1}
+   * @param seed     seed for the values
+   * @return the share of trials answered exactly, in [0, 1]
+   */
+  static double needleAccuracy(LlamaModel model, KVCacheStrategy strategy, byte[] filler, int context, int trials,
+      long seed) {
+    if (trials < 1) {
+      throw new IllegalArgumentException("trials must be >= 1, got " + trials);
+    }
+    io.kvcache.model.Generator generator = new io.kvcache.model.Generator(model, strategy);
+    int hits = 0;
+    for (int i = 0; i < trials; i++) {
+      java.util.SplittableRandom rnd = new java.util.SplittableRandom(seed + i);
+      char[] value = new char[8];
+      for (int c = 0; c < value.length; c++) {
+        value[c] = (char) ('a' + rnd.nextInt(26));
+      }
+      String name = "key_" + Integer.toHexString(0x1000 + rnd.nextInt(0xEFFF));
+      byte[] needle = ("\n" + name + " = \"" + new String(value) + "\"\n").getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+      byte[] question = ("\n" + name + " = \"").getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+      int body = Math.max(1, context - needle.length - question.length);
+      double depth = trials == 1 ? 0.5 : 0.1 + 0.8 * i / (trials - 1);
+      int at = (int) (depth * body);
+      int[] prompt = new int[1 + body + needle.length + question.length];
+      int n = 0;
+      prompt[n++] = io.kvcache.model.ByteTokenizer.BOS;
+      for (int b = 0; b < body; b++) {
+        if (b == at) {
+          for (byte x : needle) {
+            prompt[n++] = x & 0xFF;
+          }
+        }
+        prompt[n++] = filler[b % filler.length] & 0xFF;
+      }
+      for (byte x : question) {
+        prompt[n++] = x & 0xFF;
+      }
+      int[] out = generator.generate(java.util.Arrays.copyOf(prompt, n), io.kvcache.model.GenerationConfig.greedy(8), null);
+      boolean ok = out.length >= 8;
+      for (int c = 0; ok && c < 8; c++) {
+        ok = out[c] == value[c];
+      }
+      if (ok) {
+        hits++;
+      }
+    }
+    return (double) hits / trials;
+  }
 }

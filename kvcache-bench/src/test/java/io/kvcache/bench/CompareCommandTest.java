@@ -94,6 +94,27 @@ class CompareCommandTest {
   }
 
   @Test
+  void needleTrialsAddAnAccuracyColumn(@TempDir Path tmp) throws Exception {
+    Path text = tmp.resolve("t.txt");
+    Files.writeString(text, "for (int i = 0; i < n; i++) { sum += a[i]; }\n".repeat(20));
+    String model = Path.of("..", "kvcache-core", "src", "test", "resources", "tiny-llama").toString();
+    String[] lines = run(concat(TINY, "--format", "csv", "--model", model, "--text", text.toString(), "-s", "full-f16",
+        "--needle-trials", "2")).strip().split("\n");
+    assertTrue(lines[0].endsWith(",bits_per_byte,needle_accuracy"), lines[0]);
+    String row = find(lines, "full-f16");
+    double acc = Double.parseDouble(row.substring(row.lastIndexOf(',') + 1));
+    assertTrue(acc == 0.0 || acc == 0.5 || acc == 1.0, "two trials give 0, 1/2 or 1: " + row);
+  }
+
+  @Test
+  void negativeLogLikelihoodIsTheSoftmaxCrossEntropy() {
+    float[] logits = {1f, 2f, 3f, 1000f};
+    double z = Math.exp(1 - 1000) + Math.exp(2 - 1000) + Math.exp(3 - 1000) + 1;
+    assertEquals(Math.log(z), ModelQuality.negativeLogLikelihood(logits, 3), 1e-12);
+    assertEquals(Math.log(z) + 997, ModelQuality.negativeLogLikelihood(logits, 2), 1e-9);
+  }
+
+  @Test
   void modelNeedsText() {
     String model = Path.of("..", "kvcache-core", "src", "test", "resources", "tiny-llama").toString();
     int rc = new CommandLine(new Main()).execute(Main.withDefaultCommand(concat(TINY, "--model", model)));
