@@ -120,4 +120,22 @@ class RocketKVTest {
     }
     assertTrue(previous < 0.05, "at budget 2048 of 4096 the error is small:\n" + table);
   }
+
+  @Test
+  void readerComposesWithSkvqStorage() {
+    AttentionShape shape = new AttentionShape(1, 8, 2, 64);
+    SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(1200, 6, 9));
+    Fidelity.Reference ref = Fidelity.reference(w, 400);
+    io.kvcache.codec.StorageCodec skvq = io.kvcache.skvq.SkvqCodec.of(io.kvcache.skvq.SkvqConfig.of(4, 4));
+    KVCacheStrategy dense = Strategies.full(skvq);
+    KVCacheStrategy covering = dense.toBuilder().reader(HybridSparseReader.of(2000, 0.25, 16)).build();
+    KVCacheStrategy sparse = Strategies.rocketKV(256).toBuilder().codec(skvq).build();
+    Fidelity.Result d = Fidelity.compare(dense, ref);
+    Fidelity.Result c = Fidelity.compare(covering, ref);
+    Fidelity.Result s = Fidelity.compare(sparse, ref);
+    assertEquals(d.meanError(), c.meanError(), 1e-6, "a budget covering every token reads the quantized cache densely");
+    assertEquals(Math.round(Math.sqrt(1200.0 * 256)), s.stats().maxRetained(0) - 6, "stage 1 over SKVQ storage");
+    assertTrue(s.stats().bitsPerValue() < 16, "the kept tokens stay quantized: " + s.stats().bitsPerValue());
+    assertTrue(Double.isFinite(s.meanError()) && s.meanError() < 2, "sparse reading over codes: " + s.meanError());
+  }
 }
