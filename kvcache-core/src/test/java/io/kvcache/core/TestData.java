@@ -3,11 +3,12 @@ package io.kvcache.core;
 import java.util.SplittableRandom;
 
 /** Seeded random inputs; the seed is in every assertion message so a failure can be replayed. */
-final class TestData {
+public final class TestData {
   private TestData() {}
 
   /** A fresh seed per run, overridable with -Dkvcache.test.seed to replay a failure. */
-  static long seed() {
+  /** @return a fresh seed, or the one given by -Dkvcache.test.seed */
+  public static long seed() {
     String fixed = System.getProperty("kvcache.test.seed");
     return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
   }
@@ -20,7 +21,7 @@ final class TestData {
    * @param stddev standard deviation
    * @return the array
    */
-  static float[] gaussian(SplittableRandom rnd, int n, double stddev) {
+  public static float[] gaussian(SplittableRandom rnd, int n, double stddev) {
     float[] a = new float[n];
     for (int i = 0; i < n; i++) {
       a[i] = (float) (rnd.nextGaussian() * stddev);
@@ -34,7 +35,7 @@ final class TestData {
    * @param a the array
    * @return a rounded copy
    */
-  static float[] roundToF16(float[] a) {
+  public static float[] roundToF16(float[] a) {
     float[] r = new float[a.length];
     for (int i = 0; i < a.length; i++) {
       r[i] = Float.float16ToFloat(Float.floatToFloat16(a[i]));

@@ -24,16 +24,11 @@ import org.junit.jupiter.api.Test;
 class HybridSparseReaderTest {
 
   static long seed() {
-    String fixed = System.getProperty("kvcache.test.seed");
-    return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
+    return io.kvcache.core.TestData.seed();
   }
 
   static float[] gaussian(SplittableRandom rnd, int n) {
-    float[] a = new float[n];
-    for (int i = 0; i < n; i++) {
-      a[i] = (float) rnd.nextGaussian();
-    }
-    return a;
+    return io.kvcache.core.TestData.gaussian(rnd, n, 1.0);
   }
 
   @Test

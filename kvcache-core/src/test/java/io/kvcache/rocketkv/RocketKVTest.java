@@ -20,8 +20,7 @@ import org.junit.jupiter.api.Test;
 class RocketKVTest {
 
   static long seed() {
-    String fixed = System.getProperty("kvcache.test.seed");
-    return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
+    return io.kvcache.core.TestData.seed();
   }
 
   @Test
