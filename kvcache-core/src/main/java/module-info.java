@@ -19,5 +19,6 @@ module io.kvcache.core {
   exports io.kvcache.rocketkv;
   exports io.kvcache.kvcrush;
   exports io.kvcache.model;
+  exports io.kvcache.fastkv;
   exports io.kvcache.skvq;
 }

@@ -162,4 +162,37 @@ public final class Strategies {
   public static KVCacheStrategy skvq(io.kvcache.skvq.SkvqConfig config) {
     return KVCacheStrategy.builder().name(config.name()).codec(io.kvcache.skvq.SkvqCodec.of(config)).build();
   }
+
+  /**
+   * FastKV (arXiv 2502.01068) in f16 with the later paper's defaults: token-selective propagation at
+   * 15/32 of the depth with a TSP rate of 20%, observation window 8, pooling kernel 7, and every
+   * layer's cache compressed to {@code kvBudget} tokens per KV head at the end of the prompt with
+   * GQA-aware SnapKV scores (mean over each KV head's query heads). The schedule needs a model runner
+   * that honours it (the reference decoder does).
+   *
+   * @param kvBudget tokens kept per KV head in every layer, {@code >= 8}
+   * @return the strategy
+   */
+  public static KVCacheStrategy fastKV(int kvBudget) {
+    return fastKV(io.kvcache.fastkv.TokenSelectivePropagation.ofRate(15.0 / 32, 0.2, 8, 7), kvBudget, 8, 7);
+  }
+
+  /**
+   * FastKV with every knob: the TSP schedule (fixed length or rate) and the KV compression, which are
+   * independent (the later paper decouples prefill cost from decode cost).
+   *
+   * @param tsp      the token-selective propagation schedule
+   * @param kvBudget tokens kept per KV head in every layer, {@code >= window}
+   * @param window   observation window of the KV compression
+   * @param pool     odd pooling kernel of the KV compression
+   * @return the strategy
+   */
+  public static KVCacheStrategy fastKV(io.kvcache.fastkv.TokenSelectivePropagation tsp, int kvBudget, int window,
+      int pool) {
+    return KVCacheStrategy.builder()
+        .name("fastKV(" + tsp.name() + "," + kvBudget + ")")
+        .schedule(tsp)
+        .retention(io.kvcache.retention.SnapKV.of(kvBudget, window, pool))
+        .build();
+  }
 }

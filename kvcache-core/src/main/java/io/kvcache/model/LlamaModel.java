@@ -308,7 +308,13 @@ public final class LlamaModel {
         throw new IllegalArgumentException("schedule " + schedule.name() + ": rowsKept(" + n + ") = " + keep
             + ", expected [1, " + n + "]");
       }
-      int window = Math.min(keep, Math.min(n, OBSERVATION_WINDOW));
+      int wanted = schedule.selectionWindow();
+      int pool = schedule.selectionPool();
+      if (wanted < 1 || pool < 1 || pool % 2 == 0) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + ": selectionWindow " + wanted
+            + " must be >= 1 and selectionPool " + pool + " an odd number >= 1");
+      }
+      int window = Math.min(keep, Math.min(n, wanted));
       int qw = config.qWidth();
       int kvw = config.kvWidth();
       float[] hidden = new float[n * h];
@@ -339,7 +345,7 @@ public final class LlamaModel {
         System.arraycopy(x, 0, hidden, s * h, c * h);
         next += c;
       }
-      int[] rows = selectRows(keys, winQ, n, window, keep);
+      int[] rows = selectRows(keys, winQ, n, window, keep, pool);
       int m = rows.length;
       for (int s = 0; s < m; s += chunk) {
         int c = Math.min(chunk, m - s);
@@ -355,7 +361,7 @@ public final class LlamaModel {
       }
     }
 
-    private int[] selectRows(float[] keys, float[] winQ, int n, int window, int keep) {
+    private int[] selectRows(float[] keys, float[] winQ, int n, int window, int keep, int pool) {
       int hd = config.headDim();
       int group = config.heads() / config.kvHeads();
       float scale = (float) (1.0 / Math.sqrt(hd));
@@ -383,6 +389,18 @@ public final class LlamaModel {
           for (int j = 0; j <= qpos; j++) {
             score[j] += p[j] / sum;
           }
+        }
+      }
+      if (pool > 1 && n - window > 1) {
+        // Smooth the scores of the rows before the window, so a chosen row keeps its neighbours.
+        float[] raw = new float[n - window];
+        float[] pooled = new float[n - window];
+        for (int j = 0; j < n - window; j++) {
+          raw[j] = (float) score[j];
+        }
+        io.kvcache.retention.TokenSelection.pool(raw, 0, n - window, pool, true, pooled, 0);
+        for (int j = 0; j < n - window; j++) {
+          score[j] = pooled[j];
         }
       }
       boolean[] chosen = new boolean[n];
@@ -562,7 +580,6 @@ public final class LlamaModel {
   }
 
   /** Prompt rows whose attention scores the tokens for token-selective propagation (SnapKV's window). */
-  static final int OBSERVATION_WINDOW = 8;
 
   static void rmsNorm(float[] src, int off, float[] weight, float[] dst, int dstOff, int n, float eps) {
     double ss = 0;

@@ -42,6 +42,26 @@ public interface PrefillSchedule {
   }
 
   /**
+   * Prompt rows whose queries score the tokens at {@link #selectionLayer} (the observation window,
+   * always among the rows kept).
+   *
+   * @return the window, {@code >= 1}; 8 by default, FastKV's
+   */
+  default int selectionWindow() {
+    return 8;
+  }
+
+  /**
+   * Max-pooling kernel applied along positions to the selection scores before the top rows are
+   * taken, as SnapKV smooths its scores; 1 for none.
+   *
+   * @return an odd kernel size, {@code >= 1}; 1 by default
+   */
+  default int selectionPool() {
+    return 1;
+  }
+
+  /**
    * The first layer that prompt tokens skip (their K/V computed from the hidden state entering it);
    * {@code layers} when none is skipped.
    *

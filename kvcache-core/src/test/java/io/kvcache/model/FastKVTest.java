@@ -1,0 +1,105 @@
+package io.kvcache.model;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvcache.codec.StorageCodec;
+import io.kvcache.core.CacheStats;
+import io.kvcache.core.KVCacheStrategy;
+import io.kvcache.core.Strategies;
+import io.kvcache.fastkv.TokenSelectivePropagation;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** FastKV on a tiny random model: neutral settings are the full decoder; budgets hold in every layer. */
+class FastKVTest {
+
+  @TempDir
+  Path tmp;
+
+  record Run(float[] logits, float[] next, CacheStats stats) {}
+
+  static Run run(LlamaWeights w, KVCacheStrategy s, int[] prompt) {
+    float[] logits = new float[w.config().vocabSize()];
+    float[] next = new float[w.config().vocabSize()];
+    try (LlamaModel.Sequence seq = LlamaModel.of(w).newSequence(s, 7)) {
+      seq.prefill(prompt, logits);
+      seq.decode(Generator.argmax(logits), next);
+      return new Run(logits, next, seq.cache().stats());
+    }
+  }
+
+  static double relDiff(float[] a, float[] b) {
+    double m = 0, s = 1e-30;
+    for (int i = 0; i < a.length; i++) {
+      m = Math.max(m, Math.abs(a[i] - b[i]));
+      s = Math.max(s, Math.abs(a[i]));
+    }
+    return m / s;
+  }
+
+  static int[] prompt(SplittableRandom r, int n) {
+    int[] p = new int[n];
+    for (int i = 0; i < n; i++) {
+      p[i] = r.nextInt(256);
+    }
+    return p;
+  }
+
+  @Test
+  void tspLengthAndBudgetCoveringThePromptEqualTheFullDecoder() throws IOException {
+    long seed = TinyModels.seed();
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      int[] p = prompt(new SplittableRandom(seed), 31);
+      KVCacheStrategy full = Strategies.full(StorageCodec.f32());
+      KVCacheStrategy fast = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.25, 31, 8, 7), 31, 8, 7)
+          .toBuilder().codec(StorageCodec.f32()).build();
+      Run a = run(w, full, p);
+      Run b = run(w, fast, p);
+      assertTrue(relDiff(a.logits, b.logits) <= 1e-5, "prefill logits, seed=" + seed);
+      assertTrue(relDiff(a.next, b.next) <= 1e-5, "decode logits, seed=" + seed);
+    }
+  }
+
+  @Test
+  void kvBudgetHoldsInEveryLayerAndLaterLayersSeeOnlyTheTravellingRows() throws IOException {
+    long seed = TinyModels.seed();
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      int[] p = prompt(new SplittableRandom(seed), 40);
+      // TSP at layer round(0.25 * 4) = 1, 20 rows travel on; every layer keeps 12 tokens per KV head.
+      KVCacheStrategy fast = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.25, 20, 8, 7), 12, 8, 7);
+      Run r = run(w, fast, p);
+      for (int l = 0; l < 4; l++) {
+        assertEquals(l <= 1 ? 41 : 21, r.stats.tokensSeen()[l], "rows that reached layer " + l + ", seed=" + seed);
+        for (int h = 0; h < 2; h++) {
+          assertEquals(13, r.stats.retained()[l][h], "12 kept + the decode token, layer " + l + " seed=" + seed);
+        }
+      }
+      for (float x : r.next) {
+        assertTrue(Float.isFinite(x), "seed=" + seed);
+      }
+    }
+  }
+
+  @Test
+  void scheduleFollowsDepthAndRate() {
+    TokenSelectivePropagation paper = TokenSelectivePropagation.ofRate(15.0 / 32, 0.2, 8, 7);
+    assertEquals(15, paper.selectionLayer(32), "layer 15 of Llama-3.1-8B's 32");
+    assertEquals(8, paper.selectionLayer(16), "half-way in a 16-layer model");
+    assertEquals(1638, paper.rowsKept(8192));
+    assertEquals(8, paper.rowsKept(10), "never fewer rows than the window");
+    assertEquals(8, paper.selectionWindow());
+    assertEquals(7, paper.selectionPool());
+    assertEquals(2048, TokenSelectivePropagation.ofLength(0.5, 2048, 8, 7).rowsKept(8192));
+    assertEquals(100, TokenSelectivePropagation.ofLength(0.5, 2048, 8, 7).rowsKept(100));
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+        () -> TokenSelectivePropagation.ofRate(0.5, 1.5, 8, 7));
+    assertTrue(e.getMessage().contains("tspRate") && e.getMessage().contains("1.5"), e.getMessage());
+    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(1.0, 10, 8, 7));
+    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(0.5, 10, 8, 6));
+  }
+}
