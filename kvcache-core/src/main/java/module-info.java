@@ -20,5 +20,6 @@ module io.kvcache.core {
   exports io.kvcache.kvcrush;
   exports io.kvcache.model;
   exports io.kvcache.fastkv;
+  exports io.kvcache.swiftkv;
   exports io.kvcache.skvq;
 }

@@ -195,4 +195,19 @@ public final class Strategies {
         .retention(io.kvcache.retention.SnapKV.of(kvBudget, window, pool))
         .build();
   }
+
+  /**
+   * SwiftKV (arXiv 2410.03960) in f16: prompt tokens skip the layers from {@code skipFraction} of the
+   * depth on (SingleInputKV), and past that point groups of {@code acrossGroup} layers share one KV
+   * cache (AcrossKV). The paper's setting is {@code swiftKV(0.5, 2)}: half the prefill compute, a
+   * quarter of the KV memory saved. Needs a model runner that honours the schedule.
+   *
+   * @param skipFraction first skipped layer as a share of depth, in (0, 1]
+   * @param acrossGroup  layers per shared cache past the skip point, {@code >= 1}
+   * @return the strategy
+   */
+  public static KVCacheStrategy swiftKV(double skipFraction, int acrossGroup) {
+    io.kvcache.swiftkv.SwiftKVSchedule s = new io.kvcache.swiftkv.SwiftKVSchedule(skipFraction, acrossGroup);
+    return KVCacheStrategy.builder().name(s.name()).schedule(s).build();
+  }
 }
