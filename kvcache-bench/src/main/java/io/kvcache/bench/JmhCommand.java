@@ -124,8 +124,9 @@ final class JmhCommand implements Runnable {
         "median us", "GB/s", "% of bw", "vs scalar");
     List<String[]> rows = new ArrayList<>();
     for (RunResult r : results) {
-      if (!r.getParams().getBenchmark().endsWith("DecodeAttentionBenchmark.decode")) {
-        continue;
+      String bench = r.getParams().getBenchmark();
+      if (!bench.endsWith(".DecodeAttentionBenchmark.decode")) {
+        continue; // SkvqDecodeAttentionBenchmark has its own parameters; it is listed below
       }
       int context = Integer.parseInt(r.getParams().getParam("context"));
       String codec = r.getParams().getParam("codec");
