@@ -76,12 +76,25 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
       why = "reader " + strategy.reader().name();
     } else if (shape.headDim() < 16 || shape.headDim() > 128 || Integer.bitCount(shape.headDim()) != 1) {
       why = "headDim " + shape.headDim() + " (the kernels take powers of two in [16, 128])";
+    } else if (sharesCaches(strategy, shape.layers())) {
+      // AcrossKV needs read-only attention (KVCache.attendPrefill/attendDecode), which the device
+      // cache does not offer yet: decline here rather than fail in the middle of a prompt.
+      why = "schedule " + strategy.schedule().name() + " (layers share a cache: AcrossKV)";
     }
     if (why != null) {
       LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + strategy.name() + " runs on the CPU: unsupported " + why);
       return Optional.empty();
     }
     return Optional.of(new GpuKVCache(strategy.name(), new DeviceKVCache(cl, shape, capacity), topK));
+  }
+
+  private static boolean sharesCaches(KVCacheStrategy strategy, int layers) {
+    for (int l = 0; l < layers; l++) {
+      if (strategy.schedule().cacheLayer(l, layers) != l) {
+        return true;
+      }
+    }
+    return false;
   }
 
   /** Closes the device context. */

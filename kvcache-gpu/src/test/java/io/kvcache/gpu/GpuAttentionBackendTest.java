@@ -2,6 +2,7 @@ package io.kvcache.gpu;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -71,6 +72,14 @@ class GpuAttentionBackendTest {
       KVCacheStrategy f32 = KVCacheStrategy.builder().codec(StorageCodec.f32()).backend(gpu).build();
       try (KVCache c = f32.newCache(new AttentionShape(1, 4, 4, 64))) {
         assertFalse(c instanceof GpuKVCache, "f32 storage is not served by the device");
+      }
+      KVCacheStrategy across = io.kvcache.core.Strategies.swiftKV(0.5, 2).toBuilder().backend(gpu).build();
+      try (KVCache c = across.newCache(new AttentionShape(4, 4, 4, 64))) {
+        assertFalse(c instanceof GpuKVCache, "layers sharing a cache (AcrossKV) need read-only attention");
+      }
+      KVCacheStrategy skipOnly = io.kvcache.core.Strategies.swiftKV(0.5, 1).toBuilder().backend(gpu).build();
+      try (KVCache c = skipOnly.newCache(new AttentionShape(4, 4, 4, 64))) {
+        assertTrue(c instanceof GpuKVCache, "SingleInputKV alone needs nothing the device lacks");
       }
     }
   }
