@@ -3,10 +3,6 @@ package io.kvcache.model;
 import io.kvcache.core.KVCacheStrategy;
 import io.kvcache.core.Strategies;
 import io.kvcache.schedule.PrefillSchedule;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.util.HashMap;
-import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -16,7 +12,8 @@ import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
- * Not a test: decode tokens/s of a Llama-3.2-1B-shaped model with random f16 weights in memory, at a
+ * Not a test: decode tokens/s of a Llama-3.2-1B-shaped model with random f16 weights in memory
+ * ({@link RandomWeights}), at a
  * 1K-token context, against the bound {@code bandwidth / weight bytes} with the bandwidth measured
  * in the same run (a vector sum over 1 GiB on the same threads). Run with
  * {@code java --add-modules jdk.incubator.vector -Xmx6g -XX:MaxDirectMemorySize=4g -cp
@@ -38,25 +35,8 @@ public final class DecodeSpeedProbe {
     double gbs = bandwidth(ex, threads, big);
     System.out.printf("bandwidth (vector sum over 1 GiB, %d threads, best of 8): %.2f GB/s%n", threads, gbs);
 
-    LlamaConfig c = new LlamaConfig("llama3.2-1b-shape", 128256, 2048, 8192, 16, 32, 8, 64, 1e-5f, 500000.0, null,
-        true, true, false, 128000, 128001, 131072);
-    Map<String, Weight> t = new HashMap<>();
-    ByteBuffer pattern = randomHalves(1 << 20, 1);
-    add(t, "token_embd.weight", c.vocabSize(), c.hidden(), pattern);
-    add(t, "output_norm.weight", 1, c.hidden(), pattern);
-    for (int l = 0; l < c.layers(); l++) {
-      String p = "blk." + l + ".";
-      add(t, p + "attn_norm.weight", 1, c.hidden(), pattern);
-      add(t, p + "ffn_norm.weight", 1, c.hidden(), pattern);
-      add(t, p + "attn_q.weight", c.qWidth(), c.hidden(), pattern);
-      add(t, p + "attn_k.weight", c.kvWidth(), c.hidden(), pattern);
-      add(t, p + "attn_v.weight", c.kvWidth(), c.hidden(), pattern);
-      add(t, p + "attn_output.weight", c.hidden(), c.qWidth(), pattern);
-      add(t, p + "ffn_gate.weight", c.intermediate(), c.hidden(), pattern);
-      add(t, p + "ffn_up.weight", c.intermediate(), c.hidden(), pattern);
-      add(t, p + "ffn_down.weight", c.hidden(), c.intermediate(), pattern);
-    }
-    LlamaWeights w = LlamaWeights.fromGgufTensors(c, t);
+    LlamaWeights w = RandomWeights.create(RandomWeights.shape("llama-3.2-1b"), 1);
+    LlamaConfig c = w.config();
     long bytes = w.decodeWeightBytes();
     System.out.printf("weight bytes read per decoded token: %.3f GB (f16); bound = bandwidth / bytes = %.2f tok/s%n",
         bytes / 1e9, gbs * 1e9 / bytes);
@@ -123,28 +103,6 @@ public final class DecodeSpeedProbe {
       }
     }
     ex.shutdownNow();
-  }
-
-  static ByteBuffer randomHalves(int n, long seed) {
-    SplittableRandom r = new SplittableRandom(seed);
-    ByteBuffer b = ByteBuffer.allocateDirect(2 * n).order(ByteOrder.LITTLE_ENDIAN);
-    for (int i = 0; i < n; i++) {
-      b.putShort(Float.floatToFloat16((float) (r.nextGaussian() * 0.02)));
-    }
-    return b.flip();
-  }
-
-  /** A tensor filled by repeating a random pattern: the bytes read per token are what matters here. */
-  static void add(Map<String, Weight> t, String name, int rows, int cols, ByteBuffer pattern) {
-    long n = (long) rows * cols * 2;
-    ByteBuffer b = ByteBuffer.allocateDirect((int) n);
-    while (b.hasRemaining()) {
-      ByteBuffer p = pattern.duplicate();
-      p.limit((int) Math.min(p.capacity(), b.remaining()));
-      b.put(p);
-    }
-    b.flip();
-    t.put(name, new Weight(name, DType.F16, rows, cols, b));
   }
 
   static double bandwidth(ExecutorService ex, int threads, float[] a) throws Exception {
