@@ -13,9 +13,8 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Not a test: decode tokens/s of a Llama-3.2-1B-shaped model with random f16 weights in memory
- * ({@link RandomWeights}), at a
- * 1K-token context, against the bound {@code bandwidth / weight bytes} with the bandwidth measured
- * in the same run (a vector sum over 1 GiB on the same threads). Run with
+ * ({@link RandomWeights}), at a 1K-token context, against the bound {@code bandwidth / weight bytes}
+ * with the bandwidth measured in the same run (a vector sum over 1 GiB on the same threads). Run with
  * {@code java --add-modules jdk.incubator.vector -Xmx6g -XX:MaxDirectMemorySize=4g -cp
  * target/classes:target/test-classes io.kvcache.model.DecodeSpeedProbe [threads] [context]}.
  *
