@@ -15,7 +15,7 @@ import picocli.CommandLine.Command;
 @Command(name = "kvcache-bench", mixinStandardHelpOptions = true, version = "kvcache-bench 0.1.0-SNAPSHOT",
     description = "Runs kvcache's KV-cache strategies and kernels and prints memory, speed and fidelity.",
     subcommands = {CompareCommand.class, GenerateCommand.class, DecodeCommand.class, JmhCommand.class, GpuCommand.class,
-        RetentionCommand.class})
+        RetentionCommand.class, PrefillCommand.class})
 public final class Main implements Runnable {
 
   /** Set in the relaunched JVM so it never relaunches again. */
@@ -31,7 +31,26 @@ public final class Main implements Runnable {
     if (ModuleLayer.boot().findModule("jdk.incubator.vector").isEmpty() && System.getProperty(RELAUNCHED) == null) {
       System.exit(relaunch(args));
     }
-    System.exit(new CommandLine(new Main()).execute(withDefaultCommand(args)));
+    System.exit(commandLine().execute(withDefaultCommand(args)));
+  }
+
+  /**
+   * The command line, with bad arguments that a command finds itself (an
+   * {@link IllegalArgumentException} from its {@code run}) reported as one line on stderr, like
+   * picocli's own parse errors, rather than as a stack trace.
+   *
+   * @return a new command line
+   */
+  static CommandLine commandLine() {
+    CommandLine cl = new CommandLine(new Main());
+    cl.setExecutionExceptionHandler((e, line, parsed) -> {
+      if (e instanceof IllegalArgumentException) {
+        line.getErr().println(line.getCommandName() + ": " + e.getMessage());
+        return line.getCommandSpec().exitCodeOnInvalidInput();
+      }
+      throw e;
+    });
+    return cl;
   }
 
   /**
