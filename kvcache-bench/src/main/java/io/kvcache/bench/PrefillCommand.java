@@ -186,9 +186,32 @@ final class PrefillCommand implements Runnable {
     if (budget < 1) {
       throw new IllegalArgumentException("--budget must be >= 1 token per KV head, got " + budget);
     }
+    long need = RandomWeights.bytes(config);
+    long limit = directMemoryLimit();
+    if (limit > 0 && need > limit) {
+      throw new IllegalArgumentException("--shape " + config.architecture() + " needs " + size(need) + " of direct "
+          + "memory for its weights and this JVM allows " + size(limit) + "; start it with -XX:MaxDirectMemorySize="
+          + (need / (1L << 30) + 2) + "g (java passes it on to the relaunched JVM)");
+    }
     String f = format.toLowerCase(Locale.ROOT);
     if (!f.equals("table") && !f.equals("csv") && !f.equals("json")) {
       throw new IllegalArgumentException("--format must be table, csv or json, got '" + format + "'");
+    }
+  }
+
+  /**
+   * The JVM's direct-memory limit: {@code -XX:MaxDirectMemorySize}, or the maximum heap size when it
+   * is not set (HotSpot's rule); 0 when the JVM does not say.
+   */
+  static long directMemoryLimit() {
+    try {
+      com.sun.management.HotSpotDiagnosticMXBean hs =
+          ManagementFactory.getPlatformMXBean(com.sun.management.HotSpotDiagnosticMXBean.class);
+      long set = Long.parseLong(hs.getVMOption("MaxDirectMemorySize").getValue());
+      return set > 0 ? set : Runtime.getRuntime().maxMemory();
+    } catch (RuntimeException e) {
+      // Not HotSpot: allocation will tell.
+      return 0;
     }
   }
 
@@ -352,9 +375,9 @@ final class PrefillCommand implements Runnable {
       }
       default -> {
         out.printf(Locale.ROOT, "kvcache prefill: shape %s (%d layers, hidden %d, %d q / %d kv heads x %d, MLP %d, "
-            + "vocab %d, f16 random weights, %.2f GB), prompt %d random tokens, chunk %d, seed %d, FastKV budget %d, "
+            + "vocab %d, f16 random weights, %s), prompt %d random tokens, chunk %d, seed %d, FastKV budget %d, "
             + "median of %d%n", c.architecture(), c.layers(), c.hidden(), c.heads(), c.kvHeads(), c.headDim(),
-            c.intermediate(), c.vocabSize(), RandomWeights.bytes(c) / 1e9, prompt, chunk, seed, budget, repeats);
+            c.intermediate(), c.vocabSize(), size(RandomWeights.bytes(c)), prompt, chunk, seed, budget, repeats);
         out.printf(Locale.ROOT, "machine: %d cores, %d threads used, JDK %s, %s, matrix kernels %s, attention kernels "
             + "%s, load average %.2f at start, %s%n", cores, t, jdk, System.getProperty("os.arch"),
             MatrixKernels.get().name(), Kernels.get().name(), load, started);
@@ -370,6 +393,11 @@ final class PrefillCommand implements Runnable {
             + "schedule's, this run; speedup: full TTFT / TTFT; KV bytes: K/V payload after the prompt.");
       }
     }
+  }
+
+  private static String size(long bytes) {
+    return bytes >= 100_000_000 ? String.format(Locale.ROOT, "%.2f GB", bytes / 1e9)
+        : String.format(Locale.ROOT, "%.2f MB", bytes / 1e6);
   }
 
   private static String csv(String s) {
