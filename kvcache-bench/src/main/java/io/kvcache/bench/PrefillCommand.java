@@ -15,6 +15,7 @@ import java.lang.management.ManagementFactory;
 import java.time.Instant;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
@@ -141,7 +142,7 @@ final class PrefillCommand implements Runnable {
     ExecutorService pool = t > 1 ? Executors.newFixedThreadPool(t - 1) : null;
     try {
       LlamaModel model = new LlamaModel(weights, MatrixKernels.get(), pool, t);
-      int[] warm = java.util.Arrays.copyOf(tokens, Math.min(tokens.length, WARMUP_TOKENS));
+      int[] warm = Arrays.copyOf(tokens, Math.min(tokens.length, WARMUP_TOKENS));
       for (KVCacheStrategy s : list) {
         progress.step("warm-up " + s.name());
         once(model, s, warm);
