@@ -38,6 +38,9 @@ import picocli.CommandLine.Option;
  * server does before it can return the first token and decode on. Every strategy runs once on a short
  * prompt first (untimed, so the timed runs measure compiled code); the repetitions then go round the
  * strategies in turn, so drift on a shared machine touches them alike, and medians are reported.
+ * Beside the wall-clock prefill time, the process's CPU time over the prefill: on a machine shared
+ * with other work it varies far less than the wall clock, since time spent waiting for a core is not
+ * counted.
  */
 @Command(name = "prefill", mixinStandardHelpOptions = true,
     description = "Times prefill and time to first token of the reference decoder on a random-weight model under "
@@ -95,15 +98,18 @@ final class PrefillCommand implements Runnable {
    *
    * @param strategy      the strategy's name
    * @param prefillMs     median prefill milliseconds
+   * @param cpuMs         median CPU milliseconds of the process (all threads) over the prefill; NaN
+   *                      where the JVM does not report it
    * @param ttftMs        median time to first token, milliseconds
    * @param kvBytes       K/V payload bytes after the prompt
    * @param heldBytes     payload plus the cache's bookkeeping
    * @param prefillVsFull prefill time over the full schedule's
+   * @param cpuVsFull     prefill CPU time over the full schedule's
    * @param ttftVsFull    TTFT over the full schedule's
    * @param kvVsFull      K/V payload over the full schedule's
    */
-  record Row(String strategy, double prefillMs, double ttftMs, long kvBytes, long heldBytes, double prefillVsFull,
-      double ttftVsFull, double kvVsFull) {
+  record Row(String strategy, double prefillMs, double cpuMs, double ttftMs, long kvBytes, long heldBytes,
+      double prefillVsFull, double cpuVsFull, double ttftVsFull, double kvVsFull) {
 
     /** @return the full schedule's TTFT over this one's: how many times faster the first token comes */
     double speedup() {
@@ -117,7 +123,7 @@ final class PrefillCommand implements Runnable {
   }
 
   /** What one timed run saw. */
-  private record Sample(long prefillNanos, long ttftNanos, CacheStats stats) {}
+  private record Sample(long prefillNanos, long cpuNanos, long ttftNanos, CacheStats stats) {}
 
   /** Keeps the chosen first tokens live, so that the choice is not optimised away. */
   private long tokenSink;
@@ -148,6 +154,7 @@ final class PrefillCommand implements Runnable {
         once(model, s, warm);
       }
       long[][] prefill = new long[list.size()][repeats];
+      long[][] cpu = new long[list.size()][repeats];
       long[][] ttft = new long[list.size()][repeats];
       CacheStats[] stats = new CacheStats[list.size()];
       for (int r = 0; r < repeats; r++) {
@@ -155,12 +162,13 @@ final class PrefillCommand implements Runnable {
           progress.step(list.get(i).name() + " " + (r + 1) + "/" + repeats);
           Sample s = once(model, list.get(i), tokens);
           prefill[i][r] = s.prefillNanos();
+          cpu[i][r] = s.cpuNanos();
           ttft[i][r] = s.ttftNanos();
           stats[i] = s.stats();
         }
       }
       progress.finish();
-      List<Row> rows = rows(list, prefill, ttft, stats);
+      List<Row> rows = rows(list, prefill, cpu, ttft, stats);
       print(System.out, config, t, started, load, rows);
     } finally {
       if (pool != null) {
@@ -223,14 +231,24 @@ final class PrefillCommand implements Runnable {
     // for the whole prompt.
     System.gc();
     try (LlamaModel.Sequence seq = model.newSequence(s, chunk)) {
+      long c0 = processCpuNanos();
       long t0 = System.nanoTime();
       seq.prefill(tokens, logits);
       long t1 = System.nanoTime();
+      long c1 = processCpuNanos();
       tokenSink += argmax(logits);
       seq.cache().endPrefill();
       long t2 = System.nanoTime();
-      return new Sample(t1 - t0, t2 - t0, seq.cache().stats());
+      return new Sample(t1 - t0, c0 < 0 || c1 < 0 ? -1 : c1 - c0, t2 - t0, seq.cache().stats());
     }
+  }
+
+  /** CPU nanoseconds of every thread of this process so far; -1 where the JVM does not say. */
+  static long processCpuNanos() {
+    if (ManagementFactory.getOperatingSystemMXBean() instanceof com.sun.management.OperatingSystemMXBean os) {
+      return os.getProcessCpuTime();
+    }
+    return -1;
   }
 
   static int argmax(float[] a) {
@@ -322,25 +340,29 @@ final class PrefillCommand implements Runnable {
     }
   }
 
-  static List<Row> rows(List<KVCacheStrategy> list, long[][] prefill, long[][] ttft, CacheStats[] stats) {
+  static List<Row> rows(List<KVCacheStrategy> list, long[][] prefill, long[][] cpu, long[][] ttft,
+      CacheStats[] stats) {
     List<Row> rows = new ArrayList<>();
     double fullPrefill = median(prefill[0]);
+    double fullCpu = median(cpu[0]);
     double fullTtft = median(ttft[0]);
     long fullKv = stats[0].payloadBytes();
     for (int i = 0; i < list.size(); i++) {
       double p = median(prefill[i]);
+      double c = median(cpu[i]);
       double t = median(ttft[i]);
       long kv = stats[i].payloadBytes();
-      rows.add(new Row(list.get(i).name(), p / 1e6, t / 1e6, kv, stats[i].bytesHeld(), p / fullPrefill, t / fullTtft,
-          (double) kv / fullKv));
+      rows.add(new Row(list.get(i).name(), p / 1e6, c / 1e6, t / 1e6, kv, stats[i].bytesHeld(), p / fullPrefill,
+          c / fullCpu, t / fullTtft, (double) kv / fullKv));
     }
     return rows;
   }
 
+  /** The median; NaN when a sample is missing (-1). */
   private static double median(long[] nanos) {
     double[] d = new double[nanos.length];
     for (int i = 0; i < d.length; i++) {
-      d[i] = nanos[i];
+      d[i] = nanos[i] < 0 ? Double.NaN : nanos[i];
     }
     return Stats.median(d);
   }
@@ -350,11 +372,11 @@ final class PrefillCommand implements Runnable {
     int cores = Runtime.getRuntime().availableProcessors();
     switch (format.toLowerCase(Locale.ROOT)) {
       case "csv" -> {
-        out.println("strategy,prefill_ms,prefill_vs_full,ttft_ms,ttft_vs_full,ttft_speedup,prompt_tokens_per_s,"
+        out.println("strategy,prefill_ms,prefill_vs_full,prefill_cpu_ms,prefill_cpu_vs_full,ttft_ms,ttft_vs_full,ttft_speedup,prompt_tokens_per_s,"
             + "kv_bytes,kv_vs_full,held_bytes");
         for (Row r : rows) {
-          out.printf(Locale.ROOT, "%s,%.1f,%.4f,%.1f,%.4f,%.4f,%.1f,%d,%.6f,%d%n", csv(r.strategy()), r.prefillMs(),
-              r.prefillVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt), r.kvBytes(),
+          out.printf(Locale.ROOT, "%s,%.1f,%.4f,%.1f,%.4f,%.1f,%.4f,%.4f,%.1f,%d,%.6f,%d%n", csv(r.strategy()),
+              r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt), r.kvBytes(),
               r.kvVsFull(), r.heldBytes());
         }
       }
@@ -367,10 +389,10 @@ final class PrefillCommand implements Runnable {
         for (int i = 0; i < rows.size(); i++) {
           Row r = rows.get(i);
           out.printf(Locale.ROOT, "%s%n  {\"strategy\": \"%s\", \"prefillMs\": %.1f, \"prefillVsFull\": %.4f, "
-              + "\"ttftMs\": %.1f, \"ttftVsFull\": %.4f, \"ttftSpeedup\": %.4f, \"promptTokensPerSecond\": %.1f, "
+              + "\"prefillCpuMs\": %.1f, \"prefillCpuVsFull\": %.4f, \"ttftMs\": %.1f, \"ttftVsFull\": %.4f, \"ttftSpeedup\": %.4f, \"promptTokensPerSecond\": %.1f, "
               + "\"kvBytes\": %d, \"kvVsFull\": %.6f, \"heldBytes\": %d}", i == 0 ? "" : ",", json(r.strategy()),
-              r.prefillMs(), r.prefillVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt),
-              r.kvBytes(), r.kvVsFull(), r.heldBytes());
+              r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(),
+              r.tokensPerSecond(prompt), r.kvBytes(), r.kvVsFull(), r.heldBytes());
         }
         out.println("\n]}");
       }
@@ -382,15 +404,15 @@ final class PrefillCommand implements Runnable {
         out.printf(Locale.ROOT, "machine: %d cores, %d threads used, JDK %s, %s, matrix kernels %s, attention kernels "
             + "%s, load average %.2f at start, %s%n", cores, t, jdk, System.getProperty("os.arch"),
             MatrixKernels.get().name(), Kernels.get().name(), load, started);
-        out.printf(Locale.ROOT, "%-34s %11s %8s %11s %8s %8s %12s %14s %8s%n", "strategy", "prefill ms", "vs full",
-            "TTFT ms", "vs full", "speedup", "prompt tok/s", "KV bytes", "vs full");
+        out.printf(Locale.ROOT, "%-34s %11s %8s %11s %8s %11s %8s %8s %12s %14s %8s%n", "strategy", "prefill ms",
+            "vs full", "CPU ms", "vs full", "TTFT ms", "vs full", "speedup", "prompt tok/s", "KV bytes", "vs full");
         for (Row r : rows) {
-          out.printf(Locale.ROOT, "%-34s %11.1f %7.3fx %11.1f %7.3fx %7.2fx %12.1f %14d %7.4fx%n", r.strategy(),
-              r.prefillMs(), r.prefillVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt),
-              r.kvBytes(), r.kvVsFull());
+          out.printf(Locale.ROOT, "%-34s %11.1f %7.3fx %11.1f %7.3fx %11.1f %7.3fx %7.2fx %12.1f %14d %7.4fx%n",
+              r.strategy(), r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(), r.ttftMs(), r.ttftVsFull(),
+              r.speedup(), r.tokensPerSecond(prompt), r.kvBytes(), r.kvVsFull());
         }
-        out.println("prefill: the decoder's prefill of the prompt, ending with the last prompt token's logits; TTFT: "
-            + "prefill + choosing the first token + the cache's end of prompt (retention); vs full: over the full "
+        out.println("prefill: the decoder's prefill of the prompt, ending with the last prompt token's logits; CPU: "
+            + "the process's CPU time over the prefill, all threads; TTFT: prefill + choosing the first token + the cache's end of prompt (retention); vs full: over the full "
             + "schedule's, this run; speedup: full TTFT / TTFT; KV bytes: K/V payload after the prompt.");
       }
     }

@@ -60,17 +60,28 @@ class PrefillCommandTest {
     }
   }
 
-  static Map<String, String[]> csvRows(String csv) {
+  /** Rows of the CSV by strategy, each a map from column name to cell. */
+  static Map<String, Map<String, String>> csvRows(String csv) {
     String[] lines = csv.strip().split("\n");
-    Map<String, String[]> rows = new LinkedHashMap<>();
+    String[] header = lines[0].split(",");
+    Map<String, Map<String, String>> rows = new LinkedHashMap<>();
     for (int i = 1; i < lines.length; i++) {
       // Strategy names hold commas, so they come quoted; the other cells never do.
       String l = lines[i];
       String name = l.startsWith("\"") ? l.substring(1, l.indexOf("\",")) : l.substring(0, l.indexOf(','));
-      String rest = l.substring(l.startsWith("\"") ? l.indexOf("\",") + 2 : l.indexOf(',') + 1);
-      rows.put(name, rest.split(","));
+      String[] rest = l.substring(l.startsWith("\"") ? l.indexOf("\",") + 2 : l.indexOf(',') + 1).split(",");
+      assertEquals(header.length - 1, rest.length, l);
+      Map<String, String> row = new LinkedHashMap<>();
+      for (int c = 0; c < rest.length; c++) {
+        row.put(header[c + 1], rest[c]);
+      }
+      rows.put(name, row);
     }
     return rows;
+  }
+
+  static double num(Map<String, String> row, String column) {
+    return Double.parseDouble(row.get(column));
   }
 
   @Test
@@ -78,37 +89,45 @@ class PrefillCommandTest {
     Result r = run(tiny("--format", "csv"));
     assertEquals(0, r.exitCode(), r.err());
     String header = r.out().strip().split("\n")[0];
-    assertEquals("strategy,prefill_ms,prefill_vs_full,ttft_ms,ttft_vs_full,ttft_speedup,prompt_tokens_per_s,kv_bytes,"
-        + "kv_vs_full,held_bytes", header);
-    Map<String, String[]> rows = csvRows(r.out());
+    assertEquals("strategy,prefill_ms,prefill_vs_full,prefill_cpu_ms,prefill_cpu_vs_full,ttft_ms,ttft_vs_full,"
+        + "ttft_speedup,prompt_tokens_per_s,kv_bytes,kv_vs_full,held_bytes", header);
+    Map<String, Map<String, String>> rows = csvRows(r.out());
     assertEquals(List.of("full-f16", "fastKV(tsp(0.46875,20.0%),64)", "swiftKV(0.5,2)", "swiftKV(0.5,1)"),
         new ArrayList<>(rows.keySet()), r.out());
-    String[] full = rows.get("full-f16");
-    assertEquals(1.0, Double.parseDouble(full[1]), 0.0, "full prefill vs itself");
-    assertEquals(1.0, Double.parseDouble(full[3]), 0.0, "full TTFT vs itself");
-    double fullPrefill = Double.parseDouble(full[0]);
-    double fullTtft = Double.parseDouble(full[2]);
-    long fullKv = Long.parseLong(full[6]);
+    Map<String, String> full = rows.get("full-f16");
+    assertEquals(1.0, num(full, "prefill_vs_full"), 0.0, "full prefill vs itself");
+    assertEquals(1.0, num(full, "prefill_cpu_vs_full"), 0.0, "full CPU vs itself");
+    assertEquals(1.0, num(full, "ttft_vs_full"), 0.0, "full TTFT vs itself");
+    double fullPrefill = num(full, "prefill_ms");
+    double fullCpu = num(full, "prefill_cpu_ms");
+    double fullTtft = num(full, "ttft_ms");
+    long fullKv = Long.parseLong(full.get("kv_bytes"));
     // 200 prompt tokens x 4 layers x 2 KV heads x 16 dims x K and V x 2 bytes, rounded up to whole pages.
     assertTrue(fullKv >= 200L * 4 * 2 * 16 * 2 * 2, "full KV bytes " + fullKv);
-    for (Map.Entry<String, String[]> e : rows.entrySet()) {
-      String[] c = e.getValue();
-      double prefill = Double.parseDouble(c[0]);
-      double ttft = Double.parseDouble(c[2]);
-      assertTrue(prefill > 0 && ttft >= prefill, e.getKey() + ": TTFT includes the prefill");
+    for (Map.Entry<String, Map<String, String>> e : rows.entrySet()) {
+      Map<String, String> c = e.getValue();
+      String k = e.getKey();
+      double prefill = num(c, "prefill_ms");
+      double cpu = num(c, "prefill_cpu_ms");
+      double ttft = num(c, "ttft_ms");
+      assertTrue(prefill > 0 && ttft >= prefill, k + ": TTFT includes the prefill");
+      assertTrue(cpu > 0, k + ": the prefill used CPU time");
       // The printed ratios are of the unrounded medians; the printed times are rounded to 0.1 ms.
-      assertEquals(prefill / fullPrefill, Double.parseDouble(c[1]), rounding(prefill, fullPrefill), e.getKey());
-      assertEquals(ttft / fullTtft, Double.parseDouble(c[3]), rounding(ttft, fullTtft), e.getKey());
-      assertEquals(1 / Double.parseDouble(c[3]), Double.parseDouble(c[4]), 1e-3 * Double.parseDouble(c[4]), e.getKey());
-      assertEquals(200 / (prefill / 1e3), Double.parseDouble(c[5]), (0.05 / prefill + 1e-3) * Double.parseDouble(c[5]),
-          e.getKey());
-      assertEquals((double) Long.parseLong(c[6]) / fullKv, Double.parseDouble(c[7]), 1e-6, e.getKey());
+      assertEquals(prefill / fullPrefill, num(c, "prefill_vs_full"), rounding(prefill, fullPrefill), k);
+      assertEquals(cpu / fullCpu, num(c, "prefill_cpu_vs_full"), rounding(cpu, fullCpu), k);
+      assertEquals(ttft / fullTtft, num(c, "ttft_vs_full"), rounding(ttft, fullTtft), k);
+      assertEquals(1 / num(c, "ttft_vs_full"), num(c, "ttft_speedup"), 1e-3 * num(c, "ttft_speedup"), k);
+      assertEquals(200 / (prefill / 1e3), num(c, "prompt_tokens_per_s"),
+          (0.05 / prefill + 1e-3) * num(c, "prompt_tokens_per_s"), k);
+      long kv = Long.parseLong(c.get("kv_bytes"));
+      assertEquals((double) kv / fullKv, num(c, "kv_vs_full"), 1e-6, k);
+      assertTrue(Long.parseLong(c.get("held_bytes")) > kv, k + ": the cache's bookkeeping comes on top");
     }
     // AcrossKV in pairs over the later half of 4 layers stores 3 layers of 4; in groups of one, all 4.
-    assertEquals(0.75, Double.parseDouble(rows.get("swiftKV(0.5,2)")[7]), 0.0);
-    assertEquals(fullKv, Long.parseLong(rows.get("swiftKV(0.5,1)")[6]));
+    assertEquals(0.75, num(rows.get("swiftKV(0.5,2)"), "kv_vs_full"), 0.0);
+    assertEquals(fullKv, Long.parseLong(rows.get("swiftKV(0.5,1)").get("kv_bytes")));
     // FastKV keeps 64 tokens per KV head in every layer of the 200 the full cache holds.
-    assertTrue(Long.parseLong(rows.get("fastKV(tsp(0.46875,20.0%),64)")[6]) < fullKv / 2, r.out());
+    assertTrue(Long.parseLong(rows.get("fastKV(tsp(0.46875,20.0%),64)").get("kv_bytes")) < fullKv / 2, r.out());
   }
 
   /** How far a ratio of two times printed to 0.1 ms may be from the printed ratio of the unrounded ones. */
