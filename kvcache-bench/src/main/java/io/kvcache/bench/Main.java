@@ -14,7 +14,7 @@ import picocli.CommandLine.Command;
  */
 @Command(name = "kvcache-bench", mixinStandardHelpOptions = true, version = "kvcache-bench 0.1.0-SNAPSHOT",
     description = "Runs kvcache's KV-cache strategies and kernels and prints memory, speed and fidelity.",
-    subcommands = {CompareCommand.class, GenerateCommand.class, DecodeCommand.class, JmhCommand.class, GpuCommand.class,
+    subcommands = {CompareCommand.class, QualityCommand.class, GenerateCommand.class, DecodeCommand.class, JmhCommand.class, GpuCommand.class,
         RetentionCommand.class})
 public final class Main implements Runnable {
 

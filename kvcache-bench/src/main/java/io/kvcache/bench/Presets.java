@@ -48,6 +48,29 @@ final class Presets {
   }
 
   /**
+   * The presets a model run can honour: {@link #all()} plus the prefill-schedule strategies, FastKV
+   * (budget = KV tokens per KV head) and SwiftKV (skip from half the depth; AcrossKV pairs, or none).
+   */
+  static Map<String, IntFunction<KVCacheStrategy>> withSchedules() {
+    Map<String, IntFunction<KVCacheStrategy>> m = all();
+    m.put("fastKV", b -> Strategies.fastKV(b));
+    m.put("swiftKV", b -> Strategies.swiftKV(0.5, 2));
+    m.put("swiftKV-single", b -> Strategies.swiftKV(0.5, 1));
+    return m;
+  }
+
+  /**
+   * @param name a preset name
+   * @return whether the preset takes a token budget (the others ignore it)
+   */
+  static boolean budgeted(String name) {
+    return switch (name) {
+      case "full-f16", "full-f32", "skvq-k2v1.5", "skvq-k4v4", "swiftKV", "swiftKV-single" -> false;
+      default -> true;
+    };
+  }
+
+  /**
    * Resolves a preset name or a combination.
    *
    * @param spec   a preset name from {@link #all()} or a combination such as {@code f32+sinks(4,1020)}

@@ -201,8 +201,26 @@ public final class LlamaModel {
      * @param logits {@code vocabSize} floats
      */
     public void decode(int token, float[] logits) {
+      decode(token, logits, null);
+    }
+
+    /**
+     * Feeds one token, writes the logits for the next and, for measurement, each layer's attention
+     * output (the concatenated heads, before the output projection).
+     *
+     * @param token     id in {@code [0, vocabSize)}
+     * @param logits    {@code vocabSize} floats
+     * @param attention null, or {@code layers * qWidth} floats: layer {@code l}'s attention output lands at
+     *                  {@code l * qWidth}
+     */
+    public void decode(int token, float[] logits, float[] attention) {
       checkToken(token, "token");
       checkLogits(logits);
+      int qw = config.qWidth();
+      if (attention != null && attention.length < config.layers() * qw) {
+        throw new IllegalArgumentException("attention must hold layers * qWidth = " + config.layers() * qw
+            + " floats, got " + attention.length);
+      }
       if (!decoding) {
         cache.endPrefill();
         decoding = true;
@@ -216,6 +234,9 @@ public final class LlamaModel {
           cache.decode(l, q, 0, k, 0, v, 0, att, 0);
         } else {
           cache.attendDecode(owner[l], q, 0, att, 0);
+        }
+        if (attention != null) {
+          System.arraycopy(att, 0, attention, l * qw, qw);
         }
         attentionOut(l, 1);
         mlp(l, 1);
