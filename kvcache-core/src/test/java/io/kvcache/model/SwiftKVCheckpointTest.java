@@ -60,6 +60,10 @@ class SwiftKVCheckpointTest {
     Files.writeString(f, s.replace(from, to), StandardCharsets.UTF_8);
   }
 
+  static float bf16(float f) {
+    return Float.intBitsToFloat(GgufWriter.bf16Bits(f) << 16);
+  }
+
   static float[] perturbed(SplittableRandom r, int n) {
     return TinyModels.gaussian(r, n, 0.3, 0);
   }
@@ -91,6 +95,17 @@ class SwiftKVCheckpointTest {
         for (float x : r.next()) {
           assertTrue(Float.isFinite(x), "seed=" + seed);
         }
+      }
+      // Released checkpoints are bf16: the _swiftkv tensors load in that dtype, element for element.
+      Path bf = write(CheckpointWriter.swiftKV(b, new SwiftKVConfig(2, 2)).dtype(DType.BF16), "bf16");
+      try (LlamaWeights w = LlamaWeights.loadHuggingFace(bf)) {
+        Weight k = w.layers[2].wk;
+        assertEquals(DType.BF16, k.type());
+        // GGUF keeps RoPE pairs adjacent: Hugging Face row 5 of a 16-wide head (first half, pair 5) is
+        // GGUF row 10, row 13 (second half, pair 5) is GGUF row 11.
+        assertEquals(bf16(b.layers[2].wk.get(10, 7)), k.get(5, 7));
+        assertEquals(bf16(b.layers[2].wk.get(11, 7)), k.get(13, 7));
+        assertEquals(bf16(b.layers[2].wv.get(5, 7)), w.layers[2].wv.get(5, 7));
       }
     }
   }
