@@ -113,6 +113,9 @@ class KVCrushTest {
     long[] out = new long[1];
     KVCrush.anchorBits(KVCrush.Anchor.MEAN, 0, 0, 3, sig, words, n, out);
     assertEquals(0b001, out[0]); // bit 0: 3 of 5; bit 1: 2 of 5; bit 2: 2 of 5
+    KVCrush.anchorBits(KVCrush.Anchor.MEAN, 0, 0, 3, sig, words, 4, out);
+    // First four tokens: bit 0 in 3 of 4; bit 1 in exactly 2 of 4, not a majority (mean > 0.5).
+    assertEquals(0b001, out[0], "a bit set in exactly half of the tokens is not a majority");
     KVCrush.anchorBits(KVCrush.Anchor.ALTERNATING, 0, 0, 3, sig, words, n, out);
     assertEquals(0b010, out[0]);
     long[] r1 = new long[1], r2 = new long[1];
