@@ -69,8 +69,8 @@ final class RetentionCommand implements Runnable {
     strategies.add(Strategies.kvCrush(KVCrush.builder(budget).importance(KVCrush.Importance.H2O).build()));
     System.out.printf(Locale.ROOT, "fidelity: shape %s, prompt %d, decode %d, budget %d (%.0f%%), %d seeds, "
         + "WorkloadSpec.standard%n", shape, prompt, decode, budget, share * 100, seeds);
-    System.out.printf(Locale.ROOT, "%-40s %12s %12s %12s %12s %12s%n", "strategy", "mean error", "seed sd",
-        "max error", "vs snapKV", "below snapKV");
+    System.out.printf(Locale.ROOT, "%-40s %12s %12s %12s %12s %12s %12s%n", "strategy", "mean error", "seed sd",
+        "seed median", "max error", "vs snapKV", "below snapKV");
     // SnapKV is the second strategy; every other is compared with it seed by seed (paired), because the
     // spread between seeds is larger than the differences between the policies.
     double[] snap = null;
@@ -89,6 +89,9 @@ final class RetentionCommand implements Runnable {
         var += (x - mean) * (x - mean);
       }
       double sd = seeds > 1 ? Math.sqrt(var / (seeds - 1)) : 0;
+      double[] sorted = e.clone();
+      java.util.Arrays.sort(sorted);
+      double median = (sorted[(seeds - 1) / 2] + sorted[seeds / 2]) / 2;
       if (snap == null && s.name().startsWith("snapKV")) {
         snap = e;
       }
@@ -103,7 +106,8 @@ final class RetentionCommand implements Runnable {
         diff = String.format(Locale.ROOT, "%+.4f", d);
         below = wins + "/" + seeds;
       }
-      System.out.printf(Locale.ROOT, "%-40s %12.4f %12.4f %12.4f %12s %12s%n", s.name(), mean, sd, max, diff, below);
+      System.out.printf(Locale.ROOT, "%-40s %12.4f %12.4f %12.4f %12.4f %12s %12s%n", s.name(), mean, sd, median, max,
+          diff, below);
     }
   }
 
