@@ -249,7 +249,6 @@ public final class KVCrush implements RetentionPolicy {
     }
   }
 
-
   /**
    * Sets signature bit {@code bit} of the tokens in the top half of one head's scores: exactly
    * {@code n / 2} of them, ties to the older token. The authors' implementations threshold every head
