@@ -37,7 +37,7 @@ final class Presets {
     m.put("streamingLLM", b -> Strategies.streamingLLM(Math.min(4, b - 1), Math.max(1, b - 4)));
     m.put("snapKV", b -> Strategies.snapKV(b, Math.min(32, b), 7));
     m.put("h2o", b -> Strategies.h2o(Math.max(1, b / 2), Math.max(1, b - b / 2)));
-    // KVCrush's importance share (3/4 of the budget) must hold its observation window.
+    // KVCrush holds its observation window and at least one representative inside the budget.
     m.put("kvCrush", b -> Strategies.kvCrush(io.kvcache.kvcrush.KVCrush.builder(b)
         .window(Math.max(1, Math.min(32, b - (int) Math.round(0.25 * b)))).build()));
     // RocketKV's budget is what a decode step reads; stage 1 keeps sqrt(T * budget) tokens.

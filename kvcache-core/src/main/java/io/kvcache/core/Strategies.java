@@ -74,11 +74,12 @@ public final class Strategies {
   }
 
   /**
-   * KVCrush (arXiv 2503.00022) over SnapKV in f16, with its defaults: a quarter of the budget for
-   * representatives chosen by head-behaviour signatures, random anchor, SnapKV window 32, kernel 7.
+   * KVCrush (arXiv 2503.00022) over SnapKV in f16, with its defaults: a quarter of the budget outside
+   * the window for representatives chosen by head-behaviour signatures, random anchor, SnapKV window
+   * 32, kernel 7.
    *
-   * @param budget tokens kept per KV head, {@code >= 43} with the defaults (the window must fit the
-   *     importance share)
+   * @param budget tokens kept per KV head, {@code >= 33} with the defaults (the window and one
+   *     representative must fit)
    * @return the strategy
    */
   public static KVCacheStrategy kvCrush(int budget) {
