@@ -63,4 +63,51 @@ final class Charts {
     }
     BitmapEncoder.saveBitmap(chart, file.toString(), BitmapEncoder.BitmapFormat.PNG);
   }
+
+  /**
+   * Two panels side by side, one series per strategy over its budgets: needle accuracy and the
+   * bits-per-byte increase over the full cache, each against the KV memory held relative to f16.
+   *
+   * @param file  the PNG to write
+   * @param rows  the quality table
+   * @param title a subtitle: model and workload
+   * @throws IOException when the file cannot be written
+   */
+  static void quality(Path file, List<QualityCommand.Row> rows, String title) throws IOException {
+    XYChart needles = new XYChartBuilder().width(800).height(560).title("Needle retrieval (" + title + ")")
+        .xAxisTitle("KV memory vs full f16 cache").yAxisTitle("exact-match accuracy").build();
+    XYChart bits = new XYChartBuilder().width(800).height(560).title("Bits per byte increase over the full f32 cache")
+        .xAxisTitle("KV memory vs full f16 cache").yAxisTitle("bits per byte increase").build();
+    for (XYChart c : new XYChart[] {needles, bits}) {
+      c.getStyler().setXAxisLogarithmic(true);
+      c.getStyler().setMarkerSize(8);
+    }
+    java.util.Map<String, List<QualityCommand.Row>> byName = new java.util.LinkedHashMap<>();
+    for (QualityCommand.Row r : rows) {
+      if (!r.strategy().equals("full-f32")) {
+        byName.computeIfAbsent(r.strategy(), k -> new ArrayList<>()).add(r);
+      }
+    }
+    for (var e : byName.entrySet()) {
+      List<Double> x = new ArrayList<>();
+      List<Double> acc = new ArrayList<>();
+      List<Double> inc = new ArrayList<>();
+      for (QualityCommand.Row r : e.getValue()) {
+        x.add(r.kvRatio());
+        acc.add(r.needleTrials() == 0 ? 0.0 : r.needleAccuracy());
+        inc.add(r.increase());
+      }
+      needles.addSeries(e.getKey(), x, acc).setMarker(SeriesMarkers.CIRCLE);
+      bits.addSeries(e.getKey(), x, inc).setMarker(SeriesMarkers.CIRCLE);
+    }
+    java.awt.image.BufferedImage left = BitmapEncoder.getBufferedImage(needles);
+    java.awt.image.BufferedImage right = BitmapEncoder.getBufferedImage(bits);
+    java.awt.image.BufferedImage both = new java.awt.image.BufferedImage(left.getWidth() + right.getWidth(),
+        Math.max(left.getHeight(), right.getHeight()), java.awt.image.BufferedImage.TYPE_INT_RGB);
+    java.awt.Graphics2D g = both.createGraphics();
+    g.drawImage(left, 0, 0, null);
+    g.drawImage(right, left.getWidth(), 0, null);
+    g.dispose();
+    javax.imageio.ImageIO.write(both, "png", file.toFile());
+  }
 }

@@ -20,7 +20,8 @@ import picocli.CommandLine.Option;
     description = "Runs the reference decoder on a model (HF directory or .gguf) through a strategy; prints tokens and tokens/s.")
 final class GenerateCommand implements Runnable {
 
-  @Option(names = "--model", required = true, description = "A Hugging Face model directory (config.json + *.safetensors) or a .gguf file.")
+  @Option(names = "--model", description = "A Hugging Face model directory (config.json + *.safetensors) or a .gguf "
+      + "file; default: the project's trained byte-level model kvcache-byte-4m, embedded in the jar.")
   Path model;
 
   @Option(names = "--prompt", description = "Prompt text, as UTF-8 bytes with BOS (byte-level models).")
@@ -54,10 +55,12 @@ final class GenerateCommand implements Runnable {
       throw new IllegalArgumentException("give exactly one of --prompt and --tokens");
     }
     int[] input = tokens != null ? tokens : ByteTokenizer.encode(prompt, true);
-    KVCacheStrategy s = Presets.resolve(strategy, budget);
+    KVCacheStrategy s = Presets.withSchedules().containsKey(strategy)
+        ? Presets.withSchedules().get(strategy).apply(budget) : Presets.resolve(strategy, budget);
     GenerationConfig config = temperature <= 0 ? GenerationConfig.greedy(maxTokens)
         : GenerationConfig.sampled(maxTokens, temperature, topP, seed);
-    try (LlamaWeights weights = LlamaWeights.load(model)) {
+    Path dir = model != null ? model : EmbeddedModel.directory();
+    try (LlamaWeights weights = LlamaWeights.load(dir)) {
       Generator g = new Generator(LlamaModel.of(weights), s);
       int[] out = g.generate(input, config, null);
       System.out.println("tokens: " + java.util.Arrays.toString(out));
@@ -67,7 +70,7 @@ final class GenerateCommand implements Runnable {
       System.out.printf(Locale.ROOT, "strategy %s: prompt %d tokens at %.1f tokens/s, %d generated at %.2f tokens/s%n",
           s.name(), input.length, g.lastPrefillTokensPerSecond(), out.length, g.lastDecodeTokensPerSecond());
     } catch (IOException e) {
-      throw new IllegalStateException("cannot load " + model + ": " + e.getMessage(), e);
+      throw new IllegalStateException("cannot load " + dir + ": " + e.getMessage(), e);
     }
   }
 }

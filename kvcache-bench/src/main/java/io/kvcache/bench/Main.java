@@ -14,8 +14,8 @@ import picocli.CommandLine.Command;
  */
 @Command(name = "kvcache-bench", mixinStandardHelpOptions = true, version = "kvcache-bench 0.1.0-SNAPSHOT",
     description = "Runs kvcache's KV-cache strategies and kernels and prints memory, speed and fidelity.",
-    subcommands = {CompareCommand.class, GenerateCommand.class, DecodeCommand.class, JmhCommand.class, GpuCommand.class,
-        RetentionCommand.class, PrefillCommand.class})
+    subcommands = {CompareCommand.class, QualityCommand.class, GenerateCommand.class, DecodeCommand.class,
+        JmhCommand.class, GpuCommand.class, RetentionCommand.class, PrefillCommand.class})
 public final class Main implements Runnable {
 
   /** Set in the relaunched JVM so it never relaunches again. */

@@ -37,7 +37,7 @@ final class Presets {
     m.put("streamingLLM", b -> Strategies.streamingLLM(Math.min(4, b - 1), Math.max(1, b - 4)));
     m.put("snapKV", b -> Strategies.snapKV(b, Math.min(32, b), 7));
     m.put("h2o", b -> Strategies.h2o(Math.max(1, b / 2), Math.max(1, b - b / 2)));
-    // KVCrush's importance share (3/4 of the budget) must hold its observation window.
+    // KVCrush holds its observation window and at least one representative inside the budget.
     m.put("kvCrush", b -> Strategies.kvCrush(io.kvcache.kvcrush.KVCrush.builder(b)
         .window(Math.max(1, Math.min(32, b - (int) Math.round(0.25 * b)))).build()));
     // RocketKV's budget is what a decode step reads; stage 1 keeps sqrt(T * budget) tokens.
@@ -45,6 +45,29 @@ final class Presets {
     m.put("skvq-k2v1.5", b -> Strategies.skvq());
     m.put("skvq-k4v4", b -> Strategies.skvq(4, 4, 128));
     return m;
+  }
+
+  /**
+   * The presets a model run can honour: {@link #all()} plus the prefill-schedule strategies, FastKV
+   * (budget = KV tokens per KV head) and SwiftKV (skip from half the depth; AcrossKV pairs, or none).
+   */
+  static Map<String, IntFunction<KVCacheStrategy>> withSchedules() {
+    Map<String, IntFunction<KVCacheStrategy>> m = all();
+    m.put("fastKV", b -> Strategies.fastKV(b));
+    m.put("swiftKV", b -> Strategies.swiftKV(0.5, 2));
+    m.put("swiftKV-single", b -> Strategies.swiftKV(0.5, 1));
+    return m;
+  }
+
+  /**
+   * @param name a preset name
+   * @return whether the preset takes a token budget (the others ignore it)
+   */
+  static boolean budgeted(String name) {
+    return switch (name) {
+      case "full-f16", "full-f32", "skvq-k2v1.5", "skvq-k4v4", "swiftKV", "swiftKV-single" -> false;
+      default -> true;
+    };
   }
 
   /**

@@ -21,12 +21,12 @@ final class Progress {
   }
 
   /** Marks one step done, with a label for what comes next. */
-  void step(String label) {
+  synchronized void step(String label) {
     done++;
     draw(label);
   }
 
-  void draw(String label) {
+  synchronized void draw(String label) {
     if (!enabled) {
       return;
     }
@@ -38,7 +38,7 @@ final class Progress {
     err.flush();
   }
 
-  void finish() {
+  synchronized void finish() {
     if (enabled) {
       err.print("\r" + " ".repeat(100) + "\r");
       err.flush();

@@ -69,16 +69,45 @@ final class RetentionCommand implements Runnable {
     strategies.add(Strategies.kvCrush(KVCrush.builder(budget).importance(KVCrush.Importance.H2O).build()));
     System.out.printf(Locale.ROOT, "fidelity: shape %s, prompt %d, decode %d, budget %d (%.0f%%), %d seeds, "
         + "WorkloadSpec.standard%n", shape, prompt, decode, budget, share * 100, seeds);
-    System.out.printf(Locale.ROOT, "%-40s %12s %12s%n", "strategy", "mean error", "max error");
+    System.out.printf(Locale.ROOT, "%-40s %12s %12s %12s %12s %12s %12s%n", "strategy", "mean error", "seed sd",
+        "seed median", "max error", "vs snapKV", "below snapKV");
+    // SnapKV is the second strategy; every other is compared with it seed by seed (paired), because the
+    // spread between seeds is larger than the differences between the policies.
+    double[] snap = null;
     for (KVCacheStrategy s : strategies) {
+      double[] e = new double[seeds];
       double mean = 0, max = 0;
       for (int seed = 1; seed <= seeds; seed++) {
         SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(prompt, decode, seed));
         Fidelity.Result r = Fidelity.compare(s, w, 256);
+        e[seed - 1] = r.meanError();
         mean += r.meanError() / seeds;
         max = Math.max(max, r.maxError());
       }
-      System.out.printf(Locale.ROOT, "%-40s %12.4f %12.4f%n", s.name(), mean, max);
+      double var = 0;
+      for (double x : e) {
+        var += (x - mean) * (x - mean);
+      }
+      double sd = seeds > 1 ? Math.sqrt(var / (seeds - 1)) : 0;
+      double[] sorted = e.clone();
+      java.util.Arrays.sort(sorted);
+      double median = (sorted[(seeds - 1) / 2] + sorted[seeds / 2]) / 2;
+      if (snap == null && s.name().startsWith("snapKV")) {
+        snap = e;
+      }
+      String diff = "", below = "";
+      if (snap != null && snap != e) {
+        double d = 0;
+        int wins = 0;
+        for (int i = 0; i < seeds; i++) {
+          d += (e[i] - snap[i]) / seeds;
+          wins += e[i] < snap[i] ? 1 : 0;
+        }
+        diff = String.format(Locale.ROOT, "%+.4f", d);
+        below = wins + "/" + seeds;
+      }
+      System.out.printf(Locale.ROOT, "%-40s %12.4f %12.4f %12.4f %12.4f %12s %12s%n", s.name(), mean, sd, median, max,
+          diff, below);
     }
   }
 

@@ -74,11 +74,12 @@ public final class Strategies {
   }
 
   /**
-   * KVCrush (arXiv 2503.00022) over SnapKV in f16, with its defaults: a quarter of the budget for
-   * representatives chosen by head-behaviour signatures, random anchor, SnapKV window 32, kernel 7.
+   * KVCrush (arXiv 2503.00022) over SnapKV in f16, with its defaults: a quarter of the budget outside
+   * the window for representatives chosen by head-behaviour signatures, random anchor, SnapKV window
+   * 32, kernel 7.
    *
-   * @param budget tokens kept per KV head, {@code >= 43} with the defaults (the window must fit the
-   *     importance share)
+   * @param budget tokens kept per KV head, {@code >= 33} with the defaults (the window and one
+   *     representative must fit)
    * @return the strategy
    */
   public static KVCacheStrategy kvCrush(int budget) {
@@ -209,5 +210,38 @@ public final class Strategies {
   public static KVCacheStrategy swiftKV(double skipFraction, int acrossGroup) {
     io.kvcache.swiftkv.SwiftKVSchedule s = new io.kvcache.swiftkv.SwiftKVSchedule(skipFraction, acrossGroup);
     return KVCacheStrategy.builder().name(s.name()).schedule(s).build();
+  }
+
+  /**
+   * SwiftKV over other storage: the schedule of {@link #swiftKV(double, int)} with every owned cache
+   * stored by {@code codec}. The paper's largest KV saving combines AcrossKV with quantized storage;
+   * with SKVQ's headline setting that is {@code swiftKV(0.5, 2, Strategies.skvq().codec())}.
+   *
+   * @param skipFraction first skipped layer as a share of depth, in (0, 1]
+   * @param acrossGroup  layers per shared cache past the skip point, {@code >= 1}
+   * @param codec        storage of the layers that own a cache
+   * @return the strategy, named {@code swiftKV(f,k)+codec}
+   */
+  public static KVCacheStrategy swiftKV(double skipFraction, int acrossGroup, StorageCodec codec) {
+    if (codec == null) {
+      throw new IllegalArgumentException("codec must not be null");
+    }
+    return swiftKV(new io.kvcache.swiftkv.SwiftKVSchedule(skipFraction, acrossGroup), codec);
+  }
+
+  /**
+   * SwiftKV with a given schedule (e.g. the one a SwiftKV checkpoint's config names) and storage.
+   *
+   * @param schedule the SingleInputKV / AcrossKV schedule
+   * @param codec    storage of the layers that own a cache
+   * @return the strategy, named {@code schedule+codec}
+   */
+  public static KVCacheStrategy swiftKV(io.kvcache.swiftkv.SwiftKVSchedule schedule, StorageCodec codec) {
+    if (schedule == null || codec == null) {
+      throw new IllegalArgumentException("schedule and codec must not be null, got schedule=" + schedule
+          + ", codec=" + codec);
+    }
+    return KVCacheStrategy.builder().name(schedule.name() + "+" + codec.name()).schedule(schedule).codec(codec)
+        .build();
   }
 }

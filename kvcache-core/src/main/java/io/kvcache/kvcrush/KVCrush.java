@@ -12,27 +12,28 @@ import java.util.SplittableRandom;
 /**
  * KVCrush (arXiv 2503.00022): under a token budget, an importance policy (SnapKV or H2O) keeps most
  * of the budget, and the rest keeps <em>representatives</em> of the tokens the importance policy
- * would evict, chosen by the similarity of their head behaviour, so that no kind of token loses its
- * voice entirely.
+ * evicts, chosen by the similarity of their head behaviour, so that no kind of token loses its voice
+ * entirely.
  *
- * <p>At {@code endPrefill}, per layer:
+ * <p>At {@code endPrefill}, per layer (the details follow the authors' implementations, OpenVINO
+ * GenAI's {@code KVCrushAlgorithm} and the vLLM integration; docs/kvcrush.md names each source):
  * <ol>
- *   <li><b>Budget split.</b> {@code crush = round(crushShare * budget)} tokens for representatives,
- *       {@code budget - crush} for the importance policy: SnapKV keeps its observation window plus
- *       its top-scored earlier tokens; H2O keeps half (rounded up) as the most recent tokens plus the
- *       top-scored heavy hitters of the prompt.</li>
- *   <li><b>Head-behaviour signature.</b> Every token not protected by the window / recent set gets a
- *       binary vector with one bit per <em>query</em> head of the layer ({@code queryHeads} bits):
- *       bit {@code h} is 1 when query head {@code h}, selecting alone with the importance budget,
- *       would keep the token (its score is at least the head's {@code k}-th largest, {@code k} the
- *       importance policy's non-protected share). Query heads, not KV heads, because they are the
- *       ones that behave; under MHA this is the paper's definition exactly. All KV heads of a layer
- *       hold the same tokens in the same slots at the end of the prompt (nothing was evicted before),
- *       so one signature describes a token across the whole layer; should the stores differ (a
- *       custom cache), each KV head falls back to the bits of its own GQA group.</li>
- *   <li><b>Anchor grouping.</b> The tokens the importance policy drops (the candidates) are sorted by
- *       the Hamming distance of their signature to an anchor vector (ties by position) and split into
- *       {@code crush} buckets of equal size.</li>
+ *   <li><b>Budget split.</b> The tokens the importance policy always keeps (SnapKV's observation
+ *       window) count inside {@code budget}, so that KVCrush holds exactly as many tokens as SnapKV at
+ *       the same budget; of the rest, {@code crush = floor(crushShare * (budget - window))} are
+ *       representatives (the vLLM integration's {@code kvcrush_ratio} of the budget outside the
+ *       always-kept tokens). With H2O, whose recent tokens are part of its own budget, the share is of
+ *       {@code budget}. SnapKV keeps its window plus its top-scored earlier tokens; H2O keeps half of its
+ *       share (rounded up) as the most recent tokens plus the top-scored heavy hitters.</li>
+ *   <li><b>Head-behaviour signature.</b> Every unprotected token gets one bit per KV head of the
+ *       layer: bit {@code h} is 1 when the token is in the top half of KV head {@code h}'s importance
+ *       scores (the group's mean, the score the importance policy ranks by). All KV heads of a layer
+ *       hold the same tokens in the same slots at the end of the prompt, so one signature describes a
+ *       token across the layer; should the stores differ (a custom cache), each KV head uses its own
+ *       bit alone.</li>
+ *   <li><b>Anchor grouping.</b> The candidates, exactly the unprotected tokens the importance policy
+ *       evicts, are sorted by the Hamming distance of their signature to an anchor vector (ties by
+ *       position) and split into {@code crush} buckets of equal size.</li>
  *   <li><b>Representatives.</b> The first token of every bucket is kept; the other candidates are
  *       evicted.</li>
  * </ol>
@@ -53,7 +54,7 @@ public final class KVCrush implements RetentionPolicy {
 
   /** The anchor binary vector the Hamming distances are measured to. */
   public enum Anchor {
-    /** All zeros: the distance counts the heads that would keep a token. */
+    /** All zeros: the distance counts the heads in whose top half a token is. */
     ZEROS,
     /** All ones. */
     ONES,
@@ -61,7 +62,7 @@ public final class KVCrush implements RetentionPolicy {
     ALTERNATING,
     /** A random vector, fixed by the seed (and the layer), so that runs repeat. */
     RANDOM,
-    /** The candidates' mean signature rounded to bits (majority per head). */
+    /** The mean signature of every scored token rounded to bits (majority per head). */
     MEAN
   }
 
@@ -84,26 +85,28 @@ public final class KVCrush implements RetentionPolicy {
     SnapKVCheck.windowAndPool(b.window, b.pool);
     this.budget = b.budget;
     this.crushShare = b.crushShare;
-    this.crush = Math.max(1, (int) Math.round(b.crushShare * b.budget));
     this.importance = b.importance;
+    int shared = b.importance == Importance.SNAPKV ? b.budget - b.window : b.budget;
+    this.crush = Math.max(1, (int) Math.floor(b.crushShare * shared));
     this.window = b.window;
     this.pool = b.pool;
     this.anchor = b.anchor;
     this.seed = b.seed;
     int importanceBudget = budget - crush;
     if (importance == Importance.SNAPKV && importanceBudget < window) {
-      throw new IllegalArgumentException("budget - round(crushShare * budget) must be >= window (" + window
-          + ") so that the window is kept, got budget=" + budget + " crushShare=" + crushShare);
+      throw new IllegalArgumentException("budget must leave room for the window (" + window
+          + ") and at least one representative, got budget=" + budget + " crushShare=" + crushShare);
     }
     if (importance == Importance.H2O && importanceBudget < 1) {
-      throw new IllegalArgumentException("budget - round(crushShare * budget) must be >= 1, got budget=" + budget
+      throw new IllegalArgumentException("budget - floor(crushShare * budget) must be >= 1, got budget=" + budget
           + " crushShare=" + crushShare);
     }
   }
 
   /**
    * A builder with the defaults: SnapKV importance, window 32, max pooling kernel 7, a quarter of
-   * the budget for representatives, random anchor with seed 0.
+   * the budget outside the window for representatives (the vLLM integration's {@code kvcrush_ratio}
+   * default), random anchor with seed 0 (OpenVINO GenAI's {@code KVCrushConfig} default).
    *
    * @param budget tokens kept per KV head after the prompt, {@code >= 2}
    * @return the builder
@@ -168,7 +171,8 @@ public final class KVCrush implements RetentionPolicy {
     }
 
     /**
-     * @param share share of the budget kept as representatives, in (0, 1); default 0.25
+     * @param share share of the budget (outside SnapKV's window) kept as representatives, in (0, 1);
+     *     default 0.25
      * @return this builder
      */
     public Builder crushShare(double share) {
@@ -245,31 +249,145 @@ public final class KVCrush implements RetentionPolicy {
     }
   }
 
+  /**
+   * Sets signature bit {@code bit} of the tokens in the top half of one head's scores: exactly
+   * {@code n / 2} of them, ties to the older token. The authors' implementations threshold every head
+   * this way (a head "keeps" a token when it is in the head's better half), whatever the budget.
+   *
+   * @param score   the head's scores, {@code score[off + i]} for token {@code i < n}
+   * @param off     first score
+   * @param n       tokens
+   * @param bit     the signature bit to set
+   * @param sig     signatures, {@code words} longs per token; only bit {@code bit} is touched
+   * @param words   longs per signature
+   * @param top     scratch, at least {@code n} entries
+   * @param scratch scratch, at least {@code n} entries
+   */
+  static void setHalfBits(float[] score, int off, int n, int bit, long[] sig, int words, boolean[] top,
+      long[] scratch) {
+    TokenSelection.top(score, off, n, n / 2, top, scratch);
+    int w = bit >>> 6;
+    long m = 1L << (bit & 63);
+    for (int i = 0; i < n; i++) {
+      if (top[i]) {
+        sig[i * words + w] |= m;
+      }
+    }
+  }
+
+  /**
+   * Keeps representatives of the candidates, the tokens {@code i < n} with {@code keep[i] == false}
+   * (those the importance policy evicts): sorted by the Hamming distance of their signature to the
+   * anchor, ties by index (so by position), split into {@code reps} buckets of equal size, and the first
+   * token of each bucket marked kept. Fewer candidates than {@code reps} are all kept.
+   *
+   * @param sig     signatures, {@code words} longs per token
+   * @param words   longs per signature
+   * @param anchor  the anchor, {@code words} longs
+   * @param n       tokens
+   * @param reps    buckets, {@code >= 0}
+   * @param keep    in: the importance policy's choice; out: plus the representatives
+   * @param scratch at least {@code n} entries
+   * @return the number of representatives kept, {@code min(reps, candidates)}
+   */
+  static int keepRepresentatives(long[] sig, int words, long[] anchor, int n, int reps, boolean[] keep,
+      long[] scratch) {
+    int nc = 0;
+    for (int i = 0; i < n; i++) {
+      if (!keep[i]) {
+        int dist = 0;
+        for (int w = 0; w < words; w++) {
+          dist += Long.bitCount(sig[i * words + w] ^ anchor[w]);
+        }
+        scratch[nc++] = ((long) dist << 32) | i;
+      }
+    }
+    Arrays.sort(scratch, 0, nc);
+    int r = Math.min(reps, nc);
+    for (int b = 0; b < r; b++) {
+      // Bucket b is sorted entries [b * nc / r, (b + 1) * nc / r); its first entry represents it.
+      keep[(int) scratch[(int) ((long) b * nc / r)]] = true;
+    }
+    return r;
+  }
+
+  /**
+   * Fills {@code out} with the anchor for signatures of {@code bits} bits over {@code n} tokens.
+   *
+   * @param anchor the mode
+   * @param seed   the random anchor's seed
+   * @param layer  the layer (mixed into the random anchor so that layers differ)
+   * @param bits   signature bits
+   * @param sig    the tokens' signatures (for {@link Anchor#MEAN})
+   * @param words  longs per signature
+   * @param n      tokens
+   * @param out    {@code words} longs
+   */
+  static void anchorBits(Anchor anchor, long seed, int layer, int bits, long[] sig, int words, int n, long[] out) {
+    Arrays.fill(out, 0, words, 0L);
+    switch (anchor) {
+      case ZEROS -> { }
+      case ONES -> {
+        for (int b = 0; b < bits; b++) {
+          out[b >>> 6] |= 1L << (b & 63);
+        }
+      }
+      case ALTERNATING -> {
+        for (int b = 1; b < bits; b += 2) {
+          out[b >>> 6] |= 1L << (b & 63);
+        }
+      }
+      case RANDOM -> {
+        SplittableRandom rnd = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + layer);
+        for (int b = 0; b < bits; b++) {
+          if (rnd.nextBoolean()) {
+            out[b >>> 6] |= 1L << (b & 63);
+          }
+        }
+      }
+      case MEAN -> {
+        // Majority bit over every scored token, as both authors' implementations take the mean.
+        for (int b = 0; b < bits; b++) {
+          int w = b >>> 6;
+          long m = 1L << (b & 63);
+          int ones = 0;
+          for (int i = 0; i < n; i++) {
+            if ((sig[i * words + w] & m) != 0) {
+              ones++;
+            }
+          }
+          if (2 * ones > n) {
+            out[w] |= m;
+          }
+        }
+      }
+      default -> throw new IllegalStateException("unknown anchor " + anchor);
+    }
+  }
+
   /** Per-cache state: H2O's prompt accumulators when H2O is the importance policy, and scratch. */
   private final class CrushState implements State {
-    private final AttentionShape shape;
     private final int group;
     private final int kvHeads;
+    private final int words;
     private final float[][][] promptAcc; // H2O: [layer][kvHead][g * slots + slot]
+    private final long[] anchorVec;
     private int[][] order = new int[0][];
-    private float[][] perHead = new float[0][];
+    private float[][] kvScore = new float[0][];
+    private float[] perHead = new float[0];
     private long[] sig = new long[0];
     private long[] lscratch = new long[0];
     private float[] acc = new float[0];
     private float[] tmp = new float[0];
-    private float[] fscratch = new float[0];
-    private float[] score = new float[0];
+    private boolean[] top = new boolean[0];
     private boolean[] keep = new boolean[0];
-    private final int words;
-    private final long[] anchorBits;
 
     CrushState(AttentionShape shape) {
-      this.shape = shape;
       this.group = shape.groupSize();
       this.kvHeads = shape.kvHeads();
+      this.words = (kvHeads + 63) / 64;
       this.promptAcc = importance == Importance.H2O ? new float[shape.layers()][kvHeads][0] : null;
-      this.words = (shape.queryHeads() + 63) / 64;
-      this.anchorBits = new long[words];
+      this.anchorVec = new long[words];
     }
 
     @Override
@@ -314,7 +432,8 @@ public final class KVCrush implements RetentionPolicy {
         maxSlots = Math.max(maxSlots, layer.store(h).pageCount() * HeadStore.PAGE_TOKENS);
       }
       ensure(maxSlots);
-      // 1. Per query head importance scores over each KV head's unprotected tokens, in position order.
+      // 1. The importance policy's score of every unprotected token, per KV head (the group's mean, the
+      //    score the policy ranks by), in position order.
       for (int h = 0; h < kvHeads; h++) {
         HeadStore store = layer.store(h);
         int n = TokenSelection.liveByPosition(store, order[h], lscratch);
@@ -325,21 +444,30 @@ public final class KVCrush implements RetentionPolicy {
         if (n <= budget) {
           continue;
         }
+        int p = prefix[h];
         if (importance == Importance.SNAPKV) {
-          SnapKV.pooledWindowScores(layer, h, order[h], prefix[h], pool, true, acc, tmp, perHead[h]);
+          SnapKV.pooledWindowScores(layer, h, order[h], p, pool, true, acc, tmp, perHead);
         } else {
           float[] a = promptAcc[layer.layer()][h];
           int stride = a.length / group;
           for (int gi = 0; gi < group; gi++) {
-            for (int i = 0; i < prefix[h]; i++) {
-              perHead[h][gi * prefix[h] + i] = a[gi * stride + order[h][i]];
+            for (int i = 0; i < p; i++) {
+              perHead[gi * p + i] = a[gi * stride + order[h][i]];
             }
           }
         }
+        SnapKV.aggregate(perHead, group, p, SnapKV.GroupAggregation.MEAN, kvScore[h]);
       }
+      // 2. Signatures: one bit per KV head of the layer when every KV head holds the same positions in
+      //    the same slots (always so at the end of a prompt), else each KV head its own single bit.
       boolean aligned = aligned(layer, prefix);
       if (aligned) {
-        signatures(0, kvHeads, prefix[0], importanceBudget - protectedCount[0]);
+        int p = prefix[0];
+        Arrays.fill(sig, 0, p * words, 0L);
+        for (int h = 0; h < kvHeads; h++) {
+          setHalfBits(kvScore[h], 0, p, h, sig, words, top, lscratch);
+        }
+        anchorBits(anchor, seed, layer.layer(), kvHeads, sig, words, p, anchorVec);
       }
       for (int h = 0; h < kvHeads; h++) {
         HeadStore store = layer.store(h);
@@ -347,31 +475,14 @@ public final class KVCrush implements RetentionPolicy {
           continue;
         }
         int p = prefix[h];
-        int keepImportant = importanceBudget - protectedCount[h];
         if (!aligned) {
-          signatures(h, h + 1, p, keepImportant);
+          Arrays.fill(sig, 0, p * words, 0L);
+          setHalfBits(kvScore[h], 0, p, 0, sig, words, top, lscratch);
+          anchorBits(anchor, seed, layer.layer(), 1, sig, words, p, anchorVec);
         }
-        // 2. The importance policy's own choice: the group's mean score, top keepImportant.
-        SnapKV.aggregate(perHead[h], group, p, SnapKV.GroupAggregation.MEAN, score);
-        TokenSelection.top(score, 0, p, keepImportant, keep, lscratch);
-        // 3. Candidates sorted by (Hamming distance to the anchor, position); 4. one per bucket.
-        int nc = 0;
-        int sigHeads = aligned ? shape.queryHeads() : group;
-        anchorFor(layer.layer(), sigHeads, p);
-        for (int i = 0; i < p; i++) {
-          if (!keep[i]) {
-            int dist = 0;
-            for (int w = 0; w < words; w++) {
-              dist += Long.bitCount(sig[i * words + w] ^ anchorBits[w]);
-            }
-            lscratch[nc++] = ((long) dist << 32) | i;
-          }
-        }
-        Arrays.sort(lscratch, 0, nc);
-        int reps = Math.min(crush, nc);
-        for (int b = 0; b < reps; b++) {
-          keep[(int) lscratch[(int) ((long) b * nc / reps)]] = true;
-        }
+        // 3. The importance policy's own choice, then 4. representatives of what it evicts.
+        TokenSelection.top(kvScore[h], 0, p, importanceBudget - protectedCount[h], keep, lscratch);
+        keepRepresentatives(sig, words, anchorVec, p, crush, keep, lscratch);
         for (int i = 0; i < p; i++) {
           if (!keep[i]) {
             store.evict(order[h][i]);
@@ -401,88 +512,16 @@ public final class KVCrush implements RetentionPolicy {
       return true;
     }
 
-    /**
-     * Signature bits of query heads {@code [h0 * group, h1 * group)}, renumbered from bit 0: bit set
-     * when the token is in that query head's own top {@code k}.
-     */
-    private void signatures(int h0, int h1, int p, int k) {
-      Arrays.fill(sig, 0, p * words, 0L);
-      if (k <= 0) {
-        return;
-      }
-      int bit = 0;
-      for (int h = h0; h < h1; h++) {
-        for (int gi = 0; gi < group; gi++, bit++) {
-          float[] s = perHead[h];
-          int off = gi * p;
-          float thr = TokenSelection.kthLargest(s, off, p, Math.min(k, p), fscratch);
-          int w = bit >>> 6;
-          long m = 1L << (bit & 63);
-          for (int i = 0; i < p; i++) {
-            if (s[off + i] >= thr) {
-              sig[i * words + w] |= m;
-            }
-          }
-        }
-      }
-    }
-
-    /** Fills {@link #anchorBits} for {@code bits} signature bits of the current candidates. */
-    private void anchorFor(int layer, int bits, int p) {
-      Arrays.fill(anchorBits, 0L);
-      switch (anchor) {
-        case ZEROS -> { }
-        case ONES -> {
-          for (int b = 0; b < bits; b++) {
-            anchorBits[b >>> 6] |= 1L << (b & 63);
-          }
-        }
-        case ALTERNATING -> {
-          for (int b = 1; b < bits; b += 2) {
-            anchorBits[b >>> 6] |= 1L << (b & 63);
-          }
-        }
-        case RANDOM -> {
-          SplittableRandom rnd = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + layer);
-          for (int b = 0; b < bits; b++) {
-            if (rnd.nextBoolean()) {
-              anchorBits[b >>> 6] |= 1L << (b & 63);
-            }
-          }
-        }
-        case MEAN -> {
-          int nc = 0;
-          int[] ones = new int[bits];
-          for (int i = 0; i < p; i++) {
-            if (!keep[i]) {
-              nc++;
-              for (int b = 0; b < bits; b++) {
-                if ((sig[i * words + (b >>> 6)] & (1L << (b & 63))) != 0) {
-                  ones[b]++;
-                }
-              }
-            }
-          }
-          for (int b = 0; b < bits; b++) {
-            if (2 * ones[b] > nc) {
-              anchorBits[b >>> 6] |= 1L << (b & 63);
-            }
-          }
-        }
-        default -> throw new IllegalStateException("unknown anchor " + anchor);
-      }
-    }
-
     private void ensure(int slots) {
       if (lscratch.length < slots) {
         order = new int[kvHeads][slots];
-        perHead = new float[kvHeads][group * slots];
+        kvScore = new float[kvHeads][slots];
+        perHead = new float[group * slots];
         sig = new long[words * slots];
         lscratch = new long[slots];
         acc = new float[group * slots];
         tmp = new float[slots];
-        fscratch = new float[slots];
-        score = new float[slots];
+        top = new boolean[slots];
         keep = new boolean[slots];
       }
     }

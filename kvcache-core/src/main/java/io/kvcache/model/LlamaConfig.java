@@ -145,9 +145,10 @@ public record LlamaConfig(String architecture, int vocabSize, int hidden, int in
     if (archs instanceof java.util.List<?> l && !l.isEmpty()) {
       arch = String.valueOf(l.get(0));
     }
-    if (!arch.equals("LlamaForCausalLM") && !arch.equals("MistralForCausalLM") && !arch.equals("Qwen2ForCausalLM")) {
+    if (!arch.equals("LlamaForCausalLM") && !arch.equals("MistralForCausalLM") && !arch.equals("Qwen2ForCausalLM")
+        && !arch.equals("LlamaSwiftKVForCausalLM")) {
       throw new IllegalArgumentException(source + ": architectures[0] is '" + arch
-          + "', expected LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM");
+          + "', expected LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or LlamaSwiftKVForCausalLM");
     }
     boolean qwen2 = arch.equals("Qwen2ForCausalLM");
     if (Boolean.TRUE.equals(m.get("mlp_bias"))) {

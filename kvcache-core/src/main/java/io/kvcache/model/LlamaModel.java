@@ -91,6 +91,20 @@ public final class LlamaModel {
     private final int[] pos;
     /** The layer whose cache each layer uses (itself, or its AcrossKV group's first layer). */
     private final int[] owner;
+    /**
+     * The first SingleInputKV layer: from it on, every token's keys and values are projected from the
+     * hidden state entering it ({@code xs}); the model's depth when there is none.
+     */
+    private final int single;
+    /** The layer whose K/V projections serve each layer (a SwiftKV checkpoint's group owner). */
+    private final int[] kvFrom;
+    /** The hidden state entering layer {@link #single}, for the rows of the current chunk. */
+    private final float[] xs;
+    /** Multiply-add FLOPs spent in prefill, per layer and (last entry) the output head. */
+    private final long[] flops;
+    /** Rows appended to each layer's cache so far, for counting attention FLOPs. */
+    private final long[] appended;
+    private boolean counting;
     private int next;
     private boolean decoding;
 
@@ -122,11 +136,24 @@ public final class LlamaModel {
         throw new IllegalArgumentException("schedule " + schedule.name() + ": the selection layer " + sel
             + " shares layer " + owner[sel] + "'s cache; token selection needs a layer that projects its own keys");
       }
-      if (sel < layers && skip < layers) {
-        throw new IllegalArgumentException("schedule " + schedule.name() + " asks for both token-selective propagation"
-            + " (after layer " + sel + ") and SingleInputKV (from layer " + skip + "); the decoder runs one at a time");
+      SwiftKVConfig swift = weights.swiftKV;
+      kvFrom = new int[layers];
+      for (int l = 0; l < layers; l++) {
+        kvFrom[l] = swift == null ? l : swift.kvSource(l);
+      }
+      if (swift != null) {
+        checkCheckpointSchedule(swift, skip, layers);
+      }
+      single = swift != null ? swift.keyValueLayers() : skip;
+      if (sel < layers && single < layers) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + " asks for token-selective propagation"
+            + " (after layer " + sel + ") on a model with SingleInputKV from layer " + single
+            + "; the decoder runs one at a time");
       }
       chunk = maxChunk;
+      xs = single < layers ? new float[chunk * config.hidden()] : null;
+      flops = new long[layers + 1];
+      appended = new long[layers];
       int h = config.hidden();
       split = new RowSplit(executor, threads, Math.max(h, Math.max(config.intermediate(), config.qWidth())));
       x = new float[chunk * h];
@@ -143,9 +170,45 @@ public final class LlamaModel {
       cache = strategy.newCache(config.shape(), executor);
     }
 
+    /**
+     * A SwiftKV checkpoint fixes where SingleInputKV starts and which layers project K/V: the schedule
+     * may skip from that layer or not at all, and may share a cache only among layers whose K/V the
+     * checkpoint projects once.
+     */
+    private void checkCheckpointSchedule(SwiftKVConfig swift, int skip, int layers) {
+      int kvl = swift.keyValueLayers();
+      if (skip != kvl && skip != layers) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + " skips from layer " + skip
+            + ", but this SwiftKV checkpoint projects the K/V of layers >= num_key_value_layers = " + kvl
+            + " from the state entering layer " + kvl + "; expected skipFromLayer " + kvl + " (its schedule: "
+            + swift.schedule().name() + ") or " + layers + " (no skipping)");
+      }
+      for (int l = 0; l < layers; l++) {
+        if (owner[l] != l && kvFrom[owner[l]] != kvFrom[l]) {
+          throw new IllegalArgumentException("schedule " + schedule.name() + " lets layer " + l + " read layer "
+              + owner[l] + "'s cache, but this SwiftKV checkpoint projects their K/V separately (key_value_group_size = "
+              + swift.groupSize() + " from layer " + kvl + "); expected sharing only within those groups");
+        }
+      }
+    }
+
     /** @return the KV cache, for its statistics */
     public KVCache cache() {
       return cache;
+    }
+
+    /**
+     * Multiply-add FLOPs spent so far on prompt tokens, counted as 2 per multiply-add: entry {@code l}
+     * for layer {@code l} (q/k/v/o projections, attention, MLP; K/V projections and the cache's
+     * attention only, for rows that skip the layer), the last entry for the output head. Attention
+     * counts {@code 4 · headDim} per query head and key the query reaches (scores and weighted
+     * values) over the rows appended to the layer's cache up to the query's own; norms, RoPE,
+     * activations and residual adds are not multiply-adds of a matrix and are not counted.
+     *
+     * @return a fresh array of {@code layers + 1} counts
+     */
+    public long[] prefillFlops() {
+      return flops.clone();
     }
 
     /** @return tokens consumed so far (prompt and decoded), i.e. the next position */
@@ -169,12 +232,17 @@ public final class LlamaModel {
       int sel = schedule.selectionLayer(layers);
       int skip = schedule.skipFromLayer(layers);
       int n = tokens.length;
-      if (sel < layers - 1 && n > 1) {
-        prefillSelective(tokens, sel, logits);
-      } else if (skip < layers && n > 1) {
-        prefillSkipping(tokens, skip, logits);
-      } else {
-        prefillAll(tokens, logits, false);
+      counting = true;
+      try {
+        if (sel < layers - 1 && n > 1) {
+          prefillSelective(tokens, sel, logits);
+        } else if (skip < layers && n > 1) {
+          prefillSkipping(tokens, skip, logits);
+        } else {
+          prefillAll(tokens, logits, false);
+        }
+      } finally {
+        counting = false;
       }
     }
 
@@ -201,8 +269,26 @@ public final class LlamaModel {
      * @param logits {@code vocabSize} floats
      */
     public void decode(int token, float[] logits) {
+      decode(token, logits, null);
+    }
+
+    /**
+     * Feeds one token, writes the logits for the next and, for measurement, each layer's attention
+     * output (the concatenated heads, before the output projection).
+     *
+     * @param token     id in {@code [0, vocabSize)}
+     * @param logits    {@code vocabSize} floats
+     * @param attention null, or {@code layers * qWidth} floats: layer {@code l}'s attention output lands at
+     *                  {@code l * qWidth}
+     */
+    public void decode(int token, float[] logits, float[] attention) {
       checkToken(token, "token");
       checkLogits(logits);
+      int qw = config.qWidth();
+      if (attention != null && attention.length < config.layers() * qw) {
+        throw new IllegalArgumentException("attention must hold layers * qWidth = " + config.layers() * qw
+            + " floats, got " + attention.length);
+      }
       if (!decoding) {
         cache.endPrefill();
         decoding = true;
@@ -211,11 +297,17 @@ public final class LlamaModel {
       pos[0] = next;
       rope(1);
       for (int l = 0; l < config.layers(); l++) {
+        if (l == single) {
+          System.arraycopy(x, 0, xs, 0, config.hidden());
+        }
         attentionIn(l, 1);
         if (owner[l] == l) {
           cache.decode(l, q, 0, k, 0, v, 0, att, 0);
         } else {
           cache.attendDecode(owner[l], q, 0, att, 0);
+        }
+        if (attention != null) {
+          System.arraycopy(att, 0, attention, l * qw, qw);
         }
         attentionOut(l, 1);
         mlp(l, 1);
@@ -287,6 +379,7 @@ public final class LlamaModel {
           pos[t] = next + t;
         }
         runLayers(0, skip, c);
+        System.arraycopy(x, 0, xs, 0, c * h);
         for (int l = skip; l < config.layers(); l++) {
           kvOnly(l, c);
         }
@@ -433,6 +526,9 @@ public final class LlamaModel {
     private void runLayers(int from, int to, int c) {
       rope(c);
       for (int l = from; l < to; l++) {
+        if (l == single) {
+          System.arraycopy(x, 0, xs, 0, c * config.hidden());
+        }
         attentionIn(l, c);
         attend(l, c);
         attentionOut(l, c);
@@ -441,6 +537,7 @@ public final class LlamaModel {
     }
 
     private void attend(int l, int c) {
+      countAttention(l, c);
       if (owner[l] == l) {
         cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
       } else {
@@ -448,22 +545,15 @@ public final class LlamaModel {
       }
     }
 
+    /** Prompt rows that skip layer {@code l}: only its K/V, projected from the state entering {@link #single}. */
     private void kvOnly(int l, int c) {
       if (owner[l] != l) {
         return;
       }
-      LlamaWeights.Layer w = weights.layers[l];
-      int h = config.hidden();
-      for (int t = 0; t < c; t++) {
-        rmsNorm(x, t * h, w.attnNorm, xb, t * h, h, config.rmsEps());
-      }
-      split.matmul(kernels, w.wk, xb, 0, h, c, k, 0, config.kvWidth());
-      split.matmul(kernels, w.wv, xb, 0, h, c, v, 0, config.kvWidth());
-      addBias(k, w.bk, c);
-      addBias(v, w.bv, c);
-      applyRope(k, config.kvHeads(), c);
+      projectKV(l, xs, c);
       // The cache computes attention with every prefill; a zero query's output is discarded.
       Arrays.fill(q, 0, c * config.qWidth(), 0f);
+      countAttention(l, c);
       cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
     }
 
@@ -473,24 +563,70 @@ public final class LlamaModel {
       for (int t = 0; t < c; t++) {
         rmsNorm(x, t * h, w.attnNorm, xb, t * h, h, config.rmsEps());
       }
-      split.matmul(kernels, w.wq, xb, 0, h, c, q, 0, config.qWidth());
+      matmul(l, w.wq, xb, h, c, q, config.qWidth());
       addBias(q, w.bq, c);
       applyRope(q, config.heads(), c);
       if (owner[l] != l) {
         // AcrossKV: the group's first layer projected the K/V this layer reads.
         return;
       }
-      split.matmul(kernels, w.wk, xb, 0, h, c, k, 0, config.kvWidth());
-      split.matmul(kernels, w.wv, xb, 0, h, c, v, 0, config.kvWidth());
+      if (l >= single) {
+        projectKV(l, xs, c);
+        return;
+      }
+      matmul(l, w.wk, xb, h, c, k, config.kvWidth());
+      matmul(l, w.wv, xb, h, c, v, config.kvWidth());
       addBias(k, w.bk, c);
       addBias(v, w.bv, c);
       applyRope(k, config.kvHeads(), c);
     }
 
+    /**
+     * SingleInputKV: layer {@code l}'s keys and values from {@code src}, the state entering layer
+     * {@link #single}. A SwiftKV checkpoint normalises it with {@code norm_swiftkv} and projects with
+     * the group owner's {@code _swiftkv} matrices; a plain model uses layer {@code l}'s own input norm
+     * and projections. Overwrites {@code xb}.
+     */
+    private void projectKV(int l, float[] src, int c) {
+      LlamaWeights.Layer w = weights.layers[kvFrom[l]];
+      float[] norm = weights.swiftKVNorm != null ? weights.swiftKVNorm : weights.layers[l].attnNorm;
+      int h = config.hidden();
+      for (int t = 0; t < c; t++) {
+        rmsNorm(src, t * h, norm, xb, t * h, h, config.rmsEps());
+      }
+      matmul(l, w.wk, xb, h, c, k, config.kvWidth());
+      matmul(l, w.wv, xb, h, c, v, config.kvWidth());
+      addBias(k, w.bk, c);
+      addBias(v, w.bv, c);
+      applyRope(k, config.kvHeads(), c);
+    }
+
+    /** {@code out[c][outW] = W · in[c][inW]}, its FLOPs counted against {@code slot} during prefill. */
+    private void matmul(int slot, Weight wt, float[] in, int inW, int c, float[] out, int outW) {
+      split.matmul(kernels, wt, in, 0, inW, c, out, 0, outW);
+      if (counting) {
+        flops[slot] += 2L * c * inW * outW;
+      }
+    }
+
+    /** Counts the attention of {@code c} query rows at layer {@code l} against its cache (owner's for AcrossKV). */
+    private void countAttention(int l, int c) {
+      int o = owner[l];
+      long before = owner[l] == l ? appended[o] : appended[o] - c;
+      if (owner[l] == l) {
+        appended[o] += c;
+      }
+      if (counting) {
+        // Row t reaches the rows appended before the chunk plus rows 0..t of the chunk.
+        long keys = c * before + (long) c * (c + 1) / 2;
+        flops[l] += 4L * config.headDim() * config.heads() * keys;
+      }
+    }
+
     private void attentionOut(int l, int c) {
       LlamaWeights.Layer w = weights.layers[l];
       int h = config.hidden();
-      split.matmul(kernels, w.wo, att, 0, config.qWidth(), c, xb, 0, h);
+      matmul(l, w.wo, att, config.qWidth(), c, xb, h);
       for (int i = 0; i < c * h; i++) {
         x[i] += xb[i];
       }
@@ -503,13 +639,13 @@ public final class LlamaModel {
       for (int t = 0; t < c; t++) {
         rmsNorm(x, t * h, w.mlpNorm, xb, t * h, h, config.rmsEps());
       }
-      split.matmul(kernels, w.gate, xb, 0, h, c, g, 0, f);
-      split.matmul(kernels, w.up, xb, 0, h, c, u, 0, f);
+      matmul(l, w.gate, xb, h, c, g, f);
+      matmul(l, w.up, xb, h, c, u, f);
       for (int i = 0; i < c * f; i++) {
         float a = g[i];
         g[i] = a / (1f + (float) Math.exp(-a)) * u[i];
       }
-      split.matmul(kernels, w.down, g, 0, f, c, xb, 0, h);
+      matmul(l, w.down, g, f, c, xb, h);
       for (int i = 0; i < c * h; i++) {
         x[i] += xb[i];
       }
@@ -519,6 +655,9 @@ public final class LlamaModel {
       int h = config.hidden();
       rmsNorm(src, off, weights.finalNorm, xb, 0, h, config.rmsEps());
       split.matmul(kernels, weights.output, xb, 0, h, 1, logits, logitsOff, config.vocabSize());
+      if (counting) {
+        flops[config.layers()] += 2L * h * config.vocabSize();
+      }
     }
 
     private void embed(int token, float[] dst, int off) {

@@ -41,10 +41,16 @@ public final class LlamaWeights implements AutoCloseable {
   final Weight output;
   final Layer[] layers;
   final float[] invFreq;
+  /** The SwiftKV settings of a SwiftKV checkpoint, or null for a plain model. */
+  final SwiftKVConfig swiftKV;
+  /** {@code model.norm_swiftkv}: the norm before the SingleInputKV projections, or null. */
+  final float[] swiftKVNorm;
   private volatile boolean closed;
 
   private LlamaWeights(LlamaConfig config, Weight embedding, float[] finalNorm, Weight output, Layer[] layers,
-      float[] invFreq) {
+      float[] invFreq, SwiftKVConfig swiftKV, float[] swiftKVNorm) {
+    this.swiftKV = swiftKV;
+    this.swiftKVNorm = swiftKVNorm;
     this.config = config;
     this.embedding = embedding;
     this.finalNorm = finalNorm;
@@ -58,11 +64,21 @@ public final class LlamaWeights implements AutoCloseable {
     return config;
   }
 
+  /**
+   * @return the SwiftKV settings when this is a SwiftKV checkpoint ({@code swiftkv: true}): its layers
+   *     from {@code num_key_value_layers} on then take keys and values from one earlier hidden state,
+   *     for every token; empty for a plain model
+   */
+  public java.util.Optional<SwiftKVConfig> swiftKV() {
+    return java.util.Optional.ofNullable(swiftKV);
+  }
+
   /** @return bytes of the weight matrices read per decoded token (every matrix once; the embedding row not counted) */
   public long decodeWeightBytes() {
     long b = output.byteSize();
     for (Layer l : layers) {
-      b += l.wq.byteSize() + l.wk.byteSize() + l.wv.byteSize() + l.wo.byteSize()
+      // A SwiftKV layer that shares its group's K/V projection has none of its own.
+      b += l.wq.byteSize() + (l.wk == null ? 0 : l.wk.byteSize() + l.wv.byteSize()) + l.wo.byteSize()
           + l.gate.byteSize() + l.up.byteSize() + l.down.byteSize();
     }
     return b;
@@ -114,6 +130,7 @@ public final class LlamaWeights implements AutoCloseable {
     } catch (IllegalArgumentException e) {
       throw new ModelFormatException(cfgFile + ": " + e.getMessage());
     }
+    SwiftKVConfig swift = SwiftKVConfig.fromHuggingFace(cfgMap, config.layers(), cfgFile.toString());
     List<Path> shards;
     try (Stream<Path> s = Files.list(dir)) {
       shards = s.filter(p -> p.getFileName().toString().endsWith(".safetensors")).sorted().toList();
@@ -126,7 +143,7 @@ public final class LlamaWeights implements AutoCloseable {
     for (Path p : shards) {
       Safetensors.read(p, tensors, fileOf);
     }
-    return assemble(config, tensors, fileOf, LlamaWeights::hfName, null, dir.toString());
+    return assemble(config, tensors, fileOf, LlamaWeights::hfName, null, dir.toString(), swift);
   }
 
   /**
@@ -159,7 +176,7 @@ public final class LlamaWeights implements AutoCloseable {
           invFreq[i] = invFreq[i] / factors[i];
         }
       }
-      return assemble(config, g.tensors(), fileOf, LlamaWeights::ggufName, invFreq, file.toString());
+      return assemble(config, g.tensors(), fileOf, LlamaWeights::ggufName, invFreq, file.toString(), null);
     }
   }
 
@@ -175,7 +192,7 @@ public final class LlamaWeights implements AutoCloseable {
     for (String k : tensors.keySet()) {
       fileOf.put(k, "memory");
     }
-    return assemble(config, tensors, fileOf, LlamaWeights::ggufName, null, "memory");
+    return assemble(config, tensors, fileOf, LlamaWeights::ggufName, null, "memory", null);
   }
 
   static String hfName(String logical, int layer) {
@@ -196,6 +213,13 @@ public final class LlamaWeights implements AutoCloseable {
       case "gate" -> p + "mlp.gate_proj.weight";
       case "up" -> p + "mlp.up_proj.weight";
       case "down" -> p + "mlp.down_proj.weight";
+      case "norm_swiftkv" -> "model.norm_swiftkv.weight";
+      case "wq_swiftkv" -> p + "self_attn.q_proj_swiftkv.weight";
+      case "wk_swiftkv" -> p + "self_attn.k_proj_swiftkv.weight";
+      case "wv_swiftkv" -> p + "self_attn.v_proj_swiftkv.weight";
+      case "bq_swiftkv" -> p + "self_attn.q_proj_swiftkv.bias";
+      case "bk_swiftkv" -> p + "self_attn.k_proj_swiftkv.bias";
+      case "bv_swiftkv" -> p + "self_attn.v_proj_swiftkv.bias";
       default -> throw new AssertionError(logical);
     };
   }
@@ -227,33 +251,59 @@ public final class LlamaWeights implements AutoCloseable {
   }
 
   private static LlamaWeights assemble(LlamaConfig c, Map<String, Weight> t, Map<String, String> fileOf, Names names,
-      float[] invFreq, String source) {
+      float[] invFreq, String source, SwiftKVConfig swift) {
     Getter g = new Getter(t, fileOf, names, source);
     int q = c.qWidth();
     int kv = c.kvWidth();
     Weight embed = g.matrix("embed", -1, c.vocabSize(), c.hidden());
     float[] norm = g.vector("norm", -1, c.hidden());
     Weight out = c.tieEmbeddings() ? embed : g.matrix("output", -1, c.vocabSize(), c.hidden());
+    // A SwiftKV layer's own q/k/v projections are never used (the checkpoint keeps them from the base
+    // model); it runs on its _swiftkv tensors instead.
+    int firstSwift = swift == null ? c.layers() : swift.keyValueLayers();
+    float[] swiftNorm = firstSwift < c.layers() ? g.vector("norm_swiftkv", -1, c.hidden()) : null;
     Layer[] layers = new Layer[c.layers()];
     for (int i = 0; i < layers.length; i++) {
       Layer l = new Layer();
       l.attnNorm = g.vector("attn_norm", i, c.hidden());
-      l.wq = g.matrix("wq", i, q, c.hidden());
-      l.wk = g.matrix("wk", i, kv, c.hidden());
-      l.wv = g.matrix("wv", i, kv, c.hidden());
-      l.wo = g.matrix("wo", i, c.hidden(), q);
-      if (c.attentionBias()) {
-        l.bq = g.vector("bq", i, q);
-        l.bk = g.vector("bk", i, kv);
-        l.bv = g.vector("bv", i, kv);
+      if (i < firstSwift) {
+        l.wq = g.matrix("wq", i, q, c.hidden());
+        l.wk = g.matrix("wk", i, kv, c.hidden());
+        l.wv = g.matrix("wv", i, kv, c.hidden());
+        if (c.attentionBias()) {
+          l.bq = g.vector("bq", i, q);
+          l.bk = g.vector("bk", i, kv);
+          l.bv = g.vector("bv", i, kv);
+        }
+      } else {
+        l.wq = g.matrix("wq_swiftkv", i, q, c.hidden());
+        boolean projects = swift.kvSource(i) == i;
+        if (projects) {
+          l.wk = g.matrix("wk_swiftkv", i, kv, c.hidden());
+          l.wv = g.matrix("wv_swiftkv", i, kv, c.hidden());
+        }
+        if (c.attentionBias()) {
+          l.bq = g.vector("bq_swiftkv", i, q);
+          if (projects) {
+            l.bk = g.vector("bk_swiftkv", i, kv);
+            l.bv = g.vector("bv_swiftkv", i, kv);
+          }
+        }
       }
+      l.wo = g.matrix("wo", i, c.hidden(), q);
       l.mlpNorm = g.vector("mlp_norm", i, c.hidden());
       l.gate = g.matrix("gate", i, c.intermediate(), c.hidden());
       l.up = g.matrix("up", i, c.intermediate(), c.hidden());
       l.down = g.matrix("down", i, c.hidden(), c.intermediate());
       layers[i] = l;
     }
-    return new LlamaWeights(c, embed, norm, out, layers, invFreq != null ? invFreq : c.inverseFrequencies());
+    return new LlamaWeights(c, embed, norm, out, layers, invFreq != null ? invFreq : c.inverseFrequencies(),
+        firstSwift < c.layers() ? swift : null, swiftNorm);
+  }
+
+  private static String swiftNote(String tensor) {
+    return tensor.contains("_swiftkv") ? " (config.json has swiftkv: true, so every layer from num_key_value_layers on"
+        + " needs its _swiftkv tensors)" : "";
   }
 
   private record Getter(Map<String, Weight> t, Map<String, String> fileOf, Names names, String source) {
@@ -261,7 +311,8 @@ public final class LlamaWeights implements AutoCloseable {
       String n = names.name(logical, layer);
       Weight w = t.get(n);
       if (w == null) {
-        throw new ModelFormatException(source + ": missing tensor " + n + ", expected [" + rows + ", " + cols + "]");
+        throw new ModelFormatException(source + ": missing tensor " + n + ", expected [" + rows + ", " + cols + "]"
+            + swiftNote(n));
       }
       if (w.rows() != rows || w.cols() != cols) {
         throw new ModelFormatException(fileOf.get(n) + ": tensor " + n + " has shape [" + w.rows() + ", " + w.cols()
@@ -274,7 +325,7 @@ public final class LlamaWeights implements AutoCloseable {
       String name = names.name(logical, layer);
       Weight w = t.get(name);
       if (w == null) {
-        throw new ModelFormatException(source + ": missing tensor " + name + ", expected [" + n + "]");
+        throw new ModelFormatException(source + ": missing tensor " + name + ", expected [" + n + "]" + swiftNote(name));
       }
       if ((long) w.rows() * w.cols() != n) {
         throw new ModelFormatException(fileOf.get(name) + ": tensor " + name + " has " + (long) w.rows() * w.cols()

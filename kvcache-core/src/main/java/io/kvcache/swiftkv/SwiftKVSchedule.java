@@ -21,6 +21,8 @@ import io.kvcache.schedule.PrefillSchedule;
 public final class SwiftKVSchedule implements PrefillSchedule {
 
   private final double skipFraction;
+  /** The first skipped layer when given as an index (from a checkpoint's config); -1 when a fraction. */
+  private final int skipLayer;
   private final int group;
 
   /**
@@ -35,16 +37,50 @@ public final class SwiftKVSchedule implements PrefillSchedule {
       throw new IllegalArgumentException("acrossGroup must be >= 1, got " + acrossGroup);
     }
     this.skipFraction = skipFraction;
+    this.skipLayer = -1;
     this.group = acrossGroup;
+  }
+
+  private SwiftKVSchedule(int skipLayer, int acrossGroup) {
+    this.skipFraction = 0;
+    this.skipLayer = skipLayer;
+    this.group = acrossGroup;
+  }
+
+  /**
+   * The schedule a SwiftKV checkpoint's config names: {@code num_key_value_layers} is the first
+   * skipped layer, {@code key_value_group_size} the AcrossKV group. On a model shallower than
+   * {@code skipLayer} nothing is skipped.
+   *
+   * @param skipLayer   the first skipped layer, {@code >= 1}
+   * @param acrossGroup layers per shared cache past the skip point, {@code >= 1}
+   * @return the schedule
+   */
+  public static SwiftKVSchedule atLayer(int skipLayer, int acrossGroup) {
+    if (skipLayer < 1) {
+      throw new IllegalArgumentException("skipLayer must be >= 1, got " + skipLayer);
+    }
+    if (acrossGroup < 1) {
+      throw new IllegalArgumentException("acrossGroup must be >= 1, got " + acrossGroup);
+    }
+    return new SwiftKVSchedule(skipLayer, acrossGroup);
+  }
+
+  /** @return layers per shared cache past the skip point */
+  public int acrossGroup() {
+    return group;
   }
 
   @Override
   public String name() {
-    return "swiftKV(" + skipFraction + "," + group + ")";
+    return skipLayer > 0 ? "swiftKV(layer " + skipLayer + "," + group + ")" : "swiftKV(" + skipFraction + "," + group + ")";
   }
 
   @Override
   public int skipFromLayer(int layers) {
+    if (skipLayer > 0) {
+      return Math.min(layers, skipLayer);
+    }
     return Math.max(1, Math.min(layers, (int) Math.round(skipFraction * layers)));
   }
 
