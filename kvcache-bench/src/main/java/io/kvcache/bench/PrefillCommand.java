@@ -74,17 +74,20 @@ final class PrefillCommand implements Runnable {
       description = "KV budget per KV head of FastKV and other budgeted presets (default: ${DEFAULT-VALUE}).")
   int budget;
 
-  @Option(names = "--threads", description = "Threads for the matrix products and KV heads (default: the machine's cores).")
+  @Option(names = "--threads",
+      description = "Threads for the matrix products and KV heads (default: the machine's cores).")
   Integer threads;
 
-  @Option(names = "--chunk", defaultValue = "512", description = "Prompt tokens run together (default: ${DEFAULT-VALUE}).")
+  @Option(names = "--chunk", defaultValue = "512",
+      description = "Prompt tokens run together (default: ${DEFAULT-VALUE}).")
   int chunk;
 
   @Option(names = "--repeats", defaultValue = "3", description = "Timed runs per strategy; medians shown "
       + "(default: ${DEFAULT-VALUE}).")
   int repeats;
 
-  @Option(names = "--seed", defaultValue = "42", description = "Seed of the weights and the prompt (default: ${DEFAULT-VALUE}).")
+  @Option(names = "--seed", defaultValue = "42",
+      description = "Seed of the weights and the prompt (default: ${DEFAULT-VALUE}).")
   long seed;
 
   @Option(names = "--format", defaultValue = "table", description = "table, csv or json (default: ${DEFAULT-VALUE}).")
@@ -105,11 +108,13 @@ final class PrefillCommand implements Runnable {
    * @param heldBytes     payload plus the cache's bookkeeping
    * @param prefillVsFull prefill time over the full schedule's
    * @param cpuVsFull     prefill CPU time over the full schedule's
+   * @param flop          the prefill's matrix and attention FLOPs as the decoder counts them
+   * @param flopVsFull    those FLOPs over the full schedule's
    * @param ttftVsFull    TTFT over the full schedule's
    * @param kvVsFull      K/V payload over the full schedule's
    */
   record Row(String strategy, double prefillMs, double cpuMs, double ttftMs, long kvBytes, long heldBytes,
-      double prefillVsFull, double cpuVsFull, double ttftVsFull, double kvVsFull) {
+      double prefillVsFull, double cpuVsFull, long flop, double flopVsFull, double ttftVsFull, double kvVsFull) {
 
     /** @return the full schedule's TTFT over this one's: how many times faster the first token comes */
     double speedup() {
@@ -123,7 +128,7 @@ final class PrefillCommand implements Runnable {
   }
 
   /** What one timed run saw. */
-  private record Sample(long prefillNanos, long cpuNanos, long ttftNanos, CacheStats stats) {}
+  private record Sample(long prefillNanos, long cpuNanos, long ttftNanos, long flops, CacheStats stats) {}
 
   /** Keeps the chosen first tokens live, so that the choice is not optimised away. */
   private long tokenSink;
@@ -157,6 +162,7 @@ final class PrefillCommand implements Runnable {
       long[][] cpu = new long[list.size()][repeats];
       long[][] ttft = new long[list.size()][repeats];
       CacheStats[] stats = new CacheStats[list.size()];
+      long[] flops = new long[list.size()];
       for (int r = 0; r < repeats; r++) {
         for (int i = 0; i < list.size(); i++) {
           progress.step(list.get(i).name() + " " + (r + 1) + "/" + repeats);
@@ -165,10 +171,11 @@ final class PrefillCommand implements Runnable {
           cpu[i][r] = s.cpuNanos();
           ttft[i][r] = s.ttftNanos();
           stats[i] = s.stats();
+          flops[i] = s.flops();
         }
       }
       progress.finish();
-      List<Row> rows = rows(list, prefill, cpu, ttft, stats);
+      List<Row> rows = rows(list, prefill, cpu, ttft, flops, stats);
       print(System.out, config, t, started, load, rows);
     } finally {
       if (pool != null) {
@@ -239,7 +246,11 @@ final class PrefillCommand implements Runnable {
       tokenSink += argmax(logits);
       seq.cache().endPrefill();
       long t2 = System.nanoTime();
-      return new Sample(t1 - t0, c0 < 0 || c1 < 0 ? -1 : c1 - c0, t2 - t0, seq.cache().stats());
+      long f = 0;
+      for (long x : seq.prefillFlops()) {
+        f += x;
+      }
+      return new Sample(t1 - t0, c0 < 0 || c1 < 0 ? -1 : c1 - c0, t2 - t0, f, seq.cache().stats());
     }
   }
 
@@ -340,7 +351,7 @@ final class PrefillCommand implements Runnable {
     }
   }
 
-  static List<Row> rows(List<KVCacheStrategy> list, long[][] prefill, long[][] cpu, long[][] ttft,
+  static List<Row> rows(List<KVCacheStrategy> list, long[][] prefill, long[][] cpu, long[][] ttft, long[] flops,
       CacheStats[] stats) {
     List<Row> rows = new ArrayList<>();
     double fullPrefill = median(prefill[0]);
@@ -353,7 +364,7 @@ final class PrefillCommand implements Runnable {
       double t = median(ttft[i]);
       long kv = stats[i].payloadBytes();
       rows.add(new Row(list.get(i).name(), p / 1e6, c / 1e6, t / 1e6, kv, stats[i].bytesHeld(), p / fullPrefill,
-          c / fullCpu, t / fullTtft, (double) kv / fullKv));
+          c / fullCpu, flops[i], (double) flops[i] / flops[0], t / fullTtft, (double) kv / fullKv));
     }
     return rows;
   }
@@ -372,11 +383,13 @@ final class PrefillCommand implements Runnable {
     int cores = Runtime.getRuntime().availableProcessors();
     switch (format.toLowerCase(Locale.ROOT)) {
       case "csv" -> {
-        out.println("strategy,prefill_ms,prefill_vs_full,prefill_cpu_ms,prefill_cpu_vs_full,ttft_ms,ttft_vs_full,ttft_speedup,prompt_tokens_per_s,"
-            + "kv_bytes,kv_vs_full,held_bytes");
+        out.println("strategy,prefill_ms,prefill_vs_full,prefill_cpu_ms,prefill_cpu_vs_full,prefill_flop,"
+            + "prefill_flop_vs_full,ttft_ms,ttft_vs_full,ttft_speedup,prompt_tokens_per_s,kv_bytes,kv_vs_full,"
+            + "held_bytes");
         for (Row r : rows) {
-          out.printf(Locale.ROOT, "%s,%.1f,%.4f,%.1f,%.4f,%.1f,%.4f,%.4f,%.1f,%d,%.6f,%d%n", csv(r.strategy()),
-              r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt), r.kvBytes(),
+          out.printf(Locale.ROOT, "%s,%.1f,%.4f,%.1f,%.4f,%d,%.6f,%.1f,%.4f,%.4f,%.1f,%d,%.6f,%d%n",
+              csv(r.strategy()), r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(), r.flop(),
+              r.flopVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt), r.kvBytes(),
               r.kvVsFull(), r.heldBytes());
         }
       }
@@ -389,10 +402,12 @@ final class PrefillCommand implements Runnable {
         for (int i = 0; i < rows.size(); i++) {
           Row r = rows.get(i);
           out.printf(Locale.ROOT, "%s%n  {\"strategy\": \"%s\", \"prefillMs\": %.1f, \"prefillVsFull\": %.4f, "
-              + "\"prefillCpuMs\": %.1f, \"prefillCpuVsFull\": %.4f, \"ttftMs\": %.1f, \"ttftVsFull\": %.4f, \"ttftSpeedup\": %.4f, \"promptTokensPerSecond\": %.1f, "
-              + "\"kvBytes\": %d, \"kvVsFull\": %.6f, \"heldBytes\": %d}", i == 0 ? "" : ",", json(r.strategy()),
-              r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(),
-              r.tokensPerSecond(prompt), r.kvBytes(), r.kvVsFull(), r.heldBytes());
+              + "\"prefillCpuMs\": %.1f, \"prefillCpuVsFull\": %.4f, \"prefillFlop\": %d, "
+              + "\"prefillFlopVsFull\": %.6f, \"ttftMs\": %.1f, \"ttftVsFull\": %.4f, \"ttftSpeedup\": %.4f, "
+              + "\"promptTokensPerSecond\": %.1f, \"kvBytes\": %d, \"kvVsFull\": %.6f, \"heldBytes\": %d}",
+              i == 0 ? "" : ",", json(r.strategy()), r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(),
+              r.flop(), r.flopVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt),
+              r.kvBytes(), r.kvVsFull(), r.heldBytes());
         }
         out.println("\n]}");
       }
@@ -404,16 +419,20 @@ final class PrefillCommand implements Runnable {
         out.printf(Locale.ROOT, "machine: %d cores, %d threads used, JDK %s, %s, matrix kernels %s, attention kernels "
             + "%s, load average %.2f at start, %s%n", cores, t, jdk, System.getProperty("os.arch"),
             MatrixKernels.get().name(), Kernels.get().name(), load, started);
-        out.printf(Locale.ROOT, "%-34s %11s %8s %11s %8s %11s %8s %8s %12s %14s %8s%n", "strategy", "prefill ms",
-            "vs full", "CPU ms", "vs full", "TTFT ms", "vs full", "speedup", "prompt tok/s", "KV bytes", "vs full");
+        out.printf(Locale.ROOT, "%-34s %11s %8s %11s %8s %9s %8s %11s %8s %8s %12s %14s %8s%n", "strategy",
+            "prefill ms", "vs full", "CPU ms", "vs full", "GFLOP", "vs full", "TTFT ms", "vs full", "speedup",
+            "prompt tok/s", "KV bytes", "vs full");
         for (Row r : rows) {
-          out.printf(Locale.ROOT, "%-34s %11.1f %7.3fx %11.1f %7.3fx %11.1f %7.3fx %7.2fx %12.1f %14d %7.4fx%n",
-              r.strategy(), r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(), r.ttftMs(), r.ttftVsFull(),
-              r.speedup(), r.tokensPerSecond(prompt), r.kvBytes(), r.kvVsFull());
+          out.printf(Locale.ROOT, "%-34s %11.1f %7.3fx %11.1f %7.3fx %9.1f %7.3fx %11.1f %7.3fx %7.2fx %12.1f %14d "
+              + "%7.4fx%n", r.strategy(), r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(),
+              r.flop() / 1e9, r.flopVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt),
+              r.kvBytes(), r.kvVsFull());
         }
         out.println("prefill: the decoder's prefill of the prompt, ending with the last prompt token's logits; CPU: "
-            + "the process's CPU time over the prefill, all threads; TTFT: prefill + choosing the first token + the cache's end of prompt (retention); vs full: over the full "
-            + "schedule's, this run; speedup: full TTFT / TTFT; KV bytes: K/V payload after the prompt.");
+            + "the process's CPU time over the prefill, all threads; GFLOP: the decoder's count of the prefill's "
+            + "matrix and attention FLOPs; TTFT: prefill + choosing the first token + the cache's end of prompt "
+            + "(retention); vs full: over the full schedule's, this run; speedup: full TTFT / TTFT; KV bytes: K/V "
+            + "payload after the prompt.");
       }
     }
   }

@@ -89,8 +89,9 @@ class PrefillCommandTest {
     Result r = run(tiny("--format", "csv"));
     assertEquals(0, r.exitCode(), r.err());
     String header = r.out().strip().split("\n")[0];
-    assertEquals("strategy,prefill_ms,prefill_vs_full,prefill_cpu_ms,prefill_cpu_vs_full,ttft_ms,ttft_vs_full,"
-        + "ttft_speedup,prompt_tokens_per_s,kv_bytes,kv_vs_full,held_bytes", header);
+    assertEquals("strategy,prefill_ms,prefill_vs_full,prefill_cpu_ms,prefill_cpu_vs_full,prefill_flop,"
+        + "prefill_flop_vs_full,ttft_ms,ttft_vs_full,ttft_speedup,prompt_tokens_per_s,kv_bytes,kv_vs_full,held_bytes",
+        header);
     Map<String, Map<String, String>> rows = csvRows(r.out());
     assertEquals(List.of("full-f16", "fastKV(tsp(0.46875,20.0%),64)", "swiftKV(0.5,2)", "swiftKV(0.5,1)"),
         new ArrayList<>(rows.keySet()), r.out());
@@ -123,6 +124,17 @@ class PrefillCommandTest {
       assertEquals((double) kv / fullKv, num(c, "kv_vs_full"), 1e-6, k);
       assertTrue(Long.parseLong(c.get("held_bytes")) > kv, k + ": the cache's bookkeeping comes on top");
     }
+    // The decoder's FLOP counts: SwiftKV's skipping rows do less in layers 2 and 3, pairs less again (AcrossKV
+    // projects K/V once per pair); FastKV's later layer runs a fifth of the rows.
+    double fullFlop = num(full, "prefill_flop");
+    assertEquals(1.0, num(full, "prefill_flop_vs_full"), 0.0);
+    for (Map<String, String> c : rows.values()) {
+      assertEquals(num(c, "prefill_flop") / fullFlop, num(c, "prefill_flop_vs_full"), 1e-6);
+    }
+    double pairs = num(rows.get("swiftKV(0.5,2)"), "prefill_flop_vs_full");
+    double ones = num(rows.get("swiftKV(0.5,1)"), "prefill_flop_vs_full");
+    assertTrue(pairs < ones && ones < 1 && num(rows.get("fastKV(tsp(0.46875,20.0%),64)"), "prefill_flop_vs_full") < 1,
+        r.out());
     // AcrossKV in pairs over the later half of 4 layers stores 3 layers of 4; in groups of one, all 4.
     assertEquals(0.75, num(rows.get("swiftKV(0.5,2)"), "kv_vs_full"), 0.0);
     assertEquals(fullKv, Long.parseLong(rows.get("swiftKV(0.5,1)").get("kv_bytes")));
@@ -190,7 +202,8 @@ class PrefillCommandTest {
       Result r = run(tiny(c[0], c[1]));
       assertEquals(2, r.exitCode(), c[0] + " " + c[1] + ": " + r.err());
       assertTrue(r.err().contains(c[2]), "expected '" + c[2] + "' in: " + r.err());
-      assertTrue(r.err().strip().startsWith("prefill: ") && !r.err().contains("\tat "), "one line, no trace: " + r.err());
+      assertTrue(r.err().strip().startsWith("prefill: ") && !r.err().contains("\tat "),
+          "one line, no trace: " + r.err());
     }
   }
 

@@ -97,7 +97,8 @@ class RandomWeightsTest {
     LlamaConfig untied = new LlamaConfig("untied", 100, 32, 48, 2, 4, 2, 8, 1e-5f, 10000.0, null, false, false, true,
         -1, -1, 512);
     LlamaWeights u = RandomWeights.create(untied, 1);
-    assertEquals(2L * (2 * 100 * 32 + 2 * (32 * 32 + 2 * 16 * 32 + 32 * 32 + 3 * 48 * 32)), RandomWeights.bytes(untied));
+    assertEquals(2L * (2 * 100 * 32 + 2 * (32 * 32 + 2 * 16 * 32 + 32 * 32 + 3 * 48 * 32)),
+        RandomWeights.bytes(untied));
     assertEquals(100, u.output.rows());
     assertEquals(16, u.layers[0].bk.length, "biases for a config that has them");
   }
