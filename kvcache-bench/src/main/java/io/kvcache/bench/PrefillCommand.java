@@ -65,7 +65,7 @@ final class PrefillCommand implements Runnable {
   @Option(names = "--prompt", defaultValue = "8192", description = "Prompt tokens (default: ${DEFAULT-VALUE}).")
   int prompt;
 
-  @Option(names = {"-s", "--strategy"}, description = "full, fastKV (TSP rate 20%), fastKV(RATE), swiftKV(SKIP,GROUP), "
+  @Option(names = {"-s", "--strategy"}, description = "full, fastKV (TSP rate 20%%), fastKV(RATE), swiftKV(SKIP,GROUP), "
       + "or a compare preset or combination; repeatable. Default: full, fastKV, swiftKV(0.5,2), swiftKV(0.5,1). "
       + "The full schedule is always measured: the ratios are against it.")
   List<String> strategies = new ArrayList<>();
