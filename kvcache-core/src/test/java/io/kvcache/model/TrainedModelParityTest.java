@@ -66,4 +66,32 @@ class TrainedModelParityTest {
           "kvcache-byte-4m gguf");
     }
   }
+
+  /**
+   * The SwiftKV checkpoint distilled from it ({@code tools/train/distill_swiftkv.py}, Snowflake's
+   * layout): PyTorch's student, every token through every layer, against our decoder loading the
+   * checkpoint — whose wiring (K/V of layers 2-3 from the state entering layer 2, one cache per pair)
+   * is the same with or without skipping.
+   */
+  @Test
+  void distilledSwiftKVCheckpointMatchesPyTorch() throws IOException {
+    Path dir = Path.of("../models/kvcache-byte-4m-swiftkv");
+    byte[] raw = Files.readAllBytes(dir.resolve("expected_logits.f32"));
+    float[] want = new float[raw.length / 4];
+    ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(want);
+    @SuppressWarnings("unchecked")
+    Map<String, Object> m = (Map<String, Object>) Json.parse(Files.readString(dir.resolve("expected.json")), "expected");
+    int[] tokens = TransformersParityTest.ints(m.get("tokens"));
+    try (LlamaWeights w = LlamaWeights.loadHuggingFace(dir)) {
+      assertTrue(w.swiftKV().isPresent(), "a SwiftKV checkpoint");
+      TransformersParityTest.checkParity(w, new TransformersParityTest.Expected(tokens, want, null, null),
+          "kvcache-byte-4m-swiftkv");
+      // And the plain model's logits differ: the distilled projections are really used.
+      try (LlamaWeights plain = LlamaWeights.loadHuggingFace(DIR)) {
+        float[] a = TransformersParityTest.allLogits(w, MatrixKernels.get(), tokens, 64);
+        float[] b = TransformersParityTest.allLogits(plain, MatrixKernels.get(), tokens, 64);
+        assertTrue(TransformersParityTest.relError(a, b) > 1e-2, "distilled vs plain logits");
+      }
+    }
+  }
 }
