@@ -30,6 +30,13 @@ public final class MatvecExperiment {
       DecodeSpeedProbe.add(m, "w" + i, rows, cols, pattern);
       ws[i] = m.get("w" + i);
     }
+    if (System.getProperty("v", "").matches(".*3[45].*")) {
+      for (Weight w : ws) {
+        short[] a = new short[w.rows() * w.cols()];
+        w.shorts.get(0, a, 0, a.length);
+        HEAP.put(w, a);
+      }
+    }
     float[] x = new float[cols];
     java.util.SplittableRandom r = new java.util.SplittableRandom(5);
     for (int i = 0; i < cols; i++) {
@@ -43,7 +50,7 @@ public final class MatvecExperiment {
     MatrixKernels.vector().matmul(ws[0], x, 0, cols, 1, yRef, 0, rows, 0, rows, scratch);
     String[] names = {"current", "copy", "fusedShort", "fusedPairs", "chunked3pass", "fusedShortFix", "short1",
         "pairs1", "short1fix", "chunkRow256", "chunkRow1024", "chunk4x256", "short1chunk512", "P1x512", "P1x2048", "P2x512", "P2x2048",
-        "P1mul512", "direct4x256", "directRow512", "chunk4x512", "chunk4x128", "chunkRow512", "block4x256", "block4x512", "block4x256acc4"};
+        "P1mul512", "direct4x256", "directRow512", "chunk4x512", "chunk4x128", "chunkRow512", "block4x256", "block4x512", "block4x256acc4", "before", "pipeRow256", "pipeRow512", "pipeRow1024", "pipe4x256", "pipe4x512", "rows2", "block4full", "heap4x512", "heapRow"};
     int[] sel = Arrays.stream(System.getProperty("v", "0").split(",")).mapToInt(Integer::parseInt).toArray();
     for (int v : sel) {
       Arrays.fill(y, 0);
@@ -91,6 +98,8 @@ public final class MatvecExperiment {
     }
   }
 
+  static final java.util.Map<Weight, short[]> HEAP = new java.util.IdentityHashMap<>();
+
   static long cpuNanos() {
     return ProcessHandle.current().info().totalCpuDuration().orElseThrow().toNanos();
   }
@@ -123,6 +132,16 @@ public final class MatvecExperiment {
       case 23 -> e.block4(w, x, y, 256);
       case 24 -> e.block4(w, x, y, 512);
       case 25 -> e.block4acc4(w, x, y, 256);
+      case 26 -> e.before(w, x, y);
+      case 27 -> e.pipeRow(w, x, y, 256);
+      case 28 -> e.pipeRow(w, x, y, 512);
+      case 29 -> e.pipeRow(w, x, y, 1024);
+      case 30 -> e.pipe4(w, x, y, 256);
+      case 31 -> e.pipe4(w, x, y, 512);
+      case 32 -> e.rows2(w, x, y);
+      case 33 -> e.block4full(w, x, y);
+      case 34 -> e.heap4(HEAP.get(w), w.cols(), x, y, 512);
+      case 35 -> e.heapRow(HEAP.get(w), w.cols(), x, y);
       default -> throw new IllegalArgumentException();
     }
   }
@@ -136,7 +155,7 @@ public final class MatvecExperiment {
     Exp(int cols) {
       h = new short[4 * cols];
       pairs = new int[2 * cols];
-      f = new float[4 * 512];
+      f = new float[4 * 1024];
       xp = new float[cols];
     }
 
@@ -614,6 +633,264 @@ public final class MatvecExperiment {
         y[r + 1] = a1.reduceLanes(VectorOperators.ADD);
         y[r + 2] = a2.reduceLanes(VectorOperators.ADD);
         y[r + 3] = a3.reduceLanes(VectorOperators.ADD);
+      }
+    }
+
+    /** The kernel before this change: four whole rows widened, then four accumulators. */
+    void before(Weight w, float[] x, float[] y) {
+      int cols = w.cols();
+      float[] rows = new float[0];
+      if (big.length < 4 * cols) {
+        big = new float[4 * cols];
+      }
+      rows = big;
+      for (int r = 0; r + 4 <= w.rows(); r += 4) {
+        for (int i = 0; i < 4; i++) {
+          w.shorts.get((r + i) * cols, h, 0, cols);
+          for (int c = 0; c < cols; c++) {
+            rows[i * cols + c] = Float.float16ToFloat(h[c]);
+          }
+        }
+        FloatVector a0 = FloatVector.zero(S);
+        FloatVector a1 = FloatVector.zero(S);
+        FloatVector a2 = FloatVector.zero(S);
+        FloatVector a3 = FloatVector.zero(S);
+        for (int c = 0; c < cols; c += 8) {
+          FloatVector xv = FloatVector.fromArray(S, x, c);
+          a0 = FloatVector.fromArray(S, rows, c).fma(xv, a0);
+          a1 = FloatVector.fromArray(S, rows, cols + c).fma(xv, a1);
+          a2 = FloatVector.fromArray(S, rows, 2 * cols + c).fma(xv, a2);
+          a3 = FloatVector.fromArray(S, rows, 3 * cols + c).fma(xv, a3);
+        }
+        y[r] = a0.reduceLanes(VectorOperators.ADD);
+        y[r + 1] = a1.reduceLanes(VectorOperators.ADD);
+        y[r + 2] = a2.reduceLanes(VectorOperators.ADD);
+        y[r + 3] = a3.reduceLanes(VectorOperators.ADD);
+      }
+    }
+
+    float[] big = new float[0];
+
+    /** Weights on the heap: widening reads them straight from memory, no copy pass. */
+    void heap4(short[] hw, int cols, float[] x, float[] y, int ch) {
+      int rows = hw.length / cols;
+      for (int r = 0; r + 4 <= rows; r += 4) {
+        FloatVector a0 = FloatVector.zero(S);
+        FloatVector a1 = FloatVector.zero(S);
+        FloatVector a2 = FloatVector.zero(S);
+        FloatVector a3 = FloatVector.zero(S);
+        for (int c0 = 0; c0 < cols; c0 += ch) {
+          for (int i = 0; i < 4; i++) {
+            int src = (r + i) * cols + c0;
+            int dst = i * ch;
+            for (int c = 0; c < ch; c++) {
+              f[dst + c] = Float.float16ToFloat(hw[src + c]);
+            }
+          }
+          for (int c = 0; c < ch; c += 8) {
+            FloatVector xv = FloatVector.fromArray(S, x, c0 + c);
+            a0 = FloatVector.fromArray(S, f, c).fma(xv, a0);
+            a1 = FloatVector.fromArray(S, f, ch + c).fma(xv, a1);
+            a2 = FloatVector.fromArray(S, f, 2 * ch + c).fma(xv, a2);
+            a3 = FloatVector.fromArray(S, f, 3 * ch + c).fma(xv, a3);
+          }
+        }
+        y[r] = a0.reduceLanes(VectorOperators.ADD);
+        y[r + 1] = a1.reduceLanes(VectorOperators.ADD);
+        y[r + 2] = a2.reduceLanes(VectorOperators.ADD);
+        y[r + 3] = a3.reduceLanes(VectorOperators.ADD);
+      }
+    }
+
+    void heapRow(short[] hw, int cols, float[] x, float[] y) {
+      int rows = hw.length / cols;
+      if (big.length < 4 * cols) {
+        big = new float[4 * cols];
+      }
+      float[] g = big;
+      for (int r = 0; r < rows; r++) {
+        int src = r * cols;
+        for (int c = 0; c < cols; c++) {
+          g[c] = Float.float16ToFloat(hw[src + c]);
+        }
+        FloatVector a0 = FloatVector.zero(S);
+        FloatVector a1 = FloatVector.zero(S);
+        for (int c = 0; c < cols; c += 16) {
+          a0 = FloatVector.fromArray(S, g, c).fma(FloatVector.fromArray(S, x, c), a0);
+          a1 = FloatVector.fromArray(S, g, c + 8).fma(FloatVector.fromArray(S, x, c + 8), a1);
+        }
+        y[r] = a0.add(a1).reduceLanes(VectorOperators.ADD);
+      }
+    }
+
+    void rows2(Weight w, float[] x, float[] y) {
+      int cols = w.cols();
+      if (big.length < 4 * cols) {
+        big = new float[4 * cols];
+      }
+      float[] g = big;
+      ShortBuffer sb = w.shorts;
+      for (int r = 0; r + 2 <= w.rows(); r += 2) {
+        sb.get(r * cols, h, 0, 2 * cols);
+        for (int c = 0; c < 2 * cols; c++) {
+          g[c] = Float.float16ToFloat(h[c]);
+        }
+        FloatVector a0 = FloatVector.zero(S);
+        FloatVector a1 = FloatVector.zero(S);
+        FloatVector a2 = FloatVector.zero(S);
+        FloatVector a3 = FloatVector.zero(S);
+        FloatVector b0 = FloatVector.zero(S);
+        FloatVector b1 = FloatVector.zero(S);
+        FloatVector b2 = FloatVector.zero(S);
+        FloatVector b3 = FloatVector.zero(S);
+        for (int c = 0; c < cols; c += 32) {
+          FloatVector x0 = FloatVector.fromArray(S, x, c);
+          FloatVector x1 = FloatVector.fromArray(S, x, c + 8);
+          FloatVector x2 = FloatVector.fromArray(S, x, c + 16);
+          FloatVector x3 = FloatVector.fromArray(S, x, c + 24);
+          a0 = FloatVector.fromArray(S, g, c).fma(x0, a0);
+          a1 = FloatVector.fromArray(S, g, c + 8).fma(x1, a1);
+          a2 = FloatVector.fromArray(S, g, c + 16).fma(x2, a2);
+          a3 = FloatVector.fromArray(S, g, c + 24).fma(x3, a3);
+          b0 = FloatVector.fromArray(S, g, cols + c).fma(x0, b0);
+          b1 = FloatVector.fromArray(S, g, cols + c + 8).fma(x1, b1);
+          b2 = FloatVector.fromArray(S, g, cols + c + 16).fma(x2, b2);
+          b3 = FloatVector.fromArray(S, g, cols + c + 24).fma(x3, b3);
+        }
+        y[r] = a0.add(a1).add(a2.add(a3)).reduceLanes(VectorOperators.ADD);
+        y[r + 1] = b0.add(b1).add(b2.add(b3)).reduceLanes(VectorOperators.ADD);
+      }
+    }
+
+    void block4full(Weight w, float[] x, float[] y) {
+      int cols = w.cols();
+      if (big.length < 4 * cols) {
+        big = new float[4 * cols];
+      }
+      float[] g = big;
+      ShortBuffer sb = w.shorts;
+      for (int r = 0; r + 4 <= w.rows(); r += 4) {
+        sb.get(r * cols, h, 0, 4 * cols);
+        for (int c = 0; c < 4 * cols; c++) {
+          g[c] = Float.float16ToFloat(h[c]);
+        }
+        FloatVector a0 = FloatVector.zero(S);
+        FloatVector a1 = FloatVector.zero(S);
+        FloatVector a2 = FloatVector.zero(S);
+        FloatVector a3 = FloatVector.zero(S);
+        FloatVector b0 = FloatVector.zero(S);
+        FloatVector b1 = FloatVector.zero(S);
+        FloatVector b2 = FloatVector.zero(S);
+        FloatVector b3 = FloatVector.zero(S);
+        for (int c = 0; c < cols; c += 16) {
+          FloatVector xv = FloatVector.fromArray(S, x, c);
+          FloatVector xw = FloatVector.fromArray(S, x, c + 8);
+          a0 = FloatVector.fromArray(S, g, c).fma(xv, a0);
+          a1 = FloatVector.fromArray(S, g, cols + c).fma(xv, a1);
+          a2 = FloatVector.fromArray(S, g, 2 * cols + c).fma(xv, a2);
+          a3 = FloatVector.fromArray(S, g, 3 * cols + c).fma(xv, a3);
+          b0 = FloatVector.fromArray(S, g, c + 8).fma(xw, b0);
+          b1 = FloatVector.fromArray(S, g, cols + c + 8).fma(xw, b1);
+          b2 = FloatVector.fromArray(S, g, 2 * cols + c + 8).fma(xw, b2);
+          b3 = FloatVector.fromArray(S, g, 3 * cols + c + 8).fma(xw, b3);
+        }
+        y[r] = a0.add(b0).reduceLanes(VectorOperators.ADD);
+        y[r + 1] = a1.add(b1).reduceLanes(VectorOperators.ADD);
+        y[r + 2] = a2.add(b2).reduceLanes(VectorOperators.ADD);
+        y[r + 3] = a3.add(b3).reduceLanes(VectorOperators.ADD);
+      }
+    }
+
+    /**
+     * Software pipelining: the copy of the next chunk is issued before the current chunk is widened
+     * and multiplied, so that the out-of-order core overlaps its cache misses with the arithmetic.
+     */
+    void pipeRow(Weight w, float[] x, float[] y, int ch) {
+      int cols = w.cols();
+      ShortBuffer sb = w.shorts;
+      int per = cols / ch;
+      int total = w.rows() * per;
+      sb.get(0, h, 0, ch);
+      FloatVector a0 = FloatVector.zero(S);
+      FloatVector a1 = FloatVector.zero(S);
+      for (int k = 0; k < total; k++) {
+        int cur = (k & 1) * ch;
+        if (k + 1 < total) {
+          sb.get((k + 1) * ch, h, ch - cur, ch);
+        }
+        for (int c = 0; c < ch; c++) {
+          f[c] = Float.float16ToFloat(h[cur + c]);
+        }
+        int c0 = (k % per) * ch;
+        for (int c = 0; c < ch; c += 16) {
+          a0 = FloatVector.fromArray(S, f, c).fma(FloatVector.fromArray(S, x, c0 + c), a0);
+          a1 = FloatVector.fromArray(S, f, c + 8).fma(FloatVector.fromArray(S, x, c0 + c + 8), a1);
+        }
+        if (c0 + ch == cols) {
+          y[k / per] = a0.add(a1).reduceLanes(VectorOperators.ADD);
+          a0 = FloatVector.zero(S);
+          a1 = FloatVector.zero(S);
+        }
+      }
+    }
+
+    void pipe4(Weight w, float[] x, float[] y, int ch) {
+      int cols = w.cols();
+      ShortBuffer sb = w.shorts;
+      int per = cols / ch;
+      int blocks = w.rows() / 4;
+      int total = blocks * per;
+      for (int i = 0; i < 4; i++) {
+        sb.get(i * cols, h, i * ch, ch);
+      }
+      FloatVector a0 = FloatVector.zero(S);
+      FloatVector a1 = FloatVector.zero(S);
+      FloatVector a2 = FloatVector.zero(S);
+      FloatVector a3 = FloatVector.zero(S);
+      FloatVector b0 = FloatVector.zero(S);
+      FloatVector b1 = FloatVector.zero(S);
+      FloatVector b2 = FloatVector.zero(S);
+      FloatVector b3 = FloatVector.zero(S);
+      for (int k = 0; k < total; k++) {
+        int cur = (k & 1) * 4 * ch;
+        if (k + 1 < total) {
+          int nb = (k + 1) / per;
+          int nc = ((k + 1) % per) * ch;
+          for (int i = 0; i < 4; i++) {
+            sb.get((4 * nb + i) * cols + nc, h, 4 * ch - cur + i * ch, ch);
+          }
+        }
+        for (int c = 0; c < 4 * ch; c++) {
+          f[c] = Float.float16ToFloat(h[cur + c]);
+        }
+        int c0 = (k % per) * ch;
+        for (int c = 0; c < ch; c += 16) {
+          FloatVector xv = FloatVector.fromArray(S, x, c0 + c);
+          FloatVector xw = FloatVector.fromArray(S, x, c0 + c + 8);
+          a0 = FloatVector.fromArray(S, f, c).fma(xv, a0);
+          a1 = FloatVector.fromArray(S, f, ch + c).fma(xv, a1);
+          a2 = FloatVector.fromArray(S, f, 2 * ch + c).fma(xv, a2);
+          a3 = FloatVector.fromArray(S, f, 3 * ch + c).fma(xv, a3);
+          b0 = FloatVector.fromArray(S, f, c + 8).fma(xw, b0);
+          b1 = FloatVector.fromArray(S, f, ch + c + 8).fma(xw, b1);
+          b2 = FloatVector.fromArray(S, f, 2 * ch + c + 8).fma(xw, b2);
+          b3 = FloatVector.fromArray(S, f, 3 * ch + c + 8).fma(xw, b3);
+        }
+        if (c0 + ch == cols) {
+          int r = 4 * (k / per);
+          y[r] = a0.add(b0).reduceLanes(VectorOperators.ADD);
+          y[r + 1] = a1.add(b1).reduceLanes(VectorOperators.ADD);
+          y[r + 2] = a2.add(b2).reduceLanes(VectorOperators.ADD);
+          y[r + 3] = a3.add(b3).reduceLanes(VectorOperators.ADD);
+          a0 = FloatVector.zero(S);
+          a1 = FloatVector.zero(S);
+          a2 = FloatVector.zero(S);
+          a3 = FloatVector.zero(S);
+          b0 = FloatVector.zero(S);
+          b1 = FloatVector.zero(S);
+          b2 = FloatVector.zero(S);
+          b3 = FloatVector.zero(S);
+        }
       }
     }
 
