@@ -52,12 +52,12 @@ final class VectorMatrixKernels implements MatrixKernels {
 
   /**
    * Decode's matrix-vector product over 16-bit weights. Each weight is read once, so the memory
-   * stream is the bound and every pass over the copy must be cheap: four rows are copied out of the
-   * buffer in one bulk copy (one sequential stream), widened in one plain loop that C2 turns into
-   * packed conversions, then multiplied with eight accumulators (two per row), enough independent
-   * chains to cover the fused multiply-add latency. Long simple loops matter here: the same work cut
-   * into column chunks of 256 ran at half the speed, the loop overhead of short trip counts
-   * dominating.
+   * stream bounds it and every pass over the copied rows must be cheap: each of four rows is copied
+   * out of the buffer in one bulk copy and widened by one plain loop that C2 turns into packed
+   * conversions while the copy is still in L1, then the four rows are multiplied with eight
+   * accumulators (two per row), enough independent chains to cover the fused multiply-add latency.
+   * Long simple loops matter: the same work cut into column chunks of 256 ran at half the speed, the
+   * overhead of short trip counts dominating.
    */
   private static void matvecHalves(Weight w, float[] x, int xOff, float[] y, int yOff, int r0, int r1,
       Scratch scratch) {
@@ -69,8 +69,10 @@ final class VectorMatrixKernels implements MatrixKernels {
     int bound = cols - cols % (2 * len);
     int r = r0;
     for (; r + 4 <= r1; r += 4) {
-      w.shorts.get(r * cols, h, 0, 4 * cols);
-      widen(h, f, 4 * cols, bf16);
+      for (int i = 0; i < 4; i++) {
+        w.shorts.get((r + i) * cols, h, 0, cols);
+        widen(h, f, i * cols, cols, bf16);
+      }
       FloatVector a0 = FloatVector.zero(S);
       FloatVector a1 = FloatVector.zero(S);
       FloatVector a2 = FloatVector.zero(S);
@@ -109,20 +111,20 @@ final class VectorMatrixKernels implements MatrixKernels {
     }
     for (; r < r1; r++) {
       w.shorts.get(r * cols, h, 0, cols);
-      widen(h, f, cols, bf16);
+      widen(h, f, 0, cols, bf16);
       y[yOff + r] = dot(f, 0, x, xOff, cols);
     }
   }
 
   /** Plain loops, which C2 turns into packed conversions (vcvtph2ps for f16) on x86. */
-  private static void widen(short[] h, float[] f, int n, boolean bf16) {
+  private static void widen(short[] h, float[] f, int fOff, int n, boolean bf16) {
     if (bf16) {
       for (int c = 0; c < n; c++) {
-        f[c] = Float.intBitsToFloat(h[c] << 16);
+        f[fOff + c] = Float.intBitsToFloat(h[c] << 16);
       }
     } else {
       for (int c = 0; c < n; c++) {
-        f[c] = Float.float16ToFloat(h[c]);
+        f[fOff + c] = Float.float16ToFloat(h[c]);
       }
     }
   }
