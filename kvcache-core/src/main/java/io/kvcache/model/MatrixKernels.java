@@ -53,8 +53,7 @@ public interface MatrixKernels {
       }
       this.maxCols = maxCols;
       this.rows = new float[4 * maxCols];
-      // four rows: the matrix-vector product copies four rows at once
-      this.halves = new short[4 * maxCols];
+      this.halves = new short[maxCols];
       this.bytes = new byte[(maxCols + 31) / 32 * 34];
     }
 
