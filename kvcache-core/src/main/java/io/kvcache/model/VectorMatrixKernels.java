@@ -8,7 +8,7 @@ import jdk.incubator.vector.VectorSpecies;
  * Vector API kernels: weight rows are decoded four at a time into float scratch by bulk copies and
  * loops C2 turns into packed conversions, then each activation row is loaded once per four weight
  * rows and two tokens at a time (eight fused multiply-add accumulators), or one token against four
- * rows for decode.
+ * rows for decode. Decode over f16 and bf16 weights has its own path, {@link #matvecHalves}.
  */
 final class VectorMatrixKernels implements MatrixKernels {
 
@@ -23,6 +23,10 @@ final class VectorMatrixKernels implements MatrixKernels {
   public void matmul(Weight w, float[] x, int xOff, int xStride, int n, float[] y, int yOff, int yStride, int r0,
       int r1, Scratch scratch) {
     scratch.check(w);
+    if (n == 1 && (w.type() == DType.F16 || w.type() == DType.BF16)) {
+      matvecHalves(w, x, xOff, y, yOff, r0, r1, scratch);
+      return;
+    }
     int cols = w.cols();
     float[] rows = scratch.rows;
     int r = r0;
@@ -42,6 +46,85 @@ final class VectorMatrixKernels implements MatrixKernels {
       decode(w, r, rows, 0, scratch);
       for (int t = 0; t < n; t++) {
         y[yOff + t * yStride + r] = dot(rows, 0, x, xOff + t * xStride, cols);
+      }
+    }
+  }
+
+  /**
+   * Decode's matrix-vector product over 16-bit weights. Each weight is read once, so the memory
+   * stream bounds it and every pass over the copied rows must be cheap: each of four rows is copied
+   * out of the buffer in one bulk copy and widened by one plain loop that C2 turns into packed
+   * conversions while the copy is still in L1, then the four rows are multiplied with eight
+   * accumulators (two per row), enough independent chains to cover the fused multiply-add latency.
+   * Long simple loops matter: the same work cut into column chunks of 256 ran at half the speed, the
+   * overhead of short trip counts dominating.
+   */
+  private static void matvecHalves(Weight w, float[] x, int xOff, float[] y, int yOff, int r0, int r1,
+      Scratch scratch) {
+    int cols = w.cols();
+    boolean bf16 = w.type() == DType.BF16;
+    short[] h = scratch.halves;
+    float[] f = scratch.rows;
+    int len = S.length();
+    int bound = cols - cols % (2 * len);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      for (int i = 0; i < 4; i++) {
+        w.shorts.get((r + i) * cols, h, 0, cols);
+        widen(h, f, i * cols, cols, bf16);
+      }
+      FloatVector a0 = FloatVector.zero(S);
+      FloatVector a1 = FloatVector.zero(S);
+      FloatVector a2 = FloatVector.zero(S);
+      FloatVector a3 = FloatVector.zero(S);
+      FloatVector b0 = FloatVector.zero(S);
+      FloatVector b1 = FloatVector.zero(S);
+      FloatVector b2 = FloatVector.zero(S);
+      FloatVector b3 = FloatVector.zero(S);
+      for (int c = 0; c < bound; c += 2 * len) {
+        FloatVector xv = FloatVector.fromArray(S, x, xOff + c);
+        FloatVector xw = FloatVector.fromArray(S, x, xOff + c + len);
+        a0 = FloatVector.fromArray(S, f, c).fma(xv, a0);
+        a1 = FloatVector.fromArray(S, f, cols + c).fma(xv, a1);
+        a2 = FloatVector.fromArray(S, f, 2 * cols + c).fma(xv, a2);
+        a3 = FloatVector.fromArray(S, f, 3 * cols + c).fma(xv, a3);
+        b0 = FloatVector.fromArray(S, f, c + len).fma(xw, b0);
+        b1 = FloatVector.fromArray(S, f, cols + c + len).fma(xw, b1);
+        b2 = FloatVector.fromArray(S, f, 2 * cols + c + len).fma(xw, b2);
+        b3 = FloatVector.fromArray(S, f, 3 * cols + c + len).fma(xw, b3);
+      }
+      float s0 = a0.add(b0).reduceLanes(VectorOperators.ADD);
+      float s1 = a1.add(b1).reduceLanes(VectorOperators.ADD);
+      float s2 = a2.add(b2).reduceLanes(VectorOperators.ADD);
+      float s3 = a3.add(b3).reduceLanes(VectorOperators.ADD);
+      for (int c = bound; c < cols; c++) {
+        float xc = x[xOff + c];
+        s0 += f[c] * xc;
+        s1 += f[cols + c] * xc;
+        s2 += f[2 * cols + c] * xc;
+        s3 += f[3 * cols + c] * xc;
+      }
+      y[yOff + r] = s0;
+      y[yOff + r + 1] = s1;
+      y[yOff + r + 2] = s2;
+      y[yOff + r + 3] = s3;
+    }
+    for (; r < r1; r++) {
+      w.shorts.get(r * cols, h, 0, cols);
+      widen(h, f, 0, cols, bf16);
+      y[yOff + r] = dot(f, 0, x, xOff, cols);
+    }
+  }
+
+  /** Plain loops, which C2 turns into packed conversions (vcvtph2ps for f16) on x86. */
+  private static void widen(short[] h, float[] f, int fOff, int n, boolean bf16) {
+    if (bf16) {
+      for (int c = 0; c < n; c++) {
+        f[fOff + c] = Float.intBitsToFloat(h[c] << 16);
+      }
+    } else {
+      for (int c = 0; c < n; c++) {
+        f[fOff + c] = Float.float16ToFloat(h[c]);
       }
     }
   }

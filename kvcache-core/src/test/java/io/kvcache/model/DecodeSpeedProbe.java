@@ -26,6 +26,8 @@ public final class DecodeSpeedProbe {
 
   static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
 
+  static final int WARM_UP_STEPS = 4;
+
   public static void main(String[] args) throws Exception {
     int threads = args.length > 0 ? Integer.parseInt(args[0]) : Runtime.getRuntime().availableProcessors();
     int context = args.length > 1 ? Integer.parseInt(args[1]) : 1024;
@@ -47,12 +49,16 @@ public final class DecodeSpeedProbe {
       shortPrompt[i] = r.nextInt(128000);
     }
     float[] logits = new float[c.vocabSize()];
-    try (LlamaModel.Sequence s = model.newSequence(Strategies.full(), 32)) {
-      long t0 = System.nanoTime();
-      s.prefill(shortPrompt, logits);
-      double sec = (System.nanoTime() - t0) / 1e9;
-      System.out.printf("prefill, full schedule, %d tokens in one chunk: %.2f s, %.2f tok/s%n", shortPrompt.length,
-          sec, shortPrompt.length / sec);
+    // The first run includes C2 compiling the kernels (the head's one-token product takes the decode
+    // path); the second is the steady rate.
+    for (String run : new String[] {"first run, compiling", "second run"}) {
+      try (LlamaModel.Sequence s = model.newSequence(Strategies.full(), 32)) {
+        long t0 = System.nanoTime();
+        s.prefill(shortPrompt, logits);
+        double sec = (System.nanoTime() - t0) / 1e9;
+        System.out.printf("prefill, full schedule, %d tokens in one chunk, %s: %.2f s, %.2f tok/s%n",
+            shortPrompt.length, run, sec, shortPrompt.length / sec);
+      }
     }
 
     int[] prompt = new int[context];
@@ -75,7 +81,9 @@ public final class DecodeSpeedProbe {
       System.out.printf("context fill (%d tokens, SingleInputKV from layer 1): %.1f s%n", context,
           (System.nanoTime() - t0) / 1e9);
       int token = Generator.argmax(logits);
-      for (int i = 0; i < 2; i++) {
+      // The prefill above ran the matrix kernels with chunks of tokens; decode takes another path
+      // (one token), which C2 compiles during the first steps.
+      for (int i = 0; i < WARM_UP_STEPS; i++) {
         s.decode(token, logits);
         token = Generator.argmax(logits);
       }
@@ -89,6 +97,7 @@ public final class DecodeSpeedProbe {
         bestStep = Math.min(bestStep, (System.nanoTime() - ts) / 1e9);
       }
       double sec = (System.nanoTime() - t1) / 1e9;
+      matvecShare(w, ex, threads, bytes, bestStep);
       double after = bandwidth(ex, threads, big);
       System.out.printf("bandwidth measured again after decode: %.2f GB/s; the bound uses the larger%n", after);
       gbs = Math.max(gbs, after);
@@ -102,6 +111,39 @@ public final class DecodeSpeedProbe {
       }
     }
     ex.shutdownNow();
+  }
+
+  /**
+   * Times the matrix-vector products of one decode step alone (every layer's seven, then the
+   * head), best of 5, so that the step time splits into them and the rest (attention, norms, RoPE,
+   * the SwiGLU nonlinearity, thread hand-offs).
+   */
+  static void matvecShare(LlamaWeights w, ExecutorService ex, int threads, long bytes, double bestStep) {
+    LlamaConfig c = w.config();
+    RowSplit split = new RowSplit(ex, threads, Math.max(c.hidden(), Math.max(c.intermediate(), c.qWidth())));
+    MatrixKernels k = MatrixKernels.get();
+    float[] x = new float[Math.max(c.intermediate(), c.qWidth())];
+    java.util.Arrays.fill(x, 0.01f);
+    float[] y = new float[c.vocabSize()];
+    double best = Double.MAX_VALUE;
+    double bestHead = Double.MAX_VALUE;
+    for (int rep = 0; rep < 5; rep++) {
+      long t0 = System.nanoTime();
+      for (LlamaWeights.Layer l : w.layers) {
+        for (Weight m : new Weight[] {l.wq, l.wk, l.wv, l.wo, l.gate, l.up, l.down}) {
+          split.matmul(k, m, x, 0, m.cols(), 1, y, 0, m.rows());
+        }
+      }
+      long t1 = System.nanoTime();
+      split.matmul(k, w.output, x, 0, w.output.cols(), 1, y, 0, w.output.rows());
+      long t2 = System.nanoTime();
+      best = Math.min(best, (t2 - t0) / 1e9);
+      bestHead = Math.min(bestHead, (t2 - t1) / 1e9);
+    }
+    System.out.printf("matrix-vector products of one step alone (best of 5): %.1f ms = %.2f GB/s of weights, head"
+        + " %.1f ms of it (%.1f%% of the bytes); fastest decode step %.1f ms, so %.1f ms (%.0f%%) is the rest%n",
+        best * 1e3, bytes / best / 1e9, bestHead * 1e3, 100.0 * w.output.byteSize() / bytes, bestStep * 1e3,
+        (bestStep - best) * 1e3, 100 * (bestStep - best) / bestStep);
   }
 
   static double bandwidth(ExecutorService ex, int threads, float[] a) throws Exception {

@@ -61,6 +61,75 @@ class MatrixKernelsTest {
     }
   }
 
+  /** Decode's path for 16-bit weights: vector tails, row blocks of four, a row range and offsets. */
+  @ParameterizedTest
+  @EnumSource(value = DType.class, names = {"F16", "BF16"})
+  void matrixVectorProductMatchesScalarAcrossTailsAndRowBlocks(DType type) throws IOException {
+    assumeTrue(MatrixKernels.vectorAvailable(), "jdk.incubator.vector absent");
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    int[] colsCases = {1, 7, 15, 16, 31, 32, 33, 64, 257, 2 * 256 + 17};
+    for (int cols : colsCases) {
+      int rows = 9 + r.nextInt(12);
+      Weight w = tensor(type, rows, cols, r);
+      float[] x = TinyModels.gaussian(r, 5 + cols, 1, 0);
+      int r0 = r.nextInt(3);
+      int r1 = rows - r.nextInt(3);
+      float[] ys = new float[rows + 2];
+      float[] yv = new float[rows + 2];
+      java.util.Arrays.fill(ys, 7f);
+      java.util.Arrays.fill(yv, 7f);
+      MatrixKernels.Scratch s = new MatrixKernels.Scratch(cols + r.nextInt(40));
+      MatrixKernels.scalar().matmul(w, x, 5, cols, 1, ys, 2, rows, r0, r1, s);
+      MatrixKernels.vector().matmul(w, x, 5, cols, 1, yv, 2, rows, r0, r1, s);
+      for (int i = 0; i < rows; i++) {
+        double mag = 0;
+        for (int c = 0; c < cols; c++) {
+          mag += Math.abs(w.get(i, c) * x[5 + c]);
+        }
+        double tol = 2 * cols * Math.ulp(1f) * mag + 1e-30;
+        String where = "seed=" + seed + " type=" + type + " " + rows + "x" + cols + " rows [" + r0 + ", " + r1
+            + ") row " + i;
+        if (i < r0 || i >= r1) {
+          assertEquals(7f, yv[2 + i], where + ": written outside the row range");
+        } else {
+          assertEquals(ys[2 + i], yv[2 + i], tol, where);
+        }
+      }
+      assertEquals(7f, yv[0], "seed=" + seed + ": wrote before the output offset");
+    }
+  }
+
+  /** An f16 infinity or NaN among the weights must reach the output as it does in the definition. */
+  @Test
+  void matrixVectorProductKeepsInfinitiesAndNaNs() throws IOException {
+    assumeTrue(MatrixKernels.vectorAvailable(), "jdk.incubator.vector absent");
+    int cols = 296;
+    float[] a = new float[8 * cols];
+    java.util.Arrays.fill(a, 0.5f);
+    a[3] = Float.POSITIVE_INFINITY;
+    a[cols + 263] = Float.NEGATIVE_INFINITY;
+    a[2 * cols + 100] = Float.NaN;
+    a[5 * cols + cols - 1] = Float.POSITIVE_INFINITY;
+    Path f = tmp.resolve("inf.gguf");
+    new GgufWriter().addTensor("w", DType.F16, 8, cols, a).write(f);
+    Weight w = GgufFile.read(f).tensors().get("w");
+    float[] x = new float[cols];
+    java.util.Arrays.fill(x, 1f);
+    float[] ys = new float[8];
+    float[] yv = new float[8];
+    MatrixKernels.Scratch s = new MatrixKernels.Scratch(cols);
+    MatrixKernels.scalar().matmul(w, x, 0, cols, 1, ys, 0, 8, 0, 8, s);
+    MatrixKernels.vector().matmul(w, x, 0, cols, 1, yv, 0, 8, 0, 8, s);
+    assertEquals(Float.POSITIVE_INFINITY, yv[0]);
+    assertEquals(Float.NEGATIVE_INFINITY, yv[1]);
+    assertTrue(Float.isNaN(yv[2]));
+    assertEquals(Float.POSITIVE_INFINITY, yv[5]);
+    for (int i = 0; i < 8; i++) {
+      assertEquals(ys[i], yv[i], 1e-3, "row " + i);
+    }
+  }
+
   @Test
   void scalarKernelComputesTheDefinedProduct() throws IOException {
     long seed = TinyModels.seed();
