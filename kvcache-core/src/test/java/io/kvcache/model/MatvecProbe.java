@@ -35,10 +35,10 @@ public final class MatvecProbe {
     MatrixKernels k = MatrixKernels.get();
     int copies = Math.max(2, (int) ((512L << 20) / (2L * rows * cols)));
     Weight[] ws = new Weight[copies];
-    ByteBuffer pattern = DecodeSpeedProbe.randomHalves(1 << 20, 1);
+    ByteBuffer pattern = randomHalves(1 << 20, 1);
     Map<String, Weight> m = new HashMap<>();
     for (int i = 0; i < copies; i++) {
-      DecodeSpeedProbe.add(m, "w" + i, rows, cols, pattern);
+      add(m, "w" + i, rows, cols, pattern);
       ws[i] = m.get("w" + i);
     }
     Weight hotW = ws[0];
@@ -110,5 +110,27 @@ public final class MatvecProbe {
       m = Math.max(m, v);
     }
     return m;
+  }
+
+  static ByteBuffer randomHalves(int n, long seed) {
+    SplittableRandom r = new SplittableRandom(seed);
+    ByteBuffer b = ByteBuffer.allocateDirect(2 * n).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+    for (int i = 0; i < n; i++) {
+      b.putShort(Float.floatToFloat16((float) (r.nextGaussian() * 0.02)));
+    }
+    return b.flip();
+  }
+
+  /** A tensor filled by repeating a random pattern: the bytes read per product are what matters here. */
+  static void add(Map<String, Weight> t, String name, int rows, int cols, ByteBuffer pattern) {
+    long n = (long) rows * cols * 2;
+    ByteBuffer b = ByteBuffer.allocateDirect((int) n).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+    while (b.hasRemaining()) {
+      ByteBuffer p = pattern.duplicate();
+      p.limit((int) Math.min(p.capacity(), b.remaining()));
+      b.put(p);
+    }
+    b.flip();
+    t.put(name, new Weight(name, DType.F16, rows, cols, b));
   }
 }
