@@ -54,6 +54,52 @@ public interface KVCache extends AutoCloseable {
       float[] out, int outOff);
 
   /**
+   * Appends a prompt chunk's keys and values at consecutive positions after the layer's last,
+   * computing no attention: see {@link #append(int, int, int[], float[], int, float[], int)}.
+   *
+   * @param layer  layer index
+   * @param tokens tokens in the chunk, {@code >= 1}
+   * @param k      keys after RoPE, {@code tokens * kvHeads * headDim} floats from index 0
+   * @param v      values, like {@code k}
+   */
+  default void append(int layer, int tokens, float[] k, float[] v) {
+    append(layer, tokens, null, k, 0, v, 0);
+  }
+
+  /**
+   * Appends a prompt chunk's keys and values without computing attention: for rows that have no
+   * query at this layer, such as the prompt rows that SwiftKV's SingleInputKV lets skip the later
+   * layers. The rows are stored exactly as {@link #prefill} would store them (same codec, positions,
+   * argument checks, and the retention policy's per-chunk step), but they feed nothing that needs a
+   * query: they do not enter the observation window, and {@link
+   * io.kvcache.retention.LayerAccess#chunkWeights} adds nothing for them. So a policy that scores
+   * the prompt by its queries (SnapKV, SnapKV++, H2O, KVCrush) scores it with the rows that did come
+   * with queries; keep-all and sinks-and-window retention end up with the same cache as a
+   * {@link #prefill} of the same rows.
+   *
+   * <p>The default implementation, for caches that have no store-only path, calls {@link #prefill}
+   * with zero queries and discards the output: the same stored rows at the cost of the attention,
+   * and zero queries where the policy looks for queries.
+   *
+   * @param layer     layer index
+   * @param tokens    tokens in the chunk, {@code >= 1}
+   * @param positions the tokens' positions, or null for consecutive positions after the layer's last;
+   *                  as for {@link #prefill}, increasing strictly after the layer's last position
+   * @param k         keys after RoPE
+   * @param kOff      offset of token 0 in {@code k}
+   * @param v         values
+   * @param vOff      offset of token 0 in {@code v}
+   */
+  default void append(int layer, int tokens, int[] positions, float[] k, int kOff, float[] v, int vOff) {
+    AttentionShape s = shape();
+    Checks.inRange("tokens", tokens, 1, Integer.MAX_VALUE / Math.max(s.queryWidth(), 1));
+    // Bounds the zero query's size by the caller's keys before allocating it.
+    Checks.span("k", k, kOff, (long) tokens * s.kvWidth());
+    float[] zero = new float[tokens * s.queryWidth()];
+    prefill(layer, tokens, positions, zero, 0, k, kOff, v, vOff, new float[zero.length], 0);
+  }
+
+  /**
    * Ends the prompt: retention policies that compress once (SnapKV and its kin) do so now. Called
    * implicitly by the first {@link #decode}; calling it twice is an error.
    */

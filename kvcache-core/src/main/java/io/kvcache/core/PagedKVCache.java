@@ -40,6 +40,7 @@ final class PagedKVCache implements KVCache {
   private int chunkQOff;
   private int chunkTokens;
   private int[] chunkPos;
+  private boolean inChunk;         // chunkQ is null in a chunk appended without queries
   private boolean closed;
 
   PagedKVCache(KVCacheStrategy strategy, AttentionShape shape, Executor executor) {
@@ -78,13 +79,7 @@ final class PagedKVCache implements KVCache {
   @Override
   public void prefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] k, int kOff, float[] v,
       int vOff, float[] out, int outOff) {
-    checkOpen();
-    if (prefillEnded) {
-      throw new IllegalStateException("prefill after endPrefill (or after the first decode): a cache takes one prompt;"
-          + " start a new cache for a new sequence");
-    }
-    checkLayer(layer);
-    Checks.inRange("tokens", tokens, 1, Integer.MAX_VALUE / Math.max(shape.queryWidth(), 1));
+    checkPrefill(layer, tokens);
     int qw = shape.queryWidth(), kw = shape.kvWidth();
     Checks.span("q", q, qOff, (long) tokens * qw);
     Checks.span("k", k, kOff, (long) tokens * kw);
@@ -96,19 +91,70 @@ final class PagedKVCache implements KVCache {
     int[] pos = resolvePositions(layer, tokens, positions);
     checkEncodable(layer, tokens, k, kOff, v, vOff);
 
+    store(layer, tokens, k, kOff, v, vOff, pos);
+    runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, pos, 0, scale, out,
+        outOff + h * group * d, qw));
+    if (window > 0) {
+      keepWindow(layer, tokens, q, qOff, pos);
+    }
+    afterChunk(layer, tokens, q, qOff, pos);
+  }
+
+  /**
+   * Stores the rows as {@link #prefill} does, with the same checks and retention step, but computes
+   * no attention. The rows have no queries: they stay out of the observation window, and
+   * {@link LayerAccess#chunkWeights} adds nothing for them, so query-scored policies score the
+   * prompt with the rows that came with queries.
+   */
+  @Override
+  public void append(int layer, int tokens, int[] positions, float[] k, int kOff, float[] v, int vOff) {
+    checkPrefill(layer, tokens);
+    checkKV(tokens, k, kOff, v, vOff);
+    int[] pos = resolvePositions(layer, tokens, positions);
+    checkEncodable(layer, tokens, k, kOff, v, vOff);
+
+    store(layer, tokens, k, kOff, v, vOff, pos);
+    // The step a prefill's attention ends with: a store with deferred work (SKVQ quantizes the pages
+    // that left its full-precision window, calibrating on the first) does it now, on the same rows.
+    for (int h = 0; h < shape.kvHeads(); h++) {
+      stores[layer][h].attentionDone();
+    }
+    afterChunk(layer, tokens, null, 0, pos);
+  }
+
+  private void checkPrefill(int layer, int tokens) {
+    checkOpen();
+    if (prefillEnded) {
+      throw new IllegalStateException("prefill after endPrefill (or after the first decode): a cache takes one prompt;"
+          + " start a new cache for a new sequence");
+    }
+    checkLayer(layer);
+    Checks.inRange("tokens", tokens, 1, Integer.MAX_VALUE / Math.max(shape.queryWidth(), 1));
+  }
+
+  private void checkKV(int tokens, float[] k, int kOff, float[] v, int vOff) {
+    int kw = shape.kvWidth();
+    Checks.span("k", k, kOff, (long) tokens * kw);
+    Checks.span("v", v, vOff, (long) tokens * kw);
+    Checks.finite("k", k, kOff, tokens * kw);
+    Checks.finite("v", v, vOff, tokens * kw);
+  }
+
+  private void store(int layer, int tokens, float[] k, int kOff, float[] v, int vOff, int[] pos) {
+    int kw = shape.kvWidth();
     for (int h = 0; h < shape.kvHeads(); h++) {
       HeadStore store = stores[layer][h];
       for (int t = 0; t < tokens; t++) {
         store.append(k, kOff + t * kw + h * d, v, vOff + t * kw + h * d, pos[t]);
       }
     }
-    runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, pos, 0, scale, out,
-        outOff + h * group * d, qw));
-    if (window > 0) {
-      keepWindow(layer, tokens, q, qOff, pos);
-    }
+  }
+
+  /** A prefill chunk is stored: advance the layer and let the retention policy see it ({@code q} null: no queries). */
+  private void afterChunk(int layer, int tokens, float[] q, int qOff, int[] pos) {
     nextPos[layer] = pos[tokens - 1] + 1;
     seen[layer] += tokens;
+    inChunk = true;
     chunkQ = q;
     chunkQOff = qOff;
     chunkTokens = tokens;
@@ -116,6 +162,7 @@ final class PagedKVCache implements KVCache {
     try {
       retention.afterAppend(access(layer), false);
     } finally {
+      inChunk = false;
       chunkQ = null;
       chunkPos = null;
     }
@@ -383,9 +430,12 @@ final class PagedKVCache implements KVCache {
 
       @Override
       public void chunkWeights(int kvHead, float[] acc, int accStride) {
-        if (chunkQ == null) {
+        if (!inChunk) {
           throw new UnsupportedOperationException("chunkWeights is available only during afterAppend of a prefill"
               + " chunk");
+        }
+        if (chunkQ == null) {
+          return; // appended rows have no queries: they add no weight
         }
         work[kvHead].weights(stores[layer][kvHead], chunkTokens, group, chunkQ, chunkQOff + kvHead * group * d,
             shape.queryWidth(), chunkPos, 0, scale, acc, accStride);

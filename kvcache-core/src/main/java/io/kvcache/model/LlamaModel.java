@@ -199,9 +199,9 @@ public final class LlamaModel {
 
     /**
      * Multiply-add FLOPs spent so far on prompt tokens, counted as 2 per multiply-add: entry {@code l}
-     * for layer {@code l} (q/k/v/o projections, attention, MLP; K/V projections and the cache's
-     * attention only, for rows that skip the layer), the last entry for the output head. Attention
-     * counts {@code 4 · headDim} per query head and key the query reaches (scores and weighted
+     * for layer {@code l} (q/k/v/o projections, attention, MLP; K/V projections only, for rows that
+     * skip the layer: the cache stores them without attention), the last entry for the output head.
+     * Attention counts {@code 4 · headDim} per query head and key the query reaches (scores and weighted
      * values) over the rows appended to the layer's cache up to the query's own; norms, RoPE,
      * activations and residual adds are not multiply-adds of a matrix and are not counted.
      *
@@ -551,10 +551,9 @@ public final class LlamaModel {
         return;
       }
       projectKV(l, xs, c);
-      // The cache computes attention with every prefill; a zero query's output is discarded.
-      Arrays.fill(q, 0, c * config.qWidth(), 0f);
-      countAttention(l, c);
-      cache.prefill(l, c, pos, q, 0, k, 0, v, 0, att, 0);
+      // These rows have no query here: store their K/V without an attention pass (none is counted).
+      appended[l] += c;
+      cache.append(l, c, pos, k, 0, v, 0);
     }
 
     private void attentionIn(int l, int c) {

@@ -14,7 +14,7 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * The decoder's prefill FLOP counter against the counts worked out here from the shapes: every
  * prompt row runs every layer in the plain model; with SingleInputKV from half the depth, rows but
- * the last only project K/V (and feed the cache's attention) in the later layers, and AcrossKV
+ * the last only project K/V (stored without attention) in the later layers, and AcrossKV
  * layers that share a cache project nothing for them.
  */
 class SwiftKVFlopsTest {
@@ -77,9 +77,9 @@ class SwiftKVFlopsTest {
     long head = 2L * H * VOCAB;
     long fullLayer = proj(n) + mlp(n) + att(0, n);
     long[] full = {fullLayer, fullLayer, fullLayer, fullLayer, head};
-    // From layer 2: rows 0..n-2 project K/V and go through the cache's attention with a zero query;
-    // the last row runs the layer.
-    long skipped = kv(n - 1) + att(0, n - 1) + proj(1) + mlp(1) + att(n - 1, n);
+    // From layer 2: rows 0..n-2 only project K/V, which the cache stores without attention; the
+    // last row runs the layer, attending to all n rows.
+    long skipped = kv(n - 1) + proj(1) + mlp(1) + att(n - 1, n);
     long[] skip = {fullLayer, fullLayer, skipped, skipped, head};
     // Groups of 2: layer 3 reads layer 2's cache, so only its last row runs (q and o projections).
     long sharing = 2L * H * QW + 2L * QW * H + mlp(1) + att(n - 1, n);

@@ -73,6 +73,54 @@ final class GpuKVCache implements KVCache {
     checkRange("k", k, kOff, (long) tokens * kw);
     checkRange("v", v, vOff, (long) tokens * kw);
     checkRange("out", out, outOff, (long) tokens * qw);
+    int[] pos = positions(layer, tokens, positions);
+    dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
+        Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
+    next[layer] = pos[tokens - 1] + 1;
+    float[] o = new float[tokens * qw];
+    dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), pos, o);
+    System.arraycopy(o, 0, out, outOff, o.length);
+  }
+
+  /**
+   * Uploads the rows as {@link #prefill} does and runs no attention kernel: this cache keeps every
+   * token and has no query-scored retention, so the stored cache is the same as after a prefill.
+   */
+  @Override
+  public void append(int layer, int tokens, int[] positions, float[] k, int kOff, float[] v, int vOff) {
+    checkOpen();
+    if (ended) {
+      throw new IllegalStateException("append after endPrefill (or after the first decode): a cache takes one prompt");
+    }
+    checkLayer(layer);
+    if (tokens < 1) {
+      throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
+    }
+    int kw = shape.kvWidth();
+    checkRange("k", k, kOff, (long) tokens * kw);
+    checkRange("v", v, vOff, (long) tokens * kw);
+    checkFinite("k", k, kOff, tokens * kw);
+    checkFinite("v", v, vOff, tokens * kw);
+    int[] pos = positions(layer, tokens, positions);
+    dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
+        Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
+    next[layer] = pos[tokens - 1] + 1;
+  }
+
+  private static void checkFinite(String what, float[] a, int off, int len) {
+    for (int i = 0; i < len; i++) {
+      if (!Float.isFinite(a[off + i])) {
+        throw new IllegalArgumentException(what + " must be finite, got " + a[off + i] + " at index " + (off + i));
+      }
+    }
+  }
+
+  /** The chunk's positions: given (checked to increase strictly after the layer's last) or consecutive. */
+  private int[] positions(int layer, int tokens, int[] positions) {
+    if (positions != null && positions.length < tokens) {
+      throw new IllegalArgumentException("positions must hold " + tokens + " entries, but its length is "
+          + positions.length);
+    }
     int[] pos = new int[tokens];
     for (int t = 0; t < tokens; t++) {
       int p = positions == null ? next[layer] + t : positions[t];
@@ -82,12 +130,7 @@ final class GpuKVCache implements KVCache {
       }
       pos[t] = p;
     }
-    dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
-        Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
-    next[layer] = pos[tokens - 1] + 1;
-    float[] o = new float[tokens * qw];
-    dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), pos, o);
-    System.arraycopy(o, 0, out, outOff, o.length);
+    return pos;
   }
 
   @Override
