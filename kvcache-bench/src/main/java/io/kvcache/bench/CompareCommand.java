@@ -251,7 +251,12 @@ final class CompareCommand implements Runnable {
         out.printf(Locale.ROOT, "kvcache compare: %d prompt + %d decode tokens, shape %d layers x %d q / %d kv heads x %d,"
             + " budget %d tokens/head, seed %d, kernels %s%n", context, decode, s.layers(), s.queryHeads(), s.kvHeads(),
             s.headDim(), b, seed, io.kvcache.kernel.Kernels.get().name());
-        out.printf(Locale.ROOT, "%-24s %9s %12s %9s %8s %11s %12s %11s %10s%s%n", "strategy", "retained", "KV bytes",
+        int w = 24;
+        for (Row r : rows) {
+          w = Math.max(w, r.strategy().length());
+        }
+        String name = "%-" + w + "s";
+        out.printf(Locale.ROOT, name + " %9s %12s %9s %8s %11s %12s %11s %10s%s%n", "strategy", "retained", "KV bytes",
             "bits/val", "ratio", "prefill ms", "decode ms/t", "error mean", "error max",
             model != null ? "   bits/byte  increase" + (needleTrials > 0 ? "  needles" : "") : "");
         double fullBpb = fullBitsPerByte;
@@ -259,7 +264,7 @@ final class CompareCommand implements Runnable {
           String q = model == null ? "" : String.format(Locale.ROOT, " %11.4f %+9.4f", r.bitsPerByte(),
               r.bitsPerByte() - fullBpb) + (needleTrials > 0 ? String.format(Locale.ROOT, " %7.0f%%",
               100 * r.needleAccuracy()) : "");
-          out.printf(Locale.ROOT, "%-24s %9d %12d %9.2f %7.2fx %11.1f %12.3f %11.5f %10.5f%s%n", r.strategy(), r.retained(),
+          out.printf(Locale.ROOT, name + " %9d %12d %9.2f %7.2fx %11.1f %12.3f %11.5f %10.5f%s%n", r.strategy(), r.retained(),
               r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(), q);
         }
         out.println("retained: most tokens held by one KV head; ratio: vs a dense f16 cache of every token; error: "
