@@ -56,7 +56,8 @@ final class QualityCommand implements Callable<Integer> {
 
   @Option(names = {"-s", "--strategy"}, description = "Presets to run (repeatable); default: all of "
       + "full-f16, full-f32, streamingLLM, snapKV, h2o, kvCrush, rocketKV, fastKV, skvq-k2v1.5, skvq-k4v4, swiftKV, "
-      + "swiftKV-single. full-f32 is always run as the reference.")
+      + "swiftKV-single. Axis combinations as in compare (e.g. skvq+sinks(4,1020)) run once, unbudgeted. "
+      + "full-f32 is always run as the reference.")
   List<String> strategies;
 
   @Option(names = "--budgets", split = ",", defaultValue = "256,512,1024",
@@ -140,7 +141,14 @@ final class QualityCommand implements Callable<Integer> {
     List<String> names = strategies == null || strategies.isEmpty() ? new ArrayList<>(presets.keySet()) : strategies;
     for (String n : names) {
       if (!presets.containsKey(n)) {
-        throw new IllegalArgumentException("--strategy '" + n + "' is not a preset; expected one of " + presets.keySet());
+        // An axis combination such as skvq+sinks(4,1020): it carries its own sizes, so it takes no budget.
+        try {
+          Presets.resolve(n, 1);
+        } catch (IllegalArgumentException e) {
+          throw new IllegalArgumentException("--strategy '" + n + "' is neither a preset (" + presets.keySet()
+              + ") nor an axis combination: " + e.getMessage(), e);
+        }
+        presets.put(n, b -> Presets.resolve(n, b));
       }
     }
     List<String> cellNames = new ArrayList<>();
@@ -155,7 +163,7 @@ final class QualityCommand implements Callable<Integer> {
       if (n.equals("full-f32")) {
         continue;
       }
-      if (Presets.budgeted(n)) {
+      if (Presets.budgeted(n) && Presets.withSchedules().containsKey(n)) {
         for (int b : budgets) {
           cellNames.add(n);
           cellBudgets.add(b);
@@ -303,7 +311,7 @@ final class QualityCommand implements Callable<Integer> {
         throw new IllegalArgumentException("--replot " + f + ": expected a CSV written by 'quality --format csv'");
       }
       for (String line : lines.subList(1, lines.size())) {
-        String[] c = line.split(",", -1);
+        String[] c = csvSplit(line);
         if (c.length < 10 || !seen.add(c[0] + "@" + c[1])) {
           continue;
         }
@@ -319,6 +327,38 @@ final class QualityCommand implements Callable<Integer> {
     Charts.quality(chart, rows, replot.get(0).getFileName().toString());
     System.out.println("chart: " + chart + " (" + rows.size() + " rows)");
     return 0;
+  }
+
+  /** Quotes a CSV field that holds a comma or a quote (combination names do: sinks(4,1020)). */
+  static String csvField(String s) {
+    return s.contains(",") || s.contains("\"") ? "\"" + s.replace("\"", "\"\"") + "\"" : s;
+  }
+
+  /** Splits a line this command wrote: only the first field (the strategy) may be quoted. */
+  static String[] csvSplit(String line) {
+    if (!line.startsWith("\"")) {
+      return line.split(",", -1);
+    }
+    StringBuilder first = new StringBuilder();
+    int i = 1;
+    while (i < line.length()) {
+      char ch = line.charAt(i);
+      if (ch == '"' && i + 1 < line.length() && line.charAt(i + 1) == '"') {
+        first.append('"');
+        i += 2;
+      } else if (ch == '"') {
+        break;
+      } else {
+        first.append(ch);
+        i++;
+      }
+    }
+    String rest = i + 2 <= line.length() ? line.substring(i + 2) : "";
+    String[] tail = rest.split(",", -1);
+    String[] out = new String[tail.length + 1];
+    out[0] = first.toString();
+    System.arraycopy(tail, 0, out, 1, tail.length);
+    return out;
   }
 
   private void validate() {
@@ -441,7 +481,7 @@ final class QualityCommand implements Callable<Integer> {
         out.println(h);
         for (Row r : rows) {
           StringBuilder b = new StringBuilder(String.format(Locale.ROOT, "%s,%s,%d,%.4f,%.4f,%.4f,%d,%d,%.4f",
-              r.strategy(), r.budget() < 0 ? "" : Integer.toString(r.budget()), r.kvBytes(), r.kvRatio(),
+              csvField(r.strategy()), r.budget() < 0 ? "" : Integer.toString(r.budget()), r.kvBytes(), r.kvRatio(),
               r.bitsPerByte(), r.increase(), r.needleHits(), r.needleTrials(), r.needleAccuracy()));
           for (double e : r.layerError()) {
             b.append(String.format(Locale.ROOT, ",%.5f", e));

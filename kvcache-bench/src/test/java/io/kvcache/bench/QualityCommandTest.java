@@ -75,6 +75,29 @@ class QualityCommandTest {
   }
 
   @Test
+  void axisCombinationsRunOnceAndSurviveTheCsvRoundTrip(@TempDir Path tmp) throws Exception {
+    Path text = tmp.resolve("code.py");
+    Files.writeString(text, "for i in range(10):\n    total += values[i] * 2\n".repeat(40));
+    String spec = "f16+sinks(4,60)";
+    String out = CompareCommandTest.run("quality", "--model", TINY_MODEL, "--text", text.toString(), "--context", "160",
+        "--continuation", "24", "--windows", "1", "--needle-trials", "1", "--budgets", "32,64", "--threads", "1",
+        "-s", spec, "--format", "csv", "--no-progress");
+    List<String[]> rows = new ArrayList<>();
+    for (String line : out.strip().split("\n")) {
+      rows.add(QualityCommand.csvSplit(line));
+    }
+    String[] r = row(rows, spec, "");
+    assertEquals(rows.get(0).length, r.length, "the quoted name keeps the columns in place");
+    assertTrue(Double.parseDouble(r[3]) < 1.0, "64 of 136 prompt tokens held: less than f16's memory");
+    Path csv = tmp.resolve("q.csv");
+    Files.writeString(csv, out);
+    Path png = tmp.resolve("q.png");
+    String replot = CompareCommandTest.run("quality", "--replot", csv.toString(), "--chart", png.toString());
+    assertTrue(replot.contains("(3 rows)"), replot);
+    assertTrue(Files.size(png) > 1000, "a PNG was written");
+  }
+
+  @Test
   void theEmbeddedTrainedModelPredictsCode() {
     String out = CompareCommandTest.run("quality", "-s", "full-f16", "--context", "384", "--continuation", "128",
         "--windows", "1", "--needle-trials", "0", "--threads", "1", "--format", "csv", "--no-progress");
@@ -145,7 +168,8 @@ class QualityCommandTest {
   @Test
   void badArgumentsAreNamed() {
     String e = failure("quality", "--model", TINY_MODEL, "-s", "nope", "--no-progress");
-    assertTrue(e.contains("--strategy 'nope' is not a preset") && e.contains("snapKV"), e);
+    assertTrue(e.contains("--strategy 'nope' is neither a preset") && e.contains("snapKV")
+        && e.contains("sinks(S,W)"), e);
     e = failure("quality", "--continuation", "1", "--no-progress");
     assertTrue(e.contains("--continuation must be in"), e);
     e = failure("quality", "--budgets", "0", "--no-progress");
