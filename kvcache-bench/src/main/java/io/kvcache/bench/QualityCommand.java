@@ -72,7 +72,8 @@ final class QualityCommand implements Callable<Integer> {
       description = "Tokens of each window scored after the prefilled part (default: ${DEFAULT-VALUE}).")
   int continuation;
 
-  @Option(names = "--windows", defaultValue = "8", description = "Held-out windows per strategy (default: ${DEFAULT-VALUE}).")
+  @Option(names = "--windows", defaultValue = "8",
+      description = "Held-out windows per strategy (default: ${DEFAULT-VALUE}).")
   int windows;
 
   @Option(names = "--needle-trials", defaultValue = "100",
@@ -85,7 +86,8 @@ final class QualityCommand implements Callable<Integer> {
   @Option(names = "--chunk", defaultValue = "1024", description = "Prefill chunk length (default: ${DEFAULT-VALUE}).")
   int chunk;
 
-  @Option(names = "--seed", defaultValue = "1", description = "Seed of windows and needles (default: ${DEFAULT-VALUE}).")
+  @Option(names = "--seed", defaultValue = "1",
+      description = "Seed of windows and needles (default: ${DEFAULT-VALUE}).")
   long seed;
 
   @Option(names = "--format", defaultValue = "table", description = "table, csv or json (default: ${DEFAULT-VALUE}).")
@@ -135,7 +137,8 @@ final class QualityCommand implements Callable<Integer> {
     Path dir = model != null ? model : EmbeddedModel.directory();
     byte[] bytes = text != null ? Files.readAllBytes(text) : EmbeddedModel.heldOutText();
     if (bytes.length < context) {
-      throw new IllegalArgumentException("--text must hold at least --context = " + context + " bytes, got " + bytes.length);
+      throw new IllegalArgumentException("--text must hold at least --context = " + context + " bytes, got "
+          + bytes.length);
     }
     Map<String, IntFunction<KVCacheStrategy>> presets = Presets.withSchedules();
     List<String> names = strategies == null || strategies.isEmpty() ? new ArrayList<>(presets.keySet()) : strategies;
@@ -473,7 +476,8 @@ final class QualityCommand implements Callable<Integer> {
     int layers = m.config().layers();
     switch (format) {
       case "csv" -> {
-        StringBuilder h = new StringBuilder("strategy,budget,kv_bytes,kv_ratio_vs_f16,bits_per_byte,increase,needle_hits,"
+        StringBuilder h = new StringBuilder("strategy,budget,kv_bytes,kv_ratio_vs_f16,bits_per_byte,increase,"
+            + "needle_hits,"
             + "needle_trials,needle_accuracy");
         for (int l = 0; l < layers; l++) {
           h.append(",attention_error_l").append(l);
@@ -506,7 +510,8 @@ final class QualityCommand implements Callable<Integer> {
         out.println("]");
       }
       default -> {
-        out.printf(Locale.ROOT, "model %s (%d layers, %d q / %d KV heads x %d), %d windows of %d tokens (last %d scored), "
+        out.printf(Locale.ROOT, "model %s (%d layers, %d q / %d KV heads x %d), %d windows of %d tokens "
+                + "(last %d scored), "
                 + "%d needle trials, seed %d, %d threads%n", modelName(dir), layers, m.config().heads(),
             m.config().kvHeads(), m.config().headDim(), windows, context, continuation, needleTrials, seed, threads);
         StringBuilder h = new StringBuilder(String.format(Locale.ROOT, "%-16s %6s %12s %7s %9s %9s %9s",

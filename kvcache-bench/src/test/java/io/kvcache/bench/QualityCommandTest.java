@@ -130,7 +130,11 @@ class QualityCommandTest {
       assertEquals(want, (double) at / str.length(), 0.04, "depth of trial " + i);
       assertTrue(value.matches("[a-z]{8}"), value);
     }
-    assertEquals(ModelQuality.needle(text, 1000, 3, 5, 42).answer()[0], ModelQuality.needle(text, 1000, 3, 5, 42).answer()[0]);
+    // Seeded: the same trial twice is the same prompt; another seed plants another value.
+    org.junit.jupiter.api.Assertions.assertArrayEquals(ModelQuality.needle(text, 1000, 3, 5, 42).prompt(),
+        ModelQuality.needle(text, 1000, 3, 5, 42).prompt());
+    assertTrue(!java.util.Arrays.equals(ModelQuality.needle(text, 1000, 3, 5, 42).answer(),
+        ModelQuality.needle(text, 1000, 3, 5, 43).answer()), "seed 43 plants another value");
   }
 
   /** Runs a command that must fail; returns what it printed on stderr. */
