@@ -70,12 +70,16 @@ final class CompareCommand implements Runnable {
   boolean noProgress;
 
   @Option(names = "--model", description = "A byte-level model (HF directory or .gguf): adds bits per byte of --text "
-      + "given a compressed context, and its increase over the full cache.")
+      + "given a compressed context, and its increase over the full cache. Default: the project's trained model "
+      + "kvcache-byte-4m and its held-out code, embedded in the jar.")
   Path model;
 
   @Option(names = "--text", description = "Text for --model: the first --context bytes are the context, the next "
       + "--decode bytes are scored.")
   Path text;
+
+  @Option(names = "--no-model", description = "Synthetic attention only: no bits-per-byte column from a model.")
+  boolean noModel;
 
   @Option(names = "--needle-trials", defaultValue = "0",
       description = "With --model: needle-retrieval trials per strategy (an identifier planted at 10-90% depth of "
@@ -95,8 +99,15 @@ final class CompareCommand implements Runnable {
     progress.draw("reference (full f32)");
     ExecutorService pool = threads > 1 ? Executors.newFixedThreadPool(threads - 1) : null;
     io.kvcache.model.LlamaWeights weights = null;
+    if (noModel && (model != null || text != null)) {
+      throw new IllegalArgumentException("--no-model cannot be combined with --model or --text");
+    }
+    if (text != null && model == null) {
+      throw new IllegalArgumentException("--text needs --model (the embedded model scores its own held-out code)");
+    }
+    embedded = model == null && !noModel;
     try {
-      if (model != null) {
+      if (model != null || embedded) {
         weights = loadModel();
         fullBitsPerByte = ModelQuality.bitsPerToken(loaded, io.kvcache.core.Strategies.full(
             io.kvcache.codec.StorageCodec.f32()), textTokens, Math.min(context, textTokens.length - 1), chunk);
@@ -164,7 +175,7 @@ final class CompareCommand implements Runnable {
 
   /** Bits per byte of the text's continuation through {@code st}; NaN without {@code --model}. */
   private double bitsPerByte(KVCacheStrategy st, int ctx) {
-    if (model == null) {
+    if (!withModel()) {
       return Double.NaN;
     }
     return ModelQuality.bitsPerToken(loaded, st, textTokens, Math.min(ctx, textTokens.length - 1), chunk);
@@ -172,7 +183,7 @@ final class CompareCommand implements Runnable {
 
   /** Needle accuracy through {@code st}; NaN without {@code --model} or trials. */
   private double needles(KVCacheStrategy st, int ctx) {
-    if (model == null || needleTrials == 0) {
+    if (!withModel() || needleTrials == 0) {
       return Double.NaN;
     }
     return ModelQuality.needleAccuracy(loaded, st, textBytes, ctx, needleTrials, seed);
@@ -180,18 +191,25 @@ final class CompareCommand implements Runnable {
 
   private byte[] textBytes;
 
+  /** Whether the table has the model's columns: a --model, or the embedded one. */
+  private boolean withModel() {
+    return model != null || embedded;
+  }
+
+  private boolean embedded;
+
   private io.kvcache.model.LlamaWeights loadModel() throws IOException {
-    if (text == null) {
+    if (text == null && !embedded) {
       throw new IllegalArgumentException("--model needs --text (the bytes to score)");
     }
-    io.kvcache.model.LlamaWeights w = io.kvcache.model.LlamaWeights.load(model);
+    io.kvcache.model.LlamaWeights w = io.kvcache.model.LlamaWeights.load(embedded ? EmbeddedModel.directory() : model);
     loaded = io.kvcache.model.LlamaModel.of(w);
     if (loaded.config().vocabSize() < io.kvcache.model.ByteTokenizer.VOCAB) {
       w.close();
       throw new IllegalArgumentException("--model must be byte-level (vocab >= " + io.kvcache.model.ByteTokenizer.VOCAB
           + "), got vocab " + loaded.config().vocabSize());
     }
-    byte[] bytes = java.nio.file.Files.readAllBytes(text);
+    byte[] bytes = embedded ? EmbeddedModel.heldOutText() : java.nio.file.Files.readAllBytes(text);
     textBytes = bytes;
     int n = Math.min(bytes.length, context + decode);
     if (n < 2) {
@@ -224,13 +242,13 @@ final class CompareCommand implements Runnable {
     switch (format.toLowerCase(Locale.ROOT)) {
       case "csv" -> {
         out.println("strategy,retained_per_head,kv_bytes,bits_per_value,compression,prefill_ms,decode_ms_per_token,"
-            + "error_mean,error_max" + (model != null ? ",bits_per_byte" : "")
-            + (model != null && needleTrials > 0 ? ",needle_accuracy" : ""));
+            + "error_mean,error_max" + (withModel() ? ",bits_per_byte" : "")
+            + (withModel() && needleTrials > 0 ? ",needle_accuracy" : ""));
         for (Row r : rows) {
           out.printf(Locale.ROOT, "%s,%d,%d,%.3f,%.3f,%.1f,%.3f,%.6f,%.6f%s%n", csv(r.strategy()), r.retained(), r.bytes(),
               r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(),
-              (model != null ? String.format(Locale.ROOT, ",%.4f", r.bitsPerByte()) : "")
-              + (model != null && needleTrials > 0 ? String.format(Locale.ROOT, ",%.4f", r.needleAccuracy()) : ""));
+              (withModel() ? String.format(Locale.ROOT, ",%.4f", r.bitsPerByte()) : "")
+              + (withModel() && needleTrials > 0 ? String.format(Locale.ROOT, ",%.4f", r.needleAccuracy()) : ""));
         }
       }
       case "json" -> {
@@ -241,8 +259,8 @@ final class CompareCommand implements Runnable {
               + "\"bitsPerValue\": %.3f, \"compression\": %.3f, \"prefillMs\": %.1f, \"decodeMsPerToken\": %.3f, "
               + "\"errorMean\": %.6f, \"errorMax\": %.6f%s}", i == 0 ? "" : ",", json(r.strategy()), r.retained(),
               r.bytes(), r.bitsPerValue(), r.ratio(), r.prefillMs(), r.decodeMsPerToken(), r.meanError(), r.maxError(),
-              (model != null ? String.format(Locale.ROOT, ", \"bitsPerByte\": %.4f", r.bitsPerByte()) : "")
-              + (model != null && needleTrials > 0 ? String.format(Locale.ROOT, ", \"needleAccuracy\": %.4f",
+              (withModel() ? String.format(Locale.ROOT, ", \"bitsPerByte\": %.4f", r.bitsPerByte()) : "")
+              + (withModel() && needleTrials > 0 ? String.format(Locale.ROOT, ", \"needleAccuracy\": %.4f",
               r.needleAccuracy()) : ""));
         }
         out.println("\n]");
@@ -258,10 +276,10 @@ final class CompareCommand implements Runnable {
         String name = "%-" + w + "s";
         out.printf(Locale.ROOT, name + " %9s %12s %9s %8s %11s %12s %11s %10s%s%n", "strategy", "retained", "KV bytes",
             "bits/val", "ratio", "prefill ms", "decode ms/t", "error mean", "error max",
-            model != null ? "   bits/byte  increase" + (needleTrials > 0 ? "  needles" : "") : "");
+            withModel() ? "   bits/byte  increase" + (needleTrials > 0 ? "  needles" : "") : "");
         double fullBpb = fullBitsPerByte;
         for (Row r : rows) {
-          String q = model == null ? "" : String.format(Locale.ROOT, " %11.4f %+9.4f", r.bitsPerByte(),
+          String q = !withModel() ? "" : String.format(Locale.ROOT, " %11.4f %+9.4f", r.bitsPerByte(),
               r.bitsPerByte() - fullBpb) + (needleTrials > 0 ? String.format(Locale.ROOT, " %7.0f%%",
               100 * r.needleAccuracy()) : "");
           out.printf(Locale.ROOT, name + " %9d %12d %9.2f %7.2fx %11.1f %12.3f %11.5f %10.5f%s%n", r.strategy(), r.retained(),
@@ -269,10 +287,12 @@ final class CompareCommand implements Runnable {
         }
         out.println("retained: most tokens held by one KV head; ratio: vs a dense f16 cache of every token; error: "
             + "||out - full|| / ||full|| per decode step and head, vs a full f32 cache.");
-        if (model != null) {
+        if (withModel()) {
           out.printf(Locale.ROOT, "bits/byte: %s on %d context + %d scored bytes of %s; increase over the full f32 cache"
-              + " (%.4f).%n", model, Math.min(context, textTokens.length - 1),
-              textTokens.length - Math.min(context, textTokens.length - 1), text, fullBitsPerByte);
+              + " (%.4f).%n", embedded ? "the trained model kvcache-byte-4m (models/, embedded; --no-model: none)"
+              : model, Math.min(context, textTokens.length - 1),
+              textTokens.length - Math.min(context, textTokens.length - 1), embedded ? "its held-out code" : text,
+              fullBitsPerByte);
         }
       }
       default -> throw new IllegalArgumentException("--format must be table, csv or json, got '" + format + "'");

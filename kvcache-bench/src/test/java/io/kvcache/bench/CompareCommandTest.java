@@ -35,9 +35,12 @@ class CompareCommandTest {
   static final String[] TINY = {"--context", "96", "--decode", "3", "--shape", "1,4,1,16", "--chunk", "40",
       "--no-progress"};
 
+  /** The tiny synthetic run without the embedded model's column. */
+  static final String[] SYNTH = concat(TINY, "--no-model");
+
   @Test
   void csvHasOneRowPerPresetAndTheFullCacheIsExact() {
-    String[] args = concat(TINY, "--format", "csv");
+    String[] args = concat(SYNTH, "--format", "csv");
     String[] lines = run(args).strip().split("\n");
     assertEquals(1 + Presets.all().size(), lines.length, String.join("\n", lines));
     assertTrue(lines[0].startsWith("strategy,retained_per_head,kv_bytes"), lines[0]);
@@ -52,7 +55,7 @@ class CompareCommandTest {
 
   @Test
   void namedCombinationsAndJson() {
-    String out = run(concat(TINY, "--format", "json", "-s", "f32+sinks(2,10)", "-s", "full-f16"));
+    String out = run(concat(SYNTH, "--format", "json", "-s", "f32+sinks(2,10)", "-s", "full-f16"));
     assertTrue(out.strip().startsWith("[") && out.strip().endsWith("]"), out);
     assertEquals(2, out.split("\"strategy\"").length - 1, out);
     assertTrue(out.contains("\"strategy\": \"f32+sinks(2,10)\", \"retainedPerHead\": 12"), out);
@@ -69,7 +72,7 @@ class CompareCommandTest {
   @Test
   void chartIsWritten(@TempDir Path tmp) throws Exception {
     Path png = tmp.resolve("m.png");
-    run(concat(TINY, "--chart", png.toString(), "-s", "full-f16", "-s", "streamingLLM"));
+    run(concat(SYNTH, "--chart", png.toString(), "-s", "full-f16", "-s", "streamingLLM"));
     byte[] head = Files.readAllBytes(png);
     assertTrue(head.length > 1000 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G', "a PNG file");
   }
@@ -119,6 +122,20 @@ class CompareCommandTest {
     String model = Path.of("..", "kvcache-core", "src", "test", "resources", "tiny-llama").toString();
     int rc = new CommandLine(new Main()).execute(Main.withDefaultCommand(concat(TINY, "--model", model)));
     assertTrue(rc != 0, "--model without --text must fail");
+  }
+
+  @Test
+  void theTrainedModelIsTheDefaultAndScoresEveryStrategy() {
+    String[] lines = run(concat(TINY, "--format", "csv")).strip().split("\n");
+    assertTrue(lines[0].endsWith(",bits_per_byte"), lines[0]);
+    assertEquals(1 + Presets.all().size(), lines.length, String.join("\n", lines));
+    for (int i = 1; i < lines.length; i++) {
+      double bits = Double.parseDouble(lines[i].substring(lines[i].lastIndexOf(',') + 1));
+      // 96 bytes of held-out code as context, 3 scored: the trained model is far below 8 bits per byte.
+      assertTrue(bits > 0 && bits < 6, lines[i]);
+    }
+    int rc = new CommandLine(new Main()).execute(Main.withDefaultCommand(concat(TINY, "--no-model", "--text", "x")));
+    assertTrue(rc != 0, "--no-model with --text must fail");
   }
 
   @Test
