@@ -20,7 +20,8 @@ import java.util.regex.Pattern;
  * small grammar for combining axes by hand.
  *
  * <p>Combination grammar: axis choices joined by {@code +}, e.g. {@code f32+sinks(4,1020)}. Codecs:
- * {@code f16}, {@code f32}, {@code skvq} (K2/V1.5, the paper's default). Retention: {@code keepAll}, {@code sinks(S,W)}. Readers: {@code dense},
+ * {@code f16}, {@code f32}, {@code skvq} (K2/V1.5, the paper's default), {@code skvq(K,V,G)} (key and value
+ * bits, channels per quantization group, the paper's window and sinks). Retention: {@code keepAll}, {@code sinks(S,W)}. Readers: {@code dense},
  * {@code hybrid(K)} (RocketKV's stage 2 attending to K tokens per step, a quarter of the channels for
  * the estimate, the 16 most recent tokens always).
  * Unnamed axes keep the full-cache defaults (f16, keep-all, dense, full schedule).
@@ -88,6 +89,7 @@ final class Presets {
       String p = part.trim();
       Matcher sinks = Pattern.compile("sinks\\((\\d+),(\\d+)\\)").matcher(p.replace(" ", ""));
       Matcher hybrid = Pattern.compile("hybrid\\((\\d+)\\)").matcher(p.replace(" ", ""));
+      Matcher skvq = Pattern.compile("skvq\\(([0-9.]+),([0-9.]+),(\\d+)\\)").matcher(p.replace(" ", ""));
       switch (p.toLowerCase(Locale.ROOT)) {
         case "f16" -> b.codec(StorageCodec.f16());
         case "f32" -> b.codec(StorageCodec.f32());
@@ -97,12 +99,16 @@ final class Presets {
         default -> {
           if (sinks.matches()) {
             b.retention(RetentionPolicy.sinksAndWindow(Integer.parseInt(sinks.group(1)), Integer.parseInt(sinks.group(2))));
+          } else if (skvq.matches()) {
+            int g = Integer.parseInt(skvq.group(3));
+            b.codec(io.kvcache.skvq.SkvqCodec.of(io.kvcache.skvq.SkvqConfig.of(Double.parseDouble(skvq.group(1)),
+                Double.parseDouble(skvq.group(2))).withGroups(g, g)));
           } else if (hybrid.matches()) {
             b.reader(HybridSparseReader.of(Integer.parseInt(hybrid.group(1)), 0.25, 16));
           } else {
             throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + p + "'; expected a preset ("
-                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, skvq, keepAll, sinks(S,W), dense, "
-                + "hybrid(K)");
+                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, skvq, "
+                + "skvq(KBITS,VBITS,GROUP), keepAll, sinks(S,W), dense, hybrid(K)");
           }
         }
       }

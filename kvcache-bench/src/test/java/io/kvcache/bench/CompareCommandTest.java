@@ -142,6 +142,8 @@ class CompareCommandTest {
   void unknownStrategyPartIsNamed() {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("f16+warp", 10));
     assertTrue(e.getMessage().contains("'warp'") && e.getMessage().contains("sinks(S,W)"), e.getMessage());
+    KVCacheStrategy q = Presets.resolve("skvq(2,1.5,32)", 10);
+    assertTrue(q.codec().name().contains("g32"), q.codec().name());
     KVCacheStrategy s = Presets.resolve("f32+sinks(4,60)", 10);
     assertEquals("f32", s.codec().name());
     assertEquals("sinks4+window60", s.retention().name());
