@@ -65,7 +65,7 @@ final class PrefillCommand implements Runnable {
   @Option(names = "--prompt", defaultValue = "8192", description = "Prompt tokens (default: ${DEFAULT-VALUE}).")
   int prompt;
 
-  @Option(names = {"-s", "--strategy"}, description = "full, fastKV (TSP rate 20%%), fastKV(RATE), swiftKV(SKIP,GROUP), "
+  @Option(names = {"-s", "--strategy"}, description = "full, fastKV (TSP rate 20%%), fastKV(RATE), fastKV(RATE,LAYER), swiftKV(SKIP,GROUP), "
       + "or a compare preset or combination; repeatable. Default: full, fastKV, swiftKV(0.5,2), swiftKV(0.5,1). "
       + "The full schedule is always measured: the ratios are against it.")
   List<String> strategies = new ArrayList<>();
@@ -309,12 +309,14 @@ final class PrefillCommand implements Runnable {
   }
 
   private static final Pattern FAST = Pattern.compile("fastkv\\(([^,()]+)\\)");
+  private static final Pattern FAST_AT = Pattern.compile("fastkv\\(([^,()]+),([^,()]+)\\)");
   private static final Pattern SWIFT = Pattern.compile("swiftkv\\(([^,()]+),([^,()]+)\\)");
 
   /**
    * One strategy by name.
    *
-   * @param spec   {@code full}, {@code fastKV}, {@code fastKV(RATE)}, {@code swiftKV},
+   * @param spec   {@code full}, {@code fastKV}, {@code fastKV(RATE)}, {@code fastKV(RATE,LAYER)} (the TSP layer
+   *               as a share of depth), {@code swiftKV},
    *               {@code swiftKV(SKIP,GROUP)}, or a compare preset or combination
    * @param budget KV budget per KV head
    * @return the strategy
@@ -338,6 +340,13 @@ final class PrefillCommand implements Runnable {
         return Strategies.fastKV(TokenSelectivePropagation.ofRate(TSP_LAYER, rate, TSP_WINDOW, TSP_POOL), budget,
             TSP_WINDOW, TSP_POOL);
       }
+      Matcher fa = FAST_AT.matcher(s);
+      if (fa.matches()) {
+        double rate = Double.parseDouble(fa.group(1));
+        double layer = Double.parseDouble(fa.group(2));
+        return Strategies.fastKV(TokenSelectivePropagation.ofRate(layer, rate, TSP_WINDOW, TSP_POOL), budget,
+            TSP_WINDOW, TSP_POOL);
+      }
       Matcher w = SWIFT.matcher(s);
       if (w.matches()) {
         return Strategies.swiftKV(Double.parseDouble(w.group(1)), Integer.parseInt(w.group(2)));
@@ -346,7 +355,7 @@ final class PrefillCommand implements Runnable {
     } catch (IllegalArgumentException e) {
       // Also a NumberFormatException: its message names the text that is not a number.
       throw new IllegalArgumentException("strategy '" + spec + "': " + e.getMessage() + " (accepted: full, fastKV, "
-          + "fastKV(RATE) with RATE in (0, 1], swiftKV, swiftKV(SKIP,GROUP) with SKIP in (0, 1] and GROUP >= 1, or a "
+          + "fastKV(RATE) with RATE in (0, 1], fastKV(RATE,LAYER) with LAYER the TSP layer's share of depth, swiftKV, swiftKV(SKIP,GROUP) with SKIP in (0, 1] and GROUP >= 1, or a "
           + "compare preset or combination)", e);
     }
   }

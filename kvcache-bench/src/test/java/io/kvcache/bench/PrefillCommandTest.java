@@ -85,6 +85,15 @@ class PrefillCommandTest {
   }
 
   @Test
+  void fastKVTakesTheTspLayerAsAShareOfDepth() {
+    io.kvcache.core.KVCacheStrategy d = PrefillCommand.resolve("fastKV", 2048);
+    io.kvcache.core.KVCacheStrategy at = PrefillCommand.resolve("fastKV(0.2,0.4375)", 2048);
+    assertEquals(8, d.schedule().selectionLayer(16), "the preset: round(15/32 * 16)");
+    assertEquals(7, at.schedule().selectionLayer(16), "0.4375 of 16 layers");
+    assertEquals(d.schedule().rowsKept(8192), at.schedule().rowsKept(8192), "the same 20% rate");
+  }
+
+  @Test
   void csvHasEveryDefaultRowWithRatiosAgainstTheFullSchedule() {
     Result r = run(tiny("--format", "csv"));
     assertEquals(0, r.exitCode(), r.err());
