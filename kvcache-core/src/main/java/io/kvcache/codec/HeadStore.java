@@ -237,10 +237,11 @@ public abstract class HeadStore {
   public abstract float[] page(int page, float[] buf, AttentionKernels kernels);
 
   /**
-   * Whether attention must score and accumulate {@code page} through {@link #pageScores} and
-   * {@link #pageAccumulate} instead of reading floats from {@link #page}: true for pages a codec
+   * Whether attention must score and accumulate {@code page} through the store's
+   * {@link FusedPages} instead of reading floats from {@link #page}: true for pages a codec
    * attends to in its own encoding (SKVQ's quantized pages, read from their codes without a float
-   * copy). The default, false, keeps every page on the float path.
+   * copy); only a store that implements {@link FusedPages} may return true. The default, false,
+   * keeps every page on the float path.
    *
    * @param page a page index
    * @return true to use the store's own page kernels
@@ -260,41 +261,6 @@ public abstract class HeadStore {
    * @param kernels the caller's kernels (scalar or vector)
    */
   public void prepareQueries(float[] q, int qOff, int rows, AttentionKernels kernels) {}
-
-  /**
-   * Scores of the prepared query rows against a {@link #fusedPage fused page}, as
-   * {@link AttentionKernels#scores} computes them for a float page:
-   * {@code s[sOff + r * sStride + j] = q_r . k_j}. Masking is the caller's.
-   *
-   * @param page    a page for which {@link #fusedPage} is true
-   * @param rows    the rows last passed to {@link #prepareQueries}
-   * @param s       output scores
-   * @param sOff    offset of row 0's first score
-   * @param sStride distance between rows in {@code s}
-   * @param kernels the caller's kernels
-   */
-  public void pageScores(int page, int rows, float[] s, int sOff, int sStride, AttentionKernels kernels) {
-    throw new UnsupportedOperationException("page " + page + " has no fused kernels in " + getClass().getName());
-  }
-
-  /**
-   * Adds the weighted values of a {@link #fusedPage fused page} to output rows, as
-   * {@link AttentionKernels#accumulate} does for a float page:
-   * {@code o[oOff + r * headDim + c] += sum_j p[pOff + r * pStride + j] * v_j[c]}.
-   *
-   * @param page    a page for which {@link #fusedPage} is true
-   * @param p       weights
-   * @param pOff    offset of row 0's first weight
-   * @param pStride distance between rows in {@code p}
-   * @param rows    number of rows
-   * @param o       output rows, packed, natural channel order
-   * @param oOff    offset of row 0
-   * @param kernels the caller's kernels
-   */
-  public void pageAccumulate(int page, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
-      AttentionKernels kernels) {
-    throw new UnsupportedOperationException("page " + page + " has no fused kernels in " + getClass().getName());
-  }
 
   /**
    * Called by attention after it has read the store (a prefill chunk's or a decode step's attention, or
@@ -393,5 +359,42 @@ public abstract class HeadStore {
       m = Math.min(m, p);
     }
     pageMinPos[page] = m;
+  }
+
+  /**
+   * Attention kernels over a store's own page encoding, for the pages where {@link #fusedPage} is
+   * true. A store implements this interface exactly when it has such pages.
+   */
+  public interface FusedPages {
+
+    /**
+     * Scores of the prepared query rows against a fused page, as {@link AttentionKernels#scores}
+     * computes them for a float page: {@code s[sOff + r * sStride + j] = q_r . k_j}. Masking is the
+     * caller's.
+     *
+     * @param page    a page for which {@link #fusedPage} is true
+     * @param rows    the rows last passed to {@link #prepareQueries}
+     * @param s       output scores
+     * @param sOff    offset of row 0's first score
+     * @param sStride distance between rows in {@code s}
+     * @param kernels the caller's kernels
+     */
+    void pageScores(int page, int rows, float[] s, int sOff, int sStride, AttentionKernels kernels);
+
+    /**
+     * Adds the weighted values of a fused page to output rows, as {@link AttentionKernels#accumulate}
+     * does for a float page: {@code o[oOff + r * headDim + c] += sum_j p[pOff + r * pStride + j] * v_j[c]}.
+     *
+     * @param page    a page for which {@link #fusedPage} is true
+     * @param p       weights
+     * @param pOff    offset of row 0's first weight
+     * @param pStride distance between rows in {@code p}
+     * @param rows    number of rows
+     * @param o       output rows, packed, natural channel order
+     * @param oOff    offset of row 0
+     * @param kernels the caller's kernels
+     */
+    void pageAccumulate(int page, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
+        AttentionKernels kernels);
   }
 }

@@ -146,11 +146,8 @@ public interface KVCache extends AutoCloseable {
    * @param qOff      offset of token 0 in {@code q}
    * @param out       attention output, like {@code q}
    * @param outOff    offset of token 0 in {@code out}
-   * @throws UnsupportedOperationException when the implementation has no read-only attention
    */
-  default void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff) {
-    throw new UnsupportedOperationException(getClass().getName() + " has no read-only attention (AcrossKV)");
-  }
+  void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff);
 
   /**
    * One decode query against what {@code layer} already holds, storing nothing (AcrossKV): called
@@ -161,11 +158,8 @@ public interface KVCache extends AutoCloseable {
    * @param qOff   offset of the query
    * @param out    attention output
    * @param outOff offset of the output
-   * @throws UnsupportedOperationException when the implementation has no read-only attention
    */
-  default void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff) {
-    throw new UnsupportedOperationException(getClass().getName() + " has no read-only attention (AcrossKV)");
-  }
+  void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff);
 
   /** @return what the cache holds now: tokens per layer and head, exact bytes, compression */
   CacheStats stats();

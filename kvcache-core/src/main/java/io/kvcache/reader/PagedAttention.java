@@ -170,7 +170,7 @@ public final class PagedAttention {
     boolean fused = store.fusedPage(page);
     float[] kv = null;
     if (fused) {
-      store.pageScores(page, rows, s, 0, P, kernels);
+      ((HeadStore.FusedPages) store).pageScores(page, rows, s, 0, P, kernels);
     } else {
       kv = store.page(page, pageBuf, kernels);
       kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
@@ -196,7 +196,7 @@ public final class PagedAttention {
       }
     }
     if (fused) {
-      store.pageAccumulate(page, s, 0, P, rows, o, 0, kernels);
+      ((HeadStore.FusedPages) store).pageAccumulate(page, s, 0, P, rows, o, 0, kernels);
     } else {
       kernels.accumulate(s, 0, P, rows, kv, vOff, P, d, o, 0);
     }
@@ -302,7 +302,7 @@ public final class PagedAttention {
 
   private void scorePage(HeadStore store, int page, int rows, int pos) {
     if (store.fusedPage(page)) {
-      store.pageScores(page, rows, s, 0, P, kernels);
+      ((HeadStore.FusedPages) store).pageScores(page, rows, s, 0, P, kernels);
     } else {
       float[] kv = store.page(page, pageBuf, kernels);
       kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);

@@ -20,7 +20,7 @@ import java.util.Arrays;
  * store (permutation and clipping) on every full-precision non-sink token then held, unless the codec
  * carries a calibration set.
  */
-final class SkvqStore extends HeadStore {
+final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
 
   private static final int P = PAGE_TOKENS;
 

@@ -178,6 +178,16 @@ class AppendTest {
       }
 
       @Override
+      public void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff) {
+        inner.attendPrefill(layer, tokens, positions, q, qOff, out, outOff);
+      }
+
+      @Override
+      public void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff) {
+        inner.attendDecode(layer, q, qOff, out, outOff);
+      }
+
+      @Override
       public CacheStats stats() {
         return inner.stats();
       }

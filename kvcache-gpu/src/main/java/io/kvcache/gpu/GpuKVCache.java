@@ -168,6 +168,56 @@ final class GpuKVCache implements KVCache {
     System.arraycopy(o, 0, out, outOff, qw);
   }
 
+  /** Attention of the chunk against what {@code layer} holds on the device, uploading nothing (AcrossKV). */
+  @Override
+  public void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff) {
+    checkOpen();
+    checkLayer(layer);
+    if (tokens < 1) {
+      throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
+    }
+    int qw = shape.queryWidth();
+    checkRange("q", q, qOff, (long) tokens * qw);
+    checkRange("out", out, outOff, (long) tokens * qw);
+    checkFinite("q", q, qOff, tokens * qw);
+    if (positions == null || positions.length < tokens) {
+      throw new IllegalArgumentException("positions must hold " + tokens + " entries");
+    }
+    int last = next[layer] - 1;
+    for (int t = 0; t < tokens; t++) {
+      if (positions[t] < 0 || positions[t] > last || (t > 0 && positions[t] <= positions[t - 1])) {
+        throw new IllegalArgumentException("positions must increase strictly within [0, " + last + "] (layer " + layer
+            + "'s stored positions), got " + positions[t] + " at index " + t);
+      }
+    }
+    float[] o = new float[tokens * qw];
+    dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), Arrays.copyOf(positions, tokens), o);
+    System.arraycopy(o, 0, out, outOff, o.length);
+  }
+
+  /** One query against what {@code layer} holds, at its last stored position, storing nothing (AcrossKV). */
+  @Override
+  public void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff) {
+    checkOpen();
+    checkLayer(layer);
+    int qw = shape.queryWidth();
+    checkRange("q", q, qOff, qw);
+    checkRange("out", out, outOff, qw);
+    checkFinite("q", q, qOff, qw);
+    int p = next[layer] - 1;
+    if (p < 0) {
+      throw new IllegalStateException("layer " + layer + " holds no token to attend to");
+    }
+    float[] qq = Arrays.copyOfRange(q, qOff, qOff + qw);
+    float[] o = new float[qw];
+    if (topk != null) {
+      topk.decode(layer, qq, p, o);
+    } else {
+      dev.decode(layer, qq, p, o);
+    }
+    System.arraycopy(o, 0, out, outOff, qw);
+  }
+
   @Override
   public CacheStats stats() {
     checkOpen();

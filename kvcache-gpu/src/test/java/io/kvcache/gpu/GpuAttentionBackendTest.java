@@ -66,6 +66,39 @@ class GpuAttentionBackendTest {
     }
   }
 
+  /** AcrossKV's read-only calls: attending to a stored layer without storing matches the CPU cache. */
+  @Test
+  void readOnlyAttentionMatchesTheCpuCache() {
+    long seed = System.nanoTime();
+    Random rnd = new Random(seed);
+    AttentionShape s = new AttentionShape(1, 8, 2, 64);
+    int prompt = 40;
+    KVCacheStrategy cpu = KVCacheStrategy.builder().kernels(Kernels.scalar()).build();
+    try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 1024, null);
+        KVCache a = cpu.newCache(s);
+        KVCache b = cpu.toBuilder().backend(gpu).build().newCache(s)) {
+      float[] q = gaussian(rnd, prompt * s.queryWidth()), k = gaussian(rnd, prompt * s.kvWidth()),
+          v = gaussian(rnd, prompt * s.kvWidth());
+      float[] oa = new float[q.length], ob = new float[q.length];
+      a.prefill(0, prompt, q, k, v, oa);
+      b.prefill(0, prompt, q, k, v, ob);
+      int[] pos = {3, 17, 39};
+      float[] q2 = gaussian(rnd, pos.length * s.queryWidth());
+      float[] ra = new float[q2.length], rb = new float[q2.length];
+      a.attendPrefill(0, pos.length, pos, q2, 0, ra, 0);
+      b.attendPrefill(0, pos.length, pos, q2, 0, rb, 0);
+      DeviceKVCacheTest.assertClose(ra, rb, "attendPrefill seed=" + seed);
+      float[] q3 = gaussian(rnd, s.queryWidth());
+      float[] da = new float[q3.length], db = new float[q3.length];
+      a.attendDecode(0, q3, 0, da, 0);
+      b.attendDecode(0, q3, 0, db, 0);
+      DeviceKVCacheTest.assertClose(da, db, "attendDecode seed=" + seed);
+      assertEquals(a.stats().payloadBytes(), b.stats().payloadBytes(), "read-only calls store nothing");
+      assertThrows(IllegalArgumentException.class, () -> b.attendPrefill(0, 1, new int[] {40}, q2, 0, rb, 0),
+          "a position past the stored ones");
+    }
+  }
+
   @Test
   void unsupportedStrategyRunsOnTheCpu() {
     try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 64, null)) {
