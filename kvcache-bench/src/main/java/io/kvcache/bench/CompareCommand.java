@@ -299,7 +299,8 @@ final class CompareCommand implements Runnable {
     }
   }
 
-  private static String csv(String s) {
+  /** Quotes a CSV field that holds a comma or a quote (preset names do: snapKV(1024,32,7)). */
+  static String csv(String s) {
     return s.contains(",") || s.contains("\"") ? "\"" + s.replace("\"", "\"\"") + "\"" : s;
   }
 

@@ -332,11 +332,6 @@ final class QualityCommand implements Callable<Integer> {
     return 0;
   }
 
-  /** Quotes a CSV field that holds a comma or a quote (combination names do: sinks(4,1020)). */
-  static String csvField(String s) {
-    return s.contains(",") || s.contains("\"") ? "\"" + s.replace("\"", "\"\"") + "\"" : s;
-  }
-
   /** Splits a line this command wrote: only the first field (the strategy) may be quoted. */
   static String[] csvSplit(String line) {
     if (!line.startsWith("\"")) {
@@ -485,7 +480,7 @@ final class QualityCommand implements Callable<Integer> {
         out.println(h);
         for (Row r : rows) {
           StringBuilder b = new StringBuilder(String.format(Locale.ROOT, "%s,%s,%d,%.4f,%.4f,%.4f,%d,%d,%.4f",
-              csvField(r.strategy()), r.budget() < 0 ? "" : Integer.toString(r.budget()), r.kvBytes(), r.kvRatio(),
+              CompareCommand.csv(r.strategy()), r.budget() < 0 ? "" : Integer.toString(r.budget()), r.kvBytes(), r.kvRatio(),
               r.bitsPerByte(), r.increase(), r.needleHits(), r.needleTrials(), r.needleAccuracy()));
           for (double e : r.layerError()) {
             b.append(String.format(Locale.ROOT, ",%.5f", e));
