@@ -4,6 +4,7 @@ import io.kvcache.codec.HeadStore;
 import io.kvcache.codec.StorageCodec;
 import io.kvcache.core.AttentionShape;
 import io.kvcache.gpu.DeviceKVCache;
+import io.kvcache.gpu.GpuTuning;
 import io.kvcache.gpu.OpenClProbe;
 import io.kvcache.gpu.TopKDecoder;
 import io.kvcache.gpu.cl.ClContext;
@@ -65,6 +66,14 @@ final class GpuCommand implements Runnable {
   @Option(names = "--csv", description = "Also write the table as CSV here.")
   Path csv;
 
+  @Option(names = "--sweep", split = ",", description = "Decode tunings to time beside the default, each "
+      + "WORKGROUP:CHUNK:VECTOR (e.g. 128:512:8); checked against the CPU reference first.")
+  List<String> sweep = new ArrayList<>();
+
+  @Option(names = "--prefill-kernels", split = ",", defaultValue = "simt,mma", description = "Prefill kernels to "
+      + "check and time: simt, mma (mma only where the device has tensor cores).")
+  List<String> prefillKernels;
+
   /** Llama-3-8B-like attention: 32 query heads, 8 KV heads, dim 128. */
   static final int HQ = 32, KVH = 8, D = 128;
 
@@ -81,7 +90,28 @@ final class GpuCommand implements Runnable {
     try (ClContext cl = OpenCl.open(binding, platform, device)) {
       System.out.printf("device: %s / %s via %s, %d compute units, %d KiB local memory%n", cl.platformName(),
           cl.deviceName(), cl.binding(), cl.computeUnits(), cl.localMemBytes() / 1024);
-      boolean ok = check(cl);
+      GpuTuning base = GpuTuning.fromSystemProperties();
+      List<GpuTuning> tunings = new ArrayList<>();
+      tunings.add(base);
+      for (String t : sweep) {
+        String[] p = t.split(":");
+        if (p.length != 3) {
+          throw new IllegalArgumentException("--sweep entries are WORKGROUP:CHUNK:VECTOR, got \"" + t + "\"");
+        }
+        tunings.add(base.withDecode(Integer.parseInt(p[0]), Integer.parseInt(p[1]), Integer.parseInt(p[2])));
+      }
+      List<GpuTuning.Prefill> kernels = new ArrayList<>();
+      for (String k : prefillKernels) {
+        GpuTuning.Prefill pk = GpuTuning.Prefill.valueOf(k.trim().toUpperCase(Locale.ROOT));
+        if (pk == GpuTuning.Prefill.MMA && cl.computeCapability() < 80) {
+          System.out.println("prefill mma: skipped, " + cl.deviceName() + " has no tensor cores reachable from OpenCL");
+          continue;
+        }
+        kernels.add(pk);
+      }
+      System.out.printf("compute capability: %s%n", cl.computeCapability() == 0 ? "none reported"
+          : cl.computeCapability() / 10 + "." + cl.computeCapability() % 10);
+      boolean ok = check(cl, tunings, kernels, base);
       if (checkOnly) {
         if (!ok) {
           throw new IllegalStateException("GPU kernels disagree with the CPU reference");
@@ -90,18 +120,25 @@ final class GpuCommand implements Runnable {
       }
       List<String[]> rows = new ArrayList<>();
       for (int n : decode) {
-        rows.addAll(decodeRows(cl, n));
+        rows.addAll(decodeRows(cl, n, base));
       }
-      for (int n : prefill) {
-        rows.add(prefillRow(cl, n));
+      for (int n : sweep.isEmpty() ? List.<Integer>of() : decode) {
+        for (GpuTuning t : tunings.subList(1, tunings.size())) {
+          rows.add(sweepRow(cl, n, t));
+        }
+      }
+      for (GpuTuning.Prefill pk : kernels) {
+        for (int n : prefill) {
+          rows.add(prefillRow(cl, n, base.withPrefill(pk)));
+        }
       }
       String[] head = {"kernel", "tokens", "us", "GB/s", "TFLOP/s"};
       System.out.println();
       System.out.printf("GPU attention on %s (%s), %d q / %d kv heads, dim %d, f16 K/V, f32 arithmetic%n",
           cl.deviceName(), cl.binding(), HQ, KVH, D);
-      System.out.printf("%-16s %8s %12s %10s %9s%n", (Object[]) head);
+      System.out.printf("%-20s %8s %12s %10s %9s%n", (Object[]) head);
       for (String[] r : rows) {
-        System.out.printf("%-16s %8s %12s %10s %9s%n", (Object[]) r);
+        System.out.printf("%-20s %8s %12s %10s %9s%n", (Object[]) r);
       }
       if (csv != null) {
         try (PrintWriter w = new PrintWriter(Files.newBufferedWriter(csv))) {
@@ -143,10 +180,30 @@ final class GpuCommand implements Runnable {
     return String.format(Locale.ROOT, fmt, x);
   }
 
-  private List<String[]> decodeRows(ClContext cl, int n) {
+  private String[] sweepRow(ClContext cl, int n, GpuTuning t) {
+    AttentionShape s = new AttentionShape(1, HQ, KVH, D);
+    try (DeviceKVCache dev = new DeviceKVCache(cl, s, n, t)) {
+      fill(dev, n, n);
+      float[] q = new float[HQ * D], out = new float[HQ * D];
+      fillRandom(new SplittableRandom(7), q);
+      double[] us = new double[reps];
+      for (int i = 0; i < 3; i++) {
+        dev.decode(0, q, n - 1, out);
+      }
+      for (int i = 0; i < reps; i++) {
+        dev.decode(0, q, n - 1, out);
+        us[i] = dev.lastKernelNanos() / 1e3;
+      }
+      double bytes = 2.0 * n * KVH * D * 2, m = Stats.median(us);
+      String name = "decode " + t.decodeWorkGroup() + ":" + t.decodeChunk() + ":" + t.decodeVector();
+      return new String[] {name, "" + n, f("%.1f", m), f("%.0f", bytes / m / 1e3), "-"};
+    }
+  }
+
+  private List<String[]> decodeRows(ClContext cl, int n, GpuTuning t) {
     AttentionShape s = new AttentionShape(1, HQ, KVH, D);
     List<String[]> rows = new ArrayList<>();
-    try (DeviceKVCache dev = new DeviceKVCache(cl, s, n);
+    try (DeviceKVCache dev = new DeviceKVCache(cl, s, n, t);
         TopKDecoder topk = new TopKDecoder(dev, new TopKDecoder.Config(budget, channels, 64))) {
       fill(dev, n, n);
       float[] q = new float[HQ * D], out = new float[HQ * D];
@@ -170,9 +227,9 @@ final class GpuCommand implements Runnable {
     return rows;
   }
 
-  private String[] prefillRow(ClContext cl, int n) {
+  private String[] prefillRow(ClContext cl, int n, GpuTuning tuning) {
     AttentionShape s = new AttentionShape(1, HQ, KVH, D);
-    try (DeviceKVCache dev = new DeviceKVCache(cl, s, n)) {
+    try (DeviceKVCache dev = new DeviceKVCache(cl, s, n, tuning)) {
       fill(dev, n, n + 1);
       float[] q = new float[n * HQ * D], out = new float[q.length];
       fillRandom(new SplittableRandom(11), q);
@@ -189,72 +246,106 @@ final class GpuCommand implements Runnable {
       }
       double us = Stats.median(t);
       double flops = 4.0 * D * HQ * ((double) n * (n + 1) / 2);
-      return new String[] {"prefill causal", "" + n, f("%.0f", us), "-", f("%.2f", flops / us / 1e6)};
+      return new String[] {"prefill " + dev.prefillKernel(), "" + n, f("%.0f", us), "-", f("%.2f", flops / us / 1e6)};
     }
   }
 
-  /** The kernels against PagedAttention with the scalar kernels, on this device; prints max errors. */
-  private boolean check(ClContext cl) {
+  /**
+   * The kernels against PagedAttention with the scalar kernels, on this device: dense and top-k decode at
+   * every tuning, and every prefill kernel at several shapes (GQA 1, 4 and 8; head dims 32-128; one
+   * token, odd lengths, and a second prompt chunk over a cache that already holds tokens). Prints the
+   * largest error of each.
+   */
+  private boolean check(ClContext cl, List<GpuTuning> tunings, List<GpuTuning.Prefill> kernels, GpuTuning base) {
     boolean ok = true;
-    long seed = 20261125L;
-    Random rnd = new Random(seed);
-    int n = 3001, pn = 333;
+    Random rnd = new Random(20261125L);
+    int n = 3001;
     AttentionShape s = new AttentionShape(1, HQ, KVH, D);
-    int w = KVH * D, g = s.groupSize();
-    float[] k = new float[n * w], v = new float[n * w];
-    for (int i = 0; i < k.length; i++) {
-      k[i] = (float) rnd.nextGaussian();
-      v[i] = (float) rnd.nextGaussian();
+    Filled f = filled(s, n, rnd);
+    float[] q = gaussian(rnd, HQ * D);
+    float[] want = new float[q.length];
+    PagedAttention ref = new PagedAttention(Kernels.scalar(), D);
+    int g = s.groupSize();
+    for (int h = 0; h < KVH; h++) {
+      ref.decode(f.stores[h], g, q, h * g * D, n - 1, s.scale(), want, h * g * D);
     }
+    for (GpuTuning t : tunings) {
+      String name = t.decodeWorkGroup() + ":" + t.decodeChunk() + ":" + t.decodeVector();
+      try (DeviceKVCache dev = new DeviceKVCache(cl, s, n, t);
+          TopKDecoder topk = new TopKDecoder(dev, new TopKDecoder.Config(n + 16, channels, 64))) {
+        dev.append(0, n, f.k, f.v, f.pos);
+        float[] got = new float[q.length];
+        dev.decode(0, q, n - 1, got);
+        ok &= report("decode dense " + name + ", n=" + n, want, got);
+        topk.decode(0, q, n - 1, got);
+        ok &= report("decode top-k " + name + ", budget >= n", want, got);
+      }
+    }
+    // {query heads, KV heads, head dim, cached tokens, prompt tokens}: the prompt's rows are the last ones.
+    int[][] shapes = {{32, 8, 128, 333, 333}, {8, 8, 64, 1, 1}, {16, 2, 128, 1000, 1000}, {8, 1, 32, 77, 77},
+        {32, 8, 128, 700, 129}, {4, 4, 128, 4099, 4099}};
+    for (java.util.Iterator<GpuTuning.Prefill> it = kernels.iterator(); it.hasNext(); ) {
+      GpuTuning.Prefill pk = it.next();
+      try {
+        ok &= checkPrefill(cl, pk, base, shapes, rnd);
+      } catch (RuntimeException e) { // a kernel that does not build here is reported, not timed
+        System.out.println("check prefill " + pk + " FAILED: " + e.getMessage());
+        it.remove();
+        ok = false;
+      }
+    }
+    return ok;
+  }
+
+  private boolean checkPrefill(ClContext cl, GpuTuning.Prefill pk, GpuTuning base, int[][] shapes, Random rnd) {
+    boolean ok = true;
+    for (int[] sh : shapes) {
+      AttentionShape ps = new AttentionShape(1, sh[0], sh[1], sh[2]);
+      int total = sh[3], m = sh[4], pw = sh[0] * sh[2], pg = ps.groupSize();
+      Filled pf = filled(ps, total, rnd);
+      float[] pq = gaussian(rnd, m * pw);
+      int[] qpos = java.util.Arrays.copyOfRange(pf.pos, total - m, total);
+      float[] pwant = new float[pq.length], pgot = new float[pq.length];
+      PagedAttention pref = new PagedAttention(Kernels.scalar(), sh[2]);
+      for (int h = 0; h < sh[1]; h++) {
+        pref.attend(pf.stores[h], m, pg, pq, h * pg * sh[2], pw, qpos, 0, ps.scale(), pwant, h * pg * sh[2], pw);
+      }
+      try (DeviceKVCache dev = new DeviceKVCache(cl, ps, total, base.withPrefill(pk))) {
+        dev.append(0, total, pf.k, pf.v, pf.pos);
+        dev.attend(0, m, pq, qpos, pgot);
+        ok &= report("prefill " + dev.prefillKernel() + " " + sh[0] + "q/" + sh[1] + "kv d=" + sh[2] + " "
+            + m + " rows over " + total, pwant, pgot);
+      }
+    }
+    return ok;
+  }
+
+  /** Random K/V of n tokens at positions 0..n-1, with CPU f16 stores holding the same bits. */
+  private record Filled(float[] k, float[] v, int[] pos, HeadStore[] stores) {}
+
+  private static Filled filled(AttentionShape s, int n, Random rnd) {
+    int w = s.kvHeads() * s.headDim(), d = s.headDim();
+    float[] k = gaussian(rnd, n * w), v = gaussian(rnd, n * w);
     int[] pos = new int[n];
     for (int t = 0; t < n; t++) {
       pos[t] = t;
     }
-    HeadStore[] stores = new HeadStore[KVH];
-    for (int h = 0; h < KVH; h++) {
-      stores[h] = StorageCodec.f16().newStore(D);
+    HeadStore[] stores = new HeadStore[s.kvHeads()];
+    for (int h = 0; h < s.kvHeads(); h++) {
+      stores[h] = StorageCodec.f16().newStore(d);
       for (int t = 0; t < n; t++) {
-        stores[h].append(k, t * w + h * D, v, t * w + h * D, t);
+        stores[h].append(k, t * w + h * d, v, t * w + h * d, t);
       }
     }
-    PagedAttention ref = new PagedAttention(Kernels.scalar(), D);
-    float[] q = new float[HQ * D];
-    for (int i = 0; i < q.length; i++) {
-      q[i] = (float) rnd.nextGaussian();
+    return new Filled(k, v, pos, stores);
+  }
+
+  private static float[] gaussian(Random rnd, int len) {
+    float[] x = new float[len];
+    for (int i = 0; i < len; i++) {
+      x[i] = (float) rnd.nextGaussian();
     }
-    float[] want = new float[q.length];
-    for (int h = 0; h < KVH; h++) {
-      ref.decode(stores[h], g, q, h * g * D, n - 1, s.scale(), want, h * g * D);
-    }
-    try (DeviceKVCache dev = new DeviceKVCache(cl, s, n);
-        TopKDecoder topk = new TopKDecoder(dev, new TopKDecoder.Config(n + 16, channels, 64))) {
-      dev.append(0, n, k, v, pos);
-      float[] got = new float[q.length];
-      dev.decode(0, q, n - 1, got);
-      ok &= report("decode dense, n=" + n, want, got);
-      topk.decode(0, q, n - 1, got);
-      ok &= report("decode top-k, budget >= n=" + n, want, got);
-    }
-    // Prefill of the first pn tokens with fresh queries.
-    float[] pq = new float[pn * HQ * D];
-    for (int i = 0; i < pq.length; i++) {
-      pq[i] = (float) rnd.nextGaussian();
-    }
-    float[] pwant = new float[pq.length], pgot = new float[pq.length];
-    HeadStore[] ps = new HeadStore[KVH];
-    for (int h = 0; h < KVH; h++) {
-      ps[h] = StorageCodec.f16().newStore(D);
-      for (int t = 0; t < pn; t++) {
-        ps[h].append(k, t * w + h * D, v, t * w + h * D, t);
-      }
-      ref.attend(ps[h], pn, g, pq, h * g * D, HQ * D, pos, 0, s.scale(), pwant, h * g * D, HQ * D);
-    }
-    try (DeviceKVCache dev = new DeviceKVCache(cl, s, pn)) {
-      dev.append(0, pn, k, v, pos);
-      dev.attend(0, pn, pq, pos, pgot);
-      ok &= report("prefill causal, n=" + pn, pwant, pgot);
-    }
-    return ok;
+    return x;
   }
 
   private static boolean report(String what, float[] want, float[] got) {

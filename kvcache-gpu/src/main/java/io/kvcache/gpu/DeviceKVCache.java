@@ -28,17 +28,6 @@ public final class DeviceKVCache implements AutoCloseable {
   public static final int PAGE = 16;
   /** Largest finite binary16 value. */
   static final float F16_MAX = 65504f;
-  /** Work-group size of the decode kernel. */
-  static final int WG = 128;
-  /** Most tokens one decode work-group scores (its scores live in local memory). */
-  static final int CHUNK = 1024;
-
-  /**
-   * Decode work-groups per compute unit to aim for (system property {@code kvcache.gpu.splitsPerCu},
-   * default 4): enough to hide memory latency, few enough that the reduction pass stays small.
-   */
-  static final int SPLITS_PER_CU = Math.max(1, Integer.getInteger("kvcache.gpu.splitsPerCu", 4));
-
   private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
 
   private final ClContext cl;
@@ -55,6 +44,8 @@ public final class DeviceKVCache implements AutoCloseable {
   private final ClKernel partial;
   private final ClKernel reduce;
   private final ClKernel prefill;
+  private final GpuTuning tuning;
+  private final boolean mma;
   private final ClBuffer dummyMap;
   private final String opts;
   private ClBuffer stage, stagePos, qBuf, outBuf, partBuf;
@@ -71,6 +62,19 @@ public final class DeviceKVCache implements AutoCloseable {
    * @throws IllegalArgumentException for a capacity below 1 or a head dimension the kernels do not take
    */
   public DeviceKVCache(ClContext cl, AttentionShape shape, int capacity) {
+    this(cl, shape, capacity, GpuTuning.fromSystemProperties());
+  }
+
+  /**
+   * @param cl       the device context (not closed by this cache)
+   * @param shape    layers, query heads, KV heads, head dimension (a power of two in [16, 128])
+   * @param capacity most tokens per layer, at least 1
+   * @param tuning   launch parameters of the kernels
+   * @throws IllegalArgumentException for a capacity below 1, a head dimension the kernels do not take, a
+   *     tuning the device cannot run (local memory, work-group size), or {@link GpuTuning.Prefill#MMA}
+   *     on a device without NVIDIA tensor-core support
+   */
+  public DeviceKVCache(ClContext cl, AttentionShape shape, int capacity, GpuTuning tuning) {
     if (capacity < 1) {
       throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
     }
@@ -85,12 +89,38 @@ public final class DeviceKVCache implements AutoCloseable {
     this.group = shape.groupSize();
     this.capPages = (capacity + PAGE - 1) / PAGE;
     this.capacity = capPages * PAGE;
-    long localNeed = 4L * (group * d + group * CHUNK + group * WG);
-    if (localNeed > cl.localMemBytes()) {
-      throw new IllegalArgumentException("GQA group " + group + " needs " + localNeed
-          + " bytes of local memory for decode, the device has " + cl.localMemBytes());
+    this.tuning = tuning;
+    int wg = tuning.decodeWorkGroup(), vw = tuning.decodeVector();
+    if (d / vw > wg) {
+      throw new IllegalArgumentException("decodeWorkGroup=" + wg + " must be at least headDim/decodeVector="
+          + d / vw);
     }
-    opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + WG + " -DCHUNK=" + CHUNK;
+    if (wg > cl.maxWorkGroupSize()) {
+      throw new IllegalArgumentException("decodeWorkGroup=" + wg + " exceeds the device's largest work-group, "
+          + cl.maxWorkGroupSize());
+    }
+    // The scores of a chunk, later the value streams' partial outputs, share one local array.
+    long slen = Math.max((long) group * tuning.decodeChunk(), (long) group * (wg / (d / vw)) * d);
+    long localNeed = 4L * (group * d + slen + (long) group * wg);
+    if (localNeed > cl.localMemBytes()) {
+      throw new IllegalArgumentException("GQA group " + group + " with decodeChunk=" + tuning.decodeChunk()
+          + " needs " + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
+    }
+    this.mma = switch (tuning.prefill()) {
+      case SIMT -> false;
+      case AUTO -> cl.computeCapability() >= 80 && mmaLocalBytes(d) <= cl.localMemBytes();
+      case MMA -> {
+        if (cl.computeCapability() < 80) {
+          throw new IllegalArgumentException("prefill=MMA needs an NVIDIA device of compute capability 8.0 or more "
+              + "(inline PTX mma.sync); " + cl.deviceName() + " on " + cl.platformName() + " reports "
+              + (cl.computeCapability() == 0 ? "none" : cl.computeCapability() / 10 + "." + cl.computeCapability() % 10));
+        }
+        yield true;
+      }
+    };
+    opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
+        + tuning.decodeChunk() + " -DVW=" + vw + " -DSLEN=" + slen
+        + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
     kv = new ClBuffer[layers];
     pos = new ClBuffer[layers];
@@ -101,7 +131,7 @@ public final class DeviceKVCache implements AutoCloseable {
       a = cl.kernel(SOURCE, opts, "append_kv");
       p = cl.kernel(SOURCE, opts, "decode_partial");
       r = cl.kernel(SOURCE, opts, "decode_reduce");
-      f = cl.kernel(SOURCE, opts, "prefill");
+      f = mma ? cl.kernel(SOURCE, opts + " -DMMA", "prefill_mma") : cl.kernel(SOURCE, opts, "prefill");
       m = cl.buffer(4);
       for (int l = 0; l < layers; l++) {
         kv[l] = cl.buffer(2L * kvh * capPages * 2L * d * PAGE);
@@ -132,6 +162,23 @@ public final class DeviceKVCache implements AutoCloseable {
         // already failing; the first exception is the one that matters
       }
     }
+  }
+
+  /** Local memory of prefill_mma: 64 query rows as f32, one page of keys and values as halves, positions. */
+  static long mmaLocalBytes(int d) {
+    return 4L * 64 * (d + 8) + 2L * 16 * (d + 8) + 2L * d * (16 + 8) + 4L * 16 + 4L * 64;
+  }
+
+  /** @return the launch parameters this cache was built with */
+  public GpuTuning tuning() {
+    return tuning;
+  }
+
+  /**
+   * @return the causal prefill kernel in use: {@code "mma-2xtf32"} (tensor cores) or {@code "simt-f32"}
+   */
+  public String prefillKernel() {
+    return mma ? "mma-2xtf32" : "simt-f32";
   }
 
   /** @return the shape */
@@ -292,10 +339,11 @@ public final class DeviceKVCache implements AutoCloseable {
       throw new IllegalArgumentException("q and out must have queryHeads * headDim = " + hq * d + " floats, got "
           + q.length + " and " + out.length);
     }
-    // Enough splits to give every compute unit a few work-groups, no chunk over CHUNK tokens.
-    int target = Math.max(1, SPLITS_PER_CU * cl.computeUnits() / kvh);
-    int chunk = Math.max(WG, (int) roundUp((n + target - 1) / target, WG));
-    chunk = Math.min(chunk, CHUNK);
+    // Enough splits to give every compute unit a few work-groups, no chunk over decodeChunk tokens.
+    int wg = tuning.decodeWorkGroup();
+    int target = Math.max(1, tuning.splitsPerCu() * cl.computeUnits() / kvh);
+    int chunk = Math.max(wg, (int) roundUp((n + target - 1) / target, wg));
+    chunk = Math.min(chunk, tuning.decodeChunk());
     int nsplit = Math.max(1, (n + chunk - 1) / chunk);
     qBuf = ensure(qBuf, 4L * hq * d);
     outBuf = ensure(outBuf, 4L * hq * d);
@@ -306,7 +354,7 @@ public final class DeviceKVCache implements AutoCloseable {
     qOnDevice = false;
     part.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, n).arg(3, capPages).arg(4, qBuf).arg(5, shape.scale())
         .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf);
-    events.add(part.launch(new long[] {(long) nsplit * WG, kvh}, new long[] {WG, 1}));
+    events.add(part.launch(new long[] {(long) nsplit * wg, kvh}, new long[] {wg, 1}));
     reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
     events.add(reduce.launch(new long[] {(long) hq * d}, new long[] {d}));
     cl.read(outBuf, 0, out);
@@ -375,7 +423,11 @@ public final class DeviceKVCache implements AutoCloseable {
     cl.write(stagePos, 0, java.util.Arrays.copyOf(positions, tokens));
     prefill.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, size[layer]).arg(3, capPages).arg(4, qBuf).arg(5, stagePos)
         .arg(6, tokens).arg(7, shape.scale()).arg(8, outBuf);
-    events.add(prefill.launch(new long[] {roundUp(tokens, 32) / 32 * 128, shape.queryHeads()}, new long[] {128, 1}));
+    if (mma) { // (query head, 64-row block), blocks in reverse inside the kernel
+      events.add(prefill.launch(new long[] {128L * shape.queryHeads(), roundUp(tokens, 64) / 64}, new long[] {128, 1}));
+    } else {
+      events.add(prefill.launch(new long[] {roundUp(tokens, 32) / 32 * 128, shape.queryHeads()}, new long[] {128, 1}));
+    }
     float[] res = new float[tokens * w];
     cl.read(outBuf, 0, res);
     System.arraycopy(res, 0, out, 0, res.length);

@@ -38,12 +38,37 @@ __kernel void append_kv(__global ushort* kv, __global int* pos, __global const u
 // Flash-decoding, pass 1: work-group (split, h) takes `chunk` tokens of KV head h for its whole
 // group of G query heads, so each key and value is read once per group. Scores stay in local memory;
 // the split's max m, sum l and unnormalised output go to part[h][split][g][D+2].
+// VW (4 or 8) is how many halves a work-item reads at once: vloada_half (not vload_half) promises
+// the compiler the vector's alignment, so the loads are 8- or 16-byte transactions, not 2-byte ones.
+#ifndef VW
+#define VW 4
+#endif
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define floatV CAT(float, VW)
+#define intV CAT(int, VW)
+#define vloada_halfV CAT(vloada_half, VW)
+#define vstoreV CAT(vstore, VW)
+// Local floats for the scores, and later for the value streams' partial outputs.
+#ifndef SLEN
+#define SLEN (G * CHUNK)
+#endif
+
+inline float hmaxV(floatV v) {
+#if VW == 8
+  float4 t = fmax(v.lo, v.hi);
+#else
+  float4 t = v;
+#endif
+  return fmax(fmax(t.s0, t.s1), fmax(t.s2, t.s3));
+}
+
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void decode_partial(__global const half* kv, __global const int* pos, int n, int capPages,
                     __global const float* q, float scale, int qpos, int chunk,
                     __global const int* pageMap, int mapStride, int nSlots, __global float* part) {
   __local float qs[G * D];
-  __local float s[G * CHUNK];
+  __local float s[SLEN];
   __local float red[G * WG];
   const int lid = get_local_id(0);
   const int split = get_group_id(0);
@@ -54,60 +79,69 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
 
   const int start = split * chunk;
   const int len = min(chunk, n - start);
-  // Scores: a work-item takes four neighbouring tokens of a page (start and chunk are multiples of 4,
-  // so they share a page), reading 8 bytes per channel; a warp reads 8 pages' worth per load.
+  // Scores: a work-item takes VW neighbouring tokens of a page (start and chunk are multiples of VW,
+  // so they share a page) and reads VW halves per channel.
   float mx[G];
+  #pragma unroll
   for (int g = 0; g < G; g++) mx[g] = -INFINITY;
-  for (int i = lid * 4; i < len; i += WG * 4) {
+  for (int i = lid * VW; i < len; i += WG * VW) {
     int tok = start + i;
     int page = PAGE_OF(h, tok >> 4);
     int j = tok & 15;
     __global const half* kp = kv + ((size_t) h * capPages + page) * PAGE_HALVES + j;
-    float4 acc[G];
-    for (int g = 0; g < G; g++) acc[g] = (float4) (0.0f);
+    floatV acc[G];
+    #pragma unroll
+    for (int g = 0; g < G; g++) acc[g] = (floatV) (0.0f);
 #pragma unroll 4
     for (int c = 0; c < D; c += 4) {
-      float4 k0 = vload_half4(0, kp + c * PT);
-      float4 k1 = vload_half4(0, kp + (c + 1) * PT);
-      float4 k2 = vload_half4(0, kp + (c + 2) * PT);
-      float4 k3 = vload_half4(0, kp + (c + 3) * PT);
+      floatV k0 = vloada_halfV(0, kp + c * PT);
+      floatV k1 = vloada_halfV(0, kp + (c + 1) * PT);
+      floatV k2 = vloada_halfV(0, kp + (c + 2) * PT);
+      floatV k3 = vloada_halfV(0, kp + (c + 3) * PT);
+      #pragma unroll
       for (int g = 0; g < G; g++) {
         float4 qq = vload4(0, qs + g * D + c);
-        acc[g] = mad((float4) (qq.s0), k0, mad((float4) (qq.s1), k1, mad((float4) (qq.s2), k2,
-                 mad((float4) (qq.s3), k3, acc[g]))));
+        acc[g] = mad((floatV) (qq.s0), k0, mad((floatV) (qq.s1), k1, mad((floatV) (qq.s2), k2,
+                 mad((floatV) (qq.s3), k3, acc[g]))));
       }
     }
     int slot = page * PT + j;
     // Slots past the chunk, past the written slots (a sparse map may name the last, partly filled
     // page) or after the query are not visible; select() never lets their garbage through.
-    int4 vis = (int4) (i, i + 1, i + 2, i + 3) < (int4) (len) && (int4) (slot, slot + 1, slot + 2, slot + 3) < (int4) (nSlots);
-    int4 kpos = (int4) (INT_MAX);
-    if (vis.s0) kpos.s0 = pos[slot];
-    if (vis.s1) kpos.s1 = pos[slot + 1];
-    if (vis.s2) kpos.s2 = pos[slot + 2];
-    if (vis.s3) kpos.s3 = pos[slot + 3];
-    vis = vis && kpos <= (int4) (qpos);
+#define HIDE(e) (i + (e) < len && slot + (e) < nSlots && pos[slot + (e)] <= qpos ? 0 : -1)
+#if VW == 8
+    intV hidden = (int8) (HIDE(0), HIDE(1), HIDE(2), HIDE(3), HIDE(4), HIDE(5), HIDE(6), HIDE(7));
+#else
+    intV hidden = (int4) (HIDE(0), HIDE(1), HIDE(2), HIDE(3));
+#endif
+#undef HIDE
+    #pragma unroll
     for (int g = 0; g < G; g++) {
-      float4 v = select((float4) (-INFINITY), acc[g], vis);
-      vstore4(v, 0, s + g * CHUNK + i);
-      mx[g] = fmax(mx[g], fmax(fmax(v.s0, v.s1), fmax(v.s2, v.s3)));
+      floatV v = select(acc[g], (floatV) (-INFINITY), hidden);
+      vstoreV(v, 0, s + g * CHUNK + i);
+      mx[g] = fmax(mx[g], hmaxV(v));
     }
   }
+  #pragma unroll
   for (int g = 0; g < G; g++) red[g * WG + lid] = mx[g];
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int o = WG / 2; o > 0; o >>= 1) {
     if (lid < o) {
+      #pragma unroll
       for (int g = 0; g < G; g++) red[g * WG + lid] = fmax(red[g * WG + lid], red[g * WG + lid + o]);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   float m[G];
+  #pragma unroll
   for (int g = 0; g < G; g++) m[g] = red[g * WG];
   barrier(CLK_LOCAL_MEM_FENCE);
 
   float sum[G];
+  #pragma unroll
   for (int g = 0; g < G; g++) sum[g] = 0.0f;
   for (int i = lid; i < len; i += WG) {
+    #pragma unroll
     for (int g = 0; g < G; g++) {
       float sv = s[g * CHUNK + i];
       float p = sv == -INFINITY ? 0.0f : exp(sv - m[g]);
@@ -115,35 +149,40 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
       sum[g] += p;
     }
   }
+  #pragma unroll
   for (int g = 0; g < G; g++) red[g * WG + lid] = sum[g];
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int o = WG / 2; o > 0; o >>= 1) {
     if (lid < o) {
+      #pragma unroll
       for (int g = 0; g < G; g++) red[g * WG + lid] += red[g * WG + lid + o];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }
 
-  // Values: D/4 work-items per token, each four channels (8-byte loads, a warp reads a whole 256-byte
-  // row at D = 128); the work-group runs WG/(D/4) token streams, merged through local memory after.
-  const int TPT = D / 4;
+  // Values: D/VW work-items per token, each VW channels (a warp reads whole 256-byte rows at D = 128);
+  // the work-group runs WG/(D/VW) token streams, merged through local memory after.
+  const int TPT = D / VW;
   const int STREAMS = WG / TPT;
   const int stream = lid / TPT;
-  const int cb = (lid % TPT) * 4;
-  float4 o[G];
-  for (int g = 0; g < G; g++) o[g] = (float4) (0.0f);
+  const int cb = (lid % TPT) * VW;
+  floatV o[G];
+  #pragma unroll
+  for (int g = 0; g < G; g++) o[g] = (floatV) (0.0f);
 #pragma unroll 4
   for (int i = stream; i < len; i += STREAMS) {
     int tok = start + i;
     int page = PAGE_OF(h, tok >> 4);
     int slot = page * PT + (tok & 15);
     if (slot < nSlots) { // never-written slots may hold NaN bits
-      float4 v = vload_half4(0, kv + ((size_t) h * capPages + page) * PAGE_HALVES + D * PT + (tok & 15) * D + cb);
-      for (int g = 0; g < G; g++) o[g] = mad((float4) (s[g * CHUNK + i]), v, o[g]);
+      floatV v = vloada_halfV(0, kv + ((size_t) h * capPages + page) * PAGE_HALVES + D * PT + (tok & 15) * D + cb);
+      #pragma unroll
+      for (int g = 0; g < G; g++) o[g] = mad((floatV) (s[g * CHUNK + i]), v, o[g]);
     }
   }
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (int g = 0; g < G; g++) vstore4(o[g], 0, s + (stream * G + g) * D + cb);
+  #pragma unroll
+  for (int g = 0; g < G; g++) vstoreV(o[g], 0, s + (stream * G + g) * D + cb);
   barrier(CLK_LOCAL_MEM_FENCE);
   const size_t out0 = ((size_t) h * nsplit + split) * G * (D + 2);
   for (int x = lid; x < G * D; x += WG) {
@@ -153,6 +192,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     part[out0 + g * (D + 2) + c] = acc;
   }
   if (lid == 0) {
+    #pragma unroll
     for (int g = 0; g < G; g++) {
       part[out0 + g * (D + 2) + D] = m[g];
       part[out0 + g * (D + 2) + D + 1] = red[g * WG];
@@ -230,9 +270,9 @@ void prefill(__global const half* kv, __global const int* pos, int n, int capPag
     }
     __global const half* src = kv + ((size_t) h * capPages + p) * PAGE_HALVES;
     for (int i = lid * 4; i < D * PT; i += 512) {
-      vstore4(vload_half4(0, src + i), 0, Ks + i);
+      vstore4(vloada_half4(0, src + i), 0, Ks + i);
       // Slots past n were never written: their bits may be NaN, and 0 * NaN would poison the row.
-      float4 v = p * PT + i / D < n ? vload_half4(0, src + D * PT + i) : (float4) (0.0f);
+      float4 v = p * PT + i / D < n ? vloada_half4(0, src + D * PT + i) : (float4) (0.0f);
       vstore4(v, 0, Vs + i);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -406,3 +446,217 @@ void topk_pages(__global const float* scores, int capPages, int pages, int k, __
   }
 #undef KEY
 }
+
+#ifdef MMA
+// ---- Causal prefill on tensor cores (NVIDIA, compute capability 8.0 or more; inline PTX) ----
+//
+// mma.sync.m16n8k8 with tf32 operands and f32 accumulation. Keys and values are binary16, which tf32
+// holds exactly (11 significant bits, a wider exponent); the f32 queries and probabilities are split
+// into a tf32 head and a tf32 remainder and both are multiplied ("2xTF32"), so every product carries
+// 22 of the f32 operand's 24 bits: f32-level accuracy (CUTLASS's "fast f32" is the same idea with a
+// third product, needed there because both operands are f32).
+//
+// Work-group: 4 warps, 16 query rows each (64 rows of one query head); one page of 16 keys at a time.
+// Queries are staged once, scaled by scale*log2(e) so the softmax is exp2. Keys are staged key-major
+// and values channel-major so that every fragment is one 32-bit local load of two halves: the order of
+// the summed index inside an 8-wide k-step is free, so fragment column t holds channel (or key) 2t and
+// column t+4 holds 2t+1 - which is also exactly the accumulator layout of the score tile, so the
+// probabilities go from the QK product into the PV product without a shuffle.
+#define MBQ 64
+#define QSTR (D + 8)   // floats per staged query row: conflict-free 8-byte fragment loads
+#define KSTR (D + 8)   // halves per staged key
+#define VSTR (PT + 8)  // halves per staged value channel
+
+inline uint tf32(float x) {
+  uint r;
+  __asm__("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+inline float shfl_xor(float x, int m) {
+  float r;
+  __asm__ __volatile__("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(m));
+  return r;
+}
+
+// c[0..3] += A(a[0..3]) * B(b0, b1), one warp-wide m16n8k8 tf32 product.
+#define MMA_TF32(c, a, b0, b1)                                                                        \
+  __asm__("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, " \
+      "{%0, %1, %2, %3};"                                                                             \
+      : "+f"((c)[0]), "+f"((c)[1]), "+f"((c)[2]), "+f"((c)[3])                                        \
+      : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "r"(b0), "r"(b1))
+
+__kernel __attribute__((reqd_work_group_size(128, 1, 1)))
+void prefill_mma(__global const ushort* kv, __global const int* pos, int n, int capPages,
+                 __global const float* q, __global const int* qpos, int tokens, float scale,
+                 __global float* out) {
+  __local float2 Qs[MBQ * QSTR / 2];
+  __local uint Kw[PT * KSTR / 2];
+  __local uint Vw[D * VSTR / 2];
+  __local int kpos[PT];
+  __local int rowpos[MBQ];
+  const __local half* Kh = (const __local half*) Kw;
+  const __local half* Vh = (const __local half*) Vw;
+  __local float* Qf = (__local float*) Qs;
+  const int lid = get_local_id(0);
+  const int warp = lid >> 5, lane = lid & 31;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int hq = get_group_id(0);
+  // Heads vary fastest and the latest (heaviest) query blocks come first, so the causal triangle's
+  // long blocks do not form the tail.
+  const int t0 = (get_num_groups(1) - 1 - get_group_id(1)) * MBQ;
+  const int h = hq / G;
+  const int HQ = KVH * G;
+  const float qscale = scale * M_LOG2E_F;
+  for (int i = lid; i < MBQ * D; i += 128) {
+    int r = i / D, c = i % D, t = t0 + r;
+    Qf[r * QSTR + c] = t < tokens ? q[((size_t) t * HQ + hq) * D + c] * qscale : 0.0f;
+  }
+  if (lid < MBQ) rowpos[lid] = t0 + lid < tokens ? qpos[t0 + lid] : INT_MIN;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int maxPos = INT_MIN, warpMax = INT_MIN;
+  for (int r = 0; r < MBQ; r++) maxPos = max(maxPos, rowpos[r]);
+  for (int r = 0; r < 16; r++) warpMax = max(warpMax, rowpos[warp * 16 + r]);
+  const int r0 = warp * 16 + gq; // this lane's rows: r0 and r0 + 8
+  const int rp0 = rowpos[r0], rp1 = rowpos[r0 + 8];
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < D / 8; nt++) {
+    o[nt][0] = 0.0f;
+    o[nt][1] = 0.0f;
+    o[nt][2] = 0.0f;
+    o[nt][3] = 0.0f;
+  }
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  const int pages = (n + PT - 1) / PT;
+  for (int p = 0; p < pages; p++) {
+    if (lid < PT) kpos[lid] = p * PT + lid < n ? pos[p * PT + lid] : INT_MAX;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    int pmin = INT_MAX;
+    for (int j = 0; j < PT; j++) pmin = min(pmin, kpos[j]);
+    if (pmin > maxPos) { // wholly in every row's future (or empty): uniform across the group
+      barrier(CLK_LOCAL_MEM_FENCE);
+      continue;
+    }
+    __global const ushort* src = kv + ((size_t) h * capPages + p) * PAGE_HALVES;
+    // Keys k[c*16 + j] -> Kw[j][c pair]; values v[j*D + c] -> Vw[c][j pair]. Never-written slots
+    // become zeros: their bits may be NaN, and 0 * NaN would poison a row.
+    for (int i = lid; i < (D / 2) * PT; i += 128) {
+      int j = i & (PT - 1), cp = i / PT;
+      bool ok = p * PT + j < n;
+      uint lo = ok ? src[(2 * cp) * PT + j] : 0u, hi = ok ? src[(2 * cp + 1) * PT + j] : 0u;
+      Kw[j * (KSTR / 2) + cp] = lo | (hi << 16);
+    }
+    for (int i = lid; i < D * (PT / 2); i += 128) {
+      int c = i % D, jp = i / D, j = 2 * jp;
+      uint lo = p * PT + j < n ? src[D * PT + j * D + c] : 0u;
+      uint hi = p * PT + j + 1 < n ? src[D * PT + (j + 1) * D + c] : 0u;
+      Vw[c * (VSTR / 2) + jp] = lo | (hi << 16);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (pmin <= warpMax) { // uniform across the warp, as mma.sync and shfl.sync require
+      float sc[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++) {
+        sc[nt][0] = 0.0f;
+        sc[nt][1] = 0.0f;
+        sc[nt][2] = 0.0f;
+        sc[nt][3] = 0.0f;
+      }
+#pragma unroll
+      for (int ks = 0; ks < D / 8; ks++) {
+        float2 qa = Qs[(r0 * QSTR) / 2 + ks * 4 + tq];
+        float2 qb = Qs[((r0 + 8) * QSTR) / 2 + ks * 4 + tq];
+        uint ah[4], al[4];
+        ah[0] = tf32(qa.x);
+        ah[1] = tf32(qb.x);
+        ah[2] = tf32(qa.y);
+        ah[3] = tf32(qb.y);
+        al[0] = tf32(qa.x - as_float(ah[0]));
+        al[1] = tf32(qb.x - as_float(ah[1]));
+        al[2] = tf32(qa.y - as_float(ah[2]));
+        al[3] = tf32(qb.y - as_float(ah[3]));
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+          float2 kb = vloada_half2(0, Kh + (nt * 8 + gq) * KSTR + ks * 8 + 2 * tq);
+          uint b0 = as_uint(kb.x), b1 = as_uint(kb.y);
+          MMA_TF32(sc[nt], al, b0, b1);
+          MMA_TF32(sc[nt], ah, b0, b1);
+        }
+      }
+      // sc[nt][e] is row r0, key nt*8 + 2*tq + e; sc[nt][2 + e] is row r0 + 8, the same key.
+      float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          int kp = kpos[nt * 8 + 2 * tq + e];
+          sc[nt][e] = kp <= rp0 ? sc[nt][e] : -INFINITY;
+          sc[nt][2 + e] = kp <= rp1 ? sc[nt][2 + e] : -INFINITY;
+          mx0 = fmax(mx0, sc[nt][e]);
+          mx1 = fmax(mx1, sc[nt][2 + e]);
+        }
+      }
+      mx0 = fmax(mx0, shfl_xor(mx0, 1));
+      mx0 = fmax(mx0, shfl_xor(mx0, 2));
+      mx1 = fmax(mx1, shfl_xor(mx1, 1));
+      mx1 = fmax(mx1, shfl_xor(mx1, 2));
+      float mn0 = fmax(m0, mx0), mn1 = fmax(m1, mx1);
+      // A row that has seen no visible key keeps m = -inf; subtract 0 then, never -inf - -inf.
+      float sub0 = mn0 == -INFINITY ? 0.0f : mn0, sub1 = mn1 == -INFINITY ? 0.0f : mn1;
+      float a0 = exp2(m0 - sub0), a1 = exp2(m1 - sub1);
+      m0 = mn0;
+      m1 = mn1;
+      l0 *= a0;
+      l1 *= a1;
+      uint ph[2][4], pl[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++) {
+        // A-fragment order of the PV product: (r0, 2t), (r0+8, 2t), (r0, 2t+1), (r0+8, 2t+1).
+        float p00 = exp2(sc[nt][0] - sub0), p01 = exp2(sc[nt][1] - sub0);
+        float p10 = exp2(sc[nt][2] - sub1), p11 = exp2(sc[nt][3] - sub1);
+        l0 += p00 + p01;
+        l1 += p10 + p11;
+        ph[nt][0] = tf32(p00);
+        ph[nt][1] = tf32(p10);
+        ph[nt][2] = tf32(p01);
+        ph[nt][3] = tf32(p11);
+        pl[nt][0] = tf32(p00 - as_float(ph[nt][0]));
+        pl[nt][1] = tf32(p10 - as_float(ph[nt][1]));
+        pl[nt][2] = tf32(p01 - as_float(ph[nt][2]));
+        pl[nt][3] = tf32(p11 - as_float(ph[nt][3]));
+      }
+#pragma unroll
+      for (int nt = 0; nt < D / 8; nt++) {
+        o[nt][0] *= a0;
+        o[nt][1] *= a0;
+        o[nt][2] *= a1;
+        o[nt][3] *= a1;
+      }
+#pragma unroll
+      for (int ks = 0; ks < 2; ks++) {
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+          float2 vb = vloada_half2(0, Vh + (nt * 8 + gq) * VSTR + ks * 8 + 2 * tq);
+          uint b0 = as_uint(vb.x), b1 = as_uint(vb.y);
+          MMA_TF32(o[nt], pl[ks], b0, b1);
+          MMA_TF32(o[nt], ph[ks], b0, b1);
+        }
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  l0 += shfl_xor(l0, 1);
+  l0 += shfl_xor(l0, 2);
+  l1 += shfl_xor(l1, 1);
+  l1 += shfl_xor(l1, 2);
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+  const int ta = t0 + r0, tb = ta + 8;
+#pragma unroll
+  for (int nt = 0; nt < D / 8; nt++) {
+    if (ta < tokens) vstore2((float2) (o[nt][0], o[nt][1]) * inv0, 0, out + ((size_t) ta * HQ + hq) * D + nt * 8 + 2 * tq);
+    if (tb < tokens) vstore2((float2) (o[nt][2], o[nt][3]) * inv1, 0, out + ((size_t) tb * HQ + hq) * D + nt * 8 + 2 * tq);
+  }
+}
+#endif

@@ -67,10 +67,24 @@ class DeviceKVCacheTest {
       "lwjgl, 4, 4, 64, 0", "lwjgl, 4, 1, 32, 1", "lwjgl, 8, 2, 64, 37", "lwjgl, 32, 8, 128, 3001",
       "jocl, 4, 4, 64, 0", "jocl, 4, 1, 32, 1", "jocl, 8, 2, 64, 37", "jocl, 32, 8, 128, 3001"})
   void decodeMatchesCpuScalarReference(String binding, int hq, int kvh, int d, int n) {
+    decodeAgainstReference(binding, hq, kvh, d, n, GpuTuning.defaults());
+  }
+
+  /** Every decode launch shape the tuning allows computes the same attention. */
+  @ParameterizedTest(name = "{0}: {1}q/{2}kv d={3} n={4}, work-group {5}, chunk {6}, vector {7}")
+  @CsvSource({
+      "lwjgl, 32, 8, 128, 3001, 128, 128, 8", "lwjgl, 32, 8, 128, 3001, 256, 512, 8",
+      "lwjgl, 4, 1, 32, 700, 32, 64, 8", "lwjgl, 8, 2, 64, 1000, 64, 192, 4", "lwjgl, 4, 4, 16, 37, 32, 32, 8",
+      "jocl, 32, 8, 128, 3001, 128, 256, 8", "jocl, 4, 1, 32, 700, 64, 128, 4"})
+  void everyDecodeTuningMatchesReference(String binding, int hq, int kvh, int d, int n, int wg, int chunk, int vw) {
+    decodeAgainstReference(binding, hq, kvh, d, n, GpuTuning.defaults().withDecode(wg, chunk, vw));
+  }
+
+  private static void decodeAgainstReference(String binding, int hq, int kvh, int d, int n, GpuTuning tuning) {
     long seed = System.nanoTime();
     Random rnd = new Random(seed);
     AttentionShape s = new AttentionShape(2, hq, kvh, d);
-    try (ClContext cl = Gpu.open(binding); DeviceKVCache dev = new DeviceKVCache(cl, s, Math.max(1, n + 1))) {
+    try (ClContext cl = Gpu.open(binding); DeviceKVCache dev = new DeviceKVCache(cl, s, Math.max(1, n + 1), tuning)) {
       Filled f = fill(dev, s, 1, n, rnd);
       float[] q = new float[hq * d];
       for (int i = 0; i < q.length; i++) {
@@ -84,7 +98,7 @@ class DeviceKVCacheTest {
       for (int h = 0; h < kvh; h++) {
         ref.decode(f.stores()[h], s.groupSize(), q, h * s.groupSize() * d, qpos, s.scale(), want, h * s.groupSize() * d);
       }
-      assertClose(want, got, binding + " decode seed=" + seed);
+      assertClose(want, got, binding + " decode " + tuning + " seed=" + seed);
       assertEquals(n, dev.size(1));
       assertEquals(0, dev.size(0));
     }
@@ -119,6 +133,22 @@ class DeviceKVCacheTest {
       }
       assertClose(want, got, binding + " prefill seed=" + seed);
       assertTrue(dev.lastKernelNanos() > 0, "profiling events report device time");
+    }
+  }
+
+  @org.junit.jupiter.api.Test
+  void tensorCorePrefillIsRefusedWhereTheDeviceHasNone() {
+    try (ClContext cl = Gpu.open("lwjgl")) {
+      org.junit.jupiter.api.Assumptions.assumeTrue(cl.computeCapability() < 80, "this device has tensor cores");
+      int baseline = cl.liveObjects();
+      AttentionShape s = new AttentionShape(1, 4, 1, 64);
+      IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+          () -> new DeviceKVCache(cl, s, 16, GpuTuning.defaults().withPrefill(GpuTuning.Prefill.MMA)));
+      assertTrue(e.getMessage().contains("compute capability 8.0"), e.getMessage());
+      try (DeviceKVCache auto = new DeviceKVCache(cl, s, 16, GpuTuning.defaults())) {
+        assertEquals("simt-f32", auto.prefillKernel(), "AUTO falls back to the portable kernel");
+      }
+      assertEquals(baseline, cl.liveObjects(), "the refused cache released what it had created");
     }
   }
 }

@@ -10,6 +10,13 @@ import java.util.Map;
 /** Program cache and resource loading shared by both bindings. */
 abstract class AbstractContext implements ClContext {
 
+  /**
+   * System property: when {@code true}, every successful build prints its build log to standard error
+   * (with {@code -cl-nv-verbose} in {@code kvcache.gpu.buildOptions}, NVIDIA's log gives each kernel's
+   * registers and spills).
+   */
+  static final String BUILD_LOG_PROPERTY = "kvcache.gpu.buildLog";
+
   /** Built programs by source key and options, released when the context closes. */
   private final Map<String, Object> programs = new LinkedHashMap<>();
   private int built;

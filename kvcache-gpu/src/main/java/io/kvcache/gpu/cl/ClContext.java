@@ -31,6 +31,15 @@ public interface ClContext extends AutoCloseable {
   int computeUnits();
 
   /**
+   * The NVIDIA compute capability as {@code 10 * major + minor} (90 for an H100), read through the
+   * {@code cl_nv_device_attribute_query} extension; 0 on devices without it (PoCL, other vendors).
+   * Kernels that use NVIDIA inline PTX (tensor-core {@code mma.sync}) are built only where it is 80 or more.
+   *
+   * @return the compute capability, or 0 where the device does not report one
+   */
+  int computeCapability();
+
+  /**
    * @param bytes size, at least 1
    * @return a new read-write device buffer
    */

@@ -30,6 +30,7 @@ final class JoclContext extends AbstractContext {
   private final long localMem;
   private final int maxWg;
   private final int units;
+  private final int capability;
 
   private JoclContext(cl_device_id device, cl_context context, cl_command_queue queue, String platformName,
       String deviceName) {
@@ -44,6 +45,16 @@ final class JoclContext extends AbstractContext {
     ClException.check("clGetDeviceInfo", clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, Sizeof.cl_uint,
         Pointer.to(ui), null));
     this.units = ui[0];
+    if (deviceString(device, CL_DEVICE_EXTENSIONS).contains(NvAttributes.EXTENSION)) {
+      int[] major = new int[1], minor = new int[1];
+      ClException.check("clGetDeviceInfo", clGetDeviceInfo(device, NvAttributes.CC_MAJOR, Sizeof.cl_uint,
+          Pointer.to(major), null));
+      ClException.check("clGetDeviceInfo", clGetDeviceInfo(device, NvAttributes.CC_MINOR, Sizeof.cl_uint,
+          Pointer.to(minor), null));
+      this.capability = 10 * major[0] + minor[0];
+    } else {
+      this.capability = 0;
+    }
   }
 
   static JoclContext open(String platformWanted, String deviceWanted) {
@@ -166,6 +177,11 @@ final class JoclContext extends AbstractContext {
     return units;
   }
 
+  @Override
+  public int computeCapability() {
+    return capability;
+  }
+
   private final class Buf implements ClBuffer {
     final cl_mem mem;
     final long bytes;
@@ -261,6 +277,9 @@ final class JoclContext extends AbstractContext {
       String log = buildLog(program);
       clReleaseProgram(program);
       throw new ClException("clBuildProgram(" + key + ", \"" + options + "\")", rc, log);
+    }
+    if (Boolean.getBoolean(BUILD_LOG_PROPERTY)) {
+      System.err.println("kvcache gpu: build log of " + key + " \"" + options + "\":\n" + buildLog(program));
     }
     return program;
   }

@@ -24,6 +24,7 @@ final class LwjglContext extends AbstractContext {
   private final long localMem;
   private final int maxWg;
   private final int units;
+  private final int capability;
 
   private LwjglContext(long device, long context, long queue, String platformName, String deviceName) {
     this.device = device;
@@ -34,6 +35,8 @@ final class LwjglContext extends AbstractContext {
     this.localMem = deviceLong(device, CL_DEVICE_LOCAL_MEM_SIZE);
     this.maxWg = (int) deviceSize(device, CL_DEVICE_MAX_WORK_GROUP_SIZE);
     this.units = (int) deviceInt(device, CL_DEVICE_MAX_COMPUTE_UNITS);
+    this.capability = deviceString(device, CL_DEVICE_EXTENSIONS).contains(NvAttributes.EXTENSION)
+        ? (int) (10 * deviceInt(device, NvAttributes.CC_MAJOR) + deviceInt(device, NvAttributes.CC_MINOR)) : 0;
   }
 
   /** Points LWJGL at the loader the probe found: its default name, libOpenCL.so, is often only in -dev packages. */
@@ -180,6 +183,11 @@ final class LwjglContext extends AbstractContext {
     return units;
   }
 
+  @Override
+  public int computeCapability() {
+    return capability;
+  }
+
   private final class Buf implements ClBuffer {
     final long mem;
     final long bytes;
@@ -273,6 +281,9 @@ final class LwjglContext extends AbstractContext {
         String log = buildLog(program);
         clReleaseProgram(program);
         throw new ClException("clBuildProgram(" + key + ", \"" + options + "\")", rc, log);
+      }
+      if (Boolean.getBoolean(BUILD_LOG_PROPERTY)) {
+        System.err.println("kvcache gpu: build log of " + key + " \"" + options + "\":\n" + buildLog(program));
       }
       return program;
     }
