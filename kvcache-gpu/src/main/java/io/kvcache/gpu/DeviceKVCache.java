@@ -45,7 +45,7 @@ public final class DeviceKVCache implements AutoCloseable {
   private final ClKernel reduce;
   private final ClKernel prefill;
   private final GpuTuning tuning;
-  private final boolean mma;
+  private final GpuTuning.Prefill prefillKind;
   private final ClBuffer dummyMap;
   private final String opts;
   private ClBuffer stage, stagePos, qBuf, outBuf, partBuf;
@@ -106,17 +106,17 @@ public final class DeviceKVCache implements AutoCloseable {
       throw new IllegalArgumentException("GQA group " + group + " with decodeChunk=" + tuning.decodeChunk()
           + " needs " + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
     }
-    this.mma = switch (tuning.prefill()) {
-      case SIMT -> false;
-      case AUTO -> cl.computeCapability() >= 80 && mmaLocalBytes(d) <= cl.localMemBytes();
-      case MMA -> {
-        if (cl.computeCapability() < 80) {
-          throw new IllegalArgumentException("prefill=MMA needs an NVIDIA device of compute capability 8.0 or more "
-              + "(inline PTX mma.sync); " + cl.deviceName() + " on " + cl.platformName() + " reports "
-              + (cl.computeCapability() == 0 ? "none" : cl.computeCapability() / 10 + "." + cl.computeCapability() % 10));
-        }
-        yield true;
-      }
+    if ((tuning.prefill() == GpuTuning.Prefill.MMA || tuning.prefill() == GpuTuning.Prefill.MMA_TF32)
+        && cl.computeCapability() < 80) {
+      throw new IllegalArgumentException("prefill=" + tuning.prefill() + " needs an NVIDIA device of compute "
+          + "capability 8.0 or more (inline PTX mma.sync); " + cl.deviceName() + " on " + cl.platformName()
+          + " reports " + (cl.computeCapability() == 0 ? "none"
+              : cl.computeCapability() / 10 + "." + cl.computeCapability() % 10));
+    }
+    this.prefillKind = switch (tuning.prefill()) {
+      case SIMT -> GpuTuning.Prefill.SIMT;
+      case AUTO -> cl.computeCapability() >= 80 ? GpuTuning.Prefill.MMA : GpuTuning.Prefill.SIMT;
+      case MMA, MMA_TF32 -> tuning.prefill();
     };
     opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
         + tuning.decodeChunk() + " -DVW=" + vw + " -DSLEN=" + slen
@@ -131,7 +131,11 @@ public final class DeviceKVCache implements AutoCloseable {
       a = cl.kernel(SOURCE, opts, "append_kv");
       p = cl.kernel(SOURCE, opts, "decode_partial");
       r = cl.kernel(SOURCE, opts, "decode_reduce");
-      f = mma ? cl.kernel(SOURCE, opts + " -DMMA", "prefill_mma") : cl.kernel(SOURCE, opts, "prefill");
+      f = switch (prefillKind) {
+        case MMA -> cl.kernel(SOURCE, opts + " -DMMA16", "prefill_mma16");
+        case MMA_TF32 -> cl.kernel(SOURCE, opts + " -DMMA", "prefill_mma");
+        default -> cl.kernel(SOURCE, opts, "prefill");
+      };
       m = cl.buffer(4);
       for (int l = 0; l < layers; l++) {
         kv[l] = cl.buffer(2L * kvh * capPages * 2L * d * PAGE);
@@ -164,21 +168,21 @@ public final class DeviceKVCache implements AutoCloseable {
     }
   }
 
-  /** Local memory of prefill_mma: 64 query rows as f32, one page of keys and values as halves, positions. */
-  static long mmaLocalBytes(int d) {
-    return 4L * 64 * (d + 8) + 2L * 16 * (d + 8) + 2L * d * (16 + 8) + 4L * 16 + 4L * 64;
-  }
-
   /** @return the launch parameters this cache was built with */
   public GpuTuning tuning() {
     return tuning;
   }
 
   /**
-   * @return the causal prefill kernel in use: {@code "mma-2xtf32"} (tensor cores) or {@code "simt-f32"}
+   * @return the causal prefill kernel in use: {@code "mma-2xf16"} or {@code "mma-2xtf32"} (tensor cores),
+   *     or {@code "simt-f32"}
    */
   public String prefillKernel() {
-    return mma ? "mma-2xtf32" : "simt-f32";
+    return switch (prefillKind) {
+      case MMA -> "mma-2xf16";
+      case MMA_TF32 -> "mma-2xtf32";
+      default -> "simt-f32";
+    };
   }
 
   /** @return the shape */
@@ -423,7 +427,7 @@ public final class DeviceKVCache implements AutoCloseable {
     cl.write(stagePos, 0, java.util.Arrays.copyOf(positions, tokens));
     prefill.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, size[layer]).arg(3, capPages).arg(4, qBuf).arg(5, stagePos)
         .arg(6, tokens).arg(7, shape.scale()).arg(8, outBuf);
-    if (mma) { // (query head, 64-row block), blocks in reverse inside the kernel
+    if (prefillKind != GpuTuning.Prefill.SIMT) { // (query head, 64-row block), blocks reversed in the kernel
       events.add(prefill.launch(new long[] {128L * shape.queryHeads(), roundUp(tokens, 64) / 64}, new long[] {128, 1}));
     } else {
       events.add(prefill.launch(new long[] {roundUp(tokens, 32) / 32 * 128, shape.queryHeads()}, new long[] {128, 1}));

@@ -22,11 +22,14 @@ public record GpuTuning(int decodeWorkGroup, int decodeChunk, int decodeVector, 
     /** Portable OpenCL C: f32 multiply-adds on the vector units, 32 query rows per work-group. */
     SIMT,
     /**
-     * Tensor cores through inline PTX {@code mma.sync} (tf32 operands, f32 accumulation), with the f32
-     * queries and probabilities split into two tf32 parts so that the result keeps f32 accuracy. Only
-     * NVIDIA devices of compute capability 8.0 or more; asking for it elsewhere is an error.
+     * Tensor cores through inline PTX {@code mma.sync} with binary16 operands and f32 accumulation; the
+     * f32 queries (scaled per row by a power of two) and probabilities are split into two binary16 parts
+     * and both are multiplied, so that the result keeps f32 accuracy. Only NVIDIA devices of compute
+     * capability 8.0 or more; asking for it elsewhere is an error.
      */
-    MMA
+    MMA,
+    /** As {@link #MMA} with tf32 operands (m16n8k8): the same accuracy at half the tensor rate. */
+    MMA_TF32
   }
 
   /** @throws IllegalArgumentException naming the parameter, its value and the accepted range */
@@ -57,7 +60,7 @@ public record GpuTuning(int decodeWorkGroup, int decodeChunk, int decodeVector, 
   /**
    * The defaults, each overridden by its system property where set: {@code kvcache.gpu.decodeWorkGroup},
    * {@code kvcache.gpu.decodeChunk}, {@code kvcache.gpu.decodeVector}, {@code kvcache.gpu.splitsPerCu},
-   * {@code kvcache.gpu.prefill} ({@code auto}, {@code simt} or {@code mma}).
+   * {@code kvcache.gpu.prefill} ({@code auto}, {@code simt}, {@code mma} or {@code mma_tf32}).
    *
    * @return the tuning
    * @throws IllegalArgumentException for a property that is not a number or outside its range
@@ -70,7 +73,7 @@ public record GpuTuning(int decodeWorkGroup, int decodeChunk, int decodeVector, 
       try {
         prefill = Prefill.valueOf(p.trim().toUpperCase(java.util.Locale.ROOT));
       } catch (IllegalArgumentException e) {
-        throw new IllegalArgumentException("kvcache.gpu.prefill must be auto, simt or mma, got \"" + p + "\"");
+        throw new IllegalArgumentException("kvcache.gpu.prefill must be auto, simt, mma or mma_tf32, got \"" + p + "\"");
       }
     }
     return new GpuTuning(intProperty("kvcache.gpu.decodeWorkGroup", d.decodeWorkGroup),

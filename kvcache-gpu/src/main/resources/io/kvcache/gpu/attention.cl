@@ -43,6 +43,9 @@ __kernel void append_kv(__global ushort* kv, __global int* pos, __global const u
 #ifndef VW
 #define VW 4
 #endif
+#ifndef VUNROLL
+#define VUNROLL 4
+#endif
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define floatV CAT(float, VW)
@@ -82,7 +85,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
   // Scores: a work-item takes VW neighbouring tokens of a page (start and chunk are multiples of VW,
   // so they share a page) and reads VW halves per channel.
   float mx[G];
-  #pragma unroll
+#pragma unroll
   for (int g = 0; g < G; g++) mx[g] = -INFINITY;
   for (int i = lid * VW; i < len; i += WG * VW) {
     int tok = start + i;
@@ -90,7 +93,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     int j = tok & 15;
     __global const half* kp = kv + ((size_t) h * capPages + page) * PAGE_HALVES + j;
     floatV acc[G];
-    #pragma unroll
+#pragma unroll
     for (int g = 0; g < G; g++) acc[g] = (floatV) (0.0f);
 #pragma unroll 4
     for (int c = 0; c < D; c += 4) {
@@ -98,7 +101,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
       floatV k1 = vloada_halfV(0, kp + (c + 1) * PT);
       floatV k2 = vloada_halfV(0, kp + (c + 2) * PT);
       floatV k3 = vloada_halfV(0, kp + (c + 3) * PT);
-      #pragma unroll
+#pragma unroll
       for (int g = 0; g < G; g++) {
         float4 qq = vload4(0, qs + g * D + c);
         acc[g] = mad((floatV) (qq.s0), k0, mad((floatV) (qq.s1), k1, mad((floatV) (qq.s2), k2,
@@ -115,33 +118,33 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     intV hidden = (int4) (HIDE(0), HIDE(1), HIDE(2), HIDE(3));
 #endif
 #undef HIDE
-    #pragma unroll
+#pragma unroll
     for (int g = 0; g < G; g++) {
       floatV v = select(acc[g], (floatV) (-INFINITY), hidden);
       vstoreV(v, 0, s + g * CHUNK + i);
       mx[g] = fmax(mx[g], hmaxV(v));
     }
   }
-  #pragma unroll
+#pragma unroll
   for (int g = 0; g < G; g++) red[g * WG + lid] = mx[g];
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int o = WG / 2; o > 0; o >>= 1) {
     if (lid < o) {
-      #pragma unroll
+#pragma unroll
       for (int g = 0; g < G; g++) red[g * WG + lid] = fmax(red[g * WG + lid], red[g * WG + lid + o]);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   float m[G];
-  #pragma unroll
+#pragma unroll
   for (int g = 0; g < G; g++) m[g] = red[g * WG];
   barrier(CLK_LOCAL_MEM_FENCE);
 
   float sum[G];
-  #pragma unroll
+#pragma unroll
   for (int g = 0; g < G; g++) sum[g] = 0.0f;
   for (int i = lid; i < len; i += WG) {
-    #pragma unroll
+#pragma unroll
     for (int g = 0; g < G; g++) {
       float sv = s[g * CHUNK + i];
       float p = sv == -INFINITY ? 0.0f : exp(sv - m[g]);
@@ -149,12 +152,12 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
       sum[g] += p;
     }
   }
-  #pragma unroll
+#pragma unroll
   for (int g = 0; g < G; g++) red[g * WG + lid] = sum[g];
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int o = WG / 2; o > 0; o >>= 1) {
     if (lid < o) {
-      #pragma unroll
+#pragma unroll
       for (int g = 0; g < G; g++) red[g * WG + lid] += red[g * WG + lid + o];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -167,21 +170,23 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
   const int stream = lid / TPT;
   const int cb = (lid % TPT) * VW;
   floatV o[G];
-  #pragma unroll
+#pragma unroll
   for (int g = 0; g < G; g++) o[g] = (floatV) (0.0f);
-#pragma unroll 4
+#pragma unroll VUNROLL
   for (int i = stream; i < len; i += STREAMS) {
     int tok = start + i;
     int page = PAGE_OF(h, tok >> 4);
-    int slot = page * PT + (tok & 15);
-    if (slot < nSlots) { // never-written slots may hold NaN bits
-      floatV v = vloada_halfV(0, kv + ((size_t) h * capPages + page) * PAGE_HALVES + D * PT + (tok & 15) * D + cb);
-      #pragma unroll
-      for (int g = 0; g < G; g++) o[g] = mad((floatV) (s[g * CHUNK + i]), v, o[g]);
-    }
+#ifdef SPARSE
+    // A map may name the last, partly filled page: never-written slots may hold NaN bits. Dense
+    // chunks hold written slots only, and their loads stay unconditional so they can all be in flight.
+    if (page * PT + (tok & 15) >= nSlots) continue;
+#endif
+    floatV v = vloada_halfV(0, kv + ((size_t) h * capPages + page) * PAGE_HALVES + D * PT + (tok & 15) * D + cb);
+#pragma unroll
+    for (int g = 0; g < G; g++) o[g] = mad((floatV) (s[g * CHUNK + i]), v, o[g]);
   }
   barrier(CLK_LOCAL_MEM_FENCE);
-  #pragma unroll
+#pragma unroll
   for (int g = 0; g < G; g++) vstoreV(o[g], 0, s + (stream * G + g) * D + cb);
   barrier(CLK_LOCAL_MEM_FENCE);
   const size_t out0 = ((size_t) h * nsplit + split) * G * (D + 2);
@@ -192,7 +197,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     part[out0 + g * (D + 2) + c] = acc;
   }
   if (lid == 0) {
-    #pragma unroll
+#pragma unroll
     for (int g = 0; g < G; g++) {
       part[out0 + g * (D + 2) + D] = m[g];
       part[out0 + g * (D + 2) + D + 1] = red[g * WG];
@@ -653,6 +658,282 @@ void prefill_mma(__global const ushort* kv, __global const int* pos, int n, int 
   l1 += shfl_xor(l1, 2);
   const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
   const int ta = t0 + r0, tb = ta + 8;
+#pragma unroll
+  for (int nt = 0; nt < D / 8; nt++) {
+    if (ta < tokens) vstore2((float2) (o[nt][0], o[nt][1]) * inv0, 0, out + ((size_t) ta * HQ + hq) * D + nt * 8 + 2 * tq);
+    if (tb < tokens) vstore2((float2) (o[nt][2], o[nt][3]) * inv1, 0, out + ((size_t) tb * HQ + hq) * D + nt * 8 + 2 * tq);
+  }
+}
+#endif
+
+#ifdef MMA16
+// ---- Causal prefill on tensor cores with binary16 operands, f32 accumulation ----
+//
+// mma.sync.m16n8k16 (f16 x f16 -> f32). Keys and values are binary16 already. Each f32 query row is
+// scaled by a power of two that puts its largest element just under 2^14, then split into a binary16
+// head and a binary16 remainder; the probabilities are computed as 2^12 * p (the factor cancels in
+// the final division) and split the same way. Both parts are multiplied, so every product carries 22
+// significant bits of the f32 operand, and the products themselves are exact in the f32 accumulator:
+// f32-level accuracy at twice the tensor rate of tf32, with fragments that need no conversion.
+//
+// Work-group: 4 warps, 16 query rows each (64 rows of one query head), queries held in registers;
+// two pages (32 keys) at a time in local memory, keys key-major and values channel-major, so every B
+// fragment is one 32-bit local load. The score accumulators' layout is the A layout of the PV product.
+#define MBQ 64
+#define KT 32                 // keys per tile: two pages
+#define KW (D / 2 + 4)        // words per staged key (pairs of channels), padded against bank conflicts
+#define VWS (KT / 2 + 4)      // words per staged value channel (pairs of keys)
+
+// Two f32 values as one f16x2 word, round to nearest: lo in the low half.
+inline uint pack_f16x2(float lo, float hi) {
+  uint r;
+  __asm__("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// The two halves of an f16x2 word as f32.
+inline float2 unpack_f16x2(uint w) {
+  float2 r;
+  __asm__("{ .reg .f16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }"
+          : "=f"(r.x), "=f"(r.y) : "r"(w));
+  return r;
+}
+
+// Head and remainder of two f32 values as f16x2 words.
+inline void split_f16x2(float a, float b, uint* hi, uint* lo) {
+  uint h = pack_f16x2(a, b);
+  float2 hf = unpack_f16x2(h);
+  *hi = h;
+  *lo = pack_f16x2(a - hf.x, b - hf.y);
+}
+
+inline float shfl_xor16(float x, int m) {
+  float r;
+  __asm__ __volatile__("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(m));
+  return r;
+}
+
+inline int shfl_xor_i(int x, int m) {
+  int r;
+  __asm__ __volatile__("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=r"(r) : "r"(x), "r"(m));
+  return r;
+}
+
+// c[0..3] += A(a[0..3]) * B(b0, b1), one warp-wide m16n8k16 f16 product with f32 accumulation.
+#define MMA_F16(c, a, b0, b1)                                                                      \
+  __asm__("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, " \
+          "{%8, %9}, {%0, %1, %2, %3};"                                                            \
+          : "+f"((c)[0]), "+f"((c)[1]), "+f"((c)[2]), "+f"((c)[3])                                 \
+          : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "r"(b0), "r"(b1))
+
+__kernel __attribute__((reqd_work_group_size(128, 1, 1)))
+void prefill_mma16(__global const ushort* kv, __global const int* pos, int n, int capPages,
+                   __global const float* q, __global const int* qpos, int tokens, float scale,
+                   __global float* out) {
+  __local uint Kw[KT * KW];
+  __local uint Vw[D * VWS];
+  __local int kpos[KT];
+  __local int rowpos[MBQ];
+  __local int tileRange[2];
+  const int lid = get_local_id(0);
+  const int warp = lid >> 5, lane = lid & 31;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int hq = get_group_id(0);
+  // Heads vary fastest and the latest (heaviest) query blocks come first.
+  const int t0 = (get_num_groups(1) - 1 - get_group_id(1)) * MBQ;
+  const int h = hq / G;
+  const int HQ = KVH * G;
+  if (lid < MBQ) rowpos[lid] = t0 + lid < tokens ? qpos[t0 + lid] : INT_MIN;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int maxPos = INT_MIN, warpMax = INT_MIN, warpMin = INT_MAX;
+  for (int r = 0; r < MBQ; r++) maxPos = max(maxPos, rowpos[r]);
+  for (int r = 0; r < 16; r++) {
+    warpMax = max(warpMax, rowpos[warp * 16 + r]);
+    warpMin = min(warpMin, rowpos[warp * 16 + r]);
+  }
+  const int r0 = warp * 16 + gq; // this lane's rows: r0 and r0 + 8
+  const int rp0 = rowpos[r0], rp1 = rowpos[r0 + 8];
+
+  // Queries straight into A fragments: (r0 | r0+8) x (16ks + 2tq + {0,1} | +8).
+  const float qs = scale * M_LOG2E_F;
+  float2 qv[D / 16][4];
+  float amax0 = 0.0f, amax1 = 0.0f;
+  const int ta = t0 + r0, tb = ta + 8;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++) {
+    int c = 16 * ks + 2 * tq;
+    qv[ks][0] = ta < tokens ? vload2(0, q + ((size_t) ta * HQ + hq) * D + c) * qs : (float2) (0.0f);
+    qv[ks][1] = tb < tokens ? vload2(0, q + ((size_t) tb * HQ + hq) * D + c) * qs : (float2) (0.0f);
+    qv[ks][2] = ta < tokens ? vload2(0, q + ((size_t) ta * HQ + hq) * D + c + 8) * qs : (float2) (0.0f);
+    qv[ks][3] = tb < tokens ? vload2(0, q + ((size_t) tb * HQ + hq) * D + c + 8) * qs : (float2) (0.0f);
+    amax0 = fmax(amax0, fmax(fmax(fabs(qv[ks][0].x), fabs(qv[ks][0].y)), fmax(fabs(qv[ks][2].x), fabs(qv[ks][2].y))));
+    amax1 = fmax(amax1, fmax(fmax(fabs(qv[ks][1].x), fabs(qv[ks][1].y)), fmax(fabs(qv[ks][3].x), fabs(qv[ks][3].y))));
+  }
+  amax0 = fmax(amax0, shfl_xor16(amax0, 1));
+  amax0 = fmax(amax0, shfl_xor16(amax0, 2));
+  amax1 = fmax(amax1, shfl_xor16(amax1, 1));
+  amax1 = fmax(amax1, shfl_xor16(amax1, 2));
+  // Row scale 2^e with the row's largest |q| in [2^13, 2^14): binary16 holds it and the remainder
+  // stays out of the subnormals. rs undoes it on the scores.
+  int e0, e1;
+  frexp(amax0, &e0);
+  frexp(amax1, &e1);
+  e0 = amax0 > 0.0f ? min(14 - e0, 100) : 0;
+  e1 = amax1 > 0.0f ? min(14 - e1, 100) : 0;
+  const float up0 = ldexp(1.0f, e0), up1 = ldexp(1.0f, e1);
+  const float rs0 = ldexp(1.0f, -e0), rs1 = ldexp(1.0f, -e1);
+  uint qh[D / 16][4], ql[D / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++) {
+    split_f16x2(qv[ks][0].x * up0, qv[ks][0].y * up0, &qh[ks][0], &ql[ks][0]);
+    split_f16x2(qv[ks][1].x * up1, qv[ks][1].y * up1, &qh[ks][1], &ql[ks][1]);
+    split_f16x2(qv[ks][2].x * up0, qv[ks][2].y * up0, &qh[ks][2], &ql[ks][2]);
+    split_f16x2(qv[ks][3].x * up1, qv[ks][3].y * up1, &qh[ks][3], &ql[ks][3]);
+  }
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < D / 8; nt++) {
+    o[nt][0] = 0.0f;
+    o[nt][1] = 0.0f;
+    o[nt][2] = 0.0f;
+    o[nt][3] = 0.0f;
+  }
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  const int tiles = (n + KT - 1) / KT;
+  for (int tile = 0; tile < tiles; tile++) {
+    const int s0 = tile * KT;
+    if (warp == 0) {
+      int kp = s0 + lane < n ? pos[s0 + lane] : INT_MAX;
+      kpos[lane] = kp;
+      int lo = kp, hi = kp;
+      for (int m = 1; m < 32; m <<= 1) {
+        lo = min(lo, shfl_xor_i(lo, m));
+        hi = max(hi, shfl_xor_i(hi, m));
+      }
+      if (lane == 0) {
+        tileRange[0] = lo;
+        tileRange[1] = hi;
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int tmin = tileRange[0], tmax = tileRange[1];
+    if (tmin > maxPos) { // wholly in every row's future (or empty): uniform across the group
+      barrier(CLK_LOCAL_MEM_FENCE);
+      continue;
+    }
+    // Keys k[c*16 + j] of the two pages -> Kw[key][channel pair]; values v[j*D + c] -> Vw[c][key pair].
+    // Never-written slots become zeros: their bits may be NaN, and 0 * NaN would poison a row.
+    __global const ushort* src = kv + ((size_t) h * capPages + 2 * tile) * PAGE_HALVES;
+    for (int i = lid; i < KT * (D / 2); i += 128) {
+      int j = i & 15, pg = (i >> 4) & 1, cp = i >> 5;
+      int key = pg * 16 + j;
+      bool ok = s0 + key < n;
+      __global const ushort* ps = src + pg * PAGE_HALVES;
+      uint lo = ok ? ps[(2 * cp) * PT + j] : 0u, hi = ok ? ps[(2 * cp + 1) * PT + j] : 0u;
+      Kw[key * KW + cp] = lo | (hi << 16);
+    }
+    for (int i = lid; i < D * (KT / 2); i += 128) {
+      int c = i % D, jp = i / D, key = 2 * jp, pg = key >> 4, j = key & 15;
+      __global const ushort* ps = src + pg * PAGE_HALVES + D * PT;
+      uint lo = s0 + key < n ? ps[j * D + c] : 0u;
+      uint hi = s0 + key + 1 < n ? ps[(j + 1) * D + c] : 0u;
+      Vw[c * VWS + jp] = lo | (hi << 16);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (tmin <= warpMax) { // uniform across the warp, as mma.sync and shfl.sync require
+      float sc[KT / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < KT / 8; nt++) {
+        sc[nt][0] = 0.0f;
+        sc[nt][1] = 0.0f;
+        sc[nt][2] = 0.0f;
+        sc[nt][3] = 0.0f;
+      }
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) {
+#pragma unroll
+        for (int nt = 0; nt < KT / 8; nt++) {
+          uint b0 = Kw[(nt * 8 + gq) * KW + 8 * ks + tq];
+          uint b1 = Kw[(nt * 8 + gq) * KW + 8 * ks + 4 + tq];
+          MMA_F16(sc[nt], ql[ks], b0, b1);
+          MMA_F16(sc[nt], qh[ks], b0, b1);
+        }
+      }
+      // sc[nt][e]: row r0, key nt*8 + 2tq + e; sc[nt][2 + e]: row r0 + 8. Scores are still scaled by
+      // the rows' 2^e; the mask is needed only where some key of the tile is after some row of the warp.
+      if (tmax > warpMin) {
+#pragma unroll
+        for (int nt = 0; nt < KT / 8; nt++) {
+          int2 kp = vload2(0, kpos + nt * 8 + 2 * tq);
+          sc[nt][0] = kp.x <= rp0 ? sc[nt][0] : -INFINITY;
+          sc[nt][1] = kp.y <= rp0 ? sc[nt][1] : -INFINITY;
+          sc[nt][2] = kp.x <= rp1 ? sc[nt][2] : -INFINITY;
+          sc[nt][3] = kp.y <= rp1 ? sc[nt][3] : -INFINITY;
+        }
+      }
+      float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < KT / 8; nt++) {
+        mx0 = fmax(mx0, fmax(sc[nt][0], sc[nt][1]));
+        mx1 = fmax(mx1, fmax(sc[nt][2], sc[nt][3]));
+      }
+      mx0 = fmax(mx0, shfl_xor16(mx0, 1));
+      mx0 = fmax(mx0, shfl_xor16(mx0, 2));
+      mx1 = fmax(mx1, shfl_xor16(mx1, 1));
+      mx1 = fmax(mx1, shfl_xor16(mx1, 2));
+      float mn0 = fmax(m0, mx0 * rs0), mn1 = fmax(m1, mx1 * rs1);
+      // A row that has seen no visible key keeps m = -inf; subtract 0 then, never -inf - -inf.
+      float sf0 = mn0 == -INFINITY ? 0.0f : mn0, sf1 = mn1 == -INFINITY ? 0.0f : mn1;
+      float a0 = exp2(m0 - sf0), a1 = exp2(m1 - sf1);
+      m0 = mn0;
+      m1 = mn1;
+      // Probabilities times 2^12: exp2(s * rs - (m - 12)).
+      const float b0 = sf0 - 12.0f, b1 = sf1 - 12.0f;
+      float ls0 = 0.0f, ls1 = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < KT / 8; nt++) {
+        sc[nt][0] = exp2(mad(sc[nt][0], rs0, -b0));
+        sc[nt][1] = exp2(mad(sc[nt][1], rs0, -b0));
+        sc[nt][2] = exp2(mad(sc[nt][2], rs1, -b1));
+        sc[nt][3] = exp2(mad(sc[nt][3], rs1, -b1));
+        ls0 += sc[nt][0] + sc[nt][1];
+        ls1 += sc[nt][2] + sc[nt][3];
+      }
+      l0 = mad(l0, a0, ls0);
+      l1 = mad(l1, a1, ls1);
+      if (a0 != 1.0f || a1 != 1.0f) { // once the running max settles, most tiles skip this
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+          o[nt][0] *= a0;
+          o[nt][1] *= a0;
+          o[nt][2] *= a1;
+          o[nt][3] *= a1;
+        }
+      }
+#pragma unroll
+      for (int ks = 0; ks < KT / 16; ks++) {
+        uint ph[4], pl[4];
+        split_f16x2(sc[2 * ks][0], sc[2 * ks][1], &ph[0], &pl[0]);
+        split_f16x2(sc[2 * ks][2], sc[2 * ks][3], &ph[1], &pl[1]);
+        split_f16x2(sc[2 * ks + 1][0], sc[2 * ks + 1][1], &ph[2], &pl[2]);
+        split_f16x2(sc[2 * ks + 1][2], sc[2 * ks + 1][3], &ph[3], &pl[3]);
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+          uint v0 = Vw[(nt * 8 + gq) * VWS + 8 * ks + tq];
+          uint v1 = Vw[(nt * 8 + gq) * VWS + 8 * ks + 4 + tq];
+          MMA_F16(o[nt], pl, v0, v1);
+          MMA_F16(o[nt], ph, v0, v1);
+        }
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  l0 += shfl_xor16(l0, 1);
+  l0 += shfl_xor16(l0, 2);
+  l1 += shfl_xor16(l1, 1);
+  l1 += shfl_xor16(l1, 2);
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
   for (int nt = 0; nt < D / 8; nt++) {
     if (ta < tokens) vstore2((float2) (o[nt][0], o[nt][1]) * inv0, 0, out + ((size_t) ta * HQ + hq) * D + nt * 8 + 2 * tq);

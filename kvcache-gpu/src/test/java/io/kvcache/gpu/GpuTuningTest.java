@@ -42,7 +42,7 @@ class GpuTuningTest {
       assertEquals(GpuTuning.Prefill.SIMT, t.prefill());
       assertEquals(GpuTuning.defaults().decodeWorkGroup(), t.decodeWorkGroup());
       System.setProperty(keys[2], "tensor");
-      assertRejected("kvcache.gpu.prefill must be auto, simt or mma, got \"tensor\"", GpuTuning::fromSystemProperties);
+      assertRejected("kvcache.gpu.prefill must be auto, simt, mma or mma_tf32, got \"tensor\"", GpuTuning::fromSystemProperties);
       System.setProperty(keys[2], "auto");
       System.setProperty(keys[0], "lots");
       assertRejected("kvcache.gpu.decodeChunk must be an integer, got \"lots\"", GpuTuning::fromSystemProperties);
