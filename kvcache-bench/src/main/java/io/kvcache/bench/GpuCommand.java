@@ -71,7 +71,7 @@ final class GpuCommand implements Runnable {
   List<String> sweep = new ArrayList<>();
 
   @Option(names = "--prefill-kernels", split = ",", defaultValue = "simt,mma", description = "Prefill kernels to "
-      + "check and time: simt, mma, mma_tf32 (the mma kernels only where the device has tensor cores).")
+      + "check and time: simt, mma (mma only where the device has tensor cores).")
   List<String> prefillKernels;
 
   /** Llama-3-8B-like attention: 32 query heads, 8 KV heads, dim 128. */
@@ -103,7 +103,7 @@ final class GpuCommand implements Runnable {
       List<GpuTuning.Prefill> kernels = new ArrayList<>();
       for (String k : prefillKernels) {
         GpuTuning.Prefill pk = GpuTuning.Prefill.valueOf(k.trim().toUpperCase(Locale.ROOT));
-        if ((pk == GpuTuning.Prefill.MMA || pk == GpuTuning.Prefill.MMA_TF32) && cl.computeCapability() < 80) {
+        if (pk == GpuTuning.Prefill.MMA && cl.computeCapability() < 80) {
           System.out.println("prefill mma: skipped, " + cl.deviceName() + " has no tensor cores reachable from OpenCL");
           continue;
         }

@@ -46,6 +46,8 @@ public final class DeviceKVCache implements AutoCloseable {
   private final ClKernel prefill;
   private final GpuTuning tuning;
   private final GpuTuning.Prefill prefillKind;
+  /** Most tokens per decode work-group: the tuning's chunk, or the automatic one. */
+  private final int chunkMax;
   private final ClBuffer dummyMap;
   private final String opts;
   private ClBuffer stage, stagePos, qBuf, outBuf, partBuf;
@@ -100,14 +102,21 @@ public final class DeviceKVCache implements AutoCloseable {
           + cl.maxWorkGroupSize());
     }
     // The scores of a chunk, later the value streams' partial outputs, share one local array.
-    long slen = Math.max((long) group * tuning.decodeChunk(), (long) group * (wg / (d / vw)) * d);
-    long localNeed = 4L * (group * d + slen + (long) group * wg);
-    if (localNeed > cl.localMemBytes()) {
-      throw new IllegalArgumentException("GQA group " + group + " with decodeChunk=" + tuning.decodeChunk()
-          + " needs " + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
+    int chunkMax = tuning.decodeChunk();
+    if (chunkMax == 0) { // automatic: the largest multiple of the work-group up to 2048 that fits
+      chunkMax = Math.max(wg, 2048 / wg * wg);
+      while (chunkMax > wg && decodeLocalBytes(group, d, wg, vw, chunkMax) > cl.localMemBytes()) {
+        chunkMax -= wg;
+      }
     }
-    if ((tuning.prefill() == GpuTuning.Prefill.MMA || tuning.prefill() == GpuTuning.Prefill.MMA_TF32)
-        && cl.computeCapability() < 80) {
+    this.chunkMax = chunkMax;
+    long localNeed = decodeLocalBytes(group, d, wg, vw, chunkMax);
+    if (localNeed > cl.localMemBytes()) {
+      throw new IllegalArgumentException("GQA group " + group + " with decodeChunk=" + chunkMax + " needs "
+          + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
+    }
+    long slen = Math.max((long) group * chunkMax, (long) group * (wg / (d / vw)) * d);
+    if (tuning.prefill() == GpuTuning.Prefill.MMA && cl.computeCapability() < 80) {
       throw new IllegalArgumentException("prefill=" + tuning.prefill() + " needs an NVIDIA device of compute "
           + "capability 8.0 or more (inline PTX mma.sync); " + cl.deviceName() + " on " + cl.platformName()
           + " reports " + (cl.computeCapability() == 0 ? "none"
@@ -116,10 +125,10 @@ public final class DeviceKVCache implements AutoCloseable {
     this.prefillKind = switch (tuning.prefill()) {
       case SIMT -> GpuTuning.Prefill.SIMT;
       case AUTO -> cl.computeCapability() >= 80 ? GpuTuning.Prefill.MMA : GpuTuning.Prefill.SIMT;
-      case MMA, MMA_TF32 -> tuning.prefill();
+      case MMA -> GpuTuning.Prefill.MMA;
     };
     opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
-        + tuning.decodeChunk() + " -DVW=" + vw + " -DSLEN=" + slen
+        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen
         + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
     kv = new ClBuffer[layers];
@@ -132,8 +141,7 @@ public final class DeviceKVCache implements AutoCloseable {
       p = cl.kernel(SOURCE, opts, "decode_partial");
       r = cl.kernel(SOURCE, opts, "decode_reduce");
       f = switch (prefillKind) {
-        case MMA -> cl.kernel(SOURCE, opts + " -DMMA16", "prefill_mma16");
-        case MMA_TF32 -> cl.kernel(SOURCE, opts + " -DMMA", "prefill_mma");
+        case MMA -> cl.kernel(SOURCE, opts + " -DMMA", "prefill_mma");
         default -> cl.kernel(SOURCE, opts, "prefill");
       };
       m = cl.buffer(4);
@@ -168,19 +176,23 @@ public final class DeviceKVCache implements AutoCloseable {
     }
   }
 
+  /** Local memory of decode_partial: the query group, the scores (or the value streams' outputs), a reduction. */
+  static long decodeLocalBytes(int group, int d, int wg, int vw, int chunk) {
+    long slen = Math.max((long) group * chunk, (long) group * (wg / (d / vw)) * d);
+    return 4L * (group * d + slen + (long) group * wg);
+  }
+
   /** @return the launch parameters this cache was built with */
   public GpuTuning tuning() {
     return tuning;
   }
 
   /**
-   * @return the causal prefill kernel in use: {@code "mma-2xf16"} or {@code "mma-2xtf32"} (tensor cores),
-   *     or {@code "simt-f32"}
+   * @return the causal prefill kernel in use: {@code "mma-2xf16"} (tensor cores) or {@code "simt-f32"}
    */
   public String prefillKernel() {
     return switch (prefillKind) {
       case MMA -> "mma-2xf16";
-      case MMA_TF32 -> "mma-2xtf32";
       default -> "simt-f32";
     };
   }
@@ -347,7 +359,7 @@ public final class DeviceKVCache implements AutoCloseable {
     int wg = tuning.decodeWorkGroup();
     int target = Math.max(1, tuning.splitsPerCu() * cl.computeUnits() / kvh);
     int chunk = Math.max(wg, (int) roundUp((n + target - 1) / target, wg));
-    chunk = Math.min(chunk, tuning.decodeChunk());
+    chunk = Math.min(chunk, chunkMax);
     int nsplit = Math.max(1, (n + chunk - 1) / chunk);
     qBuf = ensure(qBuf, 4L * hq * d);
     outBuf = ensure(outBuf, 4L * hq * d);

@@ -8,7 +8,8 @@ package io.kvcache.gpu;
  *
  * @param decodeWorkGroup work-items per decode work-group, a power of two in [32, 1024]
  * @param decodeChunk     most tokens one decode work-group takes (its scores live in local memory), a
- *                        multiple of {@code decodeWorkGroup} and at most 8192
+ *                        multiple of {@code decodeWorkGroup} and at most 8192; 0 for the largest multiple
+ *                        up to 2048 that the device's local memory holds for the GQA group
  * @param decodeVector    halves one work-item loads at a time in decode, 4 or 8
  * @param splitsPerCu     decode work-groups per compute unit to aim for, at least 1
  * @param prefill         the causal prefill kernel
@@ -27,9 +28,7 @@ public record GpuTuning(int decodeWorkGroup, int decodeChunk, int decodeVector, 
      * and both are multiplied, so that the result keeps f32 accuracy. Only NVIDIA devices of compute
      * capability 8.0 or more; asking for it elsewhere is an error.
      */
-    MMA,
-    /** As {@link #MMA} with tf32 operands (m16n8k8): the same accuracy at half the tensor rate. */
-    MMA_TF32
+    MMA
   }
 
   /** @throws IllegalArgumentException naming the parameter, its value and the accepted range */
@@ -37,9 +36,9 @@ public record GpuTuning(int decodeWorkGroup, int decodeChunk, int decodeVector, 
     if (decodeWorkGroup < 32 || decodeWorkGroup > 1024 || Integer.bitCount(decodeWorkGroup) != 1) {
       throw new IllegalArgumentException("decodeWorkGroup must be a power of two in [32, 1024], got " + decodeWorkGroup);
     }
-    if (decodeChunk < decodeWorkGroup || decodeChunk > 8192 || decodeChunk % decodeWorkGroup != 0) {
-      throw new IllegalArgumentException("decodeChunk must be a multiple of decodeWorkGroup=" + decodeWorkGroup
-          + " in [" + decodeWorkGroup + ", 8192], got " + decodeChunk);
+    if (decodeChunk != 0 && (decodeChunk < decodeWorkGroup || decodeChunk > 8192 || decodeChunk % decodeWorkGroup != 0)) {
+      throw new IllegalArgumentException("decodeChunk must be 0 (automatic) or a multiple of decodeWorkGroup="
+          + decodeWorkGroup + " in [" + decodeWorkGroup + ", 8192], got " + decodeChunk);
     }
     if (decodeVector != 4 && decodeVector != 8) {
       throw new IllegalArgumentException("decodeVector must be 4 or 8, got " + decodeVector);
@@ -52,15 +51,15 @@ public record GpuTuning(int decodeWorkGroup, int decodeChunk, int decodeVector, 
     }
   }
 
-  /** @return the defaults: work-group 128, chunk 1024, vector 4, 4 splits per compute unit, prefill AUTO */
+  /** @return the defaults: work-group 128, automatic chunk, vector 4, 4 splits per compute unit, prefill AUTO */
   public static GpuTuning defaults() {
-    return new GpuTuning(128, 1024, 4, 4, Prefill.AUTO);
+    return new GpuTuning(128, 0, 4, 4, Prefill.AUTO);
   }
 
   /**
    * The defaults, each overridden by its system property where set: {@code kvcache.gpu.decodeWorkGroup},
    * {@code kvcache.gpu.decodeChunk}, {@code kvcache.gpu.decodeVector}, {@code kvcache.gpu.splitsPerCu},
-   * {@code kvcache.gpu.prefill} ({@code auto}, {@code simt}, {@code mma} or {@code mma_tf32}).
+   * {@code kvcache.gpu.prefill} ({@code auto}, {@code simt} or {@code mma}).
    *
    * @return the tuning
    * @throws IllegalArgumentException for a property that is not a number or outside its range
@@ -73,7 +72,7 @@ public record GpuTuning(int decodeWorkGroup, int decodeChunk, int decodeVector, 
       try {
         prefill = Prefill.valueOf(p.trim().toUpperCase(java.util.Locale.ROOT));
       } catch (IllegalArgumentException e) {
-        throw new IllegalArgumentException("kvcache.gpu.prefill must be auto, simt, mma or mma_tf32, got \"" + p + "\"");
+        throw new IllegalArgumentException("kvcache.gpu.prefill must be auto, simt or mma, got \"" + p + "\"");
       }
     }
     return new GpuTuning(intProperty("kvcache.gpu.decodeWorkGroup", d.decodeWorkGroup),

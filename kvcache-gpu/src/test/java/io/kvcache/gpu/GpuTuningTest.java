@@ -20,9 +20,9 @@ class GpuTuningTest {
         () -> new GpuTuning(96, 1024, 4, 4, GpuTuning.Prefill.AUTO));
     assertRejected("decodeWorkGroup must be a power of two in [32, 1024], got 2048",
         () -> new GpuTuning(2048, 4096, 4, 4, GpuTuning.Prefill.AUTO));
-    assertRejected("decodeChunk must be a multiple of decodeWorkGroup=128 in [128, 8192], got 200",
+    assertRejected("decodeChunk must be 0 (automatic) or a multiple of decodeWorkGroup=128 in [128, 8192], got 200",
         () -> new GpuTuning(128, 200, 4, 4, GpuTuning.Prefill.AUTO));
-    assertRejected("decodeChunk must be a multiple of decodeWorkGroup=128 in [128, 8192], got 64",
+    assertRejected("decodeChunk must be 0 (automatic) or a multiple of decodeWorkGroup=128 in [128, 8192], got 64",
         () -> new GpuTuning(128, 64, 4, 4, GpuTuning.Prefill.AUTO));
     assertRejected("decodeVector must be 4 or 8, got 2", () -> new GpuTuning(128, 1024, 2, 4, GpuTuning.Prefill.AUTO));
     assertRejected("splitsPerCu must be >= 1, got 0", () -> new GpuTuning(128, 1024, 4, 0, GpuTuning.Prefill.AUTO));
@@ -42,7 +42,7 @@ class GpuTuningTest {
       assertEquals(GpuTuning.Prefill.SIMT, t.prefill());
       assertEquals(GpuTuning.defaults().decodeWorkGroup(), t.decodeWorkGroup());
       System.setProperty(keys[2], "tensor");
-      assertRejected("kvcache.gpu.prefill must be auto, simt, mma or mma_tf32, got \"tensor\"", GpuTuning::fromSystemProperties);
+      assertRejected("kvcache.gpu.prefill must be auto, simt or mma, got \"tensor\"", GpuTuning::fromSystemProperties);
       System.setProperty(keys[2], "auto");
       System.setProperty(keys[0], "lots");
       assertRejected("kvcache.gpu.decodeChunk must be an integer, got \"lots\"", GpuTuning::fromSystemProperties);
