@@ -19,8 +19,10 @@ import java.util.List;
  *
  * <p>Kernels: {@link #decode} is flash-decoding (the sequence split into chunks across work-groups,
  * one work-group per chunk and KV head serving the whole GQA group, then a reduction pass);
- * {@link #attend} is causal prefill attention (32-row query tiles, one page of keys and values at a
- * time in local memory, online softmax). One thread at a time; close it to free the device memory.
+ * {@link #attend} is causal prefill attention with online softmax: on NVIDIA devices of compute
+ * capability 8.0 or more by default on the tensor cores (binary16 {@code mma.sync} with the f32 side
+ * split in two parts, f32-level accuracy), elsewhere by a portable f32 kernel; {@link GpuTuning} chooses.
+ * One thread at a time; close it to free the device memory.
  */
 public final class DeviceKVCache implements AutoCloseable {
 
