@@ -1,7 +1,11 @@
 package io.kvcache.model;
 
+import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -13,6 +17,9 @@ import jdk.incubator.vector.VectorSpecies;
 final class VectorMatrixKernels implements MatrixKernels {
 
   private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+  /** 16-bit lanes as many as {@link #S} has, and the ints they widen to. */
+  private static final VectorSpecies<Short> SH = VectorSpecies.of(short.class, VectorShape.forBitSize(S.length() * 16));
+  private static final VectorSpecies<Integer> SI = VectorSpecies.of(int.class, S.vectorShape());
 
   @Override
   public String name() {
@@ -24,7 +31,11 @@ final class VectorMatrixKernels implements MatrixKernels {
       int r1, Scratch scratch) {
     scratch.check(w);
     if (n == 1 && (w.type() == DType.F16 || w.type() == DType.BF16)) {
-      matvecHalves(w, x, xOff, y, yOff, r0, r1, scratch);
+      if (SegmentLoads.AVAILABLE) {
+        matvecSegment(w, x, xOff, y, yOff, r0, r1, scratch);
+      } else {
+        matvecHalves(w, x, xOff, y, yOff, r0, r1, scratch);
+      }
       return;
     }
     int cols = w.cols();
@@ -114,6 +125,174 @@ final class VectorMatrixKernels implements MatrixKernels {
       widen(h, f, 0, cols, bf16);
       y[yOff + r] = dot(f, 0, x, xOff, cols);
     }
+  }
+
+  /**
+   * Decode's matrix-vector product over 16-bit weights in one pass (Java 22+): weights are loaded as
+   * 16-bit vectors straight from the mapped buffer, widened in registers and multiplied, four rows at a
+   * time against one load of the activations. Compared with {@link #matvecHalves} nothing is staged, so
+   * the loads of the memory stream overlap the arithmetic instead of alternating with it. The f16 and
+   * bf16 loops are separate methods: one loop holding both widenings is too big for C2 to inline all
+   * four rows' loads (NodeCountInliningCutoff), and a vector that is not inlined is boxed.
+   */
+  private static void matvecSegment(Weight w, float[] x, int xOff, float[] y, int yOff, int r0, int r1,
+      Scratch scratch) {
+    int r4 = r0 + (r1 - r0) / 4 * 4;
+    if (w.type() == DType.BF16) {
+      matvecSegmentBf16(w, x, xOff, y, yOff, r0, r4);
+    } else if (finiteHalves(w)) {
+      matvecSegmentF16(w, x, xOff, y, yOff, r0, r4);
+    } else { // infinities or NaNs among the weights: the widening below assumes finite halves
+      r4 = r0;
+    }
+    if (r4 < r1) {
+      matvecHalves(w, x, xOff, y, yOff, r4, r1, scratch);
+    }
+  }
+
+  private static void matvecSegmentF16(Weight w, float[] x, int xOff, float[] y, int yOff, int r0, int r1) {
+    int cols = w.cols();
+    Object seg = w.segment();
+    long rowBytes = 2L * cols;
+    int len = S.length();
+    int bound = cols - cols % len;
+    for (int r = r0; r < r1; r += 4) {
+      long b0 = r * rowBytes, b1 = b0 + rowBytes, b2 = b1 + rowBytes, b3 = b2 + rowBytes;
+      FloatVector a0 = FloatVector.zero(S);
+      FloatVector a1 = FloatVector.zero(S);
+      FloatVector a2 = FloatVector.zero(S);
+      FloatVector a3 = FloatVector.zero(S);
+      for (int c = 0; c < bound; c += len) {
+        FloatVector xv = FloatVector.fromArray(S, x, xOff + c);
+        long o = 2L * c;
+        a0 = f16At(seg, b0 + o).fma(xv, a0);
+        a1 = f16At(seg, b1 + o).fma(xv, a1);
+        a2 = f16At(seg, b2 + o).fma(xv, a2);
+        a3 = f16At(seg, b3 + o).fma(xv, a3);
+      }
+      store4(w, x, xOff, y, yOff, r, bound, a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD),
+          a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD));
+    }
+  }
+
+  private static void matvecSegmentBf16(Weight w, float[] x, int xOff, float[] y, int yOff, int r0, int r1) {
+    int cols = w.cols();
+    Object seg = w.segment();
+    long rowBytes = 2L * cols;
+    int len = S.length();
+    int bound = cols - cols % len;
+    for (int r = r0; r < r1; r += 4) {
+      long b0 = r * rowBytes, b1 = b0 + rowBytes, b2 = b1 + rowBytes, b3 = b2 + rowBytes;
+      FloatVector a0 = FloatVector.zero(S);
+      FloatVector a1 = FloatVector.zero(S);
+      FloatVector a2 = FloatVector.zero(S);
+      FloatVector a3 = FloatVector.zero(S);
+      for (int c = 0; c < bound; c += len) {
+        FloatVector xv = FloatVector.fromArray(S, x, xOff + c);
+        long o = 2L * c;
+        a0 = bf16At(seg, b0 + o).fma(xv, a0);
+        a1 = bf16At(seg, b1 + o).fma(xv, a1);
+        a2 = bf16At(seg, b2 + o).fma(xv, a2);
+        a3 = bf16At(seg, b3 + o).fma(xv, a3);
+      }
+      store4(w, x, xOff, y, yOff, r, bound, a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD),
+          a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD));
+    }
+  }
+
+  /**
+   * Adds the columns past the last full vector to four rows' sums and stores them. It takes floats, not
+   * vectors: a vector passed to a method that is not inlined is boxed.
+   */
+  private static void store4(Weight w, float[] x, int xOff, float[] y, int yOff, int r, int bound, float s0,
+      float s1, float s2, float s3) {
+    for (int c = bound; c < w.cols(); c++) {
+      float xc = x[xOff + c];
+      s0 += w.get(r, c) * xc;
+      s1 += w.get(r + 1, c) * xc;
+      s2 += w.get(r + 2, c) * xc;
+      s3 += w.get(r + 3, c) * xc;
+    }
+    y[yOff + r] = s0;
+    y[yOff + r + 1] = s1;
+    y[yOff + r + 2] = s2;
+    y[yOff + r + 3] = s3;
+  }
+
+  /**
+   * Finite binary16 lanes at a byte offset to f32, exactly: the magnitude bits shifted into f32 position read as the
+   * value times 2^-112, which one multiplication by 2^112 undoes for normal and subnormal values alike;
+   * the sign comes from the sign-extended lane. (An infinity or NaN would come out finite: weights that
+   * hold one take the copying kernel, see {@link #finiteHalves}.)
+   */
+  private static FloatVector f16At(Object seg, long offset) {
+    ShortVector h;
+    try { // the load stays in this method: a vector returned across a try/catch was boxed (3x slower)
+      h = (ShortVector) SegmentLoads.LOAD.invokeExact(SH, seg, offset, ByteOrder.LITTLE_ENDIAN);
+    } catch (Throwable t) {
+      throw rethrow(t);
+    }
+    IntVector i = (IntVector) h.convertShape(VectorOperators.S2I, SI, 0);
+    FloatVector mag = i.and(0x7fff).lanewise(VectorOperators.LSHL, 13).reinterpretAsFloats().mul(0x1p112f);
+    return mag.reinterpretAsInts().or(i.and(0x80000000)).reinterpretAsFloats();
+  }
+
+  /** The exponent-and-mantissa-carrying lanes at a byte offset, sign-extended to int. */
+  private static IntVector f16Bits(Object seg, long offset) {
+    ShortVector h;
+    try {
+      h = (ShortVector) SegmentLoads.LOAD.invokeExact(SH, seg, offset, ByteOrder.LITTLE_ENDIAN);
+    } catch (Throwable t) {
+      throw rethrow(t);
+    }
+    return (IntVector) h.convertShape(VectorOperators.S2I, SI, 0);
+  }
+
+  private static RuntimeException rethrow(Throwable t) {
+    if (t instanceof RuntimeException r) {
+      return r;
+    }
+    if (t instanceof Error e) {
+      throw e;
+    }
+    return new IllegalStateException(t);
+  }
+
+  /** bf16 lanes at a byte offset to f32: the top half of the f32 bits, exact for every value. */
+  private static FloatVector bf16At(Object seg, long offset) {
+    ShortVector h;
+    try {
+      h = (ShortVector) SegmentLoads.LOAD.invokeExact(SH, seg, offset, ByteOrder.LITTLE_ENDIAN);
+    } catch (Throwable t) {
+      throw rethrow(t);
+    }
+    IntVector i = (IntVector) h.convertShape(VectorOperators.S2I, SI, 0);
+    return i.lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+  }
+
+  /**
+   * Whether an f16 weight holds no infinity or NaN (exponent field 31), scanned once per weight on its
+   * first one-pass product (a vector pass over its bytes) and remembered.
+   */
+  private static boolean finiteHalves(Weight w) {
+    int known = w.finiteHalves;
+    if (known == 0) {
+      Object seg = w.segment();
+      long n = (long) w.rows() * w.cols();
+      int len = S.length();
+      long bound = n - n % len;
+      IntVector worst = IntVector.zero(SI);
+      for (long e = 0; e < bound; e += len) {
+        worst = worst.max(f16Bits(seg, 2 * e).and(0x7c00));
+      }
+      boolean finite = worst.reduceLanes(VectorOperators.MAX) != 0x7c00;
+      for (long e = bound; e < n && finite; e++) {
+        finite = (w.shorts.get((int) e) & 0x7c00) != 0x7c00;
+      }
+      known = finite ? 1 : 2;
+      w.finiteHalves = known;
+    }
+    return known == 1;
   }
 
   /** Plain loops, which C2 turns into packed conversions (vcvtph2ps for f16) on x86. */

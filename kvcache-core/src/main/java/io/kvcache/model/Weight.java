@@ -87,6 +87,21 @@ public final class Weight {
     return data;
   }
 
+  /** For f16 weights: 0 not yet known, 1 no infinity or NaN among them, 2 some (set by the vector kernels). */
+  int finiteHalves;
+
+  /** The bytes as a {@code MemorySegment} (typed Object: Java 21 cannot name it), made on first use. */
+  private Object segment;
+
+  Object segment() {
+    Object s = segment;
+    if (s == null) { // a benign race: every thread builds an equal view
+      s = SegmentLoads.segment(data);
+      segment = s;
+    }
+    return s;
+  }
+
   /** @return bytes per row */
   public int rowBytes() {
     return rowBytes;
