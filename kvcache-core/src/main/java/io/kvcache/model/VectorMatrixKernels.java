@@ -12,7 +12,8 @@ import jdk.incubator.vector.VectorSpecies;
  * Vector API kernels: weight rows are decoded four at a time into float scratch by bulk copies and
  * loops C2 turns into packed conversions, then each activation row is loaded once per four weight
  * rows and two tokens at a time (eight fused multiply-add accumulators), or one token against four
- * rows for decode. Decode over f16 and bf16 weights has its own path, {@link #matvecHalves}.
+ * rows for decode. Decode over f16 and bf16 weights has its own paths: one pass straight from the
+ * mapped weights on Java 22+ ({@link #matvecSegment}), else copy-and-widen ({@link #matvecHalves}).
  */
 final class VectorMatrixKernels implements MatrixKernels {
 
