@@ -38,6 +38,10 @@ final class JmhCommand implements Runnable {
   @Option(names = "--warmups", description = "Warm-up iterations (default: each benchmark's own).")
   Integer warmups;
 
+  @Option(names = "--jvm-arg", description = "Extra argument for the forked benchmark JVMs (repeatable), "
+      + "e.g. -Dkvcache.attention.touchAhead=0.")
+  List<String> jvmArgs = new ArrayList<>();
+
   @Override
   public void run() {
     ChainedOptionsBuilder opt = new OptionsBuilder().include(include).shouldFailOnError(true);
@@ -53,6 +57,9 @@ final class JmhCommand implements Runnable {
     }
     if (warmups != null) {
       opt.warmupIterations(warmups);
+    }
+    if (!jvmArgs.isEmpty()) {
+      opt.jvmArgsAppend(jvmArgs.toArray(new String[0]));
     }
     opt.timeout(TimeValue.minutes(10));
     Collection<RunResult> results;
