@@ -43,6 +43,9 @@ __kernel void append_kv(__global ushort* kv, __global int* pos, __global const u
 #ifndef VW
 #define VW 4
 #endif
+#ifndef KUNROLL
+#define KUNROLL 4 // channel quads of the key pass unrolled (8 measured the same, 32 much slower)
+#endif
 #ifndef VUNROLL
 #define VUNROLL 8 // value loads in flight per work-item: the value pass is latency-bound otherwise
 #endif
@@ -95,7 +98,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
     floatV acc[G];
 #pragma unroll
     for (int g = 0; g < G; g++) acc[g] = (floatV) (0.0f);
-#pragma unroll 4
+#pragma unroll KUNROLL
     for (int c = 0; c < D; c += 4) {
       floatV k0 = vloada_halfV(0, kp + c * PT);
       floatV k1 = vloada_halfV(0, kp + (c + 1) * PT);
