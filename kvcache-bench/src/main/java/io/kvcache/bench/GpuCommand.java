@@ -98,11 +98,24 @@ final class GpuCommand implements Runnable {
         if (p.length != 3) {
           throw new IllegalArgumentException("--sweep entries are WORKGROUP:CHUNK:VECTOR, got \"" + t + "\"");
         }
-        tunings.add(base.withDecode(Integer.parseInt(p[0]), Integer.parseInt(p[1]), Integer.parseInt(p[2])));
+        try {
+          tunings.add(base.withDecode(Integer.parseInt(p[0].trim()), Integer.parseInt(p[1].trim()),
+              Integer.parseInt(p[2].trim())));
+        } catch (NumberFormatException e) {
+          throw new IllegalArgumentException("--sweep entries are WORKGROUP:CHUNK:VECTOR integers, got \"" + t + "\"");
+        }
       }
       List<GpuTuning.Prefill> kernels = new ArrayList<>();
       for (String k : prefillKernels) {
-        GpuTuning.Prefill pk = GpuTuning.Prefill.valueOf(k.trim().toUpperCase(Locale.ROOT));
+        GpuTuning.Prefill pk;
+        try {
+          pk = GpuTuning.Prefill.valueOf(k.trim().toUpperCase(Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+          pk = null;
+        }
+        if (pk == null || pk == GpuTuning.Prefill.AUTO) {
+          throw new IllegalArgumentException("--prefill-kernels takes simt and mma, got \"" + k + "\"");
+        }
         if (pk == GpuTuning.Prefill.MMA && cl.computeCapability() < 80) {
           System.out.println("prefill mma: skipped, " + cl.deviceName() + " has no tensor cores reachable from OpenCL");
           continue;

@@ -273,9 +273,19 @@ final class VectorMatrixKernels implements MatrixKernels {
 
   /**
    * Whether an f16 weight holds no infinity or NaN (exponent field 31), scanned once per weight on its
-   * first one-pass product (a vector pass over its bytes) and remembered.
+   * first one-pass product (a vector pass over its bytes, under the weight's lock) and remembered.
    */
   private static boolean finiteHalves(Weight w) {
+    int known = w.finiteHalves;
+    if (known == 0) {
+      synchronized (w) { // the row-split workers meet here on the first token: one scans, the rest wait
+        return scanHalves(w);
+      }
+    }
+    return known == 1;
+  }
+
+  private static boolean scanHalves(Weight w) {
     int known = w.finiteHalves;
     if (known == 0) {
       Object seg = w.segment();

@@ -87,10 +87,17 @@ public final class Weight {
     return data;
   }
 
-  /** For f16 weights: 0 not yet known, 1 no infinity or NaN among them, 2 some (set by the vector kernels). */
+  /**
+   * For f16 weights: 0 not yet known, 1 no infinity or NaN among them, 2 some. Written once by the
+   * vector kernels under this weight's lock; a stale 0 read elsewhere only sends the reader to the lock.
+   */
   int finiteHalves;
 
-  /** The bytes as a {@code MemorySegment} (typed Object: Java 21 cannot name it), made on first use. */
+  /**
+   * The bytes as a {@code MemorySegment} (typed Object: Java 21 cannot name it), made on first use.
+   * Racy on purpose: threads that miss each other's write build equal views, safely published through
+   * the segment's final fields.
+   */
   private Object segment;
 
   Object segment() {

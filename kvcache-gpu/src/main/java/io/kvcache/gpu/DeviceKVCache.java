@@ -4,6 +4,7 @@ import io.kvcache.core.AttentionShape;
 import io.kvcache.gpu.cl.ClBuffer;
 import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.gpu.cl.ClEvent;
+import io.kvcache.gpu.cl.ClException;
 import io.kvcache.gpu.cl.ClKernel;
 import java.util.ArrayList;
 import java.util.List;
@@ -60,10 +61,13 @@ public final class DeviceKVCache implements AutoCloseable {
   private boolean closed;
 
   /**
+   * A cache with the launch parameters of {@link GpuTuning#fromSystemProperties()}.
+   *
    * @param cl       the device context (not closed by this cache)
-   * @param shape    layers, query heads, KV heads, head dimension (at most 128 for prefill tiles)
+   * @param shape    layers, query heads, KV heads, head dimension (a power of two in [16, 128])
    * @param capacity most tokens per layer, at least 1
-   * @throws IllegalArgumentException for a capacity below 1 or a head dimension the kernels do not take
+   * @throws IllegalArgumentException for a capacity below 1, a head dimension the kernels do not take,
+   *     or a {@code kvcache.gpu.*} system property that is malformed or out of range
    */
   public DeviceKVCache(ClContext cl, AttentionShape shape, int capacity) {
     this(cl, shape, capacity, GpuTuning.fromSystemProperties());
@@ -79,6 +83,7 @@ public final class DeviceKVCache implements AutoCloseable {
    *     on a device without NVIDIA tensor-core support
    */
   public DeviceKVCache(ClContext cl, AttentionShape shape, int capacity, GpuTuning tuning) {
+    java.util.Objects.requireNonNull(tuning, "tuning");
     if (capacity < 1) {
       throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
     }
@@ -114,7 +119,8 @@ public final class DeviceKVCache implements AutoCloseable {
     this.chunkMax = chunkMax;
     long localNeed = decodeLocalBytes(group, d, wg, vw, chunkMax);
     if (localNeed > cl.localMemBytes()) {
-      throw new IllegalArgumentException("GQA group " + group + " with decodeChunk=" + chunkMax + " needs "
+      throw new IllegalArgumentException("GQA group " + group + " with "
+          + (tuning.decodeChunk() == 0 ? "the smallest automatic decode chunk, " : "decodeChunk=") + chunkMax + ", needs "
           + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
     }
     long slen = Math.max((long) group * chunkMax, (long) group * (wg / (d / vw)) * d);
@@ -124,7 +130,7 @@ public final class DeviceKVCache implements AutoCloseable {
           + " reports " + (cl.computeCapability() == 0 ? "none"
               : cl.computeCapability() / 10 + "." + cl.computeCapability() % 10));
     }
-    this.prefillKind = switch (tuning.prefill()) {
+    GpuTuning.Prefill kind = switch (tuning.prefill()) {
       case SIMT -> GpuTuning.Prefill.SIMT;
       case AUTO -> cl.computeCapability() >= 80 ? GpuTuning.Prefill.MMA : GpuTuning.Prefill.SIMT;
       case MMA -> GpuTuning.Prefill.MMA;
@@ -142,10 +148,11 @@ public final class DeviceKVCache implements AutoCloseable {
       a = cl.kernel(SOURCE, opts, "append_kv");
       p = cl.kernel(SOURCE, opts, "decode_partial");
       r = cl.kernel(SOURCE, opts, "decode_reduce");
-      f = switch (prefillKind) {
-        case MMA -> cl.kernel(SOURCE, opts + " -DMMA", "prefill_mma");
-        default -> cl.kernel(SOURCE, opts, "prefill");
-      };
+      f = kind == GpuTuning.Prefill.MMA ? mmaKernel(cl, opts, tuning.prefill() == GpuTuning.Prefill.AUTO) : null;
+      if (f == null) {
+        kind = GpuTuning.Prefill.SIMT;
+        f = cl.kernel(SOURCE, opts, "prefill");
+      }
       m = cl.buffer(4);
       for (int l = 0; l < layers; l++) {
         kv[l] = cl.buffer(2L * kvh * capPages * 2L * d * PAGE);
@@ -161,11 +168,31 @@ public final class DeviceKVCache implements AutoCloseable {
       }
       throw e;
     }
+    prefillKind = kind;
     append = a;
     partial = p;
     reduce = r;
     prefill = f;
     dummyMap = m;
+  }
+
+  /**
+   * The tensor-core prefill kernel; when it was chosen automatically and the driver's compiler rejects
+   * its inline PTX, null after one log line, so the portable kernel (also f32-accurate) runs instead.
+   * Asked for explicitly, a build failure propagates.
+   */
+  private static ClKernel mmaKernel(ClContext cl, String opts, boolean automatic) {
+    try {
+      return cl.kernel(SOURCE, opts + " -DMMA", "prefill_mma");
+    } catch (ClException e) {
+      if (!automatic) {
+        throw e;
+      }
+      System.getLogger(DeviceKVCache.class.getName()).log(System.Logger.Level.WARNING,
+          "kvcache gpu: the tensor-core prefill kernel does not build on " + cl.deviceName()
+              + "; using the portable kernel (" + e.getMessage().lines().findFirst().orElse("") + ")");
+      return null;
+    }
   }
 
   private static void closeQuietly(AutoCloseable c) {

@@ -620,8 +620,11 @@ void prefill_mma(__global const ushort* kv, __global const int* pos, int n, int 
     for (int i = lid; i < (KT / 8) * (D / 2); i += 128) {
       int cp = i % (D / 2), kg = i / (D / 2), pg = kg >> 1, j0 = (kg & 1) * 8;
       __global const ushort* ps = src + pg * PAGE_HALVES + j0;
-      uint4 a = *(__global const uint4*) (ps + (2 * cp) * PT);
-      uint4 b = *(__global const uint4*) (ps + (2 * cp + 1) * PT);
+      // The tile's second page may lie past the buffer (an odd page capacity): never read a page
+      // that holds no written slot.
+      bool any = s0 + pg * 16 < n;
+      uint4 a = any ? *(__global const uint4*) (ps + (2 * cp) * PT) : (uint4) (0u);
+      uint4 b = any ? *(__global const uint4*) (ps + (2 * cp + 1) * PT) : (uint4) (0u);
       uint w[8] = {(a.x & 0xffffu) | (b.x << 16), (a.x >> 16) | (b.x & 0xffff0000u),
                    (a.y & 0xffffu) | (b.y << 16), (a.y >> 16) | (b.y & 0xffff0000u),
                    (a.z & 0xffffu) | (b.z << 16), (a.z >> 16) | (b.z & 0xffff0000u),
