@@ -142,7 +142,11 @@ final class VectorMatrixKernels implements MatrixKernels {
     if (w.type() == DType.BF16) {
       matvecSegmentBf16(w, x, xOff, y, yOff, r0, r4);
     } else if (finiteHalves(w)) {
-      matvecSegmentF16(w, x, xOff, y, yOff, r0, r4);
+      if (!scaleActivations(x, xOff, w.cols(), scratch.rows)) {
+        matvecSegmentF16(w, x, xOff, y, yOff, r0, r4);
+      } else {
+        matvecSegmentF16Scaled(w, scratch.rows, x, xOff, y, yOff, r0, r4);
+      }
     } else { // infinities or NaNs among the weights: the widening below assumes finite halves
       r4 = r0;
     }
@@ -174,6 +178,66 @@ final class VectorMatrixKernels implements MatrixKernels {
       store4(w, x, xOff, y, yOff, r, bound, a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD),
           a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD));
     }
+  }
+
+  /**
+   * The activations times 2^112 into {@code dst}, when every |x| is below 2^16 (so none overflows);
+   * false otherwise. With them, {@link #matvecSegmentF16Scaled} widens a half in two operations: the
+   * bits {@code (h << 13) & 0x8FFFE000} are the half's value times 2^-112, and the 2^112 sits in the
+   * activation instead, so every product is the same f32 value as x times the half.
+   */
+  private static boolean scaleActivations(float[] x, int xOff, int cols, float[] dst) {
+    float big = 0f;
+    for (int c = 0; c < cols; c++) {
+      big = Math.max(big, Math.abs(x[xOff + c]));
+    }
+    if (!(big < 0x1p16f)) { // also NaN
+      return false;
+    }
+    for (int c = 0; c < cols; c++) {
+      dst[c] = x[xOff + c] * 0x1p112f;
+    }
+    return true;
+  }
+
+  private static void matvecSegmentF16Scaled(Weight w, float[] xs, float[] x, int xOff, float[] y, int yOff, int r0,
+      int r1) {
+    int cols = w.cols();
+    Object seg = w.segment();
+    long rowBytes = 2L * cols;
+    int len = S.length();
+    int bound = cols - cols % len;
+    for (int r = r0; r < r1; r += 4) {
+      long b0 = r * rowBytes, b1 = b0 + rowBytes, b2 = b1 + rowBytes, b3 = b2 + rowBytes;
+      FloatVector a0 = FloatVector.zero(S);
+      FloatVector a1 = FloatVector.zero(S);
+      FloatVector a2 = FloatVector.zero(S);
+      FloatVector a3 = FloatVector.zero(S);
+      for (int c = 0; c < bound; c += len) {
+        FloatVector xv = FloatVector.fromArray(S, xs, c);
+        long o = 2L * c;
+        a0 = f16ScaledAt(seg, b0 + o).fma(xv, a0);
+        a1 = f16ScaledAt(seg, b1 + o).fma(xv, a1);
+        a2 = f16ScaledAt(seg, b2 + o).fma(xv, a2);
+        a3 = f16ScaledAt(seg, b3 + o).fma(xv, a3);
+      }
+      store4(w, x, xOff, y, yOff, r, bound, a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD),
+          a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD));
+    }
+  }
+
+  /** Finite halves at a byte offset as f32 values times 2^-112: sign and magnitude bits moved in place. */
+  private static FloatVector f16ScaledAt(Object seg, long offset) {
+    ShortVector h;
+    try {
+      h = (ShortVector) SegmentLoads.LOAD.invokeExact(SH, seg, offset, ByteOrder.LITTLE_ENDIAN);
+    } catch (Throwable t) {
+      throw rethrow(t);
+    }
+    IntVector i = (IntVector) h.convertShape(VectorOperators.S2I, SI, 0);
+    // The lane is sign-extended: after the shift bit 31 still holds the sign, bits 28-30 are copies of
+    // it and are cleared, bits 13-27 are exponent and mantissa.
+    return i.lanewise(VectorOperators.LSHL, 13).and(0x8FFFE000).reinterpretAsFloats();
   }
 
   private static void matvecSegmentBf16(Weight w, float[] x, int xOff, float[] y, int yOff, int r0, int r1) {

@@ -168,6 +168,35 @@ class MatrixKernelsTest {
     }
   }
 
+  /**
+   * Decode's one-pass product moves a 2^112 factor from the weights into the activations when every
+   * activation is below 2^16; larger ones take the unscaled widening. Both agree with the definition.
+   */
+  @Test
+  void decodeWithLargeActivationsMatchesTheDefinition() throws IOException {
+    assumeTrue(MatrixKernels.vectorAvailable(), "jdk.incubator.vector absent");
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    int rows = 13, cols = 300;
+    Weight w = tensor(DType.F16, rows, cols, r);
+    for (float big : new float[] {0x1p16f, 3e5f, -7e4f, 65535f}) {
+      float[] x = TinyModels.gaussian(r, cols, 1, 0);
+      x[r.nextInt(cols)] = big;
+      float[] ys = new float[rows];
+      float[] yv = new float[rows];
+      MatrixKernels.Scratch s = new MatrixKernels.Scratch(cols);
+      MatrixKernels.scalar().matmul(w, x, 0, cols, 1, ys, 0, rows, 0, rows, s);
+      MatrixKernels.vector().matmul(w, x, 0, cols, 1, yv, 0, rows, 0, rows, s);
+      for (int i = 0; i < rows; i++) {
+        double mag = 0;
+        for (int c = 0; c < cols; c++) {
+          mag += Math.abs(w.get(i, c) * x[c]);
+        }
+        assertEquals(ys[i], yv[i], 2 * cols * Math.ulp(1f) * mag + 1e-30, "seed=" + seed + " big=" + big + " row " + i);
+      }
+    }
+  }
+
   @Test
   void scalarKernelComputesTheDefinedProduct() throws IOException {
     long seed = TinyModels.seed();
