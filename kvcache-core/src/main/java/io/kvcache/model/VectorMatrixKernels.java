@@ -141,13 +141,9 @@ final class VectorMatrixKernels implements MatrixKernels {
     int r4 = r0 + (r1 - r0) / 4 * 4;
     if (w.type() == DType.BF16) {
       matvecSegmentBf16(w, x, xOff, y, yOff, r0, r4);
-    } else if (finiteHalves(w)) {
-      if (!scaleActivations(x, xOff, w.cols(), scratch.rows)) {
-        matvecSegmentF16(w, x, xOff, y, yOff, r0, r4);
-      } else {
-        matvecSegmentF16Scaled(w, scratch.rows, x, xOff, y, yOff, r0, r4);
-      }
-    } else { // infinities or NaNs among the weights: the widening below assumes finite halves
+    } else if (finiteHalves(w) && scaleActivations(x, xOff, w.cols(), scratch.rows)) {
+      matvecSegmentF16(w, scratch.rows, x, xOff, y, yOff, r0, r4);
+    } else { // inf/NaN among the weights, or an activation of 2^16 or more: the copying kernel
       r4 = r0;
     }
     if (r4 < r1) {
@@ -155,34 +151,10 @@ final class VectorMatrixKernels implements MatrixKernels {
     }
   }
 
-  private static void matvecSegmentF16(Weight w, float[] x, int xOff, float[] y, int yOff, int r0, int r1) {
-    int cols = w.cols();
-    Object seg = w.segment();
-    long rowBytes = 2L * cols;
-    int len = S.length();
-    int bound = cols - cols % len;
-    for (int r = r0; r < r1; r += 4) {
-      long b0 = r * rowBytes, b1 = b0 + rowBytes, b2 = b1 + rowBytes, b3 = b2 + rowBytes;
-      FloatVector a0 = FloatVector.zero(S);
-      FloatVector a1 = FloatVector.zero(S);
-      FloatVector a2 = FloatVector.zero(S);
-      FloatVector a3 = FloatVector.zero(S);
-      for (int c = 0; c < bound; c += len) {
-        FloatVector xv = FloatVector.fromArray(S, x, xOff + c);
-        long o = 2L * c;
-        a0 = f16At(seg, b0 + o).fma(xv, a0);
-        a1 = f16At(seg, b1 + o).fma(xv, a1);
-        a2 = f16At(seg, b2 + o).fma(xv, a2);
-        a3 = f16At(seg, b3 + o).fma(xv, a3);
-      }
-      store4(w, x, xOff, y, yOff, r, bound, a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD),
-          a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD));
-    }
-  }
-
   /**
    * The activations times 2^112 into {@code dst}, when every |x| is below 2^16 (so none overflows);
-   * false otherwise. With them, {@link #matvecSegmentF16Scaled} widens a half in two operations: the
+   * false otherwise (rare: those products take the copying kernel). With them,
+   * {@link #matvecSegmentF16} widens a half in two operations: the
    * bits {@code (h << 13) & 0x8FFFE000} are the half's value times 2^-112, and the 2^112 sits in the
    * activation instead, so every product is the same f32 value as x times the half.
    */
@@ -200,7 +172,7 @@ final class VectorMatrixKernels implements MatrixKernels {
     return true;
   }
 
-  private static void matvecSegmentF16Scaled(Weight w, float[] xs, float[] x, int xOff, float[] y, int yOff, int r0,
+  private static void matvecSegmentF16(Weight w, float[] xs, float[] x, int xOff, float[] y, int yOff, int r0,
       int r1) {
     int cols = w.cols();
     Object seg = w.segment();
@@ -284,35 +256,6 @@ final class VectorMatrixKernels implements MatrixKernels {
     y[yOff + r + 3] = s3;
   }
 
-  /**
-   * Finite binary16 lanes at a byte offset to f32, exactly: the magnitude bits shifted into f32 position read as the
-   * value times 2^-112, which one multiplication by 2^112 undoes for normal and subnormal values alike;
-   * the sign comes from the sign-extended lane. (An infinity or NaN would come out finite: weights that
-   * hold one take the copying kernel, see {@link #finiteHalves}.)
-   */
-  private static FloatVector f16At(Object seg, long offset) {
-    ShortVector h;
-    try { // the load stays in this method: a vector returned across a try/catch was boxed (3x slower)
-      h = (ShortVector) SegmentLoads.LOAD.invokeExact(SH, seg, offset, ByteOrder.LITTLE_ENDIAN);
-    } catch (Throwable t) {
-      throw rethrow(t);
-    }
-    IntVector i = (IntVector) h.convertShape(VectorOperators.S2I, SI, 0);
-    FloatVector mag = i.and(0x7fff).lanewise(VectorOperators.LSHL, 13).reinterpretAsFloats().mul(0x1p112f);
-    return mag.reinterpretAsInts().or(i.and(0x80000000)).reinterpretAsFloats();
-  }
-
-  /** The exponent-and-mantissa-carrying lanes at a byte offset, sign-extended to int. */
-  private static IntVector f16Bits(Object seg, long offset) {
-    ShortVector h;
-    try {
-      h = (ShortVector) SegmentLoads.LOAD.invokeExact(SH, seg, offset, ByteOrder.LITTLE_ENDIAN);
-    } catch (Throwable t) {
-      throw rethrow(t);
-    }
-    return (IntVector) h.convertShape(VectorOperators.S2I, SI, 0);
-  }
-
   private static RuntimeException rethrow(Throwable t) {
     if (t instanceof RuntimeException r) {
       return r;
@@ -358,7 +301,13 @@ final class VectorMatrixKernels implements MatrixKernels {
       long bound = n - n % len;
       IntVector worst = IntVector.zero(SI);
       for (long e = 0; e < bound; e += len) {
-        worst = worst.max(f16Bits(seg, 2 * e).and(0x7c00));
+        ShortVector h;
+        try { // the load stays in this method, as in f16ScaledAt, so the vector is not boxed
+          h = (ShortVector) SegmentLoads.LOAD.invokeExact(SH, seg, 2 * e, ByteOrder.LITTLE_ENDIAN);
+        } catch (Throwable t) {
+          throw rethrow(t);
+        }
+        worst = worst.max(((IntVector) h.convertShape(VectorOperators.S2I, SI, 0)).and(0x7c00));
       }
       boolean finite = worst.reduceLanes(VectorOperators.MAX) != 0x7c00;
       for (long e = bound; e < n && finite; e++) {

@@ -170,7 +170,7 @@ class MatrixKernelsTest {
 
   /**
    * Decode's one-pass product moves a 2^112 factor from the weights into the activations when every
-   * activation is below 2^16; larger ones take the unscaled widening. Both agree with the definition.
+   * activation is below 2^16; larger ones take the copying kernel. Both agree with the definition.
    */
   @Test
   void decodeWithLargeActivationsMatchesTheDefinition() throws IOException {

@@ -123,7 +123,7 @@ public final class DeviceKVCache implements AutoCloseable {
           + (tuning.decodeChunk() == 0 ? "the smallest automatic decode chunk, " : "decodeChunk=") + chunkMax + ", needs "
           + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
     }
-    long slen = Math.max((long) group * chunkMax, (long) group * (wg / (d / vw)) * d);
+    long slen = decodeScoreFloats(group, d, wg, vw, chunkMax);
     if (tuning.prefill() == GpuTuning.Prefill.MMA && cl.computeCapability() < 80) {
       throw new IllegalArgumentException("prefill=" + tuning.prefill() + " needs an NVIDIA device of compute "
           + "capability 8.0 or more (inline PTX mma.sync); " + cl.deviceName() + " on " + cl.platformName()
@@ -207,8 +207,12 @@ public final class DeviceKVCache implements AutoCloseable {
 
   /** Local memory of decode_partial: the query group, the scores (or the value streams' outputs), a reduction. */
   static long decodeLocalBytes(int group, int d, int wg, int vw, int chunk) {
-    long slen = Math.max((long) group * chunk, (long) group * (wg / (d / vw)) * d);
-    return 4L * (group * d + slen + (long) group * wg);
+    return 4L * (group * d + decodeScoreFloats(group, d, wg, vw, chunk) + (long) group * wg);
+  }
+
+  /** SLEN: floats of the local array holding a chunk's scores, later the value streams' partial outputs. */
+  private static long decodeScoreFloats(int group, int d, int wg, int vw, int chunk) {
+    return Math.max((long) group * chunk, (long) group * (wg / (d / vw)) * d);
   }
 
   /** @return the launch parameters this cache was built with */
