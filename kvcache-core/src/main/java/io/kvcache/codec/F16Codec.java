@@ -31,9 +31,26 @@ final class F16Codec implements StorageCodec {
     return name();
   }
 
-  /** One short[] per page, laid out like the f32 page: keys transposed, then values row-major. */
-  static final class Store extends HeadStore {
+  /**
+   * One short[] per page, laid out like the f32 page: keys transposed, then values row-major.
+   *
+   * <p>Decode reads the halves in place ({@link HeadStore.FusedPages}): the kernels widen them in
+   * registers instead of writing a float copy of each page and reading it back. They read a half as its
+   * value times 2^-112 ({@link AttentionKernels#HALF_FACTOR}), so the queries and weights are multiplied
+   * by 2^112 here; the products, and so the results, are the same floats as over the widened page. A
+   * tile whose scaled queries reach 2^16 in magnitude (where the factor would overflow), or of more
+   * than {@value #FUSED_MAX_ROWS} rows (prefill, where one float copy of a page serves many rows and
+   * costs less than widening it again for every four rows), takes the float copy.
+   */
+  static final class Store extends HeadStore implements HeadStore.FusedPages {
+
+    /** Most query rows of a tile read in place: decode's whole GQA group, up to 16 heads per KV head. */
+    static final int FUSED_MAX_ROWS = 16;
+
     private short[][] pages = new short[4][];
+    private float[] qScaled = new float[0];
+    private final float[] pScaled = new float[FUSED_MAX_ROWS * PAGE_TOKENS];
+    private boolean fused;
 
     Store(int headDim) {
       super(headDim);
@@ -109,6 +126,47 @@ final class F16Codec implements StorageCodec {
     public float[] page(int page, float[] buf, AttentionKernels kernels) {
       kernels.f16ToF32(pages[page], 0, buf, 0, 2 * headDim * PAGE_TOKENS);
       return buf;
+    }
+
+    @Override
+    public void prepareQueries(float[] q, int qOff, int rows, AttentionKernels kernels) {
+      int n = rows * headDim;
+      float big = 0f;
+      for (int i = 0; i < n; i++) {
+        big = Math.max(big, Math.abs(q[qOff + i]));
+      }
+      fused = rows <= FUSED_MAX_ROWS && big < 0x1p16f; // false for NaN too
+      if (!fused) {
+        return;
+      }
+      if (qScaled.length < n) {
+        qScaled = new float[FUSED_MAX_ROWS * headDim];
+      }
+      for (int i = 0; i < n; i++) {
+        qScaled[i] = q[qOff + i] * AttentionKernels.HALF_FACTOR;
+      }
+    }
+
+    @Override
+    public boolean fusedPage(int page) {
+      return fused;
+    }
+
+    @Override
+    public void pageScores(int page, int rows, float[] s, int sOff, int sStride, AttentionKernels kernels) {
+      kernels.scoresHalf(qScaled, 0, rows, headDim, pages[page], 0, PAGE_TOKENS, s, sOff, sStride);
+    }
+
+    @Override
+    public void pageAccumulate(int page, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
+        AttentionKernels kernels) {
+      for (int r = 0; r < rows; r++) {
+        for (int j = 0; j < PAGE_TOKENS; j++) {
+          pScaled[r * PAGE_TOKENS + j] = p[pOff + r * pStride + j] * AttentionKernels.HALF_FACTOR;
+        }
+      }
+      kernels.accumulateHalf(pScaled, 0, PAGE_TOKENS, rows, pages[page], valuesOffset(), PAGE_TOKENS, headDim, o,
+          oOff);
     }
 
     @Override

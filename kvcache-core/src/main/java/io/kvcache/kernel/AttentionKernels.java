@@ -54,6 +54,53 @@ public interface AttentionKernels {
       int oOff);
 
   /**
+   * The factor between a binary16 value and the float the half-page kernels read it as: they see a
+   * half {@code h} as {@code value(h) * 2^-112}, which a vector kernel gets from {@code h}'s bits in
+   * two integer operations, so the caller multiplies the other operand (queries, probabilities) by
+   * this factor. Both scalings are exact (powers of two, no overflow while that operand is below
+   * 2^16 in magnitude), so every product equals the f32 product of the operand and the half.
+   */
+  float HALF_FACTOR = 0x1p112f;
+
+  /**
+   * {@link #scores} over a key page held as binary16 bit patterns, each read as its value times
+   * 2^-112 (see {@link #HALF_FACTOR}): pass queries multiplied by {@link #HALF_FACTOR} to get the
+   * scores {@link #scores} computes over the widened page. Halves must be finite.
+   *
+   * @param q          query rows, packed, multiplied by the attention scale and {@link #HALF_FACTOR}
+   * @param qOff       offset of row 0 in {@code q}
+   * @param rows       number of query rows
+   * @param d          head dimension
+   * @param kT         the key page, transposed, {@code d * pageTokens} halves from {@code kOff}
+   * @param kOff       offset of the key page
+   * @param pageTokens tokens per page
+   * @param s          output scores
+   * @param sOff       offset of row 0's first score
+   * @param sStride    distance between consecutive rows in {@code s}
+   */
+  void scoresHalf(float[] q, int qOff, int rows, int d, short[] kT, int kOff, int pageTokens, float[] s, int sOff,
+      int sStride);
+
+  /**
+   * {@link #accumulate} over a value page held as binary16 bit patterns, each read as its value
+   * times 2^-112 (see {@link #HALF_FACTOR}): pass weights multiplied by {@link #HALF_FACTOR}.
+   * Halves must be finite.
+   *
+   * @param p          weights, multiplied by {@link #HALF_FACTOR}
+   * @param pOff       offset of row 0's first weight
+   * @param pStride    distance between consecutive rows in {@code p}
+   * @param rows       number of rows
+   * @param v          the value page, row-major, {@code pageTokens * d} halves from {@code vOff}
+   * @param vOff       offset of the value page
+   * @param pageTokens tokens per page
+   * @param d          head dimension
+   * @param o          output accumulators, packed rows
+   * @param oOff       offset of row 0 in {@code o}
+   */
+  void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int pageTokens, int d,
+      float[] o, int oOff);
+
+  /**
    * Largest of {@code n} floats from {@code off}; {@code -Infinity} when {@code n == 0}.
    *
    * @param a   the array

@@ -48,6 +48,42 @@ public final class ScalarAttentionKernels implements AttentionKernels {
   }
 
   @Override
+  public void scoresHalf(float[] q, int qOff, int rows, int d, short[] kT, int kOff, int pageTokens, float[] s,
+      int sOff, int sStride) {
+    for (int r = 0; r < rows; r++) {
+      int qr = qOff + r * d;
+      for (int j = 0; j < pageTokens; j++) {
+        float dot = 0f;
+        for (int c = 0; c < d; c++) {
+          dot += q[qr + c] * halfScaled(kT[kOff + c * pageTokens + j]);
+        }
+        s[sOff + r * sStride + j] = dot;
+      }
+    }
+  }
+
+  @Override
+  public void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int pageTokens, int d,
+      float[] o, int oOff) {
+    for (int r = 0; r < rows; r++) {
+      int pr = pOff + r * pStride;
+      int or = oOff + r * d;
+      for (int j = 0; j < pageTokens; j++) {
+        float w = p[pr + j];
+        int vj = vOff + j * d;
+        for (int c = 0; c < d; c++) {
+          o[or + c] += w * halfScaled(v[vj + c]);
+        }
+      }
+    }
+  }
+
+  /** The definition the half-page kernels follow: the half's value times 2^-112, exact in f32. */
+  static float halfScaled(short h) {
+    return Float.float16ToFloat(h) * (1f / HALF_FACTOR);
+  }
+
+  @Override
   public float max(float[] a, int off, int n) {
     float m = Float.NEGATIVE_INFINITY;
     for (int i = 0; i < n; i++) {

@@ -133,6 +133,106 @@ class AttentionKernelsTest {
     }
   }
 
+  /** Random finite binary16 bit patterns, uniform over the patterns: subnormals, zeros and 65504 included. */
+  static short[] halves(SplittableRandom rnd, int n) {
+    short[] h = new short[n];
+    for (int i = 0; i < n; i++) {
+      int b;
+      do {
+        b = rnd.nextInt(65536);
+      } while ((b & 0x7C00) == 0x7C00);
+      h[i] = (short) b;
+    }
+    return h;
+  }
+
+  static float[] widened(short[] h) {
+    float[] f = new float[h.length];
+    for (int i = 0; i < h.length; i++) {
+      f[i] = Float.float16ToFloat(h[i]);
+    }
+    return f;
+  }
+
+  static float[] times(float[] a, float f) {
+    float[] r = new float[a.length];
+    for (int i = 0; i < a.length; i++) {
+      r[i] = a[i] * f;
+    }
+    return r;
+  }
+
+  static void assertSameBits(float[] expected, float[] actual, String what, long seed) {
+    for (int i = 0; i < expected.length; i++) {
+      int at = i;
+      assertEquals(Float.floatToRawIntBits(expected[i]), Float.floatToRawIntBits(actual[i]),
+          () -> what + " element " + at + ": " + actual[at] + " vs " + expected[at] + " (seed " + seed + ")");
+    }
+  }
+
+  /**
+   * The half-page kernels of each implementation return exactly the floats of its float kernels over
+   * the widened page, with the other operand scaled by 2^112: same products, same order. The pages
+   * draw every kind of finite half, subnormals and the largest included.
+   */
+  @ParameterizedTest(name = "rows={0}")
+  @ValueSource(ints = {1, 3, 4, 5, 8, 13, 16})
+  void halfPageKernelsEqualFloatKernelsOverTheWidenedPage(int rows) {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
+      for (int d : new int[] {1, 7, 24, 64, 100, 128}) {
+        int p = 16;
+        short[] page = halves(rnd, 2 * d * p + 5);
+        float[] wide = widened(page);
+        float[] q = gaussian(rnd, rows * d + 3);
+        int sStride = 40;
+        float[] s1 = new float[rows * sStride + 5];
+        float[] s2 = new float[rows * sStride + 5];
+        k.scores(q, 3, rows, d, wide, 5, p, s1, 5, sStride);
+        k.scoresHalf(times(q, AttentionKernels.HALF_FACTOR), 3, rows, d, page, 5, p, s2, 5, sStride);
+        assertSameBits(s1, s2, k.name() + " scores d=" + d, seed);
+
+        int pStride = 48;
+        float[] w = gaussian(rnd, rows * pStride + 2);
+        float[] o1 = gaussian(rnd, rows * d + 1);
+        float[] o2 = o1.clone();
+        k.accumulate(w, 2, pStride, rows, wide, 5 + d * p, p, d, o1, 1);
+        k.accumulateHalf(times(w, AttentionKernels.HALF_FACTOR), 2, pStride, rows, page, 5 + d * p, p, d, o2, 1);
+        assertSameBits(o1, o2, k.name() + " accumulate d=" + d, seed);
+      }
+    }
+  }
+
+  /** Vector half-page kernels against the scalar ones, as for the float kernels. */
+  @ParameterizedTest(name = "rows={0}")
+  @ValueSource(ints = {1, 4, 5, 13, 64})
+  void halfPageKernelsMatchScalar(int rows) {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    for (int d : new int[] {1, 7, 64, 128}) {
+      int p = 16;
+      short[] page = new short[2 * d * p + 9];
+      for (int i = 0; i < page.length; i++) {
+        page[i] = Float.floatToFloat16((float) rnd.nextGaussian());
+      }
+      float[] q = times(gaussian(rnd, rows * d + 3), AttentionKernels.HALF_FACTOR);
+      int stride = 40;
+      float[] s1 = new float[rows * stride + 5];
+      float[] s2 = new float[rows * stride + 5];
+      scalar.scoresHalf(q, 3, rows, d, page, 9, p, s1, 5, stride);
+      vector.scoresHalf(q, 3, rows, d, page, 9, p, s2, 5, stride);
+      assertClose(s1, s2, 1e-5, seed);
+
+      float[] w = times(gaussian(rnd, rows * stride + 2), AttentionKernels.HALF_FACTOR);
+      float[] o1 = gaussian(rnd, rows * d + 1);
+      float[] o2 = o1.clone();
+      scalar.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o1, 1);
+      vector.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o2, 1);
+      assertClose(o1, o2, 1e-5, seed);
+    }
+  }
+
   @Test
   void f16ToF32MatchesJdkForEveryFiniteValue() {
     short[] all = new short[65536];
