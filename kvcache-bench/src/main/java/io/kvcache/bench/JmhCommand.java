@@ -39,7 +39,7 @@ final class JmhCommand implements Runnable {
   Integer warmups;
 
   @Option(names = "--jvm-arg", description = "Extra argument for the forked benchmark JVMs (repeatable), "
-      + "e.g. -Dkvcache.attention.touchAhead=0.")
+      + "e.g. -Dkvcache.attention.f16InPlace=false.")
   List<String> jvmArgs = new ArrayList<>();
 
   @Override

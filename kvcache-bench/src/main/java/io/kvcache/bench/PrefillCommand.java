@@ -47,8 +47,8 @@ import picocli.CommandLine.Option;
         + "prefill schedules (full, FastKV, SwiftKV), with KV bytes after the prompt.")
 final class PrefillCommand implements Runnable {
 
-  /** FastKV's defaults as {@link Strategies#fastKV(int)} sets them: TSP layer 15/32 of depth, window 8, pool 7. */
-  static final double TSP_LAYER = 15.0 / 32;
+  /** FastKV's defaults as {@link Strategies#fastKV(int)} sets them: half the layers see every row, window 8, pool 7. */
+  static final double TSP_FULL_SHARE = 0.5;
   static final int TSP_WINDOW = 8;
   static final int TSP_POOL = 7;
 
@@ -65,7 +65,7 @@ final class PrefillCommand implements Runnable {
   @Option(names = "--prompt", defaultValue = "8192", description = "Prompt tokens (default: ${DEFAULT-VALUE}).")
   int prompt;
 
-  @Option(names = {"-s", "--strategy"}, description = "full, fastKV (TSP rate 20%%), fastKV(RATE), fastKV(RATE,LAYER), swiftKV(SKIP,GROUP), "
+  @Option(names = {"-s", "--strategy"}, description = "full, fastKV (TSP rate 20%%), fastKV(RATE), fastKV(RATE,SHARE), swiftKV(SKIP,GROUP), "
       + "or a compare preset or combination; repeatable. Default: full, fastKV, swiftKV(0.5,2), swiftKV(0.5,1). "
       + "The full schedule is always measured: the ratios are against it.")
   List<String> strategies = new ArrayList<>();
@@ -315,8 +315,8 @@ final class PrefillCommand implements Runnable {
   /**
    * One strategy by name.
    *
-   * @param spec   {@code full}, {@code fastKV}, {@code fastKV(RATE)}, {@code fastKV(RATE,LAYER)} (the TSP layer
-   *               as a share of depth), {@code swiftKV},
+   * @param spec   {@code full}, {@code fastKV}, {@code fastKV(RATE)}, {@code fastKV(RATE,SHARE)} (SHARE: the
+   *               share of layers that run every prompt row), {@code swiftKV},
    *               {@code swiftKV(SKIP,GROUP)}, or a compare preset or combination
    * @param budget KV budget per KV head
    * @return the strategy
@@ -337,14 +337,14 @@ final class PrefillCommand implements Runnable {
       Matcher f = FAST.matcher(s);
       if (f.matches()) {
         double rate = Double.parseDouble(f.group(1));
-        return Strategies.fastKV(TokenSelectivePropagation.ofRate(TSP_LAYER, rate, TSP_WINDOW, TSP_POOL), budget,
+        return Strategies.fastKV(TokenSelectivePropagation.ofRate(TSP_FULL_SHARE, rate, TSP_WINDOW, TSP_POOL), budget,
             TSP_WINDOW, TSP_POOL);
       }
       Matcher fa = FAST_AT.matcher(s);
       if (fa.matches()) {
         double rate = Double.parseDouble(fa.group(1));
-        double layer = Double.parseDouble(fa.group(2));
-        return Strategies.fastKV(TokenSelectivePropagation.ofRate(layer, rate, TSP_WINDOW, TSP_POOL), budget,
+        double share = Double.parseDouble(fa.group(2));
+        return Strategies.fastKV(TokenSelectivePropagation.ofRate(share, rate, TSP_WINDOW, TSP_POOL), budget,
             TSP_WINDOW, TSP_POOL);
       }
       Matcher w = SWIFT.matcher(s);
@@ -355,7 +355,7 @@ final class PrefillCommand implements Runnable {
     } catch (IllegalArgumentException e) {
       // Also a NumberFormatException: its message names the text that is not a number.
       throw new IllegalArgumentException("strategy '" + spec + "': " + e.getMessage() + " (accepted: full, fastKV, "
-          + "fastKV(RATE) with RATE in (0, 1], fastKV(RATE,LAYER) with LAYER the TSP layer's share of depth, swiftKV, swiftKV(SKIP,GROUP) with SKIP in (0, 1] and GROUP >= 1, or a "
+          + "fastKV(RATE) with RATE in (0, 1], fastKV(RATE,SHARE) with SHARE in (0, 1] the share of layers that run every prompt row, swiftKV, swiftKV(SKIP,GROUP) with SKIP in (0, 1] and GROUP >= 1, or a "
           + "compare preset or combination)", e);
     }
   }

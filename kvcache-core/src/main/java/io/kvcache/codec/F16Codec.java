@@ -40,12 +40,19 @@ final class F16Codec implements StorageCodec {
    * by 2^112 here; the products, and so the results, are the same floats as over the widened page. A
    * tile whose scaled queries reach 2^16 in magnitude (where the factor would overflow), or of more
    * than {@value #FUSED_MAX_ROWS} rows (prefill, where one float copy of a page serves many rows and
-   * costs less than widening it again for every four rows), takes the float copy.
+   * costs less than widening it again for every four rows), takes the float copy. The system property
+   * {@value #IN_PLACE_PROPERTY}{@code =false} makes every tile take it (same results; for comparing
+   * the two in benchmarks).
    */
   static final class Store extends HeadStore implements HeadStore.FusedPages {
 
     /** Most query rows of a tile read in place: decode's whole GQA group, up to 16 heads per KV head. */
     static final int FUSED_MAX_ROWS = 16;
+
+    /** The system property that turns reading in place off: {@code kvcache.attention.f16InPlace=false}. */
+    static final String IN_PLACE_PROPERTY = "kvcache.attention.f16InPlace";
+
+    private static final boolean IN_PLACE = !"false".equalsIgnoreCase(System.getProperty(IN_PLACE_PROPERTY, "true"));
 
     private short[][] pages = new short[4][];
     private float[] qScaled = new float[0];
@@ -135,7 +142,7 @@ final class F16Codec implements StorageCodec {
       for (int i = 0; i < n; i++) {
         big = Math.max(big, Math.abs(q[qOff + i]));
       }
-      fused = rows <= FUSED_MAX_ROWS && big < 0x1p16f; // false for NaN too
+      fused = IN_PLACE && rows <= FUSED_MAX_ROWS && big < 0x1p16f; // false for NaN too
       if (!fused) {
         return;
       }

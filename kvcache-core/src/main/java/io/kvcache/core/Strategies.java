@@ -165,8 +165,9 @@ public final class Strategies {
   }
 
   /**
-   * FastKV (arXiv 2502.01068) in f16 with the later paper's defaults: token-selective propagation at
-   * 15/32 of the depth with a TSP rate of 20%, observation window 8, pooling kernel 7, and every
+   * FastKV (arXiv 2502.01068) in f16 with the later paper's defaults: token-selective propagation after
+   * the first half of the layers (layer 15 of 32, the authors' choice for every model they ran) with a
+   * TSP rate of 20%, observation window 8, pooling kernel 7, and every
    * layer's cache compressed to {@code kvBudget} tokens per KV head at the end of the prompt with
    * GQA-aware SnapKV scores (mean over each KV head's query heads). The schedule needs a model runner
    * that honours it (the reference decoder does).
@@ -175,7 +176,7 @@ public final class Strategies {
    * @return the strategy
    */
   public static KVCacheStrategy fastKV(int kvBudget) {
-    return fastKV(io.kvcache.fastkv.TokenSelectivePropagation.ofRate(15.0 / 32, 0.2, 8, 7), kvBudget, 8, 7);
+    return fastKV(io.kvcache.fastkv.TokenSelectivePropagation.ofRate(0.5, 0.2, 8, 7), kvBudget, 8, 7);
   }
 
   /**

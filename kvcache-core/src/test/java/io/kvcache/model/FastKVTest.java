@@ -70,8 +70,9 @@ class FastKVTest {
     long seed = TinyModels.seed();
     try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
       int[] p = prompt(new SplittableRandom(seed), 40);
-      // TSP at layer round(0.25 * 4) = 1, 20 rows travel on; every layer keeps 12 tokens per KV head.
-      KVCacheStrategy fast = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.25, 20, 8, 7), 12, 8, 7);
+      // Half of the 4 layers see every row (TSP at layer 1), 20 rows travel on; every layer keeps 12 tokens
+      // per KV head.
+      KVCacheStrategy fast = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.5, 20, 8, 7), 12, 8, 7);
       Run r = run(w, fast, p);
       for (int l = 0; l < 4; l++) {
         assertEquals(l <= 1 ? 41 : 21, r.stats.tokensSeen()[l], "rows that reached layer " + l + ", seed=" + seed);
@@ -87,9 +88,13 @@ class FastKVTest {
 
   @Test
   void scheduleFollowsDepthAndRate() {
-    TokenSelectivePropagation paper = TokenSelectivePropagation.ofRate(15.0 / 32, 0.2, 8, 7);
-    assertEquals(15, paper.selectionLayer(32), "layer 15 of Llama-3.1-8B's 32");
-    assertEquals(8, paper.selectionLayer(16), "half-way in a 16-layer model");
+    TokenSelectivePropagation paper = TokenSelectivePropagation.ofRate(0.5, 0.2, 8, 7);
+    assertEquals(15, paper.selectionLayer(32), "layer 15 of Llama-3.1-8B's 32 (the authors' tsp_idx)");
+    assertEquals(17, paper.selectionLayer(36), "layer 17 of Ministral-8B's 36 (the authors' tsp_idx)");
+    assertEquals(19, paper.selectionLayer(40), "layer 19 of Mistral-Nemo's 40 (the authors' tsp_idx)");
+    assertEquals(7, paper.selectionLayer(16), "layers 0-7, half of a 16-layer model, see every row");
+    assertEquals(0, TokenSelectivePropagation.ofRate(0.01, 0.2, 8, 7).selectionLayer(16), "at least layer 0");
+    assertEquals(15, TokenSelectivePropagation.ofRate(1.0, 0.2, 8, 7).selectionLayer(16), "every layer");
     assertEquals(1638, paper.rowsKept(8192));
     assertEquals(8, paper.rowsKept(10), "never fewer rows than the window");
     assertEquals(8, paper.selectionWindow());
@@ -99,7 +104,8 @@ class FastKVTest {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
         () -> TokenSelectivePropagation.ofRate(0.5, 1.5, 8, 7));
     assertTrue(e.getMessage().contains("tspRate") && e.getMessage().contains("1.5"), e.getMessage());
-    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(1.0, 10, 8, 7));
+    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(0.0, 10, 8, 7));
+    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(1.01, 10, 8, 7));
     assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(0.5, 10, 8, 6));
   }
 }
