@@ -102,7 +102,7 @@ class PrefillCommandTest {
         + "prefill_flop_vs_full,ttft_ms,ttft_vs_full,ttft_speedup,prompt_tokens_per_s,kv_bytes,kv_vs_full,held_bytes",
         header);
     Map<String, Map<String, String>> rows = csvRows(r.out());
-    assertEquals(List.of("full-f16", "fastKV(tsp(0.5,20.0%),64)", "swiftKV(0.5,2)", "swiftKV(0.5,1)"),
+    assertEquals(List.of("full-f16", "fastKV(tsp(full=0.5,20.0%),64)", "swiftKV(0.5,2)", "swiftKV(0.5,1)"),
         new ArrayList<>(rows.keySet()), r.out());
     Map<String, String> full = rows.get("full-f16");
     assertEquals(1.0, num(full, "prefill_vs_full"), 0.0, "full prefill vs itself");
@@ -142,13 +142,13 @@ class PrefillCommandTest {
     }
     double pairs = num(rows.get("swiftKV(0.5,2)"), "prefill_flop_vs_full");
     double ones = num(rows.get("swiftKV(0.5,1)"), "prefill_flop_vs_full");
-    assertTrue(pairs < ones && ones < 1 && num(rows.get("fastKV(tsp(0.5,20.0%),64)"), "prefill_flop_vs_full") < 1,
+    assertTrue(pairs < ones && ones < 1 && num(rows.get("fastKV(tsp(full=0.5,20.0%),64)"), "prefill_flop_vs_full") < 1,
         r.out());
     // AcrossKV in pairs over the later half of 4 layers stores 3 layers of 4; in groups of one, all 4.
     assertEquals(0.75, num(rows.get("swiftKV(0.5,2)"), "kv_vs_full"), 0.0);
     assertEquals(fullKv, Long.parseLong(rows.get("swiftKV(0.5,1)").get("kv_bytes")));
     // FastKV keeps 64 tokens per KV head in every layer of the 200 the full cache holds.
-    assertTrue(Long.parseLong(rows.get("fastKV(tsp(0.5,20.0%),64)").get("kv_bytes")) < fullKv / 2, r.out());
+    assertTrue(Long.parseLong(rows.get("fastKV(tsp(full=0.5,20.0%),64)").get("kv_bytes")) < fullKv / 2, r.out());
   }
 
   /** How far a ratio of two times printed to 0.1 ms may be from the printed ratio of the unrounded ones. */
@@ -173,7 +173,7 @@ class PrefillCommandTest {
     Map<?, ?> full = (Map<?, ?>) rows.get(0);
     Map<?, ?> fast = (Map<?, ?>) rows.get(1);
     assertEquals("full-f16", full.get("strategy"));
-    assertEquals("fastKV(tsp(0.5,50.0%),64)", fast.get("strategy"));
+    assertEquals("fastKV(tsp(full=0.5,50.0%),64)", fast.get("strategy"));
     assertEquals(1.0, full.get("ttftVsFull"));
     double expected = (Double) fast.get("ttftMs") / (Double) full.get("ttftMs");
     assertEquals(expected, (Double) fast.get("ttftVsFull"), rounding((Double) fast.get("ttftMs"),
@@ -188,7 +188,7 @@ class PrefillCommandTest {
     Matcher m = Pattern.compile("machine: (\\d+) cores, 2 threads used, JDK .*matrix kernels .*attention kernels")
         .matcher(r.out());
     assertTrue(m.find(), r.out());
-    for (String s : new String[] {"full-f16", "fastKV(tsp(0.5,20.0%),64)", "swiftKV(0.5,2)", "swiftKV(0.5,1)"}) {
+    for (String s : new String[] {"full-f16", "fastKV(tsp(full=0.5,20.0%),64)", "swiftKV(0.5,2)", "swiftKV(0.5,1)"}) {
       assertTrue(r.out().contains("\n" + s + " "), s + " in\n" + r.out());
     }
   }
@@ -219,7 +219,7 @@ class PrefillCommandTest {
   @Test
   void strategiesPutTheFullScheduleFirstOnce() {
     List<KVCacheStrategy> l = PrefillCommand.strategies(List.of("swiftKV", "full-f16", "fastKV"), 128);
-    assertEquals(List.of("full-f16", "swiftKV(0.5,2)", "fastKV(tsp(0.5,20.0%),128)"),
+    assertEquals(List.of("full-f16", "swiftKV(0.5,2)", "fastKV(tsp(full=0.5,20.0%),128)"),
         l.stream().map(KVCacheStrategy::name).toList());
     assertEquals(4, PrefillCommand.strategies(List.of(), 128).size());
     assertThrows(IllegalArgumentException.class, () -> PrefillCommand.resolve("fastKV(0)", 64));

@@ -55,8 +55,10 @@ final class F16Codec implements StorageCodec {
     private static final boolean IN_PLACE = !"false".equalsIgnoreCase(System.getProperty(IN_PLACE_PROPERTY, "true"));
 
     private short[][] pages = new short[4][];
+    // Scratch of the in-place kernels, sized on first use to the tile (a decode group: 2 KiB at 4 heads of
+    // 128), so a cache of many stores that never decodes holds none.
     private float[] qScaled = new float[0];
-    private final float[] pScaled = new float[FUSED_MAX_ROWS * PAGE_TOKENS];
+    private float[] pScaled = new float[0];
     private boolean fused;
 
     Store(int headDim) {
@@ -137,21 +139,26 @@ final class F16Codec implements StorageCodec {
 
     @Override
     public void prepareQueries(float[] q, int qOff, int rows, AttentionKernels kernels) {
+      fused = false;
+      if (!IN_PLACE || rows > FUSED_MAX_ROWS) {
+        return;
+      }
       int n = rows * headDim;
       float big = 0f;
       for (int i = 0; i < n; i++) {
         big = Math.max(big, Math.abs(q[qOff + i]));
       }
-      fused = IN_PLACE && rows <= FUSED_MAX_ROWS && big < 0x1p16f; // false for NaN too
-      if (!fused) {
+      if (!(big < 0x1p16f)) { // also NaN
         return;
       }
       if (qScaled.length < n) {
-        qScaled = new float[FUSED_MAX_ROWS * headDim];
+        qScaled = new float[n];
+        pScaled = new float[rows * PAGE_TOKENS];
       }
       for (int i = 0; i < n; i++) {
         qScaled[i] = q[qOff + i] * AttentionKernels.HALF_FACTOR;
       }
+      fused = true;
     }
 
     @Override

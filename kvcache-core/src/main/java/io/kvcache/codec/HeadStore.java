@@ -240,8 +240,9 @@ public abstract class HeadStore {
    * Whether attention must score and accumulate {@code page} through the store's
    * {@link FusedPages} instead of reading floats from {@link #page}: true for pages a codec
    * attends to in its own encoding (SKVQ's quantized pages, read from their codes without a float
-   * copy); only a store that implements {@link FusedPages} may return true. The default, false,
-   * keeps every page on the float path.
+   * copy; f16 pages read in place by a decode tile); only a store that implements {@link FusedPages}
+   * may return true. The default, false, keeps every page on the float path. The answer may depend on
+   * the tile: ask only after {@link #prepareQueries} for the current tile.
    *
    * @param page a page index
    * @return true to use the store's own page kernels
@@ -252,8 +253,10 @@ public abstract class HeadStore {
 
   /**
    * Called by attention before it scores pages with the query rows of one tile, so a store with
-   * {@link #fusedPage fused pages} can prepare them once (SKVQ permutes them into its channel order).
-   * The rows stay valid, unchanged, until the next call. Default: nothing.
+   * {@link #fusedPage fused pages} can prepare them once (SKVQ permutes them into its channel order;
+   * f16 scales them for its in-place kernels). The rows stay valid, unchanged, until the next call;
+   * {@link #fusedPage} and the {@link FusedPages} methods refer to the last call's tile. Default:
+   * nothing.
    *
    * @param q       query rows, packed, already multiplied by the attention scale
    * @param qOff    offset of row 0
@@ -363,7 +366,8 @@ public abstract class HeadStore {
 
   /**
    * Attention kernels over a store's own page encoding, for the pages where {@link #fusedPage} is
-   * true. A store implements this interface exactly when it has such pages.
+   * true. A store implements this interface exactly when it can have such pages (SKVQ, f16). Both
+   * methods act on the tile last passed to {@link #prepareQueries}, with at most that many rows.
    */
   public interface FusedPages {
 

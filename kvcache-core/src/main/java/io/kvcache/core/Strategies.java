@@ -166,7 +166,8 @@ public final class Strategies {
 
   /**
    * FastKV (arXiv 2502.01068) in f16 with the later paper's defaults: token-selective propagation after
-   * the first half of the layers (layer 15 of 32, the authors' choice for every model they ran) with a
+   * the first half of the layers (layer 15 of Llama-3.1-8B's 32; the first half for every model the authors
+   * ran) with a
    * TSP rate of 20%, observation window 8, pooling kernel 7, and every
    * layer's cache compressed to {@code kvBudget} tokens per KV head at the end of the prompt with
    * GQA-aware SnapKV scores (mean over each KV head's query heads). The schedule needs a model runner

@@ -79,7 +79,7 @@ public final class TokenSelectivePropagation implements PrefillSchedule {
 
   @Override
   public String name() {
-    return "tsp(" + fullShare + "," + (length > 0 ? String.valueOf(length) : rate * 100 + "%") + ")";
+    return "tsp(full=" + fullShare + "," + (length > 0 ? String.valueOf(length) : rate * 100 + "%") + ")";
   }
 
   /** {@code round(fullShare * layers) - 1}, at least layer 0: 15 of 32 layers at the paper's 0.5, 7 of 16. */

@@ -98,8 +98,8 @@ public final class Kernels {
       return "jdk.incubator.vector not in the boot layer; run with --add-modules jdk.incubator.vector";
     }
     int lanes = VectorLanes.lanes();
-    if (lanes < 4 || lanes > 16) {
-      return "preferred float vector has " + lanes + " lanes; the vector kernels need 4 to 16";
+    if (lanes < 4 || lanes > 16 || Integer.bitCount(lanes) != 1) {
+      return "preferred float vector has " + lanes + " lanes; the vector kernels need 4, 8 or 16";
     }
     return null;
   }
@@ -118,8 +118,7 @@ public final class Kernels {
   private static final class VectorLanes {
     static int lanes() {
       try {
-        return (int) Class.forName("io.kvcache.kernel.VectorAttentionKernels")
-            .getDeclaredMethod("lanes").invoke(null);
+        return (int) Class.forName("io.kvcache.kernel.PreferredLanes").getDeclaredMethod("lanes").invoke(null);
       } catch (ReflectiveOperationException e) {
         return 0;
       }

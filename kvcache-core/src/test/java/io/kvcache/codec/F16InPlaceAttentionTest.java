@@ -15,9 +15,14 @@ import org.junit.jupiter.api.Test;
 /**
  * f16 decode reads the halves in place; every other tile widens a page first. Both must give exactly
  * the floats that attention over an f32 store holding the same (widened) values gives: same products,
- * same order, whichever path a tile takes.
+ * same order, whichever path a tile takes. Seeded from {@code -Dkvcache.test.seed} when given.
  */
 class F16InPlaceAttentionTest {
+
+  static long seed() {
+    String fixed = System.getProperty("kvcache.test.seed");
+    return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
+  }
 
   static List<AttentionKernels> kernels() {
     List<AttentionKernels> ks = new ArrayList<>();
@@ -32,49 +37,93 @@ class F16InPlaceAttentionTest {
     return Float.float16ToFloat(Float.floatToFloat16((float) x));
   }
 
+  static void assertSameBits(float[] expected, float[] actual, String what) {
+    for (int i = 0; i < expected.length; i++) {
+      int at = i;
+      assertEquals(Float.floatToRawIntBits(expected[i]), Float.floatToRawIntBits(actual[i]),
+          () -> what + " element " + at + ": " + actual[at] + " vs " + expected[at]);
+    }
+  }
+
+  /** The same tokens in an f16 store and an f32 store; values spread over many binades, subnormals included. */
+  static HeadStore[] stores(SplittableRandom rnd, int d, int tokens) {
+    HeadStore halves = StorageCodec.f16().newStore(d);
+    HeadStore floats = StorageCodec.f32().newStore(d);
+    float[] key = new float[d], value = new float[d];
+    for (int t = 0; t < tokens; t++) {
+      for (int c = 0; c < d; c++) {
+        double scale = Math.pow(2, rnd.nextInt(-20, 12));
+        key[c] = roundTrip(rnd.nextGaussian() * scale);
+        value[c] = roundTrip(rnd.nextGaussian() * scale);
+      }
+      halves.append(key, 0, value, 0, t);
+      floats.append(key, 0, value, 0, t);
+    }
+    return new HeadStore[] {halves, floats};
+  }
+
   @Test
-  void inPlaceAndWidenedPathsEqualAttentionOverF32Storage() {
-    long seed = System.nanoTime();
+  void decodeInPlaceOrWidenedEqualsAttentionOverF32Storage() {
+    long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
-    int d = 64;
+    float scale = 0.125f;
     for (AttentionKernels k : kernels()) {
-      for (int tokens : new int[] {1, 7, 100, 1000}) {
-        HeadStore halves = StorageCodec.f16().newStore(d);
-        HeadStore floats = StorageCodec.f32().newStore(d);
-        float[] key = new float[d], value = new float[d];
-        for (int t = 0; t < tokens; t++) {
-          for (int c = 0; c < d; c++) {
-            // Gaussian with a wide spread of scales, so small (subnormal) and large halves occur.
-            double scale = Math.pow(2, rnd.nextInt(-20, 12));
-            key[c] = roundTrip(rnd.nextGaussian() * scale);
-            value[c] = roundTrip(rnd.nextGaussian() * scale);
-          }
-          halves.append(key, 0, value, 0, t);
-          floats.append(key, 0, value, 0, t);
-        }
-        PagedAttention onHalves = new PagedAttention(k, d);
-        PagedAttention onFloats = new PagedAttention(k, d);
-        for (int group : new int[] {1, 4, 8, 16, 32}) {
-          for (boolean huge : new boolean[] {false, true}) {
-            float[] q = new float[group * d];
-            for (int i = 0; i < q.length; i++) {
-              q[i] = (float) rnd.nextGaussian();
-            }
-            if (huge) {
-              q[rnd.nextInt(q.length)] = 70000f; // beyond 2^16: the in-place scaling would overflow
-            }
-            float[] o1 = new float[q.length], o2 = new float[q.length];
-            onFloats.decode(floats, group, q, 0, tokens - 1, 0.125f, o1, 0);
-            onHalves.decode(halves, group, q, 0, tokens - 1, 0.125f, o2, 0);
-            for (int i = 0; i < q.length; i++) {
-              int at = i;
-              assertEquals(Float.floatToRawIntBits(o1[i]), Float.floatToRawIntBits(o2[i]),
-                  () -> k.name() + " tokens=" + tokens + " group=" + group + " huge=" + huge + " element " + at
-                      + ": " + o2[at] + " vs " + o1[at] + " (seed " + seed + ")");
+      for (int d : new int[] {64, 128}) {
+        for (int tokens : new int[] {1, 7, 100, 1000}) {
+          HeadStore[] s = stores(rnd, d, tokens);
+          F16Codec.Store halves = (F16Codec.Store) s[0];
+          PagedAttention onHalves = new PagedAttention(k, d);
+          PagedAttention onFloats = new PagedAttention(k, d);
+          for (int group : new int[] {1, 4, 8, 16, 32}) {
+            for (boolean huge : new boolean[] {false, true}) {
+              float[] q = new float[group * d];
+              for (int i = 0; i < q.length; i++) {
+                q[i] = (float) rnd.nextGaussian();
+              }
+              if (huge) {
+                // 125000 once scaled: past 2^16, where the in-place factor would overflow to infinity.
+                q[rnd.nextInt(q.length)] = 1e6f;
+              }
+              float[] o1 = new float[q.length], o2 = new float[q.length];
+              onFloats.decode(s[1], group, q, 0, tokens - 1, scale, o1, 0);
+              onHalves.decode(halves, group, q, 0, tokens - 1, scale, o2, 0);
+              String what = k.name() + " d=" + d + " tokens=" + tokens + " group=" + group + " huge=" + huge
+                  + " (seed " + seed + ")";
+              assertEquals(group <= F16Codec.Store.FUSED_MAX_ROWS && !huge, halves.fusedPage(0),
+                  "path taken: " + what);
+              assertSameBits(o1, o2, what);
             }
           }
         }
       }
+    }
+  }
+
+  @Test
+  void smallPrefillTilesAndAttentionWeightsEqualTheF32Path() {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    int d = 64, tokens = 70, group = 4, accStride = 80;
+    for (AttentionKernels k : kernels()) {
+      HeadStore[] s = stores(rnd, d, tokens);
+      PagedAttention onHalves = new PagedAttention(k, d);
+      PagedAttention onFloats = new PagedAttention(k, d);
+      // Three query tokens inside the last page: a 12-row tile, read in place, masked within the page.
+      int[] positions = {66, 67, 69};
+      float[] q = new float[positions.length * group * d];
+      for (int i = 0; i < q.length; i++) {
+        q[i] = (float) rnd.nextGaussian();
+      }
+      float[] o1 = new float[q.length], o2 = new float[q.length];
+      onFloats.attend(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o1, 0, group * d);
+      onHalves.attend(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o2, 0, group * d);
+      assertTrue(s[0].fusedPage(0), "a 12-row tile reads in place");
+      assertSameBits(o1, o2, k.name() + " prefill tile (seed " + seed + ")");
+
+      float[] w1 = new float[group * accStride], w2 = new float[group * accStride];
+      onFloats.weights(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w1, accStride);
+      onHalves.weights(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w2, accStride);
+      assertSameBits(w1, w2, k.name() + " attention weights (seed " + seed + ")");
     }
   }
 
@@ -96,8 +145,8 @@ class F16InPlaceAttentionTest {
     q[5] = Float.NaN;
     store.prepareQueries(q, 0, 4, k);
     assertFalse(store.fusedPage(0), "NaN queries take the widened path");
-    q[5] = 0x1p16f - 8; // largest float below 2^16
+    q[5] = Math.nextDown(0x1p16f);
     store.prepareQueries(q, 0, 4, k);
-    assertTrue(store.fusedPage(0));
+    assertTrue(store.fusedPage(0), "the largest float below 2^16 is scaled without overflow");
   }
 }

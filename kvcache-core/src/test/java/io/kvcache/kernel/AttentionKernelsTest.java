@@ -181,25 +181,27 @@ class AttentionKernelsTest {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
     for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
-      for (int d : new int[] {1, 7, 24, 64, 100, 128}) {
-        int p = 16;
-        short[] page = halves(rnd, 2 * d * p + 5);
-        float[] wide = widened(page);
-        float[] q = gaussian(rnd, rows * d + 3);
-        int sStride = 40;
-        float[] s1 = new float[rows * sStride + 5];
-        float[] s2 = new float[rows * sStride + 5];
-        k.scores(q, 3, rows, d, wide, 5, p, s1, 5, sStride);
-        k.scoresHalf(times(q, AttentionKernels.HALF_FACTOR), 3, rows, d, page, 5, p, s2, 5, sStride);
-        assertSameBits(s1, s2, k.name() + " scores d=" + d, seed);
+      // 16 is the store's page; three vectors of tokens also run the one-vector tail of the scores kernel.
+      for (int p : new int[] {16, 3 * VectorAttentionKernels.lanes()}) {
+        for (int d : new int[] {1, 7, 24, 64, 100, 128}) {
+          short[] page = halves(rnd, 2 * d * p + 5);
+          float[] wide = widened(page);
+          float[] q = gaussian(rnd, rows * d + 3);
+          int sStride = p + 24;
+          float[] s1 = new float[rows * sStride + 5];
+          float[] s2 = new float[rows * sStride + 5];
+          k.scores(q, 3, rows, d, wide, 5, p, s1, 5, sStride);
+          k.scoresHalf(times(q, AttentionKernels.HALF_FACTOR), 3, rows, d, page, 5, p, s2, 5, sStride);
+          assertSameBits(s1, s2, k.name() + " scores p=" + p + " d=" + d, seed);
 
-        int pStride = 48;
-        float[] w = gaussian(rnd, rows * pStride + 2);
-        float[] o1 = gaussian(rnd, rows * d + 1);
-        float[] o2 = o1.clone();
-        k.accumulate(w, 2, pStride, rows, wide, 5 + d * p, p, d, o1, 1);
-        k.accumulateHalf(times(w, AttentionKernels.HALF_FACTOR), 2, pStride, rows, page, 5 + d * p, p, d, o2, 1);
-        assertSameBits(o1, o2, k.name() + " accumulate d=" + d, seed);
+          int pStride = p + 32;
+          float[] w = gaussian(rnd, rows * pStride + 2);
+          float[] o1 = gaussian(rnd, rows * d + 1);
+          float[] o2 = o1.clone();
+          k.accumulate(w, 2, pStride, rows, wide, 5 + d * p, p, d, o1, 1);
+          k.accumulateHalf(times(w, AttentionKernels.HALF_FACTOR), 2, pStride, rows, page, 5 + d * p, p, d, o2, 1);
+          assertSameBits(o1, o2, k.name() + " accumulate p=" + p + " d=" + d, seed);
+        }
       }
     }
   }
@@ -210,26 +212,27 @@ class AttentionKernelsTest {
   void halfPageKernelsMatchScalar(int rows) {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
-    for (int d : new int[] {1, 7, 64, 128}) {
-      int p = 16;
-      short[] page = new short[2 * d * p + 9];
-      for (int i = 0; i < page.length; i++) {
-        page[i] = Float.floatToFloat16((float) rnd.nextGaussian());
-      }
-      float[] q = times(gaussian(rnd, rows * d + 3), AttentionKernels.HALF_FACTOR);
-      int stride = 40;
-      float[] s1 = new float[rows * stride + 5];
-      float[] s2 = new float[rows * stride + 5];
-      scalar.scoresHalf(q, 3, rows, d, page, 9, p, s1, 5, stride);
-      vector.scoresHalf(q, 3, rows, d, page, 9, p, s2, 5, stride);
-      assertClose(s1, s2, 1e-5, seed);
+    for (int p : new int[] {16, 3 * VectorAttentionKernels.lanes()}) {
+      for (int d : new int[] {1, 7, 64, 128}) {
+        short[] page = new short[2 * d * p + 9];
+        for (int i = 0; i < page.length; i++) {
+          page[i] = Float.floatToFloat16((float) rnd.nextGaussian());
+        }
+        float[] q = times(gaussian(rnd, rows * d + 3), AttentionKernels.HALF_FACTOR);
+        int stride = p + 24;
+        float[] s1 = new float[rows * stride + 5];
+        float[] s2 = new float[rows * stride + 5];
+        scalar.scoresHalf(q, 3, rows, d, page, 9, p, s1, 5, stride);
+        vector.scoresHalf(q, 3, rows, d, page, 9, p, s2, 5, stride);
+        assertClose(s1, s2, 1e-5, seed);
 
-      float[] w = times(gaussian(rnd, rows * stride + 2), AttentionKernels.HALF_FACTOR);
-      float[] o1 = gaussian(rnd, rows * d + 1);
-      float[] o2 = o1.clone();
-      scalar.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o1, 1);
-      vector.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o2, 1);
-      assertClose(o1, o2, 1e-5, seed);
+        float[] w = times(gaussian(rnd, rows * stride + 2), AttentionKernels.HALF_FACTOR);
+        float[] o1 = gaussian(rnd, rows * d + 1);
+        float[] o2 = o1.clone();
+        scalar.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o1, 1);
+        vector.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o2, 1);
+        assertClose(o1, o2, 1e-5, seed);
+      }
     }
   }
 
