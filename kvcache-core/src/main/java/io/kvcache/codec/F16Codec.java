@@ -39,15 +39,17 @@ final class F16Codec implements StorageCodec {
    * value times 2^-112 ({@link AttentionKernels#HALF_FACTOR}), so the queries and weights are multiplied
    * by 2^112 here; the products, and so the results, are the same floats as over the widened page. A
    * tile whose scaled queries reach 2^16 in magnitude (where the factor would overflow), or of more
-   * than {@value #FUSED_MAX_ROWS} rows (prefill, where one float copy of a page serves many rows and
-   * costs less than widening it again for every four rows), takes the float copy. The system property
+   * than {@value #FUSED_MAX_ROWS} rows, takes the float copy: the kernels widen each page again for
+   * every four rows, which costs more than one float copy once a tile has more than one block of
+   * four (measured with {@code HalfPageProbe} on a Zen 3 core: in place 1.07-1.18x faster at 4 rows,
+   * even at 8, 0.89x at 16, 0.84x at 64). The system property
    * {@value #IN_PLACE_PROPERTY}{@code =false} makes every tile take it (same results; for comparing
    * the two in benchmarks).
    */
   static final class Store extends HeadStore implements HeadStore.FusedPages {
 
-    /** Most query rows of a tile read in place: decode's whole GQA group, up to 16 heads per KV head. */
-    static final int FUSED_MAX_ROWS = 16;
+    /** Most query rows of a tile read in place: one register block, decode's whole group up to GQA 4. */
+    static final int FUSED_MAX_ROWS = 4;
 
     /** The system property that turns reading in place off: {@code kvcache.attention.f16InPlace=false}. */
     static final String IN_PLACE_PROPERTY = "kvcache.attention.f16InPlace";

@@ -108,22 +108,27 @@ class F16InPlaceAttentionTest {
       HeadStore[] s = stores(rnd, d, tokens);
       PagedAttention onHalves = new PagedAttention(k, d);
       PagedAttention onFloats = new PagedAttention(k, d);
-      // Three query tokens inside the last page: a 12-row tile, read in place, masked within the page.
-      int[] positions = {66, 67, 69};
-      float[] q = new float[positions.length * group * d];
-      for (int i = 0; i < q.length; i++) {
-        q[i] = (float) rnd.nextGaussian();
-      }
-      float[] o1 = new float[q.length], o2 = new float[q.length];
-      onFloats.attend(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o1, 0, group * d);
-      onHalves.attend(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o2, 0, group * d);
-      assertTrue(s[0].fusedPage(0), "a 12-row tile reads in place");
-      assertSameBits(o1, o2, k.name() + " prefill tile (seed " + seed + ")");
+      // Query tokens inside the last page, masked within it: one token (4 rows, read in place) and three
+      // (12 rows, widened).
+      for (int[] positions : new int[][] {{66}, {66, 67, 69}}) {
+        float[] q = new float[positions.length * group * d];
+        for (int i = 0; i < q.length; i++) {
+          q[i] = (float) rnd.nextGaussian();
+        }
+        float[] o1 = new float[q.length], o2 = new float[q.length];
+        onFloats.attend(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o1, 0, group * d);
+        onHalves.attend(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o2, 0, group * d);
+        String what = k.name() + " tile of " + positions.length * group + " rows (seed " + seed + ")";
+        assertEquals(positions.length * group <= F16Codec.Store.FUSED_MAX_ROWS, s[0].fusedPage(0), "path: " + what);
+        assertSameBits(o1, o2, what);
 
-      float[] w1 = new float[group * accStride], w2 = new float[group * accStride];
-      onFloats.weights(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w1, accStride);
-      onHalves.weights(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w2, accStride);
-      assertSameBits(w1, w2, k.name() + " attention weights (seed " + seed + ")");
+        // Weights are computed one token (one group of 4 rows) at a time: read in place either way.
+        float[] w1 = new float[group * accStride], w2 = new float[group * accStride];
+        onFloats.weights(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w1, accStride);
+        onHalves.weights(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w2, accStride);
+        assertTrue(s[0].fusedPage(0), "weights read in place: " + what);
+        assertSameBits(w1, w2, "attention weights, " + what);
+      }
     }
   }
 

@@ -3,13 +3,13 @@ package io.kvcache.kernel;
 import java.util.SplittableRandom;
 
 /**
- * Not a test: one decode tile's work per f16 page (4 query rows, head dim 128, 16 tokens), the two ways
+ * Not a test: one tile's work per f16 page (4 query rows by default, head dim 128, 16 tokens), the two ways
  * the f16 store can do it, alternating in one JVM so that both see the same machine: <b>widened</b>
  * (the page into a float copy, then {@code scores}, softmax, {@code accumulate}) and <b>in place</b>
  * ({@code scoresHalf}, softmax, the weights scaled by {@link AttentionKernels#HALF_FACTOR},
  * {@code accumulateHalf}). With few pages the pages stay in L2; with many they come from memory.
  * Run from {@code kvcache-core} with {@code java --add-modules jdk.incubator.vector -Xmx4g -cp
- * target/classes:target/test-classes io.kvcache.kernel.HalfPageProbe [pages] [repetitions]}, e.g.
+ * target/classes:target/test-classes io.kvcache.kernel.HalfPageProbe [pages] [repetitions] [rows]}, e.g.
  * {@code 64 30000} and {@code 65536 30}.
  */
 public final class HalfPageProbe {
@@ -19,13 +19,15 @@ public final class HalfPageProbe {
   /**
    * Runs the probe.
    *
-   * @param args pages (default 64) and repetitions (default 30000); the last two thirds are averaged
+   * @param args pages (default 64), repetitions (default 30000; the last two thirds are averaged) and
+   *             query rows (default 4, one decode tile of a GQA-4 KV head)
    */
   public static void main(String[] args) {
     int pages = args.length > 0 ? Integer.parseInt(args[0]) : 64;
     int reps = args.length > 1 ? Integer.parseInt(args[1]) : 30000;
     AttentionKernels k = Kernels.vector();
-    int d = 128, p = 16, rows = 4;
+    int d = 128, p = 16;
+    int rows = args.length > 2 ? Integer.parseInt(args[2]) : 4;
     SplittableRandom rnd = new SplittableRandom(1);
     short[][] halves = new short[pages][2 * d * p];
     for (short[] page : halves) {
