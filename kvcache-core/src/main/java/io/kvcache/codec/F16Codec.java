@@ -39,17 +39,12 @@ final class F16Codec implements StorageCodec {
    * value times 2^-112 ({@link AttentionKernels#HALF_FACTOR}), so the queries and weights are multiplied
    * by 2^112 here; the products, and so the results, are the same floats as over the widened page. A
    * tile whose scaled queries reach 2^16 in magnitude (where the factor would overflow), or of more
-   * than {@value #FUSED_MAX_ROWS} rows, takes the float copy: the kernels widen each page again for
-   * every four rows, which costs more than one float copy once a tile has more than one block of
-   * four (measured with {@code HalfPageProbe} on a Zen 3 core: in place 1.07-1.18x faster at 4 rows,
-   * even at 8, 0.89x at 16, 0.84x at 64). The system property
+   * rows than the kernels read in place faster ({@link AttentionKernels#halfPageMaxRows}: a decode
+   * group of up to 4 heads with 256-bit vectors, none with 512-bit ones), takes the float copy. The system property
    * {@value #IN_PLACE_PROPERTY}{@code =false} makes every tile take it (same results; for comparing
    * the two in benchmarks).
    */
   static final class Store extends HeadStore implements HeadStore.FusedPages {
-
-    /** Most query rows of a tile read in place: one register block, decode's whole group up to GQA 4. */
-    static final int FUSED_MAX_ROWS = 4;
 
     /** The system property that turns reading in place off: {@code kvcache.attention.f16InPlace=false}. */
     static final String IN_PLACE_PROPERTY = "kvcache.attention.f16InPlace";
@@ -142,7 +137,7 @@ final class F16Codec implements StorageCodec {
     @Override
     public void prepareQueries(float[] q, int qOff, int rows, AttentionKernels kernels) {
       fused = false;
-      if (!IN_PLACE || rows > FUSED_MAX_ROWS) {
+      if (!IN_PLACE || rows > kernels.halfPageMaxRows()) {
         return;
       }
       int n = rows * headDim;

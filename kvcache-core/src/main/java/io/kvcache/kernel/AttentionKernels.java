@@ -101,6 +101,16 @@ public interface AttentionKernels {
       float[] o, int oOff);
 
   /**
+   * The most query rows of a tile for which this implementation reads binary16 pages in place
+   * ({@link #scoresHalf}, {@link #accumulateHalf}) rather than widening each page into floats first;
+   * 0 when widening first is never slower. Storage codecs ask it once per tile. The answer is about
+   * speed only: both ways give the same floats.
+   *
+   * @return a row count, {@code >= 0}
+   */
+  int halfPageMaxRows();
+
+  /**
    * Largest of {@code n} floats from {@code off}; {@code -Infinity} when {@code n == 0}.
    *
    * @param a   the array

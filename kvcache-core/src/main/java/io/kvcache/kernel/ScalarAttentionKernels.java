@@ -78,6 +78,12 @@ public final class ScalarAttentionKernels implements AttentionKernels {
     }
   }
 
+  /** The reference reads decode tiles in place as the 256-bit vector kernels do, so it defines both paths. */
+  @Override
+  public int halfPageMaxRows() {
+    return 4;
+  }
+
   /** The definition the half-page kernels follow: the half's value times 2^-112, exact in f32. */
   static float halfScaled(short h) {
     return Float.float16ToFloat(h) * (1f / HALF_FACTOR);

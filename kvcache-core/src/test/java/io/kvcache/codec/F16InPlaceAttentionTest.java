@@ -89,7 +89,7 @@ class F16InPlaceAttentionTest {
               onHalves.decode(halves, group, q, 0, tokens - 1, scale, o2, 0);
               String what = k.name() + " d=" + d + " tokens=" + tokens + " group=" + group + " huge=" + huge
                   + " (seed " + seed + ")";
-              assertEquals(group <= F16Codec.Store.FUSED_MAX_ROWS && !huge, halves.fusedPage(0),
+              assertEquals(group <= k.halfPageMaxRows() && !huge, halves.fusedPage(0),
                   "path taken: " + what);
               assertSameBits(o1, o2, what);
             }
@@ -119,14 +119,14 @@ class F16InPlaceAttentionTest {
         onFloats.attend(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o1, 0, group * d);
         onHalves.attend(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, o2, 0, group * d);
         String what = k.name() + " tile of " + positions.length * group + " rows (seed " + seed + ")";
-        assertEquals(positions.length * group <= F16Codec.Store.FUSED_MAX_ROWS, s[0].fusedPage(0), "path: " + what);
+        assertEquals(positions.length * group <= k.halfPageMaxRows(), s[0].fusedPage(0), "path: " + what);
         assertSameBits(o1, o2, what);
 
         // Weights are computed one token (one group of 4 rows) at a time: read in place either way.
         float[] w1 = new float[group * accStride], w2 = new float[group * accStride];
         onFloats.weights(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w1, accStride);
         onHalves.weights(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w2, accStride);
-        assertTrue(s[0].fusedPage(0), "weights read in place: " + what);
+        assertEquals(group <= k.halfPageMaxRows(), s[0].fusedPage(0), "weights, one token a tile: " + what);
         assertSameBits(w1, w2, "attention weights, " + what);
       }
     }
@@ -142,8 +142,8 @@ class F16InPlaceAttentionTest {
     float[] q = new float[64 * d];
     store.prepareQueries(q, 0, 4, k);
     assertTrue(store.fusedPage(0), "a decode tile of 4 heads reads in place");
-    store.prepareQueries(q, 0, F16Codec.Store.FUSED_MAX_ROWS + 1, k);
-    assertFalse(store.fusedPage(0), "a tile of more than " + F16Codec.Store.FUSED_MAX_ROWS + " rows widens the page");
+    store.prepareQueries(q, 0, k.halfPageMaxRows() + 1, k);
+    assertFalse(store.fusedPage(0), "a tile of more than " + k.halfPageMaxRows() + " rows widens the page");
     q[5] = 0x1p16f;
     store.prepareQueries(q, 0, 4, k);
     assertFalse(store.fusedPage(0), "a query of 2^16 would overflow once scaled");
