@@ -56,16 +56,19 @@ class AttentionKernelsTest {
   void scoresMatchScalar(int rows) {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
-    for (int d : new int[] {1, 7, 64, 128}) {
-      int p = 16;
-      float[] q = gaussian(rnd, rows * d + 3);
-      float[] kT = gaussian(rnd, d * p + 9);
-      int stride = 40;
-      float[] s1 = new float[rows * stride + 5];
-      float[] s2 = new float[rows * stride + 5];
-      scalar.scores(q, 3, rows, d, kT, 9, p, s1, 5, stride);
-      vector.scores(q, 3, rows, d, kT, 9, p, s2, 5, stride);
-      assertClose(s1, s2, 1e-5, seed);
+    // 16 is the store's page; three vectors of tokens also run the one-vector kernel (the whole page
+    // with 512-bit vectors).
+    for (int p : new int[] {16, 3 * VectorAttentionKernels.lanes()}) {
+      for (int d : new int[] {1, 7, 64, 128}) {
+        float[] q = gaussian(rnd, rows * d + 3);
+        float[] kT = gaussian(rnd, d * p + 9);
+        int stride = p + 24;
+        float[] s1 = new float[rows * stride + 5];
+        float[] s2 = new float[rows * stride + 5];
+        scalar.scores(q, 3, rows, d, kT, 9, p, s1, 5, stride);
+        vector.scores(q, 3, rows, d, kT, 9, p, s2, 5, stride);
+        assertClose(s1, s2, 1e-5, seed);
+      }
     }
   }
 
