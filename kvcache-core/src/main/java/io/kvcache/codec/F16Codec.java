@@ -40,9 +40,9 @@ final class F16Codec implements StorageCodec {
    * by 2^112 here; the products, and so the results, are the same floats as over the widened page. A
    * tile whose scaled queries reach 2^16 in magnitude (where the factor would overflow), or of more
    * rows than the kernels read in place faster ({@link AttentionKernels#halfPageMaxRows}: a decode
-   * group of up to 4 heads with 256-bit vectors, none with 512-bit ones), takes the float copy. The system property
-   * {@value #IN_PLACE_PROPERTY}{@code =false} makes every tile take it (same results; for comparing
-   * the two in benchmarks).
+   * group of up to 4 heads with 256-bit vectors, none with 512-bit ones), takes the float copy. The
+   * system property {@value #IN_PLACE_PROPERTY}{@code =false} makes every tile take it (same results;
+   * for comparing the two in benchmarks).
    */
   static final class Store extends HeadStore implements HeadStore.FusedPages {
 

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvcache.core.TestData;
 import io.kvcache.kernel.AttentionKernels;
 import io.kvcache.kernel.Kernels;
 import io.kvcache.reader.PagedAttention;
@@ -18,11 +19,6 @@ import org.junit.jupiter.api.Test;
  * same order, whichever path a tile takes. Seeded from {@code -Dkvcache.test.seed} when given.
  */
 class F16InPlaceAttentionTest {
-
-  static long seed() {
-    String fixed = System.getProperty("kvcache.test.seed");
-    return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
-  }
 
   static List<AttentionKernels> kernels() {
     List<AttentionKernels> ks = new ArrayList<>();
@@ -64,7 +60,7 @@ class F16InPlaceAttentionTest {
 
   @Test
   void decodeInPlaceOrWidenedEqualsAttentionOverF32Storage() {
-    long seed = seed();
+    long seed = TestData.seed();
     SplittableRandom rnd = new SplittableRandom(seed);
     float scale = 0.125f;
     for (AttentionKernels k : kernels()) {
@@ -101,7 +97,7 @@ class F16InPlaceAttentionTest {
 
   @Test
   void smallPrefillTilesAndAttentionWeightsEqualTheF32Path() {
-    long seed = seed();
+    long seed = TestData.seed();
     SplittableRandom rnd = new SplittableRandom(seed);
     int d = 64, tokens = 70, group = 4, accStride = 80;
     for (AttentionKernels k : kernels()) {
