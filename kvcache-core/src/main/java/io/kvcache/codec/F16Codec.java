@@ -94,10 +94,14 @@ final class F16Codec implements StorageCodec {
     @Override
     protected void write(int page, int idx, float[] key, int kOff, float[] value, int vOff) {
       short[] p = pages[page];
-      int vBase = valuesOffset() + idx * headDim;
       for (int c = 0; c < headDim; c++) {
         p[c * PAGE_TOKENS + idx] = Float.floatToFloat16(key[kOff + c]);
-        p[vBase + c] = Float.floatToFloat16(value[vOff + c]);
+      }
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        int run = valueRunStart(idx, b), n = valueRunLength(b);
+        for (int c = 0; c < n; c++) {
+          p[run + c] = Float.floatToFloat16(value[vOff + b + c]);
+        }
       }
     }
 
@@ -107,7 +111,9 @@ final class F16Codec implements StorageCodec {
       for (int c = 0; c < headDim; c++) {
         dst[c * PAGE_TOKENS + toIdx] = src[c * PAGE_TOKENS + fromIdx];
       }
-      System.arraycopy(src, valuesOffset() + fromIdx * headDim, dst, valuesOffset() + toIdx * headDim, headDim);
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        System.arraycopy(src, valueRunStart(fromIdx, b), dst, valueRunStart(toIdx, b), valueRunLength(b));
+      }
     }
 
     @Override
@@ -122,9 +128,12 @@ final class F16Codec implements StorageCodec {
     @Override
     public void readValue(int slot, float[] dst, int off) {
       short[] p = pages[slot / PAGE_TOKENS];
-      int base = valuesOffset() + (slot % PAGE_TOKENS) * headDim;
-      for (int c = 0; c < headDim; c++) {
-        dst[off + c] = Float.float16ToFloat(p[base + c]);
+      int idx = slot % PAGE_TOKENS;
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        int run = valueRunStart(idx, b), n = valueRunLength(b);
+        for (int c = 0; c < n; c++) {
+          dst[off + b + c] = Float.float16ToFloat(p[run + c]);
+        }
       }
     }
 

@@ -52,7 +52,9 @@ final class F32Codec implements StorageCodec {
       for (int c = 0; c < headDim; c++) {
         p[c * PAGE_TOKENS + idx] = key[kOff + c];
       }
-      System.arraycopy(value, vOff, p, valuesOffset() + idx * headDim, headDim);
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        System.arraycopy(value, vOff + b, p, valueRunStart(idx, b), valueRunLength(b));
+      }
     }
 
     @Override
@@ -61,7 +63,9 @@ final class F32Codec implements StorageCodec {
       for (int c = 0; c < headDim; c++) {
         dst[c * PAGE_TOKENS + toIdx] = src[c * PAGE_TOKENS + fromIdx];
       }
-      System.arraycopy(src, valuesOffset() + fromIdx * headDim, dst, valuesOffset() + toIdx * headDim, headDim);
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        System.arraycopy(src, valueRunStart(fromIdx, b), dst, valueRunStart(toIdx, b), valueRunLength(b));
+      }
     }
 
     @Override
@@ -75,7 +79,11 @@ final class F32Codec implements StorageCodec {
 
     @Override
     public void readValue(int slot, float[] dst, int off) {
-      System.arraycopy(pages[slot / PAGE_TOKENS], valuesOffset() + (slot % PAGE_TOKENS) * headDim, dst, off, headDim);
+      float[] p = pages[slot / PAGE_TOKENS];
+      int idx = slot % PAGE_TOKENS;
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        System.arraycopy(p, valueRunStart(idx, b), dst, off + b, valueRunLength(b));
+      }
     }
 
     @Override

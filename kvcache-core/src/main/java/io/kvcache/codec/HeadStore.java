@@ -225,9 +225,9 @@ public abstract class HeadStore {
 
   /**
    * One page's keys and values as floats, in one array: the keys transposed at offset 0,
-   * {@code kT[c * PAGE_TOKENS + j]}, then the values row-major at offset {@link #valuesOffset()},
-   * {@code v[valuesOffset() + j * headDim + c]}. Keys and values of a page sit side by side so a
-   * decode step streams through memory in one direction.
+   * {@code kT[c * PAGE_TOKENS + j]}, then the values at offset {@link #valuesOffset()} in column
+   * blocks, {@code v[valuesOffset() + AttentionKernels.valueIndex(j, c, headDim, PAGE_TOKENS)]}. Keys
+   * and values of a page sit side by side so a decode step streams through memory in one direction.
    *
    * @param page    a page index
    * @param buf     a buffer of {@code 2 * headDim * PAGE_TOKENS} floats the store may decode into
@@ -276,6 +276,27 @@ public abstract class HeadStore {
   /** @return where a page's values start in the array {@link #page} returns: {@code headDim * PAGE_TOKENS} */
   public final int valuesOffset() {
     return headDim * PAGE_TOKENS;
+  }
+
+  /**
+   * Where token {@code idx}'s values from channel {@code b} on start in a page's array: a token's
+   * values lie in one run per column block ({@link AttentionKernels#valueIndex}) of
+   * {@link #valueRunLength(int)} channels.
+   *
+   * @param idx the token's index within its page
+   * @param b   the block's first channel, a multiple of {@link AttentionKernels#VALUE_BLOCK}
+   * @return the run's offset in the page's array
+   */
+  protected final int valueRunStart(int idx, int b) {
+    return valuesOffset() + b * PAGE_TOKENS + idx * valueRunLength(b);
+  }
+
+  /**
+   * @param b a block's first channel, a multiple of {@link AttentionKernels#VALUE_BLOCK}
+   * @return channels in that block: {@link AttentionKernels#VALUE_BLOCK}, or fewer for the last block
+   */
+  protected final int valueRunLength(int b) {
+    return Math.min(AttentionKernels.VALUE_BLOCK, headDim - b);
   }
 
   /**

@@ -37,11 +37,14 @@ public final class ScalarAttentionKernels implements AttentionKernels {
     for (int r = 0; r < rows; r++) {
       int pr = pOff + r * pStride;
       int or = oOff + r * d;
-      for (int j = 0; j < pageTokens; j++) {
-        float w = p[pr + j];
-        int vj = vOff + j * d;
-        for (int c = 0; c < d; c++) {
-          o[or + c] += w * v[vj + c];
+      for (int b = 0; b < d; b += VALUE_BLOCK) {
+        int w = Math.min(VALUE_BLOCK, d - b);
+        for (int j = 0; j < pageTokens; j++) {
+          float pj = p[pr + j];
+          int vj = vOff + b * pageTokens + j * w;
+          for (int c = 0; c < w; c++) {
+            o[or + b + c] += pj * v[vj + c];
+          }
         }
       }
     }
@@ -68,11 +71,14 @@ public final class ScalarAttentionKernels implements AttentionKernels {
     for (int r = 0; r < rows; r++) {
       int pr = pOff + r * pStride;
       int or = oOff + r * d;
-      for (int j = 0; j < pageTokens; j++) {
-        float w = p[pr + j];
-        int vj = vOff + j * d;
-        for (int c = 0; c < d; c++) {
-          o[or + c] += w * halfScaled(v[vj + c]);
+      for (int b = 0; b < d; b += VALUE_BLOCK) {
+        int w = Math.min(VALUE_BLOCK, d - b);
+        for (int j = 0; j < pageTokens; j++) {
+          float pj = p[pr + j];
+          int vj = vOff + b * pageTokens + j * w;
+          for (int c = 0; c < w; c++) {
+            o[or + b + c] += pj * halfScaled(v[vj + c]);
+          }
         }
       }
     }

@@ -153,38 +153,31 @@ final class VectorAttentionKernels implements AttentionKernels {
   @Override
   public void accumulate(float[] p, int pOff, int pStride, int rows, float[] v, int vOff, int pageTokens, int d,
       float[] o, int oOff) {
+    int full = d - d % VALUE_BLOCK;
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
       int p0 = pOff + r * pStride;
       int o0 = oOff + r * d;
       int c = 0;
-      for (; c + 2 * L <= d; c += 2 * L) {
-        accumulate4x2(p, p0, pStride, v, vOff, pageTokens, d, c, o, o0);
+      for (; c + 2 * L <= full; c += 2 * L) {
+        accumulate4x2(p, p0, pStride, v, lane(vOff, c, pageTokens), lane(vOff, c + L, pageTokens), pageTokens, d, o,
+            o0 + c);
       }
-      for (; c + L <= d; c += L) {
-        for (int rr = 0; rr < 4; rr++) {
-          accumulateRow(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
-        }
-      }
-      if (c < d) {
-        accumulateTail(p, p0, pStride, 4, v, vOff, pageTokens, d, c, o, o0);
+      for (int rr = 0; rr < 4; rr++) {
+        accumulateRest(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
       }
     }
     for (; r < rows; r++) {
-      int pr = pOff + r * pStride;
-      int or = oOff + r * d;
-      int c = 0;
-      for (; c + L <= d; c += L) {
-        accumulateRow(p, pr, v, vOff, pageTokens, d, c, o, or);
-      }
-      if (c < d) {
-        accumulateTail(p, pr, pStride, 1, v, vOff, pageTokens, d, c, o, or);
-      }
+      accumulateRest(p, pOff + r * pStride, v, vOff, pageTokens, d, 0, o, oOff + r * d);
     }
   }
 
-  private static void accumulate4x2(float[] p, int p0, int pStride, float[] v, int vOff, int pageTokens, int d,
-      int c, float[] o, int o0) {
+  /**
+   * Four rows by {@code 2 * lanes} channels in full-width blocks, token 0 of the two halves at
+   * {@code v0} and {@code v1} (the same block for 256-bit vectors, consecutive blocks for 512-bit).
+   */
+  private static void accumulate4x2(float[] p, int p0, int pStride, float[] v, int v0, int v1, int pageTokens, int d,
+      float[] o, int oc) {
     FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
     FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
     FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
@@ -192,51 +185,71 @@ final class VectorAttentionKernels implements AttentionKernels {
     int p1 = p0 + pStride;
     int p2 = p1 + pStride;
     int p3 = p2 + pStride;
-    for (int j = 0, vj = vOff + c; j < pageTokens; j++, vj += d) {
-      FloatVector v0 = FloatVector.fromArray(F, v, vj);
-      FloatVector v1 = FloatVector.fromArray(F, v, vj + L);
+    for (int j = 0, x = v0, y = v1; j < pageTokens; j++, x += VALUE_BLOCK, y += VALUE_BLOCK) {
+      FloatVector x0 = FloatVector.fromArray(F, v, x);
+      FloatVector x1 = FloatVector.fromArray(F, v, y);
       FloatVector w0 = FloatVector.broadcast(F, p[p0 + j]);
-      a00 = v0.fma(w0, a00);
-      a01 = v1.fma(w0, a01);
+      a00 = x0.fma(w0, a00);
+      a01 = x1.fma(w0, a01);
       FloatVector w1 = FloatVector.broadcast(F, p[p1 + j]);
-      a10 = v0.fma(w1, a10);
-      a11 = v1.fma(w1, a11);
+      a10 = x0.fma(w1, a10);
+      a11 = x1.fma(w1, a11);
       FloatVector w2 = FloatVector.broadcast(F, p[p2 + j]);
-      a20 = v0.fma(w2, a20);
-      a21 = v1.fma(w2, a21);
+      a20 = x0.fma(w2, a20);
+      a21 = x1.fma(w2, a21);
       FloatVector w3 = FloatVector.broadcast(F, p[p3 + j]);
-      a30 = v0.fma(w3, a30);
-      a31 = v1.fma(w3, a31);
+      a30 = x0.fma(w3, a30);
+      a31 = x1.fma(w3, a31);
     }
-    addInto(a00, o, o0 + c);
-    addInto(a01, o, o0 + c + L);
-    addInto(a10, o, o0 + d + c);
-    addInto(a11, o, o0 + d + c + L);
-    addInto(a20, o, o0 + 2 * d + c);
-    addInto(a21, o, o0 + 2 * d + c + L);
-    addInto(a30, o, o0 + 3 * d + c);
-    addInto(a31, o, o0 + 3 * d + c + L);
+    addInto(a00, o, oc);
+    addInto(a01, o, oc + L);
+    addInto(a10, o, oc + d);
+    addInto(a11, o, oc + d + L);
+    addInto(a20, o, oc + 2 * d);
+    addInto(a21, o, oc + 2 * d + L);
+    addInto(a30, o, oc + 3 * d);
+    addInto(a31, o, oc + 3 * d + L);
   }
 
-  private static void accumulateRow(float[] p, int pr, float[] v, int vOff, int pageTokens, int d, int c, float[] o,
+  /**
+   * One row from channel {@code c} on: the rest of the full-width blocks a vector at a time, then the
+   * narrower last block (width {@code d % VALUE_BLOCK}) by vectors and scalars.
+   */
+  private static void accumulateRest(float[] p, int pr, float[] v, int vOff, int pageTokens, int d, int c, float[] o,
       int or) {
-    FloatVector acc = FloatVector.zero(F);
-    for (int j = 0, vj = vOff + c; j < pageTokens; j++, vj += d) {
-      acc = FloatVector.fromArray(F, v, vj).fma(FloatVector.broadcast(F, p[pr + j]), acc);
+    int full = d - d % VALUE_BLOCK;
+    for (; c < full; c += L) {
+      accumulateRow(p, pr, v, lane(vOff, c, pageTokens), VALUE_BLOCK, pageTokens, o, or + c);
     }
-    addInto(acc, o, or + c);
-  }
-
-  private static void accumulateTail(float[] p, int p0, int pStride, int rows, float[] v, int vOff, int pageTokens,
-      int d, int c0, float[] o, int o0) {
-    for (int r = 0; r < rows; r++) {
+    int w = d - full;
+    int base = vOff + full * pageTokens - full;
+    for (; c + L <= d; c += L) {
+      accumulateRow(p, pr, v, base + c, w, pageTokens, o, or + c);
+    }
+    if (c < d) {
       for (int j = 0; j < pageTokens; j++) {
-        float w = p[p0 + r * pStride + j];
-        for (int c = c0; c < d; c++) {
-          o[o0 + r * d + c] += w * v[vOff + j * d + c];
+        float pj = p[pr + j];
+        int vj = base + j * w;
+        for (int cc = c; cc < d; cc++) {
+          o[or + cc] += pj * v[vj + cc];
         }
       }
     }
+  }
+
+  private static void accumulateRow(float[] p, int pr, float[] v, int x, int stride, int pageTokens, float[] o,
+      int oc) {
+    FloatVector acc = FloatVector.zero(F);
+    for (int j = 0; j < pageTokens; j++, x += stride) {
+      acc = FloatVector.fromArray(F, v, x).fma(FloatVector.broadcast(F, p[pr + j]), acc);
+    }
+    addInto(acc, o, oc);
+  }
+
+  /** Token 0's channel {@code c} in a full-width value block (see {@link AttentionKernels#valueIndex}). */
+  private static int lane(int vOff, int c, int pageTokens) {
+    int b = c - c % VALUE_BLOCK;
+    return vOff + b * pageTokens + (c - b);
   }
 
   private static void addInto(FloatVector acc, float[] o, int off) {
@@ -389,38 +402,31 @@ final class VectorAttentionKernels implements AttentionKernels {
   @Override
   public void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int pageTokens, int d,
       float[] o, int oOff) {
+    int full = d - d % VALUE_BLOCK;
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
       int p0 = pOff + r * pStride;
       int o0 = oOff + r * d;
       int c = 0;
-      for (; c + 2 * L <= d; c += 2 * L) {
-        accumulateHalf4x2(p, p0, pStride, v, vOff, pageTokens, d, c, o, o0);
+      for (; c + 2 * L <= full; c += 2 * L) {
+        accumulateHalf4x2(p, p0, pStride, v, lane(vOff, c, pageTokens), lane(vOff, c + L, pageTokens), pageTokens, d, o,
+            o0 + c);
       }
-      for (; c + L <= d; c += L) {
-        for (int rr = 0; rr < 4; rr++) {
-          accumulateHalfRow(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
-        }
-      }
-      if (c < d) {
-        accumulateHalfTail(p, p0, pStride, 4, v, vOff, pageTokens, d, c, o, o0);
+      for (int rr = 0; rr < 4; rr++) {
+        accumulateHalfRest(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
       }
     }
     for (; r < rows; r++) {
-      int pr = pOff + r * pStride;
-      int or = oOff + r * d;
-      int c = 0;
-      for (; c + L <= d; c += L) {
-        accumulateHalfRow(p, pr, v, vOff, pageTokens, d, c, o, or);
-      }
-      if (c < d) {
-        accumulateHalfTail(p, pr, pStride, 1, v, vOff, pageTokens, d, c, o, or);
-      }
+      accumulateHalfRest(p, pOff + r * pStride, v, vOff, pageTokens, d, 0, o, oOff + r * d);
     }
   }
 
-  private static void accumulateHalf4x2(float[] p, int p0, int pStride, short[] v, int vOff, int pageTokens, int d,
-      int c, float[] o, int o0) {
+  /**
+   * Four rows by {@code 2 * lanes} channels in full-width blocks, token 0 of the two halves at
+   * {@code v0} and {@code v1} (the same block for 256-bit vectors, consecutive blocks for 512-bit).
+   */
+  private static void accumulateHalf4x2(float[] p, int p0, int pStride, short[] v, int v0, int v1, int pageTokens, int d,
+      float[] o, int oc) {
     FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
     FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
     FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
@@ -428,51 +434,65 @@ final class VectorAttentionKernels implements AttentionKernels {
     int p1 = p0 + pStride;
     int p2 = p1 + pStride;
     int p3 = p2 + pStride;
-    for (int j = 0, vj = vOff + c; j < pageTokens; j++, vj += d) {
-      FloatVector v0 = half(v, vj);
-      FloatVector v1 = half(v, vj + L);
+    for (int j = 0, x = v0, y = v1; j < pageTokens; j++, x += VALUE_BLOCK, y += VALUE_BLOCK) {
+      FloatVector x0 = half(v, x);
+      FloatVector x1 = half(v, y);
       FloatVector w0 = FloatVector.broadcast(F, p[p0 + j]);
-      a00 = v0.fma(w0, a00);
-      a01 = v1.fma(w0, a01);
+      a00 = x0.fma(w0, a00);
+      a01 = x1.fma(w0, a01);
       FloatVector w1 = FloatVector.broadcast(F, p[p1 + j]);
-      a10 = v0.fma(w1, a10);
-      a11 = v1.fma(w1, a11);
+      a10 = x0.fma(w1, a10);
+      a11 = x1.fma(w1, a11);
       FloatVector w2 = FloatVector.broadcast(F, p[p2 + j]);
-      a20 = v0.fma(w2, a20);
-      a21 = v1.fma(w2, a21);
+      a20 = x0.fma(w2, a20);
+      a21 = x1.fma(w2, a21);
       FloatVector w3 = FloatVector.broadcast(F, p[p3 + j]);
-      a30 = v0.fma(w3, a30);
-      a31 = v1.fma(w3, a31);
+      a30 = x0.fma(w3, a30);
+      a31 = x1.fma(w3, a31);
     }
-    addInto(a00, o, o0 + c);
-    addInto(a01, o, o0 + c + L);
-    addInto(a10, o, o0 + d + c);
-    addInto(a11, o, o0 + d + c + L);
-    addInto(a20, o, o0 + 2 * d + c);
-    addInto(a21, o, o0 + 2 * d + c + L);
-    addInto(a30, o, o0 + 3 * d + c);
-    addInto(a31, o, o0 + 3 * d + c + L);
+    addInto(a00, o, oc);
+    addInto(a01, o, oc + L);
+    addInto(a10, o, oc + d);
+    addInto(a11, o, oc + d + L);
+    addInto(a20, o, oc + 2 * d);
+    addInto(a21, o, oc + 2 * d + L);
+    addInto(a30, o, oc + 3 * d);
+    addInto(a31, o, oc + 3 * d + L);
   }
 
-  private static void accumulateHalfRow(float[] p, int pr, short[] v, int vOff, int pageTokens, int d, int c,
-      float[] o, int or) {
-    FloatVector acc = FloatVector.zero(F);
-    for (int j = 0, vj = vOff + c; j < pageTokens; j++, vj += d) {
-      acc = half(v, vj).fma(FloatVector.broadcast(F, p[pr + j]), acc);
+  /**
+   * One row from channel {@code c} on: the rest of the full-width blocks a vector at a time, then the
+   * narrower last block (width {@code d % VALUE_BLOCK}) by vectors and scalars.
+   */
+  private static void accumulateHalfRest(float[] p, int pr, short[] v, int vOff, int pageTokens, int d, int c, float[] o,
+      int or) {
+    int full = d - d % VALUE_BLOCK;
+    for (; c < full; c += L) {
+      accumulateHalfRow(p, pr, v, lane(vOff, c, pageTokens), VALUE_BLOCK, pageTokens, o, or + c);
     }
-    addInto(acc, o, or + c);
-  }
-
-  private static void accumulateHalfTail(float[] p, int p0, int pStride, int rows, short[] v, int vOff,
-      int pageTokens, int d, int c0, float[] o, int o0) {
-    for (int r = 0; r < rows; r++) {
+    int w = d - full;
+    int base = vOff + full * pageTokens - full;
+    for (; c + L <= d; c += L) {
+      accumulateHalfRow(p, pr, v, base + c, w, pageTokens, o, or + c);
+    }
+    if (c < d) {
       for (int j = 0; j < pageTokens; j++) {
-        float w = p[p0 + r * pStride + j];
-        for (int c = c0; c < d; c++) {
-          o[o0 + r * d + c] += w * ScalarAttentionKernels.halfScaled(v[vOff + j * d + c]);
+        float pj = p[pr + j];
+        int vj = base + j * w;
+        for (int cc = c; cc < d; cc++) {
+          o[or + cc] += pj * ScalarAttentionKernels.halfScaled(v[vj + cc]);
         }
       }
     }
+  }
+
+  private static void accumulateHalfRow(float[] p, int pr, short[] v, int x, int stride, int pageTokens, float[] o,
+      int oc) {
+    FloatVector acc = FloatVector.zero(F);
+    for (int j = 0; j < pageTokens; j++, x += stride) {
+      acc = half(v, x).fma(FloatVector.broadcast(F, p[pr + j]), acc);
+    }
+    addInto(acc, o, oc);
   }
 
   @Override

@@ -140,10 +140,9 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
   @Override
   protected void write(int page, int idx, float[] k, int kOff, float[] v, int vOff) {
     short[] f = fullPart(page);
-    int vBase = valuesOffset() + idx * headDim;
     for (int c = 0; c < headDim; c++) {
       f[c * P + idx] = Float.floatToFloat16(k[kOff + c]);
-      f[vBase + c] = Float.floatToFloat16(v[vOff + c]);
+      f[valueAt(idx, c)] = Float.floatToFloat16(v[vOff + c]);
     }
     qmask[page] &= (short) ~(1 << idx);
   }
@@ -161,10 +160,17 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
       for (int c = 0; c < headDim; c++) {
         dst[c * P + toIdx] = src[c * P + fromIdx];
       }
-      System.arraycopy(src, valuesOffset() + fromIdx * headDim, dst, valuesOffset() + toIdx * headDim, headDim);
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        System.arraycopy(src, valueRunStart(fromIdx, b), dst, valueRunStart(toIdx, b), valueRunLength(b));
+      }
       qmask[toPage] &= (short) ~(1 << toIdx);
     }
     qmask[fromPage] &= (short) ~(1 << fromIdx);
+  }
+
+  /** Index of token {@code j}'s value channel {@code c} in a page's full-precision array. */
+  private int valueAt(int j, int c) {
+    return valuesOffset() + AttentionKernels.valueIndex(j, c, headDim, P);
   }
 
   private short[] fullPart(int page) {
@@ -203,9 +209,8 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
       }
     } else {
       short[] f = full[page];
-      int base = valuesOffset() + j * headDim;
       for (int c = 0; c < headDim; c++) {
-        dst[off + c] = h(f[base + c]);
+        dst[off + c] = h(f[valueAt(j, c)]);
       }
     }
   }
@@ -225,7 +230,10 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
         for (int c = 0; c < headDim; c++) {
           buf[c * P + j] = x[c];
         }
-        readValue(page * P + j, buf, valuesOffset() + j * headDim);
+        readValue(page * P + j, x, 0);
+        for (int c = 0; c < headDim; c++) {
+          buf[valueAt(j, c)] = x[c];
+        }
       }
     }
     return buf;
@@ -443,9 +451,8 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
         lay.setKCode(q, i, j, codes[i]);
       }
     }
-    int base = valuesOffset() + j * headDim;
     for (int i = 0; i < headDim; i++) {
-      xp[i] = h(f[base + vPerm[i]]);
+      xp[i] = h(f[valueAt(j, vPerm[i])]);
     }
     for (int g = 0; g < lay.vGroups; g++) {
       int from = g * lay.vGroup, n = Math.min(lay.vGroup, headDim - from);
@@ -494,7 +501,7 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
             short[] f = full[p];
             for (int c = 0; c < headDim; c++) {
               keys[r * headDim + c] = h(f[c * P + j]);
-              values[r * headDim + c] = h(f[valuesOffset() + j * headDim + c]);
+              values[r * headDim + c] = h(f[valueAt(j, c)]);
             }
             r++;
           }

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvcache.kernel.AttentionKernels;
 import io.kvcache.kernel.Kernels;
 import java.util.HashMap;
 import java.util.Map;
@@ -102,7 +103,7 @@ class HeadStoreTest {
   @ParameterizedTest
   @ValueSource(strings = {"f32", "f16"})
   void pagesDecodeToTheStoredTokens(String codecName) {
-    int d = 8;
+    int d = 40; // two full value blocks and a narrower one
     HeadStore store = codec(codecName).newStore(d);
     SplittableRandom rnd = new SplittableRandom(7);
     float[][] k = new float[20][], v = new float[20][];
@@ -119,7 +120,8 @@ class HeadStoreTest {
       float[] ks = stored(codecName, k[t]), vs = stored(codecName, v[t]);
       for (int c = 0; c < d; c++) {
         assertEquals(ks[c], kT[c * HeadStore.PAGE_TOKENS + j], "key token " + t + " channel " + c);
-        assertEquals(vs[c], vv[store.valuesOffset() + j * d + c], "value token " + t + " channel " + c);
+        assertEquals(vs[c], vv[store.valuesOffset() + AttentionKernels.valueIndex(j, c, d, HeadStore.PAGE_TOKENS)],
+            "value token " + t + " channel " + c);
       }
     }
   }

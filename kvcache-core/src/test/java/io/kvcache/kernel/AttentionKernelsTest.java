@@ -77,7 +77,9 @@ class AttentionKernelsTest {
   void accumulateMatchesScalar(int rows) {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
-    for (int d : new int[] {1, 7, 24, 64, 100, 128}) {
+    // Head dims with a narrower last value block (7, 24, 40, 100) and 48: one 2-vector tile and a
+    // single block left over for 512-bit vectors.
+    for (int d : new int[] {1, 7, 24, 40, 48, 64, 100, 128}) {
       int p = 16;
       int stride = 48;
       float[] w = gaussian(rnd, rows * stride + 2);
@@ -87,6 +89,61 @@ class AttentionKernelsTest {
       scalar.accumulate(w, 2, stride, rows, v, 6, p, d, o1, 1);
       vector.accumulate(w, 2, stride, rows, v, 6, p, d, o2, 1);
       assertClose(o1, o2, 1e-5, seed);
+    }
+  }
+
+  @Test
+  void valueIndexCoversThePageOnce() {
+    for (int d : new int[] {1, 7, 16, 24, 40, 64, 100, 128}) {
+      for (int p : new int[] {1, 16, 48}) {
+        boolean[] seen = new boolean[p * d];
+        for (int j = 0; j < p; j++) {
+          for (int c = 0; c < d; c++) {
+            int i = AttentionKernels.valueIndex(j, c, d, p);
+            assertTrue(i >= 0 && i < p * d && !seen[i], "d=" + d + " p=" + p + " j=" + j + " c=" + c + " -> " + i);
+            seen[i] = true;
+            if (c % AttentionKernels.VALUE_BLOCK != 0) {
+              assertEquals(AttentionKernels.valueIndex(j, c - 1, d, p) + 1, i, "a block is row-major inside");
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /** The scalar definition against float64 sums over {@link AttentionKernels#valueIndex}. */
+  @ParameterizedTest(name = "rows={0}")
+  @ValueSource(ints = {1, 4, 5})
+  void accumulateReadsColumnBlocks(int rows) {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    for (int d : new int[] {1, 7, 16, 24, 40, 128}) {
+      int p = 16;
+      float[] w = gaussian(rnd, rows * p);
+      float[] v = gaussian(rnd, p * d + 3);
+      short[] h = new short[p * d + 3];
+      for (int i = 0; i < h.length; i++) {
+        h[i] = Float.floatToFloat16(v[i]);
+        v[i] = Float.float16ToFloat(h[i]);
+      }
+      float[] expected = new float[rows * d];
+      for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < d; c++) {
+          double sum = 0;
+          for (int j = 0; j < p; j++) {
+            sum += (double) w[r * p + j] * v[3 + AttentionKernels.valueIndex(j, c, d, p)];
+          }
+          expected[r * d + c] = (float) sum;
+        }
+      }
+      for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
+        float[] o = new float[rows * d];
+        k.accumulate(w, 0, p, rows, v, 3, p, d, o, 0);
+        assertClose(expected, o, 1e-5, seed);
+        float[] oh = new float[rows * d];
+        k.accumulateHalf(times(w, AttentionKernels.HALF_FACTOR), 0, p, rows, h, 3, p, d, oh, 0);
+        assertClose(expected, oh, 1e-5, seed);
+      }
     }
   }
 
