@@ -32,7 +32,7 @@ final class F16Codec implements StorageCodec {
   }
 
   /**
-   * One short[] per page, laid out like the f32 page: keys transposed, then values row-major.
+   * One short[] per page, laid out like the f32 page: keys transposed, then values in column blocks.
    *
    * <p>Decode reads the halves in place ({@link HeadStore.FusedPages}): the kernels widen them in
    * registers instead of writing a float copy of each page and reading it back. They read a half as its

@@ -25,7 +25,7 @@ final class F32Codec implements StorageCodec {
     return name();
   }
 
-  /** One float[] per page: keys transposed, then values row-major. */
+  /** One float[] per page: keys transposed, then values in column blocks ({@link AttentionKernels#valueIndex}). */
   private static final class Store extends HeadStore {
     private float[][] pages = new float[4][];
 

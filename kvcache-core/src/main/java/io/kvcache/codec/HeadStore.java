@@ -17,7 +17,8 @@ import java.util.Arrays;
  * return whole pages.
  *
  * <p>Subclasses decide the encoding of a page; {@link #page} gives a page's keys (transposed) and
- * values (row-major) as floats, decoding into a caller-provided buffer where the encoding is not f32.
+ * values (in column blocks, {@link AttentionKernels#valueIndex}) as floats, decoding into a
+ * caller-provided buffer where the encoding is not f32.
  * Not thread-safe: one thread at a time.
  */
 public abstract class HeadStore {

@@ -4,8 +4,8 @@ package io.kvcache.codec;
  * Storage codec, the first axis: how one retained token's key and value are stored.
  *
  * <p>A codec makes one {@link HeadStore} per layer and KV head. The store owns the bytes; the
- * attention kernels read them through {@link HeadStore#keys} and {@link HeadStore#values}, which
- * decode one page at a time. Implementations are immutable and thread-safe; stores are not.
+ * attention kernels read them through {@link HeadStore#page} (a page decoded to floats) or, for
+ * stores that attend in their own encoding, {@link HeadStore.FusedPages}, one page at a time. Implementations are immutable and thread-safe; stores are not.
  */
 public interface StorageCodec {
 

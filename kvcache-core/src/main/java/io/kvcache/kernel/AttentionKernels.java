@@ -19,8 +19,9 @@ public interface AttentionKernels {
   /**
    * Channels per column block of a value page. With a plain row-major page, adding a 16-channel slice
    * of 16 tokens touches 16 cache lines 256 bytes apart (f16, head dim 128); the blocked page turns that
-   * into one sequential 512-byte run, which measured 10-13% faster per f16 decode page from memory on a
-   * Zen 3 core (8-10% from L2).
+   * into one sequential 512-byte run. On a Zen 3 core an f16 decode page from L2 measured 1.09-1.18x
+   * faster, f32 decode and 8K prefill faster through JMH, f16 decode from memory within the noise
+   * (docs/benchmarks.md). The vector kernels need their lane count to divide it (4, 8 or 16).
    */
   int VALUE_BLOCK = 16;
 

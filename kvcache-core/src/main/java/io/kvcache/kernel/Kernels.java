@@ -98,6 +98,7 @@ public final class Kernels {
       return "jdk.incubator.vector not in the boot layer; run with --add-modules jdk.incubator.vector";
     }
     int lanes = VectorLanes.lanes();
+    // Each vector of a value page's channels must sit inside one AttentionKernels.VALUE_BLOCK.
     if (lanes < 4 || lanes > 16 || Integer.bitCount(lanes) != 1) {
       return "preferred float vector has " + lanes + " lanes; the vector kernels need 4, 8 or 16";
     }

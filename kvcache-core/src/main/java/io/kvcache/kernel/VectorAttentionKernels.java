@@ -174,7 +174,7 @@ final class VectorAttentionKernels implements AttentionKernels {
 
   /**
    * Four rows by {@code 2 * lanes} channels in full-width blocks, token 0 of the two halves at
-   * {@code v0} and {@code v1} (the same block for 256-bit vectors, consecutive blocks for 512-bit).
+   * {@code v0} and {@code v1} (the same block for 128- and 256-bit vectors, consecutive blocks for 512-bit).
    */
   private static void accumulate4x2(float[] p, int p0, int pStride, float[] v, int v0, int v1, int pageTokens, int d,
       float[] o, int oc) {
@@ -423,7 +423,7 @@ final class VectorAttentionKernels implements AttentionKernels {
 
   /**
    * Four rows by {@code 2 * lanes} channels in full-width blocks, token 0 of the two halves at
-   * {@code v0} and {@code v1} (the same block for 256-bit vectors, consecutive blocks for 512-bit).
+   * {@code v0} and {@code v1} (the same block for 128- and 256-bit vectors, consecutive blocks for 512-bit).
    */
   private static void accumulateHalf4x2(float[] p, int p0, int pStride, short[] v, int v0, int v1, int pageTokens, int d,
       float[] o, int oc) {

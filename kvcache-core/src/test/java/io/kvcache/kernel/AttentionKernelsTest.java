@@ -59,7 +59,7 @@ class AttentionKernelsTest {
     // 16 is the store's page; three vectors of tokens also run the one-vector kernel (the whole page
     // with 512-bit vectors).
     for (int p : new int[] {16, 3 * VectorAttentionKernels.lanes()}) {
-      for (int d : new int[] {1, 7, 64, 128}) {
+      for (int d : new int[] {1, 7, 40, 64, 100, 128}) {
         float[] q = gaussian(rnd, rows * d + 3);
         float[] kT = gaussian(rnd, d * p + 9);
         int stride = p + 24;
@@ -80,16 +80,27 @@ class AttentionKernelsTest {
     // Head dims with a narrower last value block (7, 24, 40, 100) and 48: one 2-vector tile and a
     // single block left over for 512-bit vectors.
     for (int d : new int[] {1, 7, 24, 40, 48, 64, 100, 128}) {
-      int p = 16;
-      int stride = 48;
-      float[] w = gaussian(rnd, rows * stride + 2);
-      float[] v = gaussian(rnd, p * d + 6);
-      float[] o1 = gaussian(rnd, rows * d + 1);
-      float[] o2 = o1.clone();
-      scalar.accumulate(w, 2, stride, rows, v, 6, p, d, o1, 1);
-      vector.accumulate(w, 2, stride, rows, v, 6, p, d, o2, 1);
-      assertClose(o1, o2, 1e-5, seed);
+      for (int p : new int[] {16, 48}) {
+        int stride = 48;
+        float[] w = gaussian(rnd, rows * stride + 2);
+        float[] v = gaussian(rnd, p * d + 6);
+        float[] o1 = gaussian(rnd, rows * d + 1);
+        float[] o2 = o1.clone();
+        scalar.accumulate(w, 2, stride, rows, v, 6, p, d, o1, 1);
+        vector.accumulate(w, 2, stride, rows, v, 6, p, d, o2, 1);
+        assertClose(o1, o2, 1e-5, seed);
+      }
     }
+  }
+
+  @Test
+  void valueIndexPlacesBlocksOfSixteenChannels() {
+    assertEquals(16, AttentionKernels.valueIndex(1, 0, 128, 16), "token 1 follows token 0's 16 channels");
+    assertEquals(256, AttentionKernels.valueIndex(0, 16, 128, 16), "channel 16 starts the second block");
+    assertEquals(16 * 48 + 5 * 16 + 3, AttentionKernels.valueIndex(5, 19, 128, 48));
+    assertEquals(520, AttentionKernels.valueIndex(1, 32, 40, 16), "the narrower last block: 8 wide");
+    assertEquals(639, AttentionKernels.valueIndex(15, 39, 40, 16));
+    assertEquals(3 * 7 + 6, AttentionKernels.valueIndex(3, 6, 7, 16), "one block: row-major");
   }
 
   @Test
@@ -118,31 +129,32 @@ class AttentionKernelsTest {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
     for (int d : new int[] {1, 7, 16, 24, 40, 128}) {
-      int p = 16;
-      float[] w = gaussian(rnd, rows * p);
-      float[] v = gaussian(rnd, p * d + 3);
-      short[] h = new short[p * d + 3];
-      for (int i = 0; i < h.length; i++) {
-        h[i] = Float.floatToFloat16(v[i]);
-        v[i] = Float.float16ToFloat(h[i]);
-      }
-      float[] expected = new float[rows * d];
-      for (int r = 0; r < rows; r++) {
-        for (int c = 0; c < d; c++) {
-          double sum = 0;
-          for (int j = 0; j < p; j++) {
-            sum += (double) w[r * p + j] * v[3 + AttentionKernels.valueIndex(j, c, d, p)];
-          }
-          expected[r * d + c] = (float) sum;
+      for (int p : new int[] {16, 48}) {
+        float[] w = gaussian(rnd, rows * p);
+        float[] v = gaussian(rnd, p * d + 3);
+        short[] h = new short[p * d + 3];
+        for (int i = 0; i < h.length; i++) {
+          h[i] = Float.floatToFloat16(v[i]);
+          v[i] = Float.float16ToFloat(h[i]);
         }
-      }
-      for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
-        float[] o = new float[rows * d];
-        k.accumulate(w, 0, p, rows, v, 3, p, d, o, 0);
-        assertClose(expected, o, 1e-5, seed);
-        float[] oh = new float[rows * d];
-        k.accumulateHalf(times(w, AttentionKernels.HALF_FACTOR), 0, p, rows, h, 3, p, d, oh, 0);
-        assertClose(expected, oh, 1e-5, seed);
+        float[] expected = new float[rows * d];
+        for (int r = 0; r < rows; r++) {
+          for (int c = 0; c < d; c++) {
+            double sum = 0;
+            for (int j = 0; j < p; j++) {
+              sum += (double) w[r * p + j] * v[3 + AttentionKernels.valueIndex(j, c, d, p)];
+            }
+            expected[r * d + c] = (float) sum;
+          }
+        }
+        for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
+          float[] o = new float[rows * d];
+          k.accumulate(w, 0, p, rows, v, 3, p, d, o, 0);
+          assertClose(expected, o, 1e-5, seed);
+          float[] oh = new float[rows * d];
+          k.accumulateHalf(times(w, AttentionKernels.HALF_FACTOR), 0, p, rows, h, 3, p, d, oh, 0);
+          assertClose(expected, oh, 1e-5, seed);
+        }
       }
     }
   }
@@ -273,7 +285,7 @@ class AttentionKernelsTest {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
     for (int p : new int[] {16, 3 * VectorAttentionKernels.lanes()}) {
-      for (int d : new int[] {1, 7, 64, 128}) {
+      for (int d : new int[] {1, 7, 40, 64, 100, 128}) {
         short[] page = new short[2 * d * p + 9];
         for (int i = 0; i < page.length; i++) {
           page[i] = Float.floatToFloat16((float) rnd.nextGaussian());

@@ -1,5 +1,9 @@
 package io.kvcache.skvq;
 
+import io.kvcache.kernel.Kernels;
+
+import io.kvcache.kernel.AttentionKernels;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -145,7 +149,7 @@ class SkvqCodecTest {
   void windowAndSinksStayExactAndOnlyWholePagesLeave() {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
-    int d = 16, window = 40, sinks = 5;
+    int d = 40, window = 40, sinks = 5; // d = 40: two full value blocks and a narrower one
     SkvqConfig cfg = SkvqConfig.paperDefault().withWindow(window, sinks);
     SkvqStore store = (SkvqStore) SkvqCodec.of(cfg).newStore(d);
     float[][] k = new float[300][d], v = new float[300][d];
@@ -170,6 +174,20 @@ class SkvqCodecTest {
             store.readValue(s, back, 0);
             assertArrayEquals(v[s], back, "value of " + s);
           }
+        }
+      }
+    }
+    // The whole-page view (window, sink and dequantized slots alike) in the float page's layout.
+    float[] buf = new float[2 * d * P], kk = new float[d], vv = new float[d];
+    for (int page = 0; page < store.pageCount(); page++) {
+      float[] got = store.page(page, buf, Kernels.get());
+      for (int j = 0; j < P && page * P + j < 300; j++) {
+        store.readKey(page * P + j, kk, 0);
+        store.readValue(page * P + j, vv, 0);
+        for (int c = 0; c < d; c++) {
+          assertEquals(kk[c], got[c * P + j], "page " + page + " key " + j + "," + c);
+          assertEquals(vv[c], got[store.valuesOffset() + AttentionKernels.valueIndex(j, c, d, P)],
+              "page " + page + " value " + j + "," + c);
         }
       }
     }

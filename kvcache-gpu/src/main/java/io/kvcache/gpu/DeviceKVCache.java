@@ -14,7 +14,7 @@ import java.util.List;
  *
  * <p>Each layer owns one buffer of pages of 16 slots per KV head, keys transposed as in the CPU's
  * {@code HeadStore} page, then values row-major (the CPU page keeps them in 16-channel column blocks
- * for its vector loops; the device kernels stage whole rows), and one buffer of slot positions.
+ * for its vector loops; the device kernels read a token's values as one row), and one buffer of slot positions.
  * Capacity is fixed at creation, so an append never reallocates or copies: a decode step uploads one
  * token's K and V per layer (2 · kvHeads · headDim halves) and the query, and reads back the output.
  * Tokens are appended in order; the causal mask is by position, as on the CPU.
