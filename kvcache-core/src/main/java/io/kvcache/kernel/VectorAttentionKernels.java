@@ -518,17 +518,65 @@ final class VectorAttentionKernels implements AttentionKernels {
     FloatVector sum = FloatVector.zero(F);
     FloatVector mv = FloatVector.broadcast(F, m);
     for (; i + L <= n; i += L) {
-      FloatVector e = FloatVector.fromArray(F, a, off + i).sub(mv).lanewise(VectorOperators.EXP);
+      FloatVector e = exp(FloatVector.fromArray(F, a, off + i).sub(mv));
       e.intoArray(a, off + i);
       sum = sum.add(e);
     }
-    float total = sum.reduceLanes(VectorOperators.ADD);
+    float total = sumLanes(sum);
     for (; i < n; i++) {
       float e = (float) Math.exp(a[off + i] - m);
       a[off + i] = e;
       total += e;
     }
     return total;
+  }
+
+  /**
+   * The lanes' sum, lane 0 first. {@code reduceLanes(ADD)} leaves the order open, and its compiled
+   * form and its Java fallback (which runs until C2 compiles the caller) add in different orders, so
+   * the same softmax could round differently early and late in a JVM's life.
+   */
+  private static float sumLanes(FloatVector v) {
+    float s = v.lane(0);
+    for (int i = 1; i < L; i++) {
+      s += v.lane(i);
+    }
+    return s;
+  }
+
+  private static final float LOG2E = 1.44269504f;
+  private static final float LN2_HI = 0.693359375f;
+  private static final float LN2_LO = -2.12194440e-4f;
+  /** 1.5 * 2^23: adding it rounds a float of magnitude below 2^22 to an integer, in its low bits. */
+  private static final float ROUND = 12582912f;
+  /** Below this, e^x is under the smallest normal float; such weights are taken as 0. */
+  private static final float EXP_MIN = -87.33654f;
+
+  /**
+   * e^x for x <= 0 (and -infinity), about 1 ulp: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by a
+   * degree-6 polynomial, 2^n into the exponent bits; results below the smallest normal float are 0.
+   * Written out rather than {@code lanewise(EXP)}: that calls a native vector library once compiled
+   * but {@code Math.exp} lane by lane before, and the two differ in the last bit, so the same
+   * attention gave different floats early and late in a JVM's life (seen as rare mismatches between
+   * two caches that must agree bit for bit). Adds, multiplies and FMAs round the same compiled or
+   * not, so this one does not depend on the JIT (or on which vector library the platform has).
+   */
+  private static FloatVector exp(FloatVector x) {
+    FloatVector xc = x.max(EXP_MIN);
+    FloatVector shifted = xc.fma(FloatVector.broadcast(F, LOG2E), FloatVector.broadcast(F, ROUND));
+    FloatVector n = shifted.sub(ROUND);
+    FloatVector r = n.fma(FloatVector.broadcast(F, -LN2_HI), xc);
+    r = n.fma(FloatVector.broadcast(F, -LN2_LO), r);
+    FloatVector poly = r.fma(FloatVector.broadcast(F, 1.9875691500e-4f), FloatVector.broadcast(F, 1.3981999507e-3f));
+    poly = poly.fma(r, FloatVector.broadcast(F, 8.3334519073e-3f));
+    poly = poly.fma(r, FloatVector.broadcast(F, 4.1665795894e-2f));
+    poly = poly.fma(r, FloatVector.broadcast(F, 1.6666665459e-1f));
+    poly = poly.fma(r, FloatVector.broadcast(F, 5.0000001201e-1f));
+    FloatVector y = poly.fma(r.mul(r), r).add(1f);
+    // n is in [-126, 0]: its bits below 2^22 sit in the low bits of 'shifted'.
+    IntVector bits = shifted.reinterpretAsInts().sub(Float.floatToRawIntBits(ROUND) - 127).lanewise(VectorOperators.LSHL, 23);
+    FloatVector scaled = y.mul(bits.reinterpretAsFloats());
+    return scaled.blend(0f, x.compare(VectorOperators.LT, EXP_MIN));
   }
 
   @Override

@@ -105,10 +105,10 @@ final class VectorMatrixKernels implements MatrixKernels {
         b2 = FloatVector.fromArray(S, f, 2 * cols + c + len).fma(xw, b2);
         b3 = FloatVector.fromArray(S, f, 3 * cols + c + len).fma(xw, b3);
       }
-      float s0 = a0.add(b0).reduceLanes(VectorOperators.ADD);
-      float s1 = a1.add(b1).reduceLanes(VectorOperators.ADD);
-      float s2 = a2.add(b2).reduceLanes(VectorOperators.ADD);
-      float s3 = a3.add(b3).reduceLanes(VectorOperators.ADD);
+      float s0 = sumLanes(a0.add(b0));
+      float s1 = sumLanes(a1.add(b1));
+      float s2 = sumLanes(a2.add(b2));
+      float s3 = sumLanes(a3.add(b3));
       for (int c = bound; c < cols; c++) {
         float xc = x[xOff + c];
         s0 += f[c] * xc;
@@ -193,8 +193,8 @@ final class VectorMatrixKernels implements MatrixKernels {
         a2 = f16ScaledAt(seg, b2 + o).fma(xv, a2);
         a3 = f16ScaledAt(seg, b3 + o).fma(xv, a3);
       }
-      store4(w, x, xOff, y, yOff, r, bound, a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD),
-          a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD));
+      store4(w, x, xOff, y, yOff, r, bound, sumLanes(a0), sumLanes(a1),
+          sumLanes(a2), sumLanes(a3));
     }
   }
 
@@ -232,8 +232,8 @@ final class VectorMatrixKernels implements MatrixKernels {
         a2 = bf16At(seg, b2 + o).fma(xv, a2);
         a3 = bf16At(seg, b3 + o).fma(xv, a3);
       }
-      store4(w, x, xOff, y, yOff, r, bound, a0.reduceLanes(VectorOperators.ADD), a1.reduceLanes(VectorOperators.ADD),
-          a2.reduceLanes(VectorOperators.ADD), a3.reduceLanes(VectorOperators.ADD));
+      store4(w, x, xOff, y, yOff, r, bound, sumLanes(a0), sumLanes(a1),
+          sumLanes(a2), sumLanes(a3));
     }
   }
 
@@ -332,6 +332,19 @@ final class VectorMatrixKernels implements MatrixKernels {
     }
   }
 
+  /**
+   * The lanes' sum, lane 0 first: {@code reduceLanes(ADD)} leaves the order open, and its compiled
+   * form and its Java fallback (which runs until C2 compiles the caller) differ, so the same logits
+   * could round differently early and late in a JVM's life.
+   */
+  private static float sumLanes(FloatVector v) {
+    float s = v.lane(0);
+    for (int i = 1; i < S.length(); i++) {
+      s += v.lane(i);
+    }
+    return s;
+  }
+
   private static void dot4(float[] rows, int cols, float[] x, int xb, float[] y, int yb) {
     FloatVector a0 = FloatVector.zero(S);
     FloatVector a1 = FloatVector.zero(S);
@@ -346,10 +359,10 @@ final class VectorMatrixKernels implements MatrixKernels {
       a2 = FloatVector.fromArray(S, rows, 2 * cols + c).fma(xv, a2);
       a3 = FloatVector.fromArray(S, rows, 3 * cols + c).fma(xv, a3);
     }
-    float s0 = a0.reduceLanes(VectorOperators.ADD);
-    float s1 = a1.reduceLanes(VectorOperators.ADD);
-    float s2 = a2.reduceLanes(VectorOperators.ADD);
-    float s3 = a3.reduceLanes(VectorOperators.ADD);
+    float s0 = sumLanes(a0);
+    float s1 = sumLanes(a1);
+    float s2 = sumLanes(a2);
+    float s3 = sumLanes(a3);
     for (; c < cols; c++) {
       float xc = x[xb + c];
       s0 += rows[c] * xc;
@@ -391,14 +404,14 @@ final class VectorMatrixKernels implements MatrixKernels {
       b2 = r2.fma(xv, b2);
       b3 = r3.fma(xv, b3);
     }
-    float s0 = a0.reduceLanes(VectorOperators.ADD);
-    float s1 = a1.reduceLanes(VectorOperators.ADD);
-    float s2 = a2.reduceLanes(VectorOperators.ADD);
-    float s3 = a3.reduceLanes(VectorOperators.ADD);
-    float u0 = b0.reduceLanes(VectorOperators.ADD);
-    float u1 = b1.reduceLanes(VectorOperators.ADD);
-    float u2 = b2.reduceLanes(VectorOperators.ADD);
-    float u3 = b3.reduceLanes(VectorOperators.ADD);
+    float s0 = sumLanes(a0);
+    float s1 = sumLanes(a1);
+    float s2 = sumLanes(a2);
+    float s3 = sumLanes(a3);
+    float u0 = sumLanes(b0);
+    float u1 = sumLanes(b1);
+    float u2 = sumLanes(b2);
+    float u3 = sumLanes(b3);
     for (; c < cols; c++) {
       float xc = x[xb + c];
       float xd = x[xb + xs + c];
@@ -428,7 +441,7 @@ final class VectorMatrixKernels implements MatrixKernels {
     for (; c < bound; c += S.length()) {
       acc = FloatVector.fromArray(S, a, aOff + c).fma(FloatVector.fromArray(S, x, xb + c), acc);
     }
-    float s = acc.reduceLanes(VectorOperators.ADD);
+    float s = sumLanes(acc);
     for (; c < n; c++) {
       s += a[aOff + c] * x[xb + c];
     }

@@ -39,6 +39,13 @@ final class Layout {
   final int vWords;
   final int vChunks;
   final int vNv;
+  /**
+   * Ternary values: for unit {@code u = j * vChunks + k}, where its 8 bytes start in the page's trits
+   * ({@code (u % vNv) * UNIT}) and the power of 3 that brings its digit to the top ({@code 3^(u / vNv)}),
+   * so the vector kernel's inner loop reads them instead of dividing.
+   */
+  final int[] vUnitByte;
+  final int[] vUnitPow;
 
   Layout(int d, SkvqConfig cfg) {
     this.d = d;
@@ -54,6 +61,13 @@ final class Layout {
     this.vWords = P * vRowWords;
     this.vChunks = (d + UNIT - 1) / UNIT;
     this.vNv = vb.ternary() ? (P * vChunks + 4) / 5 : 0;
+    int units = vb.ternary() ? P * vChunks : 0;
+    this.vUnitByte = new int[units];
+    this.vUnitPow = new int[units];
+    for (int u = 0; u < units; u++) {
+      vUnitByte[u] = (u % vNv) * UNIT;
+      vUnitPow[u] = Ternary.POW3[u / vNv];
+    }
   }
 
   /** @return bytes of one quantized page: codes, then f16 scales and zero points of K and V */

@@ -305,28 +305,24 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
       float[] o, int o0) {
     int d = lay.d, G = lay.vGroups;
     int w0 = r * P * G, w1 = w0 + P * G, w2 = w1 + P * G, w3 = w2 + P * G;
-    int nv = lay.vNv, chunks = lay.vChunks;
+    int chunks = lay.vChunks;
     byte[] trits = p.vt;
+    int[] unitByte = lay.vUnitByte, unitPow = lay.vUnitPow;
     for (int k = 0; k < chunks; k++) {
       int g = k * L / lay.vGroup;
       FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
       FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
-      int run = k % nv, digit = k / nv; // unit j * chunks + k: its run of 8 bytes and base-3 digit
-      for (int j = 0; j < P; j++) {
+      for (int j = 0, u = k; j < P; j++, u += chunks) {
         if ((live & (1 << j)) != 0) {
-          IntVector c = (IntVector) ByteVector.fromArray(B, trits, run * L).convertShape(VectorOperators.B2I, I, 0);
-          FloatVector v = (FloatVector) c.and(0xFF).mul(Ternary.POW3[digit]).and(0xFF).mul(3)
+          IntVector c = (IntVector) ByteVector.fromArray(B, trits, unitByte[u])
+              .convertShape(VectorOperators.ZERO_EXTEND_B2I, I, 0);
+          FloatVector v = (FloatVector) c.mul(unitPow[u]).and(0xFF).mul(3)
               .lanewise(VectorOperators.LSHR, 8).convertShape(VectorOperators.I2F, F, 0);
           int t = j * G + g;
           a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + t]), a0);
           a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + t]), a1);
           a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + t]), a2);
           a3 = v.fma(FloatVector.broadcast(F, tmp[w3 + t]), a3);
-        }
-        run += chunks;
-        while (run >= nv) {
-          run -= nv;
-          digit++;
         }
       }
       add4(a0, a1, a2, a3, tmp, zBase, r, G, g, o, o0 + k * L, d);

@@ -159,6 +159,38 @@ class AttentionKernelsTest {
     }
   }
 
+  /**
+   * The vector softmax sum adds in one fixed order (lane-wise over the vectors, then lane 0 first), so
+   * it gives the same bits whether C2 has compiled it or the Vector API's Java fallback runs; checked
+   * on every call of a loop long enough for C2 to compile it mid-way when this test runs first.
+   */
+  @Test
+  void expAndSumAddsInOneOrderCompiledOrNot() {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    int lanes = VectorAttentionKernels.lanes(), n = 16;
+    float[] a = new float[n], e = new float[n];
+    for (int call = 0; call < 30_000; call++) {
+      for (int i = 0; i < n; i++) {
+        a[i] = (float) (rnd.nextGaussian() * 4);
+      }
+      float m = scalar.max(a, 0, n);
+      System.arraycopy(a, 0, e, 0, n);
+      float total = vector.expAndSum(e, 0, n, m);
+      float[] lane = new float[lanes];
+      for (int i = 0; i < n; i++) {
+        lane[i % lanes] += e[i];
+      }
+      float expected = lane[0];
+      for (int i = 1; i < lanes; i++) {
+        expected += lane[i];
+      }
+      if (total != expected) {
+        assertEquals(expected, total, "call " + call + " (seed " + seed + ")");
+      }
+    }
+  }
+
   @Test
   void reductionsMatchScalar() {
     long seed = seed();
