@@ -149,7 +149,8 @@ class SkvqAttentionTest {
   @Test
   void windowOnlyAttentionEqualsTheFullF16Cache() {
     AttentionShape shape = new AttentionShape(2, 8, 2, 64);
-    SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(100, 20, SkvqCodecTest.seed()));
+    long seed = SkvqCodecTest.seed();
+    SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(100, 20, seed));
     for (AttentionKernels kernels : kernelsAvailable()) {
       KVCacheStrategy skvq = Strategies.skvq(2, 1.5, 128).toBuilder().kernels(kernels).build();
       KVCacheStrategy f16 = Strategies.full().toBuilder().kernels(kernels).build();
@@ -161,7 +162,7 @@ class SkvqAttentionTest {
           SyntheticWorkload.Layer L = layers[l];
           a.prefill(l, 100, null, L.q(), 0, L.k(), 0, L.v(), 0, oa, 0);
           b.prefill(l, 100, null, L.q(), 0, L.k(), 0, L.v(), 0, ob, 0);
-          assertArrayEquals(ob, oa, "prefill layer " + l + " " + kernels.name());
+          assertArrayEquals(ob, oa, "prefill layer " + l + " " + kernels.name() + " seed " + seed);
         }
         for (int t = 100; t < 120; t++) {
           for (int l = 0; l < 2; l++) {
@@ -169,7 +170,7 @@ class SkvqAttentionTest {
             a.decode(l, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, oa, 0);
             b.decode(l, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, ob, 0);
             for (int i = 0; i < qw; i++) {
-              assertEquals(ob[i], oa[i], "decode t=" + t + " layer " + l + " " + kernels.name());
+              assertEquals(ob[i], oa[i], "decode t=" + t + " layer " + l + " " + kernels.name() + " seed " + seed);
             }
           }
         }
