@@ -5,6 +5,7 @@ import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -532,17 +533,27 @@ final class VectorAttentionKernels implements AttentionKernels {
   }
 
   /**
-   * The lanes' sum, lane 0 first. {@code reduceLanes(ADD)} leaves the order open, and its compiled
-   * form and its Java fallback (which runs until C2 compiles the caller) add in different orders, so
-   * the same softmax could round differently early and late in a JVM's life.
+   * The lanes' sum in a fixed tree (neighbours, then pairs, ...). {@code reduceLanes(ADD)} leaves the order
+   * open, and its compiled form and its Java fallback (which runs until C2 compiles the caller) add in
+   * different orders, so the same softmax could round differently early and late in a JVM's life.
    */
   private static float sumLanes(FloatVector v) {
-    float s = v.lane(0);
-    for (int i = 1; i < L; i++) {
-      s += v.lane(i);
+    v = v.add(v.rearrange(SWAP1));
+    v = v.add(v.rearrange(SWAP2));
+    if (L >= 8) {
+      v = v.add(v.rearrange(SWAP4));
     }
-    return s;
+    if (L >= 16) {
+      v = v.add(v.rearrange(SWAP8));
+    }
+    return v.lane(0);
   }
+
+  /** Lane {@code i} from lane {@code i ^ k}: the fixed pairings of {@link #sumLanes}'s tree. */
+  private static final VectorShuffle<Float> SWAP1 = VectorShuffle.fromOp(F, i -> i ^ 1);
+  private static final VectorShuffle<Float> SWAP2 = VectorShuffle.fromOp(F, i -> i ^ 2);
+  private static final VectorShuffle<Float> SWAP4 = VectorShuffle.fromOp(F, i -> (i ^ 4) % F.length());
+  private static final VectorShuffle<Float> SWAP8 = VectorShuffle.fromOp(F, i -> (i ^ 8) % F.length());
 
   private static final float LOG2E = 1.44269504f;
   private static final float LN2_HI = 0.693359375f;

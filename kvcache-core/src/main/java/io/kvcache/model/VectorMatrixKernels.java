@@ -6,6 +6,7 @@ import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -333,17 +334,27 @@ final class VectorMatrixKernels implements MatrixKernels {
   }
 
   /**
-   * The lanes' sum, lane 0 first: {@code reduceLanes(ADD)} leaves the order open, and its compiled
-   * form and its Java fallback (which runs until C2 compiles the caller) differ, so the same logits
-   * could round differently early and late in a JVM's life.
+   * The lanes' sum in a fixed tree (neighbours, then pairs, ...): {@code reduceLanes(ADD)} leaves the order
+   * open, and its compiled form and its Java fallback (which runs until C2 compiles the caller) differ, so
+   * the same logits could round differently early and late in a JVM's life.
    */
   private static float sumLanes(FloatVector v) {
-    float s = v.lane(0);
-    for (int i = 1; i < S.length(); i++) {
-      s += v.lane(i);
+    v = v.add(v.rearrange(SWAP1));
+    v = v.add(v.rearrange(SWAP2));
+    if (S.length() >= 8) {
+      v = v.add(v.rearrange(SWAP4));
     }
-    return s;
+    if (S.length() >= 16) {
+      v = v.add(v.rearrange(SWAP8));
+    }
+    return v.lane(0);
   }
+
+  /** Lane {@code i} from lane {@code i ^ k}: the fixed pairings of {@link #sumLanes}'s tree. */
+  private static final VectorShuffle<Float> SWAP1 = VectorShuffle.fromOp(S, i -> i ^ 1);
+  private static final VectorShuffle<Float> SWAP2 = VectorShuffle.fromOp(S, i -> i ^ 2);
+  private static final VectorShuffle<Float> SWAP4 = VectorShuffle.fromOp(S, i -> (i ^ 4) % S.length());
+  private static final VectorShuffle<Float> SWAP8 = VectorShuffle.fromOp(S, i -> (i ^ 8) % S.length());
 
   private static void dot4(float[] rows, int cols, float[] x, int xb, float[] y, int yb) {
     FloatVector a0 = FloatVector.zero(S);

@@ -160,7 +160,7 @@ class AttentionKernelsTest {
   }
 
   /**
-   * The vector softmax sum adds in one fixed order (lane-wise over the vectors, then lane 0 first), so
+   * The vector softmax sum adds in one fixed order (lane-wise over the vectors, then a fixed tree), so
    * it gives the same bits whether C2 has compiled it or the Vector API's Java fallback runs; checked
    * on every call of a loop long enough for C2 to compile it mid-way when this test runs first.
    */
@@ -181,10 +181,14 @@ class AttentionKernelsTest {
       for (int i = 0; i < n; i++) {
         lane[i % lanes] += e[i];
       }
-      float expected = lane[0];
-      for (int i = 1; i < lanes; i++) {
-        expected += lane[i];
+      for (int k = 1; k < lanes; k <<= 1) { // the tree: lane i plus lane i ^ k, k = 1, 2, 4, ...
+        float[] next = new float[lanes];
+        for (int i = 0; i < lanes; i++) {
+          next[i] = lane[i] + lane[i ^ k];
+        }
+        lane = next;
       }
+      float expected = lane[0];
       if (total != expected) {
         assertEquals(expected, total, "call " + call + " (seed " + seed + ")");
       }
