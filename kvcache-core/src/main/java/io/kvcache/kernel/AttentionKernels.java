@@ -154,7 +154,9 @@ public interface AttentionKernels {
 
   /**
    * Replaces {@code a[i]} by {@code exp(a[i] - m)} for {@code n} elements from {@code off} and
-   * returns their sum. {@code -Infinity} entries become 0. {@code m} must be finite.
+   * returns their sum. {@code -Infinity} entries become 0. {@code m} must be finite and at least every
+   * element (the softmax's maximum): the vector kernel's e^x is built for {@code x <= 0}, and values
+   * under the smallest normal float (x below about -87.3) may come back as 0.
    *
    * @param a   the array, overwritten
    * @param off first element

@@ -564,7 +564,7 @@ final class VectorAttentionKernels implements AttentionKernels {
   private static final float EXP_MIN = -87.33654f;
 
   /**
-   * e^x for x <= 0 (and -infinity), about 1 ulp: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by a
+   * e^x for x <= 0 (and -infinity; {@link #expAndSum}'s contract), about 1 ulp: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by a
    * degree-6 polynomial, 2^n into the exponent bits; results below the smallest normal float are 0.
    * Written out rather than {@code lanewise(EXP)}: that calls a native vector library once compiled
    * but {@code Math.exp} lane by lane before, and the two differ in the last bit, so the same
