@@ -280,6 +280,17 @@ public abstract class HeadStore {
   }
 
   /**
+   * Where a page's array keeps token {@code idx}'s value channel {@code c}.
+   *
+   * @param idx the token's index within its page
+   * @param c   the channel
+   * @return the value's offset in the page's array
+   */
+  protected final int valueAt(int idx, int c) {
+    return valuesOffset() + AttentionKernels.valueIndex(idx, c, headDim, PAGE_TOKENS);
+  }
+
+  /**
    * Where token {@code idx}'s values from channel {@code b} on start in a page's array: a token's
    * values lie in one run per column block ({@link AttentionKernels#valueIndex}) of
    * {@link #valueRunLength(int)} channels.

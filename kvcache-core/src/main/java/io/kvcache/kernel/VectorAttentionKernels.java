@@ -161,8 +161,9 @@ final class VectorAttentionKernels implements AttentionKernels {
       int o0 = oOff + r * d;
       int c = 0;
       for (; c + 2 * L <= full; c += 2 * L) {
-        accumulate4x2(p, p0, pStride, v, lane(vOff, c, pageTokens), lane(vOff, c + L, pageTokens), pageTokens, d, o,
-            o0 + c);
+        int x = vOff + AttentionKernels.valueIndex(0, c, d, pageTokens);
+        int y = vOff + AttentionKernels.valueIndex(0, c + L, d, pageTokens);
+        accumulate4x2(p, p0, pStride, v, x, y, pageTokens, d, o, o0 + c);
       }
       for (int rr = 0; rr < 4; rr++) {
         accumulateRest(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
@@ -219,21 +220,15 @@ final class VectorAttentionKernels implements AttentionKernels {
   private static void accumulateRest(float[] p, int pr, float[] v, int vOff, int pageTokens, int d, int c, float[] o,
       int or) {
     int full = d - d % VALUE_BLOCK;
-    for (; c < full; c += L) {
-      accumulateRow(p, pr, v, lane(vOff, c, pageTokens), VALUE_BLOCK, pageTokens, o, or + c);
-    }
-    int w = d - full;
-    int base = vOff + full * pageTokens - full;
     for (; c + L <= d; c += L) {
-      accumulateRow(p, pr, v, base + c, w, pageTokens, o, or + c);
+      int stride = c < full ? VALUE_BLOCK : d - full;
+      accumulateRow(p, pr, v, vOff + AttentionKernels.valueIndex(0, c, d, pageTokens), stride, pageTokens, o, or + c);
     }
-    if (c < d) {
-      for (int j = 0; j < pageTokens; j++) {
-        float pj = p[pr + j];
-        int vj = base + j * w;
-        for (int cc = c; cc < d; cc++) {
-          o[or + cc] += pj * v[vj + cc];
-        }
+    for (int j = 0; c < d && j < pageTokens; j++) {
+      float pj = p[pr + j];
+      int vj = vOff + AttentionKernels.valueIndex(j, c, d, pageTokens) - c;
+      for (int cc = c; cc < d; cc++) {
+        o[or + cc] += pj * v[vj + cc];
       }
     }
   }
@@ -245,12 +240,6 @@ final class VectorAttentionKernels implements AttentionKernels {
       acc = FloatVector.fromArray(F, v, x).fma(FloatVector.broadcast(F, p[pr + j]), acc);
     }
     addInto(acc, o, oc);
-  }
-
-  /** Token 0's channel {@code c} in a full-width value block (see {@link AttentionKernels#valueIndex}). */
-  private static int lane(int vOff, int c, int pageTokens) {
-    int b = c - c % VALUE_BLOCK;
-    return vOff + b * pageTokens + (c - b);
   }
 
   private static void addInto(FloatVector acc, float[] o, int off) {
@@ -410,8 +399,9 @@ final class VectorAttentionKernels implements AttentionKernels {
       int o0 = oOff + r * d;
       int c = 0;
       for (; c + 2 * L <= full; c += 2 * L) {
-        accumulateHalf4x2(p, p0, pStride, v, lane(vOff, c, pageTokens), lane(vOff, c + L, pageTokens), pageTokens, d, o,
-            o0 + c);
+        int x = vOff + AttentionKernels.valueIndex(0, c, d, pageTokens);
+        int y = vOff + AttentionKernels.valueIndex(0, c + L, d, pageTokens);
+        accumulateHalf4x2(p, p0, pStride, v, x, y, pageTokens, d, o, o0 + c);
       }
       for (int rr = 0; rr < 4; rr++) {
         accumulateHalfRest(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
@@ -468,21 +458,15 @@ final class VectorAttentionKernels implements AttentionKernels {
   private static void accumulateHalfRest(float[] p, int pr, short[] v, int vOff, int pageTokens, int d, int c, float[] o,
       int or) {
     int full = d - d % VALUE_BLOCK;
-    for (; c < full; c += L) {
-      accumulateHalfRow(p, pr, v, lane(vOff, c, pageTokens), VALUE_BLOCK, pageTokens, o, or + c);
-    }
-    int w = d - full;
-    int base = vOff + full * pageTokens - full;
     for (; c + L <= d; c += L) {
-      accumulateHalfRow(p, pr, v, base + c, w, pageTokens, o, or + c);
+      int stride = c < full ? VALUE_BLOCK : d - full;
+      accumulateHalfRow(p, pr, v, vOff + AttentionKernels.valueIndex(0, c, d, pageTokens), stride, pageTokens, o, or + c);
     }
-    if (c < d) {
-      for (int j = 0; j < pageTokens; j++) {
-        float pj = p[pr + j];
-        int vj = base + j * w;
-        for (int cc = c; cc < d; cc++) {
-          o[or + cc] += pj * ScalarAttentionKernels.halfScaled(v[vj + cc]);
-        }
+    for (int j = 0; c < d && j < pageTokens; j++) {
+      float pj = p[pr + j];
+      int vj = vOff + AttentionKernels.valueIndex(j, c, d, pageTokens) - c;
+      for (int cc = c; cc < d; cc++) {
+        o[or + cc] += pj * ScalarAttentionKernels.halfScaled(v[vj + cc]);
       }
     }
   }

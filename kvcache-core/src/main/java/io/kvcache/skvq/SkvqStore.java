@@ -168,11 +168,6 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
     qmask[fromPage] &= (short) ~(1 << fromIdx);
   }
 
-  /** Index of token {@code j}'s value channel {@code c} in a page's full-precision array. */
-  private int valueAt(int j, int c) {
-    return valuesOffset() + AttentionKernels.valueIndex(j, c, headDim, P);
-  }
-
   private short[] fullPart(int page) {
     if (full[page] == null) {
       full[page] = new short[2 * headDim * P];
