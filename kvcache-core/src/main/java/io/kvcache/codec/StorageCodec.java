@@ -5,7 +5,8 @@ package io.kvcache.codec;
  *
  * <p>A codec makes one {@link HeadStore} per layer and KV head. The store owns the bytes; the
  * attention kernels read them through {@link HeadStore#page} (a page decoded to floats) or, for
- * stores that attend in their own encoding, {@link HeadStore.FusedPages}, one page at a time. Implementations are immutable and thread-safe; stores are not.
+ * stores that attend in their own encoding, {@link HeadStore.FusedPages}, one page at a time.
+ * Implementations are immutable and thread-safe; stores are not.
  */
 public interface StorageCodec {
 
