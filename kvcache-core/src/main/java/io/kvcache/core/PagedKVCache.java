@@ -415,6 +415,11 @@ final class PagedKVCache implements KVCache {
       }
 
       @Override
+      public void forEachKvHead(java.util.function.IntConsumer task) {
+        runHeads(task);
+      }
+
+      @Override
       public int windowTokens() {
         return windowLen[layer];
       }

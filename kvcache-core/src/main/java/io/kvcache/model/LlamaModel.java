@@ -4,6 +4,8 @@ import io.kvcache.core.KVCache;
 import io.kvcache.core.KVCacheStrategy;
 import io.kvcache.schedule.PrefillSchedule;
 import java.util.Arrays;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.Executor;
 
 /**
@@ -89,6 +91,13 @@ public final class LlamaModel {
     private final float[] cos;
     private final float[] sin;
     private final int[] pos;
+    /** Positions of one run of rows handed to the cache (token-selective propagation). */
+    private final int[] runPos;
+    /**
+     * Token-selective propagation runs the selection layer whole for every prompt row, as the paper's
+     * implementation does, instead of only for the travelling rows: the reference tests compare with.
+     */
+    boolean wholeSelectionLayer;
     /** The layer whose cache each layer uses (itself, or its AcrossKV group's first layer). */
     private final int[] owner;
     /**
@@ -167,6 +176,7 @@ public final class LlamaModel {
       cos = new float[chunk * (config.headDim() / 2)];
       sin = new float[chunk * (config.headDim() / 2)];
       pos = new int[chunk];
+      runPos = new int[chunk];
       cache = strategy.newCache(config.shape(), executor);
     }
 
@@ -200,7 +210,9 @@ public final class LlamaModel {
     /**
      * Multiply-add FLOPs spent so far on prompt tokens, counted as 2 per multiply-add: entry {@code l}
      * for layer {@code l} (q/k/v/o projections, attention, MLP; K/V projections only, for rows that
-     * skip the layer: the cache stores them without attention), the last entry for the output head.
+     * skip the layer: the cache stores them without attention — SingleInputKV's skipped layers, and
+     * the rows that stay behind at token-selective propagation's selection layer), the last entry for
+     * the output head.
      * Attention counts {@code 4 · headDim} per query head and key the query reaches (scores and weighted
      * values) over the rows appended to the layer's cache up to the query's own; norms, RoPE,
      * activations and residual adds are not multiply-adds of a matrix and are not counted.
@@ -234,7 +246,9 @@ public final class LlamaModel {
       int n = tokens.length;
       counting = true;
       try {
-        if (sel < layers - 1 && n > 1) {
+        if (sel < layers - 1 && n > 1 && wholeSelectionLayer) {
+          prefillSelectiveWholeLayer(tokens, sel, logits);
+        } else if (sel < layers - 1 && n > 1) {
           prefillSelective(tokens, sel, logits);
         } else if (skip < layers && n > 1) {
           prefillSkipping(tokens, skip, logits);
@@ -389,25 +403,124 @@ public final class LlamaModel {
     }
 
     /**
-     * Token-selective propagation: every prompt row runs layers {@code [0, sel]}; the tokens that
-     * the last prompt rows (the observation window) attend to most at layer {@code sel}, summed over
-     * heads and window rows, plus the window itself, travel on with their original positions.
+     * Token-selective propagation: every prompt row runs layers {@code [0, sel)} and gives its keys and
+     * values to layer {@code sel}; the tokens that the last prompt rows (the observation window) attend
+     * to most at layer {@code sel}, summed over heads and window rows, plus the window itself, run the
+     * rest of layer {@code sel} and travel on with their original positions.
+     *
+     * <p>Only the travelling rows need layer {@code sel}'s attention output, output projection and MLP:
+     * the others' results would be dropped at the selection. So the other rows' keys and values are
+     * stored there without a query (as {@link KVCache#append} stores SingleInputKV's skipped rows), and
+     * the travelling rows' queries attend in position order, each to every key up to its own position:
+     * the same outputs as running the whole layer for every row ({@link #prefillSelectiveWholeLayer},
+     * the paper's implementation, which tests compare with), for about a fifth of the layer's work at
+     * a 20% rate.
      */
     private void prefillSelective(int[] tokens, int sel, float[] logits) {
       int n = tokens.length;
       int h = config.hidden();
-      int keep = schedule.rowsKept(n);
-      if (keep < 1 || keep > n) {
-        throw new IllegalArgumentException("schedule " + schedule.name() + ": rowsKept(" + n + ") = " + keep
-            + ", expected [1, " + n + "]");
+      int keep = keptRows(n);
+      int window = Math.min(keep, Math.min(n, schedule.selectionWindow()));
+      int qw = config.qWidth();
+      int kvw = config.kvWidth();
+      float[] hidden = new float[n * h];
+      float[] keys = new float[n * kvw];
+      float[] values = new float[n * kvw];
+      float[] winQ = new float[window * qw];
+      // The window gets chunks of its own, so the rows that need a query at layer sel are whole chunks.
+      for (int s = 0; s < n; ) {
+        int end = s < n - window ? n - window : n;
+        int c = Math.min(chunk, end - s);
+        for (int t = 0; t < c; t++) {
+          embed(tokens[s + t], x, t * h);
+          pos[t] = s + t;
+        }
+        rope(c);
+        for (int l = 0; l < sel; l++) {
+          attentionIn(l, c);
+          attend(l, c);
+          attentionOut(l, c);
+          mlp(l, c);
+        }
+        // The residual entering layer sel: the travelling rows resume from it.
+        System.arraycopy(x, 0, hidden, s * h, c * h);
+        normIn(sel, c);
+        projectOwnKV(sel, c);
+        System.arraycopy(k, 0, keys, s * kvw, c * kvw);
+        System.arraycopy(v, 0, values, s * kvw, c * kvw);
+        if (s >= n - window) {
+          projectQ(sel, c);
+          System.arraycopy(q, 0, winQ, (s - (n - window)) * qw, c * qw);
+        }
+        s += c;
       }
-      int wanted = schedule.selectionWindow();
-      int pool = schedule.selectionPool();
-      if (wanted < 1 || pool < 1 || pool % 2 == 0) {
-        throw new IllegalArgumentException("schedule " + schedule.name() + ": selectionWindow " + wanted
-            + " must be >= 1 and selectionPool " + pool + " an odd number >= 1");
+      int[] rows = selectRows(keys, winQ, n, window, keep, schedule.selectionPool());
+      int m = rows.length;
+      int stored = 0;
+      for (int s = 0; s < m; s += chunk) {
+        int c = Math.min(chunk, m - s);
+        for (int t = 0; t < c; t++) {
+          System.arraycopy(hidden, rows[s + t] * h, x, t * h, h);
+          pos[t] = rows[s + t];
+        }
+        rope(c);
+        normIn(sel, c);
+        projectQ(sel, c);
+        // Layer sel's cache takes every row in position order: the rows that stay behind as stored
+        // keys and values, each run of consecutive travelling rows with its queries.
+        for (int t = 0; t < c; ) {
+          int first = pos[t];
+          int u = t + 1;
+          while (u < c && pos[u] == pos[u - 1] + 1) {
+            u++;
+          }
+          stored = appendStored(sel, stored, first, keys, values);
+          for (int i = t; i < u; i++) {
+            runPos[i - t] = pos[i];
+          }
+          countAttention(sel, u - t);
+          cache.prefill(sel, u - t, runPos, q, t * qw, keys, first * kvw, values, first * kvw, att, t * qw);
+          stored = first + u - t;
+          t = u;
+        }
+        attentionOut(sel, c);
+        mlp(sel, c);
+        runLayers(sel + 1, config.layers(), c);
+        if (s + c == m && logits != null) {
+          checkLogits(logits);
+          head(x, (c - 1) * h, logits, 0);
+        }
       }
-      int window = Math.min(keep, Math.min(n, wanted));
+      appendStored(sel, stored, n, keys, values);
+      next = n;
+    }
+
+    /** Appends layer {@code l}'s stored keys and values of positions {@code [from, to)}, a chunk at a time. */
+    private int appendStored(int l, int from, int to, float[] keys, float[] values) {
+      int kvw = config.kvWidth();
+      while (from < to) {
+        int c = Math.min(chunk, to - from);
+        for (int i = 0; i < c; i++) {
+          runPos[i] = from + i;
+        }
+        appended[l] += c;
+        cache.append(l, c, runPos, keys, from * kvw, values, from * kvw);
+        from += c;
+      }
+      return to;
+    }
+
+    /**
+     * Token-selective propagation as the paper's implementation runs it: every prompt row runs layers
+     * {@code [0, sel]} whole, then the selected rows travel on from the state leaving layer {@code sel}.
+     * The reference that {@link #prefillSelective} is tested against; chosen with
+     * {@link #wholeSelectionLayer}.
+     */
+    private void prefillSelectiveWholeLayer(int[] tokens, int sel, float[] logits) {
+      int n = tokens.length;
+      int h = config.hidden();
+      int keep = keptRows(n);
+      int window = Math.min(keep, Math.min(n, schedule.selectionWindow()));
       int qw = config.qWidth();
       int kvw = config.kvWidth();
       float[] hidden = new float[n * h];
@@ -438,7 +551,7 @@ public final class LlamaModel {
         System.arraycopy(x, 0, hidden, s * h, c * h);
         next += c;
       }
-      int[] rows = selectRows(keys, winQ, n, window, keep, pool);
+      int[] rows = selectRows(keys, winQ, n, window, keep, schedule.selectionPool());
       int m = rows.length;
       for (int s = 0; s < m; s += chunk) {
         int c = Math.min(chunk, m - s);
@@ -454,34 +567,49 @@ public final class LlamaModel {
       }
     }
 
+    /** The schedule's row count and selection window for an {@code n}-token prompt, checked. */
+    private int keptRows(int n) {
+      int keep = schedule.rowsKept(n);
+      if (keep < 1 || keep > n) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + ": rowsKept(" + n + ") = " + keep
+            + ", expected [1, " + n + "]");
+      }
+      int wanted = schedule.selectionWindow();
+      int pool = schedule.selectionPool();
+      if (wanted < 1 || pool < 1 || pool % 2 == 0) {
+        throw new IllegalArgumentException("schedule " + schedule.name() + ": selectionWindow " + wanted
+            + " must be >= 1 and selectionPool " + pool + " an odd number >= 1");
+      }
+      return keep;
+    }
+
     private int[] selectRows(float[] keys, float[] winQ, int n, int window, int keep, int pool) {
-      int hd = config.headDim();
-      int group = config.heads() / config.kvHeads();
-      float scale = (float) (1.0 / Math.sqrt(hd));
+      int heads = config.heads();
+      double[][] perHead = new double[heads][];
+      // One task per query head (each scores every token for the window's rows), summed afterwards in
+      // head order, so the scores do not depend on the thread count. Scalar float64: this is the
+      // selection's definition, and it runs once per prompt, over the window's few rows.
+      if (executor == null || threads == 1) {
+        for (int head = 0; head < heads; head++) {
+          perHead[head] = headScores(head, keys, winQ, n, window);
+        }
+      } else {
+        CompletableFuture<?>[] tasks = new CompletableFuture<?>[heads];
+        for (int head = 0; head < heads; head++) {
+          int hh = head;
+          tasks[head] = CompletableFuture.runAsync(() -> perHead[hh] = headScores(hh, keys, winQ, n, window), executor);
+        }
+        try {
+          CompletableFuture.allOf(tasks).join();
+        } catch (CompletionException e) {
+          throw e.getCause() instanceof RuntimeException re ? re : e;
+        }
+      }
       double[] score = new double[n];
-      double[] p = new double[n];
-      for (int w = 0; w < window; w++) {
-        int qpos = n - window + w;
-        for (int head = 0; head < config.heads(); head++) {
-          int qo = w * config.qWidth() + head * hd;
-          int ko = (head / group) * hd;
-          double max = Double.NEGATIVE_INFINITY;
-          for (int j = 0; j <= qpos; j++) {
-            double d = 0;
-            for (int c = 0; c < hd; c++) {
-              d += winQ[qo + c] * keys[j * config.kvWidth() + ko + c];
-            }
-            p[j] = d * scale;
-            max = Math.max(max, p[j]);
-          }
-          double sum = 0;
-          for (int j = 0; j <= qpos; j++) {
-            p[j] = Math.exp(p[j] - max);
-            sum += p[j];
-          }
-          for (int j = 0; j <= qpos; j++) {
-            score[j] += p[j] / sum;
-          }
+      for (int head = 0; head < heads; head++) {
+        double[] ph = perHead[head];
+        for (int j = 0; j < n; j++) {
+          score[j] += ph[j];
         }
       }
       if (pool > 1 && n - window > 1) {
@@ -523,6 +651,38 @@ public final class LlamaModel {
       return rows;
     }
 
+    /** Query head {@code head}'s softmax attention weights, summed over the window's rows, for each token. */
+    private double[] headScores(int head, float[] keys, float[] winQ, int n, int window) {
+      int hd = config.headDim();
+      int kvw = config.kvWidth();
+      int ko = head / (config.heads() / config.kvHeads()) * hd;
+      double scale = (float) (1.0 / Math.sqrt(hd));
+      double[] score = new double[n];
+      double[] p = new double[n];
+      for (int w = 0; w < window; w++) {
+        int qpos = n - window + w;
+        int qo = w * config.qWidth() + head * hd;
+        double max = Double.NEGATIVE_INFINITY;
+        for (int j = 0; j <= qpos; j++) {
+          double d = 0;
+          for (int c = 0; c < hd; c++) {
+            d += winQ[qo + c] * keys[j * kvw + ko + c];
+          }
+          p[j] = d * scale;
+          max = Math.max(max, p[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j <= qpos; j++) {
+          p[j] = Math.exp(p[j] - max);
+          sum += p[j];
+        }
+        for (int j = 0; j <= qpos; j++) {
+          score[j] += p[j] / sum;
+        }
+      }
+      return score;
+    }
+
     private void runLayers(int from, int to, int c) {
       rope(c);
       for (int l = from; l < to; l++) {
@@ -557,14 +717,8 @@ public final class LlamaModel {
     }
 
     private void attentionIn(int l, int c) {
-      LlamaWeights.Layer w = weights.layers[l];
-      int h = config.hidden();
-      for (int t = 0; t < c; t++) {
-        rmsNorm(x, t * h, w.attnNorm, xb, t * h, h, config.rmsEps());
-      }
-      matmul(l, w.wq, xb, h, c, q, config.qWidth());
-      addBias(q, w.bq, c);
-      applyRope(q, config.heads(), c);
+      normIn(l, c);
+      projectQ(l, c);
       if (owner[l] != l) {
         // AcrossKV: the group's first layer projected the K/V this layer reads.
         return;
@@ -573,6 +727,30 @@ public final class LlamaModel {
         projectKV(l, xs, c);
         return;
       }
+      projectOwnKV(l, c);
+    }
+
+    /** Layer {@code l}'s input norm of the chunk's rows into {@code xb}. */
+    private void normIn(int l, int c) {
+      float[] norm = weights.layers[l].attnNorm;
+      int h = config.hidden();
+      for (int t = 0; t < c; t++) {
+        rmsNorm(x, t * h, norm, xb, t * h, h, config.rmsEps());
+      }
+    }
+
+    /** Layer {@code l}'s queries from {@code xb}, rotated. */
+    private void projectQ(int l, int c) {
+      LlamaWeights.Layer w = weights.layers[l];
+      matmul(l, w.wq, xb, config.hidden(), c, q, config.qWidth());
+      addBias(q, w.bq, c);
+      applyRope(q, config.heads(), c);
+    }
+
+    /** Layer {@code l}'s own keys (rotated) and values from {@code xb}. */
+    private void projectOwnKV(int l, int c) {
+      LlamaWeights.Layer w = weights.layers[l];
+      int h = config.hidden();
       matmul(l, w.wk, xb, h, c, k, config.kvWidth());
       matmul(l, w.wv, xb, h, c, v, config.kvWidth());
       addBias(k, w.bk, c);

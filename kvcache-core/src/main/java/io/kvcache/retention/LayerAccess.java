@@ -18,6 +18,20 @@ public interface LayerAccess {
    */
   HeadStore store(int kvHead);
 
+  /**
+   * Runs {@code task} once for every KV head of the layer, in parallel where the cache was given an
+   * executor (the same threads as its attention), sequentially otherwise; returns when all are done.
+   * Tasks of different heads must touch only their own head's store and scratch. An exception in a
+   * task is rethrown here after the others finish.
+   *
+   * @param task called with each KV head index
+   */
+  default void forEachKvHead(java.util.function.IntConsumer task) {
+    for (int h = 0; h < shape().kvHeads(); h++) {
+      task.accept(h);
+    }
+  }
+
   /** @return the position the next token of this layer will get */
   int nextPosition();
 

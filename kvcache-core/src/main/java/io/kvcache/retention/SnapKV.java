@@ -174,19 +174,20 @@ public final class SnapKV implements RetentionPolicy {
     }
   }
 
-  /** Per-cache scratch; selection happens once, at {@code endPrefill}. */
+  /**
+   * Per-cache state: scratch only, one set per KV head so that the heads of a layer compress in
+   * parallel; selection happens once, at {@code endPrefill}.
+   */
   private final class St implements State {
     private final int group;
-    private int[] order = new int[0];
-    private long[] lscratch = new long[0];
-    private float[] acc = new float[0];
-    private float[] tmp = new float[0];
-    private float[] perHead = new float[0];
-    private float[] score = new float[0];
-    private boolean[] keep = new boolean[0];
+    private final Scratch[] scratch;
 
     St(AttentionShape shape) {
       this.group = shape.groupSize();
+      this.scratch = new Scratch[shape.kvHeads()];
+      for (int h = 0; h < scratch.length; h++) {
+        scratch[h] = new Scratch();
+      }
     }
 
     @Override
@@ -194,30 +195,43 @@ public final class SnapKV implements RetentionPolicy {
 
     @Override
     public void endPrefill(LayerAccess layer) {
-      for (int h = 0; h < layer.shape().kvHeads(); h++) {
-        HeadStore store = layer.store(h);
-        int n = store.size();
-        if (n <= budget) {
-          continue;
-        }
-        int slots = store.pageCount() * HeadStore.PAGE_TOKENS;
-        ensure(slots);
-        TokenSelection.liveByPosition(store, order, lscratch);
-        int w = Math.min(layer.windowTokens(), n);
-        int prefix = n - w;
-        pooledWindowScores(layer, h, order, prefix, pool, maxPool, acc, tmp, perHead);
-        aggregate(perHead, group, prefix, aggregation, score);
-        TokenSelection.top(score, 0, prefix, budget - w, keep, lscratch);
-        for (int i = 0; i < prefix; i++) {
-          if (!keep[i]) {
-            store.evict(order[i]);
-          }
-        }
-        store.compact();
-      }
+      layer.forEachKvHead(h -> compress(layer, h));
     }
 
-    private void ensure(int slots) {
+    private void compress(LayerAccess layer, int h) {
+      HeadStore store = layer.store(h);
+      int n = store.size();
+      if (n <= budget) {
+        return;
+      }
+      Scratch x = scratch[h];
+      x.ensure(store.pageCount() * HeadStore.PAGE_TOKENS, group);
+      TokenSelection.liveByPosition(store, x.order, x.lscratch);
+      int w = Math.min(layer.windowTokens(), n);
+      int prefix = n - w;
+      pooledWindowScores(layer, h, x.order, prefix, pool, maxPool, x.acc, x.tmp, x.perHead);
+      aggregate(x.perHead, group, prefix, aggregation, x.score);
+      TokenSelection.top(x.score, 0, prefix, budget - w, x.keep, x.lscratch);
+      for (int i = 0; i < prefix; i++) {
+        if (!x.keep[i]) {
+          store.evict(x.order[i]);
+        }
+      }
+      store.compact();
+    }
+  }
+
+  /** One KV head's selection scratch, grown to the largest store seen. */
+  private static final class Scratch {
+    int[] order = new int[0];
+    long[] lscratch = new long[0];
+    float[] acc = new float[0];
+    float[] tmp = new float[0];
+    float[] perHead = new float[0];
+    float[] score = new float[0];
+    boolean[] keep = new boolean[0];
+
+    void ensure(int slots, int group) {
       if (order.length < slots) {
         order = new int[slots];
         lscratch = new long[slots];

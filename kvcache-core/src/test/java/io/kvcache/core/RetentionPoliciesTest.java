@@ -15,6 +15,8 @@ import io.kvcache.retention.SnapKV;
 import java.util.Arrays;
 import java.util.SplittableRandom;
 import java.util.TreeSet;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -150,6 +152,36 @@ class RetentionPoliciesTest {
           }
         }
       }
+    }
+  }
+
+  /** With an executor the KV heads of a layer are scored and compressed in parallel: same tokens, same outputs. */
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("budgeted")
+  void headsOnAnExecutorKeepWhatOneThreadKeeps(String label, RetentionPolicy policy, int budget, int window,
+      int recent) {
+    long seed = TestData.seed();
+    int prompt = 300, decode = 6;
+    ExecutorService pool = Executors.newFixedThreadPool(3);
+    try {
+      Inputs one = Inputs.random(seed, prompt + decode);
+      Inputs many = one.copyWithOut(new float[one.out.length]);
+      Recorder r1 = new Recorder(policy);
+      Recorder rn = new Recorder(policy);
+      try (KVCache a = KVCacheStrategy.builder().codec(StorageCodec.f32()).retention(r1).build().newCache(SHAPE);
+          KVCache b = KVCacheStrategy.builder().codec(StorageCodec.f32()).retention(rn).build().newCache(SHAPE, pool)) {
+        one.run(a, prompt, decode, 37);
+        many.run(b, prompt, decode, 37);
+      }
+      for (int layer = 0; layer < SHAPE.layers(); layer++) {
+        for (int h = 0; h < SHAPE.kvHeads(); h++) {
+          assertArrayEquals(r1.held[layer][h], rn.held[layer][h], label + " layer " + layer + " head " + h
+              + " seed " + seed);
+        }
+      }
+      assertArrayEquals(one.out, many.out, label + " outputs, seed " + seed);
+    } finally {
+      pool.shutdownNow();
     }
   }
 

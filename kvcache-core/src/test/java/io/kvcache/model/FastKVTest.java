@@ -1,5 +1,6 @@
 package io.kvcache.model;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -83,6 +84,89 @@ class FastKVTest {
       for (float x : r.next) {
         assertTrue(Float.isFinite(x), "seed=" + seed);
       }
+    }
+  }
+
+  static Run run(LlamaWeights w, KVCacheStrategy s, int[] prompt, int chunk, boolean wholeLayer, long[] flops) {
+    float[] logits = new float[w.config().vocabSize()];
+    float[] next = new float[w.config().vocabSize()];
+    try (LlamaModel.Sequence seq = LlamaModel.of(w).newSequence(s, chunk)) {
+      seq.wholeSelectionLayer = wholeLayer;
+      seq.prefill(prompt, logits);
+      if (flops != null) {
+        System.arraycopy(seq.prefillFlops(), 0, flops, 0, flops.length);
+      }
+      assertEquals(prompt.length, seq.position(), "the next position follows the prompt");
+      seq.decode(Generator.argmax(logits), next);
+      return new Run(logits, next, seq.cache().stats());
+    }
+  }
+
+  @Test
+  void selectionLayerRunsOnlyTheTravellingRowsAndGivesTheWholeLayersOutputs() throws IOException {
+    // The paper's implementation runs the selection layer whole for every row and drops the rows that
+    // stay behind afterwards; the decoder runs their keys and values only. Same selection, same cache,
+    // same logits — over chunk sizes that split the runs of travelling rows and the window, with and
+    // without the KV compression.
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      for (int n : new int[] {9, 40, 57}) {
+        int[] p = prompt(r, n);
+        for (int chunk : new int[] {1, 3, 7, 64}) {
+          for (int keep : new int[] {8, 13, 20}) {
+            for (int budget : new int[] {12, 64}) {
+              KVCacheStrategy s = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.5, keep, 8, 3), budget, 8, 7)
+                  .toBuilder().codec(StorageCodec.f32()).build();
+              String what = "seed=" + seed + " n=" + n + " chunk=" + chunk + " keep=" + keep + " budget=" + budget;
+              Run whole = run(w, s, p, chunk, true, null);
+              Run rows = run(w, s, p, chunk, false, null);
+              assertTrue(relDiff(whole.logits, rows.logits) <= 1e-5, "prefill logits, " + what);
+              assertTrue(relDiff(whole.next, rows.next) <= 1e-5, "decode logits, " + what);
+              for (int l = 0; l < 4; l++) {
+                assertEquals(whole.stats.tokensSeen()[l], rows.stats.tokensSeen()[l], "layer " + l + ", " + what);
+                assertArrayEquals(whole.stats.retained()[l], rows.stats.retained()[l], "layer " + l + ", " + what);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  @Test
+  void selectionLayerCountsKeysAndValuesForEveryRowAndTheRestForTheTravellingRows() throws IOException {
+    long seed = TinyModels.seed();
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      LlamaConfig c = w.config();
+      int n = 40;
+      int[] p = prompt(new SplittableRandom(seed), n);
+      // Only the 8-row window travels (a TSP length below the window), so the travelling positions are
+      // known: 32..39. Selection at layer 1 of 4.
+      KVCacheStrategy s = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.5, 1, 8, 7), 64, 8, 7)
+          .toBuilder().codec(StorageCodec.f32()).build();
+      long[] whole = new long[5];
+      long[] rows = new long[5];
+      run(w, s, p, 7, true, whole);
+      run(w, s, p, 7, false, rows);
+      long h = c.hidden(), qw = c.qWidth(), kvw = c.kvWidth(), f = c.intermediate();
+      long keys = 0;
+      for (int pos = n - 8; pos < n; pos++) {
+        keys += pos + 1;
+      }
+      long expected = 2 * n * h * kvw * 2      // K and V of every row
+          + 2 * (8 + 8) * h * qw                // the window's queries, for the selection and again to attend
+          + 4L * c.headDim() * c.heads() * keys // the travelling rows' attention, each up to its own position
+          + 2 * 8 * qw * h                      // their output projection
+          + 3 * 2 * 8 * h * f;                  // their MLP
+      assertEquals(expected, rows[1], "selection layer, seed=" + seed);
+      long allKeys = (long) n * (n + 1) / 2;
+      assertEquals(2 * n * h * (qw + 2 * kvw + qw) + 4L * c.headDim() * c.heads() * allKeys + 3 * 2 * n * h * f,
+          whole[1], "the whole selection layer, seed=" + seed);
+      assertEquals(whole[0], rows[0], "layer 0 sees every row either way, seed=" + seed);
+      assertEquals(whole[2], rows[2], "layer 2 sees the travelling rows either way, seed=" + seed);
+      assertEquals(whole[3], rows[3], "seed=" + seed);
+      assertEquals(whole[4], rows[4], "output head, seed=" + seed);
     }
   }
 
