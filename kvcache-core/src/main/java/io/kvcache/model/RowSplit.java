@@ -5,9 +5,10 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
 
 /**
- * Splits a matrix product's rows across the threads of a caller-given executor. Workers and their
- * scratch are made once; a call publishes the job in fields, hands tasks 1..n-1 to the executor,
- * runs task 0 on the calling thread and waits, so that a call allocates nothing.
+ * Splits a matrix product's rows, or an element-wise pass over an array, across the threads of a
+ * caller-given executor. Workers and their scratch are made once; a call publishes the job in fields,
+ * hands tasks 1..n-1 to the executor, runs task 0 on the calling thread and waits, so that a call
+ * allocates nothing.
  */
 final class RowSplit {
 
@@ -20,6 +21,13 @@ final class RowSplit {
   private volatile Thread waiter;
   private volatile Throwable failure;
 
+  /** An element-wise job over the indices {@code [from, to)}; each index's result must not depend on the split. */
+  interface RangeTask {
+    void run(int from, int to);
+  }
+
+  /** The element-wise job being run, or null while a matrix product runs. */
+  private RangeTask range;
   private MatrixKernels kernels;
   private Weight w;
   private float[] x;
@@ -50,6 +58,7 @@ final class RowSplit {
       k.matmul(w, x, xOff, xStride, n, y, yOff, yStride, 0, rows, workers[0].scratch);
       return;
     }
+    this.range = null;
     this.kernels = k;
     this.w = w;
     this.x = x;
@@ -60,11 +69,38 @@ final class RowSplit {
     this.yOff = yOff;
     this.yStride = yStride;
     // Multiples of 4 rows keep the kernels' 4-row blocks whole.
-    int per = ((rows + tasks - 1) / tasks + 3) & ~3;
+    run(rows, tasks, ((rows + tasks - 1) / tasks + 3) & ~3);
+    Throwable f = failure;
+    if (f != null) {
+      throw new IllegalStateException("matrix kernel failed on a worker thread for tensor " + w.name(), f);
+    }
+  }
+
+  /**
+   * Runs {@code task} over {@code [0, n)} split into ranges of at least {@code minPerTask} indices, one
+   * per thread at most.
+   */
+  void forRange(int n, int minPerTask, RangeTask task) {
+    int tasks = Math.min(workers.length, Math.max(1, n / minPerTask));
+    if (tasks == 1) {
+      task.run(0, n);
+      return;
+    }
+    this.range = task;
+    run(n, tasks, (n + tasks - 1) / tasks);
+    this.range = null;
+    Throwable f = failure;
+    if (f != null) {
+      throw new IllegalStateException("element-wise task failed on a worker thread", f);
+    }
+  }
+
+  /** Hands {@code [0, n)} in ranges of {@code per} to at most {@code tasks} workers, the first on this thread; waits. */
+  private void run(int n, int tasks, int per) {
     int used = 0;
     for (int i = 0; i < tasks; i++) {
       int r0 = i * per;
-      int r1 = Math.min(rows, r0 + per);
+      int r1 = Math.min(n, r0 + per);
       if (r0 >= r1) {
         break;
       }
@@ -82,10 +118,6 @@ final class RowSplit {
     while (pending.get() > 0) {
       LockSupport.park(this);
     }
-    Throwable f = failure;
-    if (f != null) {
-      throw new IllegalStateException("matrix kernel failed on a worker thread for tensor " + w.name(), f);
-    }
   }
 
   private final class Worker implements Runnable {
@@ -98,7 +130,11 @@ final class RowSplit {
     }
 
     void compute() {
-      kernels.matmul(w, x, xOff, xStride, n, y, yOff, yStride, r0, r1, scratch);
+      if (range != null) {
+        range.run(r0, r1);
+      } else {
+        kernels.matmul(w, x, xOff, xStride, n, y, yOff, yStride, r0, r1, scratch);
+      }
     }
 
     @Override

@@ -27,6 +27,8 @@ public final class PagedAttention {
   public static final int TILE_ROWS = 64;
 
   private static final int P = HeadStore.PAGE_TOKENS;
+  /** Query tokens whose weights one pass over the pages computes together (SnapKV's whole window). */
+  private static final int WEIGHTS_TOKENS = 32;
 
   private final AttentionKernels kernels;
   private final int d;
@@ -245,59 +247,77 @@ public final class PagedAttention {
     if (accStride < store.pageCount() * P) {
       throw new IllegalArgumentException("accStride must be >= slots (" + store.pageCount() * P + "), got " + accStride);
     }
-    ensure(group);
+    // Up to WEIGHTS_TOKENS tokens' rows at once (row t * group + g), so each page is read, and for f16
+    // widened, once per pass for all of them rather than once per token (SnapKV's window is 8-32
+    // tokens). Each slot still adds the tokens' weights in token order.
+    for (int t0 = 0; t0 < tokens; t0 += WEIGHTS_TOKENS) {
+      weightsBlock(store, Math.min(WEIGHTS_TOKENS, tokens - t0), group, q, qOff + t0 * qTokenStride, qTokenStride,
+          positions, posOff + t0, scale, acc, accStride);
+    }
+    store.attentionDone();
+  }
+
+  /** {@link #weights} for at most {@link #WEIGHTS_TOKENS} tokens, all of their rows together. */
+  private void weightsBlock(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride,
+      int[] positions, int posOff, float scale, float[] acc, int accStride) {
+    int rows = tokens * group;
+    ensure(rows);
+    int minPos = Integer.MAX_VALUE;
+    int maxPos = Integer.MIN_VALUE;
     for (int t = 0; t < tokens; t++) {
       int pos = positions[posOff + t];
+      minPos = Math.min(minPos, pos);
+      maxPos = Math.max(maxPos, pos);
       for (int g = 0; g < group; g++) {
-        rowPos[g] = pos;
+        int r = t * group + g;
+        rowPos[r] = pos;
         int src = qOff + t * qTokenStride + g * d;
         for (int c = 0; c < d; c++) {
-          qs[g * d + c] = q[src + c] * scale;
-        }
-      }
-      store.prepareQueries(qs, 0, group, kernels);
-      // Pass 1: the running maximum and normaliser of each row.
-      Arrays.fill(m, 0, group, Float.NEGATIVE_INFINITY);
-      Arrays.fill(l, 0, group, 0f);
-      for (int page = 0; page < store.pageCount(); page++) {
-        if (store.pageMinPosition(page) > pos) {
-          continue;
-        }
-        scorePage(store, page, group, pos);
-        for (int g = 0; g < group; g++) {
-          int sr = g * P;
-          float pm = kernels.max(s, sr, P);
-          if (pm == Float.NEGATIVE_INFINITY) {
-            continue;
-          }
-          if (pm > m[g]) {
-            l[g] *= (float) Math.exp(m[g] - pm);
-            m[g] = pm;
-          }
-          l[g] += kernels.expAndSum(s, sr, P, m[g]);
-        }
-      }
-      // Pass 2: normalised probabilities into the accumulators.
-      for (int page = 0; page < store.pageCount(); page++) {
-        if (store.pageMinPosition(page) > pos) {
-          continue;
-        }
-        scorePage(store, page, group, pos);
-        for (int g = 0; g < group; g++) {
-          if (l[g] == 0f) {
-            continue;
-          }
-          int sr = g * P;
-          kernels.expAndSum(s, sr, P, m[g]);
-          float inv = 1f / l[g];
-          int base = g * accStride + page * P;
-          for (int j = 0; j < P; j++) {
-            acc[base + j] += s[sr + j] * inv;
-          }
+          qs[r * d + c] = q[src + c] * scale;
         }
       }
     }
-    store.attentionDone();
+    store.prepareQueries(qs, 0, rows, kernels);
+    // Pass 1: the running maximum and normaliser of each row.
+    Arrays.fill(m, 0, rows, Float.NEGATIVE_INFINITY);
+    Arrays.fill(l, 0, rows, 0f);
+    for (int page = 0; page < store.pageCount(); page++) {
+      if (store.pageMinPosition(page) > maxPos) {
+        continue;
+      }
+      scorePage(store, page, rows, minPos);
+      for (int r = 0; r < rows; r++) {
+        int sr = r * P;
+        float pm = kernels.max(s, sr, P);
+        if (pm == Float.NEGATIVE_INFINITY) {
+          continue;
+        }
+        if (pm > m[r]) {
+          l[r] *= (float) Math.exp(m[r] - pm);
+          m[r] = pm;
+        }
+        l[r] += kernels.expAndSum(s, sr, P, m[r]);
+      }
+    }
+    // Pass 2: normalised probabilities into the accumulators.
+    for (int page = 0; page < store.pageCount(); page++) {
+      if (store.pageMinPosition(page) > maxPos) {
+        continue;
+      }
+      scorePage(store, page, rows, minPos);
+      for (int r = 0; r < rows; r++) {
+        if (l[r] == 0f || store.pageMinPosition(page) > rowPos[r]) {
+          continue;
+        }
+        int sr = r * P;
+        kernels.expAndSum(s, sr, P, m[r]);
+        float inv = 1f / l[r];
+        int base = (r % group) * accStride + page * P;
+        for (int j = 0; j < P; j++) {
+          acc[base + j] += s[sr + j] * inv;
+        }
+      }
+    }
   }
 
   private void scorePage(HeadStore store, int page, int rows, int pos) {

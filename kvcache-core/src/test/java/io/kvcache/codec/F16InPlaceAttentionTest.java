@@ -118,11 +118,11 @@ class F16InPlaceAttentionTest {
         assertEquals(positions.length * group <= k.halfPageMaxRows(), s[0].fusedPage(0), "path: " + what);
         assertSameBits(o1, o2, what);
 
-        // Weights are computed one token (one group of 4 rows) at a time: read in place either way.
+        // Weights take every token's rows at once, as attention does: in place for one token, widened for three.
         float[] w1 = new float[group * accStride], w2 = new float[group * accStride];
         onFloats.weights(s[1], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w1, accStride);
         onHalves.weights(s[0], positions.length, group, q, 0, group * d, positions, 0, 0.125f, w2, accStride);
-        assertEquals(group <= k.halfPageMaxRows(), s[0].fusedPage(0), "weights, one token a tile: " + what);
+        assertEquals(positions.length * group <= k.halfPageMaxRows(), s[0].fusedPage(0), "weights path: " + what);
         assertSameBits(w1, w2, "attention weights, " + what);
       }
     }

@@ -1,6 +1,8 @@
 package io.kvcache.model;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -255,6 +257,47 @@ class MatrixKernelsTest {
               + many[i]);
         }
       }
+    } finally {
+      ex.shutdownNow();
+    }
+  }
+
+  @Test
+  void rowSplitRunsEveryIndexOfARangeOnceAndInterleavesWithMatrixProducts() throws IOException {
+    long seed = TinyModels.seed();
+    SplittableRandom r = new SplittableRandom(seed);
+    Weight w = tensor(DType.F16, 301, 64, r);
+    float[] x = TinyModels.gaussian(r, 3 * 64, 1, 0);
+    float[] one = new float[3 * 301];
+    new RowSplit(null, 1, 64).matmul(MatrixKernels.get(), w, x, 0, 64, 3, one, 0, 301);
+    ExecutorService ex = Executors.newFixedThreadPool(3);
+    try {
+      RowSplit split = new RowSplit(ex, 4, 64);
+      for (int n : new int[] {0, 1, 999, 1000, 4001, 100_003}) {
+        java.util.concurrent.atomic.AtomicIntegerArray hits = new java.util.concurrent.atomic.AtomicIntegerArray(n);
+        java.util.concurrent.atomic.AtomicInteger calls = new java.util.concurrent.atomic.AtomicInteger();
+        split.forRange(n, 1000, (from, to) -> {
+          calls.incrementAndGet();
+          for (int i = from; i < to; i++) {
+            hits.incrementAndGet(i);
+          }
+        });
+        for (int i = 0; i < n; i++) {
+          assertEquals(1, hits.get(i), "n=" + n + " index " + i);
+        }
+        assertEquals(Math.min(4, Math.max(1, n / 1000)), calls.get(), "tasks for n=" + n);
+        // A matrix product after a range job runs the product, not the range.
+        float[] many = new float[3 * 301];
+        split.matmul(MatrixKernels.get(), w, x, 0, 64, 3, many, 0, 301);
+        assertArrayEquals(one, many, "seed=" + seed + " n=" + n);
+      }
+      IllegalStateException e = assertThrows(IllegalStateException.class, () -> split.forRange(8000, 1000,
+          (from, to) -> {
+            if (from > 0) {
+              throw new ArithmeticException("task from " + from);
+            }
+          }));
+      assertTrue(e.getCause() instanceof ArithmeticException, String.valueOf(e.getCause()));
     } finally {
       ex.shutdownNow();
     }
