@@ -823,8 +823,8 @@ public final class LlamaModel {
       }
       matmul(l, w.gate, xb, h, c, g, f);
       matmul(l, w.up, xb, h, c, u, f);
-      // SwiGLU on the matrix threads: one scalar exp per element made it about a seventh of the wall
-      // time of a 16-thread 8K-token prefill while the calling thread ran it alone (sampled).
+      // SwiGLU on the matrix threads: one scalar exp per element, on the calling thread alone, held a
+      // 16-thread 8K-token prefill back by about an eighth (docs/prefill/prefill-8k-travelling-rows.txt).
       split.forRange(c * f, SWIGLU_PER_TASK, swiglu);
       matmul(l, w.down, g, f, c, xb, h);
       for (int i = 0; i < c * h; i++) {
