@@ -22,6 +22,11 @@ final class F16Codec implements StorageCodec {
   }
 
   @Override
+  public boolean splitInvariant() {
+    return true;
+  }
+
+  @Override
   public HeadStore newStore(int headDim) {
     return new Store(headDim);
   }

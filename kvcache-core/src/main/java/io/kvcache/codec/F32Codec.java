@@ -16,6 +16,11 @@ final class F32Codec implements StorageCodec {
   }
 
   @Override
+  public boolean splitInvariant() {
+    return true;
+  }
+
+  @Override
   public HeadStore newStore(int headDim) {
     return new Store(headDim);
   }

@@ -25,6 +25,19 @@ public interface StorageCodec {
    */
   HeadStore newStore(int headDim);
 
+  /**
+   * Whether what attention reads back for a stored token is the same however the prompt was split
+   * into {@code prefill} and {@code append} calls, and in whatever order of calls its rows came: true
+   * for f32 and f16, which encode each token alone. A model runner may then store rows out of their
+   * prompt chunks (token-selective propagation's selection layer does). Default false, the safe
+   * answer: SKVQ quantizes pages as they leave its window and calibrates on the first.
+   *
+   * @return true when stored values do not depend on how the prompt was split into calls
+   */
+  default boolean splitInvariant() {
+    return false;
+  }
+
   /** 32-bit floats: exact, 4 bytes per value. */
   static StorageCodec f32() {
     return F32Codec.INSTANCE;

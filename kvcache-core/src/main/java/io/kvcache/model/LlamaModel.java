@@ -4,8 +4,6 @@ import io.kvcache.core.KVCache;
 import io.kvcache.core.KVCacheStrategy;
 import io.kvcache.schedule.PrefillSchedule;
 import java.util.Arrays;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CompletionException;
 import java.util.concurrent.Executor;
 
 /**
@@ -103,6 +101,14 @@ public final class LlamaModel {
      * implementation does, instead of only for the travelling rows: the reference tests compare with.
      */
     boolean wholeSelectionLayer;
+    /**
+     * Whether the strategy's codec and retention let the selection layer store the rows that stay behind
+     * without queries and feed the others out of their chunks with the same result: see
+     * {@link #prefillSelective}.
+     */
+    private final boolean travellingRowsOnly;
+    /** The retention policy's observation window: the last prompt rows whose queries it reads. */
+    private final int observedRows;
     /** The layer whose cache each layer uses (itself, or its AcrossKV group's first layer). */
     private final int[] owner;
     /**
@@ -183,6 +189,8 @@ public final class LlamaModel {
       pos = new int[chunk];
       runPos = new int[chunk];
       cache = strategy.newCache(config.shape(), executor);
+      travellingRowsOnly = strategy.codec().splitInvariant() && strategy.retention().actsAtEndOfPrompt();
+      observedRows = strategy.retention().observationWindow();
     }
 
     /**
@@ -419,13 +427,21 @@ public final class LlamaModel {
      * the travelling rows' queries attend in position order, each to every key up to its own position:
      * the same outputs as running the whole layer for every row ({@link #prefillSelectiveWholeLayer},
      * the paper's implementation, which tests compare with), for about a fifth of the layer's work at
-     * a 20% rate.
+     * a 20% rate. That holds when the cache cannot tell the difference: a codec whose stored values do
+     * not depend on how the prompt was split into calls ({@code StorageCodec.splitInvariant}: f32, f16)
+     * and a retention policy that acts at the end of the prompt through an observation window no longer
+     * than the selection window ({@code RetentionPolicy.actsAtEndOfPrompt}: keep-all, SnapKV; the FastKV
+     * preset's window of 8 equals its selection window). Any other strategy runs the whole layer.
      */
     private void prefillSelective(int[] tokens, int sel, float[] logits) {
       int n = tokens.length;
       int h = config.hidden();
       int keep = keptRows(n);
       int window = Math.min(keep, Math.min(n, schedule.selectionWindow()));
+      if (!travellingRowsOnly || observedRows > window) {
+        prefillSelectiveWholeLayer(tokens, sel, logits);
+        return;
+      }
       int qw = config.qWidth();
       int kvw = config.kvWidth();
       float[] hidden = new float[n * h];
@@ -518,8 +534,8 @@ public final class LlamaModel {
     /**
      * Token-selective propagation as the paper's implementation runs it: every prompt row runs layers
      * {@code [0, sel]} whole, then the selected rows travel on from the state leaving layer {@code sel}.
-     * The reference that {@link #prefillSelective} is tested against; chosen with
-     * {@link #wholeSelectionLayer}.
+     * The reference that {@link #prefillSelective} is tested against (chosen with
+     * {@link #wholeSelectionLayer}), and the path of every strategy whose cache could tell the two apart.
      */
     private void prefillSelectiveWholeLayer(int[] tokens, int sel, float[] logits) {
       int n = tokens.length;
@@ -591,25 +607,14 @@ public final class LlamaModel {
     private int[] selectRows(float[] keys, float[] winQ, int n, int window, int keep, int pool) {
       int heads = config.heads();
       double[][] perHead = new double[heads][];
-      // One task per query head (each scores every token for the window's rows), summed afterwards in
-      // head order, so the scores do not depend on the thread count. Scalar float64: this is the
-      // selection's definition, and it runs once per prompt, over the window's few rows.
-      if (executor == null || threads == 1) {
-        for (int head = 0; head < heads; head++) {
+      // The query heads split across the matrix threads (the caller taking a share), each scoring every
+      // token for the window's rows; summed afterwards in head order, so the scores do not depend on
+      // the thread count. Scalar float64: this is the selection's definition.
+      split.forRange(heads, 1, (from, to) -> {
+        for (int head = from; head < to; head++) {
           perHead[head] = headScores(head, keys, winQ, n, window);
         }
-      } else {
-        CompletableFuture<?>[] tasks = new CompletableFuture<?>[heads];
-        for (int head = 0; head < heads; head++) {
-          int hh = head;
-          tasks[head] = CompletableFuture.runAsync(() -> perHead[hh] = headScores(hh, keys, winQ, n, window), executor);
-        }
-        try {
-          CompletableFuture.allOf(tasks).join();
-        } catch (CompletionException e) {
-          throw e.getCause() instanceof RuntimeException re ? re : e;
-        }
-      }
+      });
       double[] score = new double[n];
       for (int head = 0; head < heads; head++) {
         double[] ph = perHead[head];

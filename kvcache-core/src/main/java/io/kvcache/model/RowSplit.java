@@ -114,9 +114,13 @@ final class RowSplit {
     for (int i = 1; i < used; i++) {
       executor.execute(workers[i]);
     }
-    workers[0].compute();
-    while (pending.get() > 0) {
-      LockSupport.park(this);
+    try {
+      workers[0].compute();
+    } finally {
+      // Even when this thread's share throws: the workers still use the job's fields.
+      while (pending.get() > 0) {
+        LockSupport.park(this);
+      }
     }
   }
 

@@ -249,9 +249,13 @@ public final class PagedAttention {
     }
     // Up to WEIGHTS_TOKENS tokens' rows at once (row t * group + g), so each page is read, and for f16
     // widened, once per pass for all of them rather than once per token (SnapKV's window is 8-32
-    // tokens). Each slot still adds the tokens' weights in token order.
-    for (int t0 = 0; t0 < tokens; t0 += WEIGHTS_TOKENS) {
-      weightsBlock(store, Math.min(WEIGHTS_TOKENS, tokens - t0), group, q, qOff + t0 * qTokenStride, qTokenStride,
+    // tokens). Each slot still adds the tokens' weights in token order. Kernels score rows in tiles of
+    // 4 and may round a row of a tile differently from a row left over (SKVQ's fused kernels do), so
+    // tokens are taken together only when a group fills whole tiles: every row then sits where it would
+    // in a call for its token alone, and the weights are the same bits.
+    int perPass = group % 4 == 0 ? WEIGHTS_TOKENS : 1;
+    for (int t0 = 0; t0 < tokens; t0 += perPass) {
+      weightsBlock(store, Math.min(perPass, tokens - t0), group, q, qOff + t0 * qTokenStride, qTokenStride,
           positions, posOff + t0, scale, acc, accStride);
     }
     store.attentionDone();

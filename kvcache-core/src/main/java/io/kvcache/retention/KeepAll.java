@@ -15,6 +15,11 @@ final class KeepAll implements RetentionPolicy, RetentionPolicy.State {
   }
 
   @Override
+  public boolean actsAtEndOfPrompt() {
+    return true;
+  }
+
+  @Override
   public State newState(AttentionShape shape) {
     return this;
   }

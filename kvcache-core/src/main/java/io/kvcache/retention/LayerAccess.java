@@ -22,7 +22,8 @@ public interface LayerAccess {
    * Runs {@code task} once for every KV head of the layer, in parallel where the cache was given an
    * executor (the same threads as its attention), sequentially otherwise; returns when all are done.
    * Tasks of different heads must touch only their own head's store and scratch. An exception in a
-   * task is rethrown here after the others finish.
+   * task is rethrown here: in parallel after the other heads' tasks finish, sequentially (this default)
+   * at once, the later heads not run.
    *
    * @param task called with each KV head index
    */

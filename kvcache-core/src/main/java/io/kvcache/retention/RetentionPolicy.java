@@ -36,6 +36,20 @@ public interface RetentionPolicy {
   }
 
   /**
+   * Whether this policy leaves the prompt alone until {@link State#endPrefill} and reads no prompt
+   * queries there but the observation window's ({@link #observationWindow()}, the last prompt rows
+   * stored with queries): then what it keeps does not depend on how the prompt was split into calls,
+   * nor on rows stored without queries before the window, and a model runner may store such rows with
+   * {@code KVCache.append} (token-selective propagation's selection layer does). True for keep-all and
+   * SnapKV; default false, the safe answer (StreamingLLM and H2O evict as the prompt arrives).
+   *
+   * @return true when the policy acts on the prompt only at its end, through the observation window
+   */
+  default boolean actsAtEndOfPrompt() {
+    return false;
+  }
+
+  /**
    * Makes the state for one cache.
    *
    * @param shape the model's attention shape

@@ -105,6 +105,11 @@ public final class SnapKV implements RetentionPolicy {
   }
 
   @Override
+  public boolean actsAtEndOfPrompt() {
+    return true;
+  }
+
+  @Override
   public State newState(AttentionShape shape) {
     return new St(shape);
   }

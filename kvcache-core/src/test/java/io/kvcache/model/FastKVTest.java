@@ -135,6 +135,64 @@ class FastKVTest {
   }
 
   @Test
+  void strategiesWhoseCacheCouldTellRunTheWholeSelectionLayer() throws IOException {
+    // A SnapKV window longer than the selection window reads queries of rows that do not travel;
+    // StreamingLLM and H2O act as the prompt arrives; SKVQ quantizes by call. Each must give exactly the
+    // whole layer's logits and FLOPs; the FastKV preset's own pairing (SnapKV window = selection window,
+    // f16) takes the shortcut.
+    long seed = TinyModels.seed();
+    TokenSelectivePropagation tsp = TokenSelectivePropagation.ofLength(0.5, 12, 8, 3);
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      int[] p = prompt(new SplittableRandom(seed), 57);
+      KVCacheStrategy[] whole = {
+          Strategies.fastKV(tsp, 24, 16, 7),
+          KVCacheStrategy.builder().schedule(tsp).retention(io.kvcache.retention.RetentionPolicy.sinksAndWindow(2, 20))
+              .build(),
+          KVCacheStrategy.builder().schedule(tsp).retention(new io.kvcache.retention.H2O(10, 10)).build(),
+          Strategies.fastKV(tsp, 64, 8, 7).toBuilder().codec(io.kvcache.skvq.SkvqCodec.of(
+              io.kvcache.skvq.SkvqConfig.paperDefault().withGroups(8, 8).withWindow(16, 2))).build()};
+      for (KVCacheStrategy s : whole) {
+        long[] a = new long[5];
+        long[] b = new long[5];
+        Run ref = run(w, s, p, 7, true, a);
+        Run got = run(w, s, p, 7, false, b);
+        assertArrayEquals(ref.logits, got.logits, s.name() + ", seed=" + seed);
+        assertArrayEquals(ref.next, got.next, s.name() + ", seed=" + seed);
+        assertArrayEquals(a, b, "FLOPs of " + s.name() + ", seed=" + seed);
+      }
+      long[] a = new long[5];
+      long[] b = new long[5];
+      KVCacheStrategy preset = Strategies.fastKV(tsp, 24, 8, 7);
+      run(w, preset, p, 7, true, a);
+      run(w, preset, p, 7, false, b);
+      assertTrue(b[1] < a[1], "the preset's pairing runs the selection layer for the travelling rows, seed=" + seed);
+    }
+  }
+
+  @Test
+  void selectionOnTheMatrixThreadsEqualsOneThread() throws IOException {
+    long seed = TinyModels.seed();
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      int[] p = prompt(new SplittableRandom(seed), 61);
+      KVCacheStrategy s = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.5, 16, 8, 3), 20, 8, 7);
+      Run one = run(w, s, p, 9, false, null);
+      java.util.concurrent.ExecutorService ex = java.util.concurrent.Executors.newFixedThreadPool(3);
+      try {
+        float[] logits = new float[w.config().vocabSize()];
+        float[] next = new float[w.config().vocabSize()];
+        try (LlamaModel.Sequence seq = new LlamaModel(w, MatrixKernels.get(), ex, 4).newSequence(s, 9)) {
+          seq.prefill(p, logits);
+          seq.decode(Generator.argmax(logits), next);
+        }
+        assertArrayEquals(one.logits, logits, "prefill, seed=" + seed);
+        assertArrayEquals(one.next, next, "decode, seed=" + seed);
+      } finally {
+        ex.shutdownNow();
+      }
+    }
+  }
+
+  @Test
   void selectionLayerCountsKeysAndValuesForEveryRowAndTheRestForTheTravellingRows() throws IOException {
     long seed = TinyModels.seed();
     try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {

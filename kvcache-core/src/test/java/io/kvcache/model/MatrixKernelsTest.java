@@ -298,6 +298,20 @@ class MatrixKernelsTest {
             }
           }));
       assertTrue(e.getCause() instanceof ArithmeticException, String.valueOf(e.getCause()));
+      // The calling thread's own share fails while the workers are still busy: the call waits for them
+      // before it throws, so the next product finds its workers free and its result whole.
+      java.util.concurrent.atomic.AtomicInteger finished = new java.util.concurrent.atomic.AtomicInteger();
+      assertThrows(ArithmeticException.class, () -> split.forRange(8000, 1000, (from, to) -> {
+        if (from == 0) {
+          throw new ArithmeticException("caller's share");
+        }
+        java.util.concurrent.locks.LockSupport.parkNanos(50_000_000L);
+        finished.incrementAndGet();
+      }));
+      assertEquals(3, finished.get(), "workers done before the call returned");
+      float[] after = new float[3 * 301];
+      split.matmul(MatrixKernels.get(), w, x, 0, 64, 3, after, 0, 301);
+      assertArrayEquals(one, after, "seed=" + seed);
     } finally {
       ex.shutdownNow();
     }
