@@ -1,11 +1,11 @@
 package io.kvcache.kernel;
 
+import io.kvcache.simd.Lanes;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
-import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -507,7 +507,7 @@ final class VectorAttentionKernels implements AttentionKernels {
       e.intoArray(a, off + i);
       sum = sum.add(e);
     }
-    float total = sumLanes(sum);
+    float total = Lanes.sum(sum);
     for (; i < n; i++) {
       float e = (float) Math.exp(a[off + i] - m);
       a[off + i] = e;
@@ -515,29 +515,6 @@ final class VectorAttentionKernels implements AttentionKernels {
     }
     return total;
   }
-
-  /**
-   * The lanes' sum in a fixed tree (neighbours, then pairs, ...). {@code reduceLanes(ADD)} leaves the order
-   * open, and its compiled form and its Java fallback (which runs until C2 compiles the caller) add in
-   * different orders, so the same softmax could round differently early and late in a JVM's life.
-   */
-  private static float sumLanes(FloatVector v) {
-    v = v.add(v.rearrange(SWAP1));
-    v = v.add(v.rearrange(SWAP2));
-    if (L >= 8) {
-      v = v.add(v.rearrange(SWAP4));
-    }
-    if (L >= 16) {
-      v = v.add(v.rearrange(SWAP8));
-    }
-    return v.lane(0);
-  }
-
-  /** Lane {@code i} from lane {@code i ^ k}: the fixed pairings of {@link #sumLanes}'s tree. */
-  private static final VectorShuffle<Float> SWAP1 = VectorShuffle.fromOp(F, i -> i ^ 1);
-  private static final VectorShuffle<Float> SWAP2 = VectorShuffle.fromOp(F, i -> i ^ 2);
-  private static final VectorShuffle<Float> SWAP4 = VectorShuffle.fromOp(F, i -> (i ^ 4) % F.length());
-  private static final VectorShuffle<Float> SWAP8 = VectorShuffle.fromOp(F, i -> (i ^ 8) % F.length());
 
   private static final float LOG2E = 1.44269504f;
   private static final float LN2_HI = 0.693359375f;

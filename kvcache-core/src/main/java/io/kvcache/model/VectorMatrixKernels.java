@@ -1,12 +1,12 @@
 package io.kvcache.model;
 
 import java.nio.ByteOrder;
+import io.kvcache.simd.Lanes;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
-import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -106,10 +106,10 @@ final class VectorMatrixKernels implements MatrixKernels {
         b2 = FloatVector.fromArray(S, f, 2 * cols + c + len).fma(xw, b2);
         b3 = FloatVector.fromArray(S, f, 3 * cols + c + len).fma(xw, b3);
       }
-      float s0 = sumLanes(a0.add(b0));
-      float s1 = sumLanes(a1.add(b1));
-      float s2 = sumLanes(a2.add(b2));
-      float s3 = sumLanes(a3.add(b3));
+      float s0 = Lanes.sum(a0.add(b0));
+      float s1 = Lanes.sum(a1.add(b1));
+      float s2 = Lanes.sum(a2.add(b2));
+      float s3 = Lanes.sum(a3.add(b3));
       for (int c = bound; c < cols; c++) {
         float xc = x[xOff + c];
         s0 += f[c] * xc;
@@ -194,8 +194,8 @@ final class VectorMatrixKernels implements MatrixKernels {
         a2 = f16ScaledAt(seg, b2 + o).fma(xv, a2);
         a3 = f16ScaledAt(seg, b3 + o).fma(xv, a3);
       }
-      store4(w, x, xOff, y, yOff, r, bound, sumLanes(a0), sumLanes(a1),
-          sumLanes(a2), sumLanes(a3));
+      store4(w, x, xOff, y, yOff, r, bound, Lanes.sum(a0), Lanes.sum(a1),
+          Lanes.sum(a2), Lanes.sum(a3));
     }
   }
 
@@ -233,8 +233,8 @@ final class VectorMatrixKernels implements MatrixKernels {
         a2 = bf16At(seg, b2 + o).fma(xv, a2);
         a3 = bf16At(seg, b3 + o).fma(xv, a3);
       }
-      store4(w, x, xOff, y, yOff, r, bound, sumLanes(a0), sumLanes(a1),
-          sumLanes(a2), sumLanes(a3));
+      store4(w, x, xOff, y, yOff, r, bound, Lanes.sum(a0), Lanes.sum(a1),
+          Lanes.sum(a2), Lanes.sum(a3));
     }
   }
 
@@ -333,29 +333,6 @@ final class VectorMatrixKernels implements MatrixKernels {
     }
   }
 
-  /**
-   * The lanes' sum in a fixed tree (neighbours, then pairs, ...): {@code reduceLanes(ADD)} leaves the order
-   * open, and its compiled form and its Java fallback (which runs until C2 compiles the caller) differ, so
-   * the same logits could round differently early and late in a JVM's life.
-   */
-  private static float sumLanes(FloatVector v) {
-    v = v.add(v.rearrange(SWAP1));
-    v = v.add(v.rearrange(SWAP2));
-    if (S.length() >= 8) {
-      v = v.add(v.rearrange(SWAP4));
-    }
-    if (S.length() >= 16) {
-      v = v.add(v.rearrange(SWAP8));
-    }
-    return v.lane(0);
-  }
-
-  /** Lane {@code i} from lane {@code i ^ k}: the fixed pairings of {@link #sumLanes}'s tree. */
-  private static final VectorShuffle<Float> SWAP1 = VectorShuffle.fromOp(S, i -> i ^ 1);
-  private static final VectorShuffle<Float> SWAP2 = VectorShuffle.fromOp(S, i -> i ^ 2);
-  private static final VectorShuffle<Float> SWAP4 = VectorShuffle.fromOp(S, i -> (i ^ 4) % S.length());
-  private static final VectorShuffle<Float> SWAP8 = VectorShuffle.fromOp(S, i -> (i ^ 8) % S.length());
-
   private static void dot4(float[] rows, int cols, float[] x, int xb, float[] y, int yb) {
     FloatVector a0 = FloatVector.zero(S);
     FloatVector a1 = FloatVector.zero(S);
@@ -370,10 +347,10 @@ final class VectorMatrixKernels implements MatrixKernels {
       a2 = FloatVector.fromArray(S, rows, 2 * cols + c).fma(xv, a2);
       a3 = FloatVector.fromArray(S, rows, 3 * cols + c).fma(xv, a3);
     }
-    float s0 = sumLanes(a0);
-    float s1 = sumLanes(a1);
-    float s2 = sumLanes(a2);
-    float s3 = sumLanes(a3);
+    float s0 = Lanes.sum(a0);
+    float s1 = Lanes.sum(a1);
+    float s2 = Lanes.sum(a2);
+    float s3 = Lanes.sum(a3);
     for (; c < cols; c++) {
       float xc = x[xb + c];
       s0 += rows[c] * xc;
@@ -415,14 +392,14 @@ final class VectorMatrixKernels implements MatrixKernels {
       b2 = r2.fma(xv, b2);
       b3 = r3.fma(xv, b3);
     }
-    float s0 = sumLanes(a0);
-    float s1 = sumLanes(a1);
-    float s2 = sumLanes(a2);
-    float s3 = sumLanes(a3);
-    float u0 = sumLanes(b0);
-    float u1 = sumLanes(b1);
-    float u2 = sumLanes(b2);
-    float u3 = sumLanes(b3);
+    float s0 = Lanes.sum(a0);
+    float s1 = Lanes.sum(a1);
+    float s2 = Lanes.sum(a2);
+    float s3 = Lanes.sum(a3);
+    float u0 = Lanes.sum(b0);
+    float u1 = Lanes.sum(b1);
+    float u2 = Lanes.sum(b2);
+    float u3 = Lanes.sum(b3);
     for (; c < cols; c++) {
       float xc = x[xb + c];
       float xd = x[xb + xs + c];
@@ -452,7 +429,7 @@ final class VectorMatrixKernels implements MatrixKernels {
     for (; c < bound; c += S.length()) {
       acc = FloatVector.fromArray(S, a, aOff + c).fma(FloatVector.fromArray(S, x, xb + c), acc);
     }
-    float s = sumLanes(acc);
+    float s = Lanes.sum(acc);
     for (; c < n; c++) {
       s += a[aOff + c] * x[xb + c];
     }

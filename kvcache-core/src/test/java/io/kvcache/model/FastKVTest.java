@@ -25,13 +25,7 @@ class FastKVTest {
   record Run(float[] logits, float[] next, CacheStats stats) {}
 
   static Run run(LlamaWeights w, KVCacheStrategy s, int[] prompt) {
-    float[] logits = new float[w.config().vocabSize()];
-    float[] next = new float[w.config().vocabSize()];
-    try (LlamaModel.Sequence seq = LlamaModel.of(w).newSequence(s, 7)) {
-      seq.prefill(prompt, logits);
-      seq.decode(Generator.argmax(logits), next);
-      return new Run(logits, next, seq.cache().stats());
-    }
+    return run(w, s, prompt, 7, false, null);
   }
 
   static double relDiff(float[] a, float[] b) {
@@ -88,9 +82,13 @@ class FastKVTest {
   }
 
   static Run run(LlamaWeights w, KVCacheStrategy s, int[] prompt, int chunk, boolean wholeLayer, long[] flops) {
-    float[] logits = new float[w.config().vocabSize()];
-    float[] next = new float[w.config().vocabSize()];
-    try (LlamaModel.Sequence seq = LlamaModel.of(w).newSequence(s, chunk)) {
+    return run(LlamaModel.of(w), s, prompt, chunk, wholeLayer, flops);
+  }
+
+  static Run run(LlamaModel model, KVCacheStrategy s, int[] prompt, int chunk, boolean wholeLayer, long[] flops) {
+    float[] logits = new float[model.config().vocabSize()];
+    float[] next = new float[model.config().vocabSize()];
+    try (LlamaModel.Sequence seq = model.newSequence(s, chunk)) {
       seq.wholeSelectionLayer = wholeLayer;
       seq.prefill(prompt, logits);
       if (flops != null) {
@@ -178,14 +176,9 @@ class FastKVTest {
       Run one = run(w, s, p, 9, false, null);
       java.util.concurrent.ExecutorService ex = java.util.concurrent.Executors.newFixedThreadPool(3);
       try {
-        float[] logits = new float[w.config().vocabSize()];
-        float[] next = new float[w.config().vocabSize()];
-        try (LlamaModel.Sequence seq = new LlamaModel(w, MatrixKernels.get(), ex, 4).newSequence(s, 9)) {
-          seq.prefill(p, logits);
-          seq.decode(Generator.argmax(logits), next);
-        }
-        assertArrayEquals(one.logits, logits, "prefill, seed=" + seed);
-        assertArrayEquals(one.next, next, "decode, seed=" + seed);
+        Run many = run(new LlamaModel(w, MatrixKernels.get(), ex, 4), s, p, 9, false, null);
+        assertArrayEquals(one.logits, many.logits, "prefill, seed=" + seed);
+        assertArrayEquals(one.next, many.next, "decode, seed=" + seed);
       } finally {
         ex.shutdownNow();
       }
