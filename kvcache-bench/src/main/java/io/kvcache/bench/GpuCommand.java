@@ -4,6 +4,7 @@ import io.kvcache.codec.HeadStore;
 import io.kvcache.codec.StorageCodec;
 import io.kvcache.core.AttentionShape;
 import io.kvcache.gpu.DeviceKVCache;
+import io.kvcache.gpu.DeviceSkvqCache;
 import io.kvcache.gpu.GpuTuning;
 import io.kvcache.gpu.OpenClProbe;
 import io.kvcache.gpu.TopKDecoder;
@@ -11,6 +12,7 @@ import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.gpu.cl.OpenCl;
 import io.kvcache.kernel.Kernels;
 import io.kvcache.reader.PagedAttention;
+import io.kvcache.skvq.SkvqConfig;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Files;
@@ -189,6 +191,23 @@ final class GpuCommand implements Runnable {
     }
   }
 
+  /** The same tokens as {@link #fill(DeviceKVCache, int, long)} with the same seed, into an SKVQ cache. */
+  private static void fill(DeviceSkvqCache dev, int n, long seed) {
+    SplittableRandom rnd = new SplittableRandom(seed);
+    int block = 4096, w = KVH * D;
+    float[] k = new float[block * w], v = new float[block * w];
+    int[] pos = new int[block];
+    for (int t0 = 0; t0 < n; t0 += block) {
+      int b = Math.min(block, n - t0);
+      fillRandom(rnd, k);
+      fillRandom(rnd, v);
+      for (int t = 0; t < b; t++) {
+        pos[t] = t0 + t;
+      }
+      dev.append(0, b, k, v, pos);
+    }
+  }
+
   private static String f(String fmt, double x) {
     return String.format(Locale.ROOT, fmt, x);
   }
@@ -217,25 +236,52 @@ final class GpuCommand implements Runnable {
     AttentionShape s = new AttentionShape(1, HQ, KVH, D);
     List<String[]> rows = new ArrayList<>();
     try (DeviceKVCache dev = new DeviceKVCache(cl, s, n, t);
-        TopKDecoder topk = new TopKDecoder(dev, new TopKDecoder.Config(budget, channels, 64))) {
+        TopKDecoder topk = new TopKDecoder(dev, new TopKDecoder.Config(budget, channels, 64));
+        DeviceSkvqCache skvq = new DeviceSkvqCache(cl, s, n, SkvqConfig.paperDefault(), t)) {
       fill(dev, n, n);
+      fill(skvq, n, n);
       float[] q = new float[HQ * D], out = new float[HQ * D];
       fillRandom(new SplittableRandom(7), q);
-      double[] dense = new double[reps], sparse = new double[reps];
+      double[] dense = new double[reps], sparse = new double[reps], quant = new double[reps];
+      double[] denseCall = new double[reps], quantCall = new double[reps];
+      double[][] passes = new double[3][reps];
       for (int i = 0; i < 3; i++) {
         dev.decode(0, q, n - 1, out);
         topk.decode(0, q, n - 1, out);
+        skvq.decode(0, q, n - 1, out);
       }
+      // Interleaved, so that the device's clocks and the host's load treat the three alike.
       for (int i = 0; i < reps; i++) {
+        long t0 = System.nanoTime();
         dev.decode(0, q, n - 1, out);
+        denseCall[i] = (System.nanoTime() - t0) / 1e3;
         dense[i] = dev.lastKernelNanos() / 1e3;
         topk.decode(0, q, n - 1, out);
         sparse[i] = dev.lastKernelNanos() / 1e3;
+        t0 = System.nanoTime();
+        skvq.decode(0, q, n - 1, out);
+        quantCall[i] = (System.nanoTime() - t0) / 1e3;
+        quant[i] = skvq.lastKernelNanos() / 1e3;
+        long[] pn = skvq.lastPassNanos();
+        for (int k = 0; k < 3; k++) {
+          passes[k][i] = pn[k] / 1e3;
+        }
       }
       double bytes = 2.0 * n * KVH * D * 2;
-      double us = Stats.median(dense), usK = Stats.median(sparse);
+      // What the code pass reads per token and KV head: 2-bit key and value codes (the ternary value codes
+      // in 2-bit fields on the device) and one f16 scale and zero point per token for K and for V (groups
+      // of 128); the f16 window beside it.
+      double qbytes = (double) skvq.quantizedTokens(0) * KVH * (D / 4 + D / 4 + 8)
+          + (double) (n - skvq.quantizedTokens(0)) * KVH * D * 4;
+      double us = Stats.median(dense), usK = Stats.median(sparse), usQ = Stats.median(quant);
+      System.out.printf(Locale.ROOT, "skvq %s at %d tokens (%d as codes), medians: codes %.1f us, window %.1f us, "
+          + "reduce %.1f us%n", skvq.decodeKernel(), n, skvq.quantizedTokens(0), Stats.median(passes[0]),
+          Stats.median(passes[1]), Stats.median(passes[2]));
       rows.add(new String[] {"decode dense", "" + n, f("%.1f", us), f("%.0f", bytes / us / 1e3), "-"});
       rows.add(new String[] {"decode top-" + budget, "" + n, f("%.1f", usK), f("%.0f", bytes / usK / 1e3), "-"});
+      rows.add(new String[] {"decode skvq " + skvq.decodeKernel(), "" + n, f("%.1f", usQ), f("%.0f", qbytes / usQ / 1e3), "-"});
+      rows.add(new String[] {"call dense", "" + n, f("%.1f", Stats.median(denseCall)), "-", "-"});
+      rows.add(new String[] {"call skvq " + skvq.decodeKernel(), "" + n, f("%.1f", Stats.median(quantCall)), "-", "-"});
     }
     return rows;
   }
@@ -293,6 +339,17 @@ final class GpuCommand implements Runnable {
         topk.decode(0, q, n - 1, got);
         ok &= report("decode top-k " + name + ", budget >= n", want, got);
       }
+    }
+    // SKVQ: the device's code pass against the CPU's fused SKVQ attention (scalar kernels) over the same
+    // host stores, whose codes the device mirrors.
+    try (DeviceSkvqCache dev = new DeviceSkvqCache(cl, s, n, SkvqConfig.paperDefault(), base)) {
+      dev.append(0, n, f.k, f.v, f.pos);
+      float[] got = new float[q.length], wantQ = new float[q.length];
+      for (int h = 0; h < KVH; h++) {
+        ref.decode(dev.store(0, h), g, q, h * g * D, n - 1, s.scale(), wantQ, h * g * D);
+      }
+      dev.decode(0, q, n - 1, got);
+      ok &= report("decode skvq " + dev.decodeKernel() + ", n=" + n + " (" + dev.quantizedTokens(0) + " codes)", wantQ, got);
     }
     // {query heads, KV heads, head dim, cached tokens, prompt tokens}: the prompt's rows are the last ones.
     int[][] shapes = {{32, 8, 128, 333, 333}, {8, 8, 64, 1, 1}, {16, 2, 128, 1000, 1000}, {8, 1, 32, 77, 77},

@@ -20,7 +20,7 @@ import java.util.Arrays;
  * store (permutation and clipping) on every full-precision non-sink token then held, unless the codec
  * carries a calibration set.
  */
-final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
+final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPages {
 
   private static final int P = PAGE_TOKENS;
 
@@ -90,8 +90,76 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages {
     return (qmask[slot / P] & (1 << (slot % P))) != 0;
   }
 
-  int[] keyPermutation() {
+  @Override
+  public int[] keyPermutation() {
     return kPerm.clone();
+  }
+
+  @Override
+  public int[] valuePermutation() {
+    return vPerm.clone();
+  }
+
+  @Override
+  public SkvqConfig config() {
+    return cfg;
+  }
+
+  @Override
+  public boolean calibrated() {
+    return calibrated;
+  }
+
+  @Override
+  public int quantizedSlots(int page) {
+    checkPage(page);
+    return qmask[page] & 0xFFFF;
+  }
+
+  @Override
+  public void readQuantizedPage(int page, int[] keyCodes, int[] valueCodes, float[] keyScale, float[] keyZero,
+      float[] valueScale, float[] valueZero) {
+    checkPage(page);
+    int d = headDim;
+    int kg = lay.kGroups * P, vg = P * lay.vGroups;
+    if (keyCodes.length < d * P || valueCodes.length < d * P || keyScale.length < kg || keyZero.length < kg
+        || valueScale.length < vg || valueZero.length < vg) {
+      throw new IllegalArgumentException("readQuantizedPage needs keyCodes and valueCodes of " + d * P
+          + " ints, keyScale/keyZero of " + kg + " and valueScale/valueZero of " + vg + " floats; got "
+          + keyCodes.length + ", " + valueCodes.length + ", " + keyScale.length + "/" + keyZero.length + ", "
+          + valueScale.length + "/" + valueZero.length);
+    }
+    java.util.Arrays.fill(keyCodes, 0, d * P, 0);
+    java.util.Arrays.fill(valueCodes, 0, d * P, 0);
+    java.util.Arrays.fill(keyScale, 0, kg, 0f);
+    java.util.Arrays.fill(keyZero, 0, kg, 0f);
+    java.util.Arrays.fill(valueScale, 0, vg, 0f);
+    java.util.Arrays.fill(valueZero, 0, vg, 0f);
+    int mask = qmask[page];
+    Layout.QPage q = qp[page];
+    for (int j = 0; j < P; j++) {
+      if ((mask & (1 << j)) == 0) {
+        continue;
+      }
+      for (int c = 0; c < d; c++) {
+        keyCodes[c * P + j] = lay.kCode(q, c, j);
+        valueCodes[j * d + c] = lay.vCode(q, j, c);
+      }
+      for (int g = 0; g < lay.kGroups; g++) {
+        keyScale[g * P + j] = h(q.ks[g * P + j]);
+        keyZero[g * P + j] = h(q.kz[g * P + j]);
+      }
+      for (int g = 0; g < lay.vGroups; g++) {
+        valueScale[j * lay.vGroups + g] = h(q.vs[j * lay.vGroups + g]);
+        valueZero[j * lay.vGroups + g] = h(q.vz[j * lay.vGroups + g]);
+      }
+    }
+  }
+
+  private void checkPage(int page) {
+    if (page < 0 || page >= pageCount()) {
+      throw new IllegalArgumentException("page must be in [0, " + pageCount() + "), got " + page);
+    }
   }
 
   float keyClip() {

@@ -30,6 +30,8 @@ public final class DeviceKVCache implements AutoCloseable {
 
   /** Slots per page, as in {@code HeadStore.PAGE_TOKENS}. */
   public static final int PAGE = 16;
+  /** Work-items per channel in decode_reduce (its RSUB), so that each channel's sum over splits is shared. */
+  static final int REDUCE_SUB = 4;
   /** Largest finite binary16 value. */
   static final float F16_MAX = 65504f;
   private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
@@ -137,7 +139,7 @@ public final class DeviceKVCache implements AutoCloseable {
       case MMA -> GpuTuning.Prefill.MMA;
     };
     opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
-        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen
+        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRSUB=" + REDUCE_SUB
         + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
     kv = new ClBuffer[layers];
@@ -403,10 +405,11 @@ public final class DeviceKVCache implements AutoCloseable {
     }
     qOnDevice = false;
     part.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, n).arg(3, capPages).arg(4, qBuf).arg(5, shape.scale())
-        .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf);
+        .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf)
+        .arg(12, 0).arg(13, nsplit);
     events.add(part.launch(new long[] {(long) nsplit * wg, kvh}, new long[] {wg, 1}));
     reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
-    events.add(reduce.launch(new long[] {(long) hq * d}, new long[] {d}));
+    events.add(reduce.launch(new long[] {(long) hq * d * REDUCE_SUB}, new long[] {(long) d * REDUCE_SUB}));
     cl.read(outBuf, 0, out);
     collect();
   }

@@ -1,0 +1,426 @@
+// SKVQ decode over codes (DeviceSkvqCache), built after attention.cl with its defines and these:
+//   KGRP, NKG   key group size and key groups per head     VGRP, NVG   the same for values
+//
+// Device layout of one layer's quantized pages (16 slots per page; each page contiguous per KV head,
+// so the host uploads a run of pages with one write per array). Codes are 2-bit fields of 32-bit words;
+// the ternary value codes (0..2) take 2 bits here too. Field i of a word (i < 16) sits at bit
+//   FIELD(i) = 16 * (i & 1) + 8 * (i >> 3) + 2 * ((i & 7) >> 1),
+// the order in which a tensor-core fragment wants pairs: lane t of a quad reads fields 2t, 2t+1 with
+// one mask at bit 2t, and fields 2t+8, 2t+9 at bit 2t+8.
+//   kq[((h*capPages + page)*16 + j)*(D/16) + s]  token j, key channels 16s..16s+15 (permuted order)
+//   vq[(h*capPages + page)*D + (c % 8)*(D/8) + c/8]  value channel c (permuted order), tokens 0..15
+//   ksc, kzr[((h*capPages + page)*NKG + g)*16 + j]   key scale and zero point (binary16)
+//   vsc, vzr[((h*capPages + page)*NVG + g)*16 + j]   value scale and zero point (binary16)
+//   qmask[h*capPages + page]                  which slots of the page are quantized (bit j)
+// Queries arrive in permuted key order; outputs leave in permuted value order (the host un-permutes).
+
+// Small integers to float without the conversion unit (a quarter of the FMA rate or less on NVIDIA
+// parts): OR the integer into the mantissa of 2^23 and subtract 2^23. Exact for 0 <= x < 2^23.
+#define U2F(x) (as_float((uint) (x) | 0x4B000000u) - 8388608.0f)
+// Bit of field i in a code word.
+#define FIELD(i) (16 * ((i) & 1) + 8 * ((i) >> 3) + 2 * (((i) & 7) >> 1))
+
+// Flash-decoding pass 1 over quantized pages [0, n/16), portable f32 arithmetic: work-group (split, h)
+// takes `chunk` tokens of KV head h for its whole GQA group. Scores: a work-item takes 4 neighbouring
+// tokens and all their key words; q.k = sum_g scale_g (q_g . code_g) + zero_g sum(q_g). Values: a
+// work-item per channel walks the chunk's pages, one code word per page. Partial results go to
+// part[h][splitBase + split][g][D+2], beside the f16 window's splits, for decode_reduce.
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void skvq_decode_partial(__global const uint* kq, __global const half* ksc, __global const half* kzr,
+                         __global const uint* vq, __global const half* vsc, __global const half* vzr,
+                         __global const ushort* qmask, int n, int capPages, __global const float* q,
+                         __global const float* qaux, float scale, int chunk, __global float* part,
+                         int splitBase, int nsplitAll) {
+  __local float qs[D * G]; // field order: qs[(16s + FIELD(i)/2)*G + g] = q[g][16s + i]
+  __local float qsum[G * NKG];
+  __local float s[SLEN];
+  __local float red[G * WG];
+  const int lid = get_local_id(0);
+  const int split = get_group_id(0);
+  const int h = get_group_id(1);
+  for (int i = lid; i < G * D; i += WG) {
+    int g = i / D, c = i % D;
+    qs[((c & ~15) + FIELD(c & 15) / 2) * G + g] = q[h * G * D + i] * scale;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int x = lid; x < G * NKG; x += WG) qsum[x] = qaux[h * G * NKG + x];
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  const int start = split * chunk;
+  const int len = min(chunk, n - start);
+  float mx[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+  for (int i = lid * 4; i < len; i += WG * 4) {
+    const int tok = start + i;
+    const int j = tok & 15;
+    const size_t pg = (size_t) h * capPages + (tok >> 4);
+    __global const uint* kp = kq + (pg * 16 + j) * (D / 16);
+    float4 acc[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) acc[g] = (float4) (0.0f);
+    for (int kg = 0; kg < NKG; kg++) {
+      float4 dot[G];
+#pragma unroll
+      for (int g = 0; g < G; g++) dot[g] = (float4) (0.0f);
+      for (int st = kg * KGRP / 16; st < min(D, (kg + 1) * KGRP) / 16; st++) {
+        uint4 w = (uint4) (kp[st], kp[D / 16 + st], kp[2 * (D / 16) + st], kp[3 * (D / 16) + st]);
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+          uint4 f = (w >> (uint4) (2 * k)) & (uint4) (3u);
+          float4 code = (float4) (U2F(f.s0), U2F(f.s1), U2F(f.s2), U2F(f.s3));
+#pragma unroll
+          for (int g = 0; g < G; g++) dot[g] = mad((float4) (qs[(16 * st + k) * G + g]), code, dot[g]);
+        }
+      }
+      __global const half* sp = ksc + (pg * NKG + kg) * 16 + j;
+      __global const half* zp = kzr + (pg * NKG + kg) * 16 + j;
+      float4 sc = (float4) (vload_half(0, sp), vload_half(1, sp), vload_half(2, sp), vload_half(3, sp));
+      float4 zr = (float4) (vload_half(0, zp), vload_half(1, zp), vload_half(2, zp), vload_half(3, zp));
+#pragma unroll
+      for (int g = 0; g < G; g++) acc[g] = mad(sc, dot[g], mad(zr, (float4) (qsum[g * NKG + kg]), acc[g]));
+    }
+    const int m = qmask[pg] >> j;
+    int4 hidden = (int4) ((i + 0 < len && (m & 1)) ? 0 : -1, (i + 1 < len && (m & 2)) ? 0 : -1,
+                          (i + 2 < len && (m & 4)) ? 0 : -1, (i + 3 < len && (m & 8)) ? 0 : -1);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float4 v = select(acc[g], (float4) (-INFINITY), hidden);
+      vstore4(v, 0, s + g * CHUNK + i);
+      mx[g] = fmax(mx[g], fmax(fmax(v.s0, v.s1), fmax(v.s2, v.s3)));
+    }
+  }
+  float m[G], sum[G];
+  chunk_softmax(s, red, mx, len, lid, m, sum);
+
+  // Values: a work-item per channel (WG/D token streams of whole pages), merged through local memory.
+  const int STREAMS = WG / D;
+  const int stream = lid / D;
+  const int c = lid % D;
+  const int vg = c / VGRP;
+  float o[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) o[g] = 0.0f;
+  for (int i0 = stream * 16; i0 < len; i0 += STREAMS * 16) { // chunks start on page boundaries
+    const size_t pg = (size_t) h * capPages + ((start + i0) >> 4);
+    const uint w = vq[pg * D + (c % 8) * (D / 8) + c / 8];
+    __global const half* sp = vsc + (pg * NVG + vg) * 16;
+    __global const half* zp = vzr + (pg * NVG + vg) * 16;
+    const int lim = min(16, len - i0);
+#pragma unroll 4
+    for (int j = 0; j < lim; j++) {
+      const float val = mad(vload_half(j, sp), U2F((w >> FIELD(j)) & 3u), vload_half(j, zp));
+#pragma unroll
+      for (int g = 0; g < G; g++) o[g] = mad(s[g * CHUNK + i0 + j], val, o[g]);
+    }
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+  for (int g = 0; g < G; g++) s[(stream * G + g) * D + c] = o[g];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const size_t out0 = ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2);
+  for (int x = lid; x < G * D; x += WG) {
+    int g = x / D, cc = x % D;
+    float a = 0.0f;
+    for (int st = 0; st < STREAMS; st++) a += s[(st * G + g) * D + cc];
+    part[out0 + g * (D + 2) + cc] = a;
+  }
+  if (lid == 0) {
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      part[out0 + g * (D + 2) + D] = m[g];
+      part[out0 + g * (D + 2) + D + 1] = sum[g];
+    }
+  }
+}
+
+#ifdef MMA
+// ---- The same pass on tensor cores (NVIDIA, compute capability >= 8.0) ----
+//
+// Codes are small integers, exact in binary16, so they go straight into mma.sync operands: two fields
+// masked into the mantissas of 1024.0 (0x6400) and 1024 subtracted, one f16x2 pair per mask. Keys are the
+// A operand (16 tokens x 16 channels) against the queries as B (16 channels x 8 query heads, G used),
+// split into a binary16 head and remainder as the prefill kernel does, so the products carry f32-level
+// precision; the key scale and zero point apply per token to the f32 result. Values: the A operand is
+// the codes times the token's scale (exact: codes are 0, 1 or 2), 16 channels x 16 tokens, against
+// 2^12 * p as B (16 tokens x 8 heads, head and remainder); the zero points add sum_j p_j z_j.
+//
+// Work-group of 4 warps; each warp walks `ppw` pages with its own online softmax and writes its own
+// split, so no work-group barrier is needed and every warp is a split for decode_reduce.
+#define MMA_WARPS 4
+#define STEPS (D / 16)
+
+// Two 2-bit fields (at bits 0 and 16 of x) as an exact f16x2 pair.
+inline uint codes_f16x2(uint x) {
+  uint r;
+  __asm__("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"((x & 0x00030003u) | 0x64006400u), "r"(0x64006400u));
+  return r;
+}
+
+inline uint mul_f16x2(uint a, uint b) {
+  uint r;
+  __asm__("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+// n consecutive words into registers: 16-byte loads when n is a multiple of 4 (the callers' offsets
+// are then multiples of 16 bytes too).
+inline void load_words(__global const uint* p, uint* w, const int n) {
+  if (n % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < n / 4; i++) {
+      uint4 x = ((__global const uint4*) p)[i];
+      w[4 * i] = x.s0; w[4 * i + 1] = x.s1; w[4 * i + 2] = x.s2; w[4 * i + 3] = x.s3;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < n; i++) w[i] = p[i];
+  }
+}
+
+inline void warp_sync(void) {
+  __asm__ __volatile__("bar.warp.sync 0xffffffff;" ::: "memory");
+}
+
+// One page of the binary16 window and sinks (the layout of attention.cl, keys in the stores' permuted key
+// order, values in permuted value order) by one warp, in f32 arithmetic: lane = token (lanes 16-31
+// take the other half of the channels), then a lane per 4 output channels. The page is a split of its
+// own for decode_reduce; slots whose position is hidden (INT_MAX) or after the query weigh 0.
+inline void ring_page(__global const half* kp, __global const int* pos, int qpos, __local const float* qsl,
+                      __local float* pt, int lane, __global float* out) {
+  const int j = lane & 15, hf = lane >> 4;
+  float sg[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) sg[g] = 0.0f;
+#pragma unroll 8
+  for (int c = hf * (D / 2); c < (hf + 1) * (D / 2); c++) {
+    const float k = vload_half(c * 16 + j, kp);
+#pragma unroll
+    for (int g = 0; g < G; g++) sg[g] = mad(qsl[g * D + c], k, sg[g]);
+  }
+  const bool vis = pos[j] <= qpos;
+  float mg[G], lg[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    // Every lane shuffles (shfl.sync names the whole warp); only then may lanes differ.
+    const float full = sg[g] + shfl_xor_f(sg[g], 16);
+    const float x = vis ? full : -INFINITY;
+    float mx = x;
+    mx = fmax(mx, shfl_xor_f(mx, 1));
+    mx = fmax(mx, shfl_xor_f(mx, 2));
+    mx = fmax(mx, shfl_xor_f(mx, 4));
+    mx = fmax(mx, shfl_xor_f(mx, 8));
+    const float p = vis ? exp(x - mx) : 0.0f;
+    if (hf == 0) pt[g * 17 + j] = p;
+    float ls = p;
+    ls += shfl_xor_f(ls, 1);
+    ls += shfl_xor_f(ls, 2);
+    ls += shfl_xor_f(ls, 4);
+    ls += shfl_xor_f(ls, 8);
+    mg[g] = mx;
+    lg[g] = ls;
+  }
+  warp_sync();
+  if (4 * lane < D) {
+    float4 o[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) o[g] = (float4) (0.0f);
+#pragma unroll 4
+    for (int t = 0; t < 16; t++) {
+      const float4 v = vload_half4(0, kp + D * 16 + t * D + 4 * lane);
+#pragma unroll
+      for (int g = 0; g < G; g++) o[g] = mad((float4) (pt[g * 17 + t]), v, o[g]);
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) vstore4(o[g], 0, out + g * (D + 2) + 4 * lane);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      out[g * (D + 2) + D] = mg[g];
+      out[g * (D + 2) + D + 1] = lg[g];
+    }
+  }
+}
+
+// The binary16 window and sinks of KV head h on tensor-core devices: a warp per ring page, its split at
+// splitBase + page. (A separate launch: folded into skvq_decode_mma, its registers cost that kernel
+// occupancy, 120 against 80 us at 128K tokens on an H100.)
+__kernel __attribute__((reqd_work_group_size(128, 1, 1)))
+void skvq_ring(__global const half* ring, __global const int* ringPos, int ringPages, int qpos,
+               __global const float* q, float scale, __global float* part, int splitBase, int nsplitAll) {
+  __local float qsl[G * D];
+  __local float pt[MMA_WARPS][8 * 17];
+  const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
+  const int h = get_group_id(1);
+  const int r = get_group_id(0) * MMA_WARPS + warp;
+  for (int x = lid; x < G * D; x += 128) qsl[x] = q[h * G * D + x] * scale;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (r >= ringPages) return;
+  ring_page(ring + ((size_t) h * ringPages + r) * 2 * D * 16, ringPos + r * 16, qpos, qsl, pt[warp], lane,
+            part + ((size_t) h * nsplitAll + splitBase + r) * G * (D + 2));
+}
+
+__kernel __attribute__((reqd_work_group_size(128, 1, 1)))
+void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global const half* kzr,
+                     __global const uint* vq, __global const uint* vsc, __global const half* vzr,
+                     __global const ushort* qmask, int n, int capPages, __global const float* q,
+                     __global const float* qaux, float scale, int ppw, int nsA, __global float* part,
+                     int splitBase, int nsplitAll) {
+  __local float pt[MMA_WARPS][8 * 17]; // a warp's 2^12 p, [head][token], padded against bank conflicts
+  __local float qf[G];                 // per query head: the power of two that brings max |q| to [2^13, 2^14)
+  __local float qsum[G * NKG];
+  const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int h = get_group_id(1);
+  const int split = get_group_id(0) * MMA_WARPS + warp;
+  // qaux, from the host: sum(q * scale) per head and key group, then the heads' powers of two.
+  if (lid < G) qf[lid] = qaux[KVH * G * NKG + h * G + lid];
+  for (int x = lid; x < G * NKG; x += 128) qsum[x] = qaux[h * G * NKG + x];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (split >= nsA) return; // after the only work-group barrier
+
+  // B fragments of the queries: (channels 16s + 2tq + {0,1} | +8) x (head gq), head and remainder.
+  uint qbh[STEPS][2], qbl[STEPS][2];
+  const float f = gq < G ? qf[gq] * scale : 0.0f;
+#pragma unroll
+  for (int st = 0; st < STEPS; st++) {
+    float a0 = 0, a1 = 0, a8 = 0, a9 = 0;
+    if (gq < G) {
+      __global const float* qr = q + (h * G + gq) * D + 16 * st + 2 * tq;
+      a0 = qr[0] * f; a1 = qr[1] * f; a8 = qr[8] * f; a9 = qr[9] * f;
+    }
+    split_f16x2(a0, a1, &qbh[st][0], &qbl[st][0]);
+    split_f16x2(a8, a9, &qbh[st][1], &qbl[st][1]);
+  }
+  // This lane's score columns are heads 2tq and 2tq + 1 (valid below G).
+  const int c0 = 2 * tq, c1 = 2 * tq + 1;
+  const float inv0 = c0 < G ? 1.0f / qf[c0] : 0.0f, inv1 = c1 < G ? 1.0f / qf[c1] : 0.0f;
+
+  float O[STEPS][4];
+#pragma unroll
+  for (int mt = 0; mt < STEPS; mt++) O[mt][0] = O[mt][1] = O[mt][2] = O[mt][3] = 0.0f;
+  float mrun0 = -INFINITY, mrun1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  float z0[NVG], z1[NVG];
+#pragma unroll
+  for (int v = 0; v < NVG; v++) z0[v] = z1[v] = 0.0f;
+
+  const int pages = (n + 15) >> 4;
+  const int first = split * ppw, last = min(pages, first + ppw);
+  for (int page = first; page < last; page++) {
+    const size_t pg = (size_t) h * capPages + page;
+    const int mask = qmask[pg];
+    // This lane's two tokens' key words and its rows' value words, as 16-byte vectors where the layout
+    // is aligned for them, all issued before any is used.
+    uint k0[STEPS], k1[STEPS], vw[D / 8];
+    load_words(kq + (pg * 16 + gq) * STEPS, k0, STEPS);
+    load_words(kq + (pg * 16 + gq + 8) * STEPS, k1, STEPS);
+    load_words(vq + pg * D + gq * (D / 8), vw, D / 8);
+    // Scores of tokens gq and gq + 8 for heads c0, c1.
+    float s00 = 0, s01 = 0, s10 = 0, s11 = 0; // s[token row][head col]
+#pragma unroll
+    for (int kg = 0; kg < NKG; kg++) {
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int st = kg * KGRP / 16; st < (kg + 1) * KGRP / 16; st++) {
+        uint w0 = k0[st] >> (2 * tq), w1 = k1[st] >> (2 * tq);
+        uint a[4] = {codes_f16x2(w0), codes_f16x2(w1), codes_f16x2(w0 >> 8), codes_f16x2(w1 >> 8)};
+        MMA_F16(acc, a, qbh[st][0], qbh[st][1]);
+        MMA_F16(acc, a, qbl[st][0], qbl[st][1]);
+      }
+      const size_t sb = (pg * NKG + kg) * 16;
+      const float sc0 = vload_half(gq, ksc + sb), sc1 = vload_half(gq + 8, ksc + sb);
+      const float zr0 = vload_half(gq, kzr + sb), zr1 = vload_half(gq + 8, kzr + sb);
+      const float qs0 = c0 < G ? qsum[c0 * NKG + kg] : 0.0f, qs1 = c1 < G ? qsum[c1 * NKG + kg] : 0.0f;
+      s00 += sc0 * acc[0] * inv0 + zr0 * qs0;
+      s01 += sc0 * acc[1] * inv1 + zr0 * qs1;
+      s10 += sc1 * acc[2] * inv0 + zr1 * qs0;
+      s11 += sc1 * acc[3] * inv1 + zr1 * qs1;
+    }
+    const bool v0 = (mask >> gq) & 1, v1 = (mask >> (gq + 8)) & 1;
+    if (!v0) s00 = s01 = -INFINITY;
+    if (!v1) s10 = s11 = -INFINITY;
+    // Online softmax per head column: the page's max over the 16 tokens (8 lanes x 2 rows).
+    float pm0 = fmax(s00, s10), pm1 = fmax(s01, s11);
+    pm0 = fmax(pm0, shfl_xor_f(pm0, 4)); pm1 = fmax(pm1, shfl_xor_f(pm1, 4));
+    pm0 = fmax(pm0, shfl_xor_f(pm0, 8)); pm1 = fmax(pm1, shfl_xor_f(pm1, 8));
+    pm0 = fmax(pm0, shfl_xor_f(pm0, 16)); pm1 = fmax(pm1, shfl_xor_f(pm1, 16));
+    const float mn0 = fmax(mrun0, pm0), mn1 = fmax(mrun1, pm1);
+    const float al0 = mn0 == -INFINITY ? 1.0f : exp(mrun0 - mn0), al1 = mn1 == -INFINITY ? 1.0f : exp(mrun1 - mn1);
+    mrun0 = mn0;
+    mrun1 = mn1;
+    const float p00 = v0 ? exp(s00 - mn0) : 0.0f, p01 = v0 ? exp(s01 - mn1) : 0.0f;
+    const float p10 = v1 ? exp(s10 - mn0) : 0.0f, p11 = v1 ? exp(s11 - mn1) : 0.0f;
+    l0 = l0 * al0 + p00 + p10;
+    l1 = l1 * al1 + p01 + p11;
+#pragma unroll
+    for (int v = 0; v < NVG; v++) {
+      const size_t zb = (pg * NVG + v) * 16;
+      const float zt0 = vload_half(gq, vzr + zb), zt1 = vload_half(gq + 8, vzr + zb);
+      z0[v] = z0[v] * al0 + p00 * zt0 + p10 * zt1;
+      z1[v] = z1[v] * al1 + p01 * zt0 + p11 * zt1;
+    }
+#pragma unroll
+    for (int mt = 0; mt < STEPS; mt++) {
+      O[mt][0] *= al0; O[mt][1] *= al1; O[mt][2] *= al0; O[mt][3] *= al1;
+    }
+    // 2^12 p transposed through local memory into the B layout: (tokens 2tq + {0,1} | +8) x (head gq).
+    warp_sync();
+    pt[warp][c0 * 17 + gq] = 4096.0f * p00;
+    pt[warp][c1 * 17 + gq] = 4096.0f * p01;
+    pt[warp][c0 * 17 + gq + 8] = 4096.0f * p10;
+    pt[warp][c1 * 17 + gq + 8] = 4096.0f * p11;
+    warp_sync();
+    uint bh0, bl0, bh1, bl1;
+    {
+      __local const float* row = pt[warp] + gq * 17 + 2 * tq;
+      split_f16x2(row[0], row[1], &bh0, &bl0);
+      split_f16x2(row[8], row[9], &bh1, &bl1);
+    }
+    // Values: m-tile mt is channels 16mt .. 16mt+15; this lane's rows are channels 16mt + gq (+8).
+#pragma unroll
+    for (int mt = 0; mt < STEPS; mt++) {
+      const int vgi = 16 * mt / VGRP;
+      __global const uint* sw = vsc + ((pg * NVG + vgi) * 16) / 2;
+      const uint sl = sw[tq], sh = sw[tq + 4]; // scales of tokens 2tq, 2tq+1 and 2tq+8, 2tq+9
+      const uint wa = vw[2 * mt] >> (2 * tq), wb = vw[2 * mt + 1] >> (2 * tq);
+      uint a[4] = {mul_f16x2(codes_f16x2(wa), sl), mul_f16x2(codes_f16x2(wb), sl),
+                   mul_f16x2(codes_f16x2(wa >> 8), sh), mul_f16x2(codes_f16x2(wb >> 8), sh)};
+      MMA_F16(O[mt], a, bh0, bh1);
+      MMA_F16(O[mt], a, bl0, bl1);
+    }
+  }
+  // The sums over the 8 lanes that share a head column.
+  l0 += shfl_xor_f(l0, 4); l0 += shfl_xor_f(l0, 8); l0 += shfl_xor_f(l0, 16);
+  l1 += shfl_xor_f(l1, 4); l1 += shfl_xor_f(l1, 8); l1 += shfl_xor_f(l1, 16);
+#pragma unroll
+  for (int v = 0; v < NVG; v++) {
+    z0[v] += shfl_xor_f(z0[v], 4); z0[v] += shfl_xor_f(z0[v], 8); z0[v] += shfl_xor_f(z0[v], 16);
+    z1[v] += shfl_xor_f(z1[v], 4); z1[v] += shfl_xor_f(z1[v], 8); z1[v] += shfl_xor_f(z1[v], 16);
+  }
+  const size_t out0 = ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2);
+#pragma unroll
+  for (int mt = 0; mt < STEPS; mt++) {
+    const int ch0 = 16 * mt + gq, ch1 = ch0 + 8;
+    const int vgi = 16 * mt / VGRP;
+    if (c0 < G) {
+      part[out0 + c0 * (D + 2) + ch0] = O[mt][0] * (1.0f / 4096.0f) + z0[vgi];
+      part[out0 + c0 * (D + 2) + ch1] = O[mt][2] * (1.0f / 4096.0f) + z0[vgi];
+    }
+    if (c1 < G) {
+      part[out0 + c1 * (D + 2) + ch0] = O[mt][1] * (1.0f / 4096.0f) + z1[vgi];
+      part[out0 + c1 * (D + 2) + ch1] = O[mt][3] * (1.0f / 4096.0f) + z1[vgi];
+    }
+  }
+  if (gq == 0) {
+    if (c0 < G) {
+      part[out0 + c0 * (D + 2) + D] = mrun0;
+      part[out0 + c0 * (D + 2) + D + 1] = l0;
+    }
+    if (c1 < G) {
+      part[out0 + c1 * (D + 2) + D] = mrun1;
+      part[out0 + c1 * (D + 2) + D + 1] = l1;
+    }
+  }
+}
+#endif

@@ -1,0 +1,179 @@
+package io.kvcache.gpu;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvcache.codec.HeadStore;
+import io.kvcache.core.AttentionShape;
+import io.kvcache.gpu.cl.ClContext;
+import io.kvcache.skvq.SkvqConfig;
+import java.util.Arrays;
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/**
+ * The device's SKVQ decode against float64 attention over the cache the host stores hold (every slot
+ * read back dequantized, or as its f16 value in the window): the kernels are exact up to f32 rounding,
+ * the codec is lossy. Tolerance: 2e-5 absolute + 2e-5 relative per output element.
+ */
+class DeviceSkvqCacheTest {
+
+  static final double TOL = 2e-5;
+
+  /** Float64 decode attention over every slot of the layer's host stores. */
+  static float[] reference(DeviceSkvqCache c, int layer, float[] q) {
+    AttentionShape s = c.shape();
+    int d = s.headDim(), g = s.groupSize();
+    float[] out = new float[q.length];
+    float[] k = new float[d], v = new float[d];
+    for (int h = 0; h < s.kvHeads(); h++) {
+      HeadStore st = c.store(layer, h);
+      int n = st.size();
+      double[][] ks = new double[n][d], vs = new double[n][d];
+      for (int t = 0; t < n; t++) {
+        st.readKey(t, k, 0);
+        st.readValue(t, v, 0);
+        for (int i = 0; i < d; i++) {
+          ks[t][i] = k[i];
+          vs[t][i] = v[i];
+        }
+      }
+      for (int gi = 0; gi < g; gi++) {
+        int row = (h * g + gi) * d;
+        double[] sc = new double[n];
+        double mx = Double.NEGATIVE_INFINITY;
+        for (int t = 0; t < n; t++) {
+          double dot = 0;
+          for (int i = 0; i < d; i++) {
+            dot += (double) q[row + i] * ks[t][i];
+          }
+          sc[t] = dot / Math.sqrt(d);
+          mx = Math.max(mx, sc[t]);
+        }
+        double sum = 0;
+        double[] o = new double[d];
+        for (int t = 0; t < n; t++) {
+          double p = Math.exp(sc[t] - mx);
+          sum += p;
+          for (int i = 0; i < d; i++) {
+            o[i] += p * vs[t][i];
+          }
+        }
+        for (int i = 0; i < d; i++) {
+          out[row + i] = n == 0 ? 0f : (float) (o[i] / sum);
+        }
+      }
+    }
+    return out;
+  }
+
+  static void assertClose(float[] want, float[] got, String what) {
+    for (int i = 0; i < want.length; i++) {
+      double tol = TOL + TOL * Math.abs(want[i]);
+      if (!(Math.abs(want[i] - got[i]) <= tol)) {
+        throw new AssertionError(what + ": element " + i + " want " + want[i] + " got " + got[i] + " (tol " + tol + ")");
+      }
+    }
+  }
+
+  static float[] gaussian(Random rnd, int n, double outlierScale) {
+    float[] a = new float[n];
+    for (int i = 0; i < n; i++) {
+      a[i] = (float) (rnd.nextGaussian() * (i % 13 == 0 ? outlierScale : 1.0));
+    }
+    return a;
+  }
+
+  /**
+   * A prompt in two appends, then decode steps each appending one token (tokens cross from the window
+   * into codes as they go), every decode checked against the reference.
+   */
+  @ParameterizedTest(name = "{0} d={1} kv={2} g={3} groups={4} window={5} sinks={6} prompt={7}")
+  @CsvSource({
+      "lwjgl, 64, 2, 4, 128, 32, 5, 300",
+      "lwjgl, 128, 2, 4, 128, 128, 5, 1000",
+      "lwjgl, 128, 1, 8, 32, 16, 0, 517",
+      "lwjgl, 32, 2, 1, 16, 20, 4, 77",
+      "lwjgl, 16, 1, 6, 128, 8, 1, 41",
+      "lwjgl, 64, 2, 4, 128, 32, 5, 1",
+      "lwjgl, 64, 2, 4, 128, 32, 5, 0",
+      "jocl, 64, 2, 4, 128, 32, 5, 300",
+  })
+  void decodeMatchesFloat64AttentionOverTheHostCache(String binding, int d, int kvh, int g, int grp, int window,
+      int sinks, int prompt) {
+    AttentionShape shape = new AttentionShape(2, kvh * g, kvh, d);
+    SkvqConfig cfg = SkvqConfig.paperDefault().withGroups(grp, grp).withWindow(window, sinks);
+    Random rnd = new Random(31L * d + prompt + window);
+    // Enough decode steps for the first tokens to leave the window even after a prompt of 0 or 1.
+    int steps = Math.max(24, window + sinks + 40 - prompt), w = kvh * d;
+    try (ClContext cl = Gpu.open(binding);
+         DeviceSkvqCache c = new DeviceSkvqCache(cl, shape, prompt + steps, cfg)) {
+      int layer = 1;
+      float[] k = gaussian(rnd, prompt * w, 6), v = gaussian(rnd, prompt * w, 1);
+      int[] pos = new int[prompt];
+      for (int t = 0; t < prompt; t++) {
+        pos[t] = t;
+      }
+      int first = prompt / 3;
+      c.append(layer, first, k, v, pos);
+      c.append(layer, prompt - first, Arrays.copyOfRange(k, first * w, prompt * w),
+          Arrays.copyOfRange(v, first * w, prompt * w), Arrays.copyOfRange(pos, first, prompt));
+      float[] q = new float[shape.queryHeads() * d], out = new float[q.length];
+      for (int step = 0; step < steps; step++) {
+        if (step > 0 || prompt == 0) {
+          c.append(layer, 1, gaussian(rnd, w, 6), gaussian(rnd, w, 1), new int[] {prompt + step});
+        }
+        float[] qs = gaussian(rnd, q.length, 1);
+        int at = c.size(layer) == 0 ? 0 : prompt + step;
+        c.decode(layer, qs, at, out);
+        assertClose(reference(c, layer, qs), out, "step " + step + " (" + c.size(layer) + " tokens, "
+            + c.quantizedTokens(layer) + " as codes)");
+        long[] pass = c.lastPassNanos();
+        assertEquals(c.lastKernelNanos(), pass[0] + pass[1] + pass[2], "the passes add up to the decode's time");
+        assertEquals(c.quantizedTokens(layer) > 0, pass[0] > 0, "a code pass ran exactly when there were codes");
+      }
+      assertTrue(c.quantizedTokens(layer) > 0, "the code pass ran");
+      int held = c.size(layer);
+      int full = Math.min(held, window + 15 + sinks);
+      assertTrue(c.quantizedTokens(layer) >= held - full,
+          "tokens past the window are codes: " + c.quantizedTokens(layer) + " of " + held);
+      assertEquals(cl.computeCapability() >= 80 ? "mma-f16" : "simt-f32", c.decodeKernel());
+      assertEquals(0, c.size(0), "layer 0 untouched");
+      c.decode(0, q, 0, out);
+      assertTrue(Arrays.equals(new float[out.length], out), "an empty layer decodes to zeros");
+    }
+  }
+
+  @Test
+  void argumentsOutsideWhatTheDeviceTakesAreRefusedWithTheirValue() {
+    try (ClContext cl = Gpu.open("lwjgl")) {
+      AttentionShape shape = new AttentionShape(1, 4, 1, 64);
+      IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+          () -> new DeviceSkvqCache(cl, shape, 64, SkvqConfig.of(4, 4)));
+      assertTrue(e.getMessage().contains("keyBits=4"), e.getMessage());
+      e = assertThrows(IllegalArgumentException.class,
+          () -> new DeviceSkvqCache(cl, new AttentionShape(1, 4, 1, 48), 64, SkvqConfig.paperDefault()));
+      assertTrue(e.getMessage().contains("48"), e.getMessage());
+      DeviceSkvqCache c = new DeviceSkvqCache(cl, shape, 32, SkvqConfig.paperDefault());
+      float[] kv = new float[64];
+      c.append(0, 1, kv, kv, new int[] {5});
+      e = assertThrows(IllegalArgumentException.class, () -> c.append(0, 1, kv, kv, new int[] {5}));
+      assertTrue(e.getMessage().contains("positions[0]=5"), e.getMessage());
+      e = assertThrows(IllegalArgumentException.class, () -> c.decode(0, new float[256], 4, new float[256]));
+      assertTrue(e.getMessage().contains("got 4"), e.getMessage());
+      float[] nan = new float[64];
+      nan[3] = Float.NaN;
+      e = assertThrows(IllegalArgumentException.class, () -> c.append(0, 1, nan, kv, new int[] {6}));
+      assertTrue(e.getMessage().contains("index 3"), e.getMessage());
+      assertEquals(1, c.size(0), "a refused append stores nothing");
+      e = assertThrows(IllegalArgumentException.class, () -> c.append(0, 40, new float[40 * 64], new float[40 * 64],
+          new int[40]));
+      assertTrue(e.getMessage().contains("cannot append 40"), e.getMessage());
+      c.close();
+      assertThrows(IllegalStateException.class, () -> c.size(0));
+    }
+  }
+}
