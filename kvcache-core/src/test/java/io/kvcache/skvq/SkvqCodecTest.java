@@ -195,20 +195,24 @@ class SkvqCodecTest {
 
   /**
    * On keys with outlier channels, reordering never gives more error than natural order (the identity is
-   * one of calibration's candidates, and calibration scores them on these very rows); on the fixed
-   * workload of seed 5, whose outlier channels are spread over several groups, it gives much less.
+   * one of calibration's candidates, and calibration scores them on these very rows: at most
+   * {@link Quant#MAX_CALIBRATION_ROWS} tokens, all of which it reads; with more, it samples them and the
+   * guarantee holds on the sample only — a 600-token version of this test failed for seed
+   * 57018731876183); on the fixed workload of seed 5, whose outlier channels are spread over several
+   * groups, it gives much less.
    */
   @Test
   void reorderingNeverIncreasesErrorOnOutlierChannels() {
-    for (long seed : new long[] {5, seed(), seed() + 1, seed() + 2}) {
+    int n = Quant.MAX_CALIBRATION_ROWS;
+    for (long seed : new long[] {5, 57018731876183L, seed(), seed() + 1, seed() + 2}) {
       AttentionShape shape = new AttentionShape(1, 1, 1, 128);
-      WorkloadSpec spec = new WorkloadSpec(600, 0, seed, 0, 0.0, 0, new double[] {0.5}, 4, 6);
+      WorkloadSpec spec = new WorkloadSpec(n, 0, seed, 0, 0.0, 0, new double[] {0.5}, 4, 6);
       float[] k = new SyntheticWorkload(shape, spec).layer(0).k();
       for (double bits : new double[] {2, 4}) {
         for (int group : new int[] {16, 32, 64}) {
           SkvqConfig cfg = SkvqConfig.of(bits, bits).withGroups(group, group).withWindow(0, 0);
-          double with = keyError(cfg.withReorder(true), k, 600);
-          double without = keyError(cfg.withReorder(false), k, 600);
+          double with = keyError(cfg.withReorder(true), k, n);
+          double without = keyError(cfg.withReorder(false), k, n);
           String where = "seed " + seed + " bits=" + bits + " g=" + group + ": reordered " + with + " vs " + without;
           assertTrue(with <= without, where);
           if (seed == 5) {

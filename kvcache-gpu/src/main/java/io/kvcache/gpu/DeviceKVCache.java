@@ -30,8 +30,17 @@ public final class DeviceKVCache implements AutoCloseable {
 
   /** Slots per page, as in {@code HeadStore.PAGE_TOKENS}. */
   public static final int PAGE = 16;
-  /** Work-items per channel in decode_reduce (its RSUB), so that each channel's sum over splits is shared. */
-  static final int REDUCE_SUB = 4;
+  /**
+   * Work-items per channel in decode_reduce (its RSUB), so that each channel's sum over the splits is
+   * shared: 4, or fewer where the device's work-groups cannot hold {@code 4 * headDim} work-items.
+   *
+   * @param cl the device
+   * @param d  the head dimension
+   * @return RSUB, at least 1
+   */
+  static int reduceSub(ClContext cl, int d) {
+    return Math.max(1, Math.min(4, cl.maxWorkGroupSize() / d));
+  }
   /** Largest finite binary16 value. */
   static final float F16_MAX = 65504f;
   private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
@@ -139,7 +148,7 @@ public final class DeviceKVCache implements AutoCloseable {
       case MMA -> GpuTuning.Prefill.MMA;
     };
     opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
-        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRSUB=" + REDUCE_SUB
+        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRSUB=" + reduceSub(cl, d)
         + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
     kv = new ClBuffer[layers];
@@ -409,7 +418,8 @@ public final class DeviceKVCache implements AutoCloseable {
         .arg(12, 0).arg(13, nsplit);
     events.add(part.launch(new long[] {(long) nsplit * wg, kvh}, new long[] {wg, 1}));
     reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
-    events.add(reduce.launch(new long[] {(long) hq * d * REDUCE_SUB}, new long[] {(long) d * REDUCE_SUB}));
+    int rs = reduceSub(cl, d);
+    events.add(reduce.launch(new long[] {(long) hq * d * rs}, new long[] {(long) d * rs}));
     cl.read(outBuf, 0, out);
     collect();
   }

@@ -42,6 +42,11 @@ import java.util.List;
 public final class DeviceSkvqCache implements AutoCloseable {
 
   private static final int P = DeviceKVCache.PAGE;
+  /**
+   * Largest |value| the tensor-core pass takes: it forms code times scale in binary16, and codes reach 2,
+   * so a value group's range must stay within 32768.
+   */
+  static final float MMA_VALUE_MAX = 16384f;
 
   private final ClContext cl;
   private final AttentionShape shape;
@@ -112,11 +117,19 @@ public final class DeviceSkvqCache implements AutoCloseable {
     this.capPages = (capacity + P - 1) / P;
     this.capacity = capPages * P;
     int kGroup = Math.min(config.keyGroup(), d), vGroup = Math.min(config.valueGroup(), d);
+    if (kGroup % P != 0) {
+      throw new IllegalArgumentException("keyGroup must be a multiple of 16 (the device's key words hold 16 "
+          + "channels) or at least headDim=" + d + ", got " + config.keyGroup());
+    }
+    if (config.sinks() > P) {
+      // Sinks beyond the first page would keep a second page in binary16 for good, outside the ring.
+      throw new IllegalArgumentException("sinks must be <= 16 for the device cache, got " + config.sinks());
+    }
     this.nkg = (d + kGroup - 1) / kGroup;
     this.nvg = (d + vGroup - 1) / vGroup;
     // Pages that can hold full-precision tokens besides page 0 (the sinks): the window's positions span
-    // at most ceil((window + 15) / 16) + 1 pages, and a ring of that many never overwrites a page whose
-    // tokens are not yet quantized (checked on every append).
+    // at most ceil(window / 16) + 1 pages; a ring of one more never overwrites a page whose tokens are
+    // not yet quantized (checked on every append).
     this.ring = (config.window() + 15) / P + 2;
     this.ringPages = 1 + ring;
     int wg = tuning.decodeWorkGroup(), vw = tuning.decodeVector();
@@ -135,11 +148,11 @@ public final class DeviceSkvqCache implements AutoCloseable {
     this.chunkMax = chunk;
     // Tensor cores where NVIDIA's OpenCL reaches them (compute capability 8.0+), for groups of whole
     // 16-channel steps and GQA groups of at most 8 (the product's 8 columns); the portable pass elsewhere.
-    this.mma = cl.computeCapability() >= 80 && kGroup % 16 == 0 && d % kGroup == 0 && vGroup % 16 == 0
+    boolean mma = cl.computeCapability() >= 80 && kGroup % 16 == 0 && d % kGroup == 0 && vGroup % 16 == 0
         && d % vGroup == 0 && group <= 8 && !"simt".equals(System.getProperty("kvcache.gpu.skvqDecode"));
     String opts = (mma ? "-DMMA " : "") + "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK=" + chunk
         + " -DVW=" + vw + " -DSLEN=" + scoreFloats(wg, vw, chunk) + " -DKGRP=" + kGroup + " -DNKG=" + nkg
-        + " -DVGRP=" + vGroup + " -DNVG=" + nvg + " -DRSUB=" + DeviceKVCache.REDUCE_SUB
+        + " -DVGRP=" + vGroup + " -DNVG=" + nvg + " -DRSUB=" + DeviceKVCache.reduceSub(cl, d)
         + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
     stores = new HeadStore[layers][kvh];
@@ -171,10 +184,26 @@ public final class DeviceSkvqCache implements AutoCloseable {
     ringKv = new ClBuffer[layers];
     ringPos = new ClBuffer[layers];
     List<AutoCloseable> made = new ArrayList<>();
+    boolean useMma = mma;
     try {
-      Object program = cl.program("skvq:" + opts, source("attention.cl") + "\n" + source("skvq.cl"), opts);
-      made.add(skvq = cl.kernel(program, mma ? "skvq_decode_mma" : "skvq_decode_partial"));
-      made.add(dense = cl.kernel(program, mma ? "skvq_ring" : "decode_partial"));
+      Object program;
+      try {
+        program = cl.program("skvq:" + opts, source("attention.cl") + "\n" + source("skvq.cl"), opts);
+      } catch (io.kvcache.gpu.cl.ClException e) {
+        if (!mma) {
+          throw e;
+        }
+        // As the prefill kernel: where the driver's compiler rejects the inline PTX, the portable pass
+        // (equally exact) runs instead, after one log line.
+        System.getLogger(DeviceSkvqCache.class.getName()).log(System.Logger.Level.WARNING,
+            "kvcache gpu: the tensor-core SKVQ kernel does not build on " + cl.deviceName()
+                + "; using the portable one (" + e.getMessage().lines().findFirst().orElse("") + ")");
+        useMma = false;
+        String plain = opts.replace("-DMMA ", "");
+        program = cl.program("skvq:" + plain, source("attention.cl") + "\n" + source("skvq.cl"), plain);
+      }
+      made.add(skvq = cl.kernel(program, useMma ? "skvq_decode_mma" : "skvq_decode_partial"));
+      made.add(dense = cl.kernel(program, useMma ? "skvq_ring" : "decode_partial"));
       made.add(reduce = cl.kernel(program, "decode_reduce"));
       made.add(dummyMap = cl.buffer(4));
       long pages = (long) kvh * capPages;
@@ -195,6 +224,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
         // ring starts as zeros rather than whatever the allocation held (NaN times 0 is NaN).
         cl.write(ringKv[l], 0, zeroRing);
         cl.write(ringPos[l], 0, hiddenPos);
+        // No slot counts as a code until its page is uploaded (page 0 never is while it holds sinks only).
+        cl.write(qmask[l], 0, new short[kvh * capPages]);
       }
     } catch (RuntimeException e) {
       for (AutoCloseable c : made) {
@@ -202,6 +233,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
       }
       throw e;
     }
+    this.mma = useMma;
   }
 
   private long scoreFloats(int wg, int vw, int chunk) {
@@ -275,6 +307,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
    */
   public HeadStore store(int layer, int kvHead) {
     checkLayer(layer);
+    if (kvHead < 0 || kvHead >= kvh) {
+      throw new IndexOutOfBoundsException("kvHead must be in [0, " + kvh + "), got " + kvHead);
+    }
     return stores[layer][kvHead];
   }
 
@@ -356,6 +391,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
           + " tokens; cannot append " + tokens);
     }
     for (int t = 0, last = maxPos[layer]; t < tokens; last = positions[t++]) {
+      if (positions[t] == Integer.MAX_VALUE) { // the ring marks its hidden slots with it
+        throw new IllegalArgumentException("positions[" + t + "] must be < Integer.MAX_VALUE, got " + positions[t]);
+      }
       if (positions[t] <= last) {
         throw new IllegalArgumentException("positions must increase past " + last + " (the newest held), got positions["
             + t + "]=" + positions[t]);
@@ -368,6 +406,11 @@ public final class DeviceSkvqCache implements AutoCloseable {
           if (!(Math.abs(k[off + c]) <= DeviceKVCache.F16_MAX) || !(Math.abs(v[off + c]) <= DeviceKVCache.F16_MAX)) {
             throw new IllegalArgumentException("k and v must be finite and within the f16 range (|x| <= 65504); "
                 + "at index " + (off + c) + " k=" + k[off + c] + ", v=" + v[off + c]);
+          }
+          if (mma && !(Math.abs(v[off + c]) <= MMA_VALUE_MAX)) {
+            throw new IllegalArgumentException("v must be within +-" + (int) MMA_VALUE_MAX + " on the tensor-core "
+                + "path (code x scale in binary16; -Dkvcache.gpu.skvqDecode=simt takes the f16 range); at index "
+                + (off + c) + " v=" + v[off + c]);
           }
         }
         stores[layer][h].checkEncodable(k, off, v, off);
@@ -394,7 +437,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
     uploadQuantized(layer);
     uploadRing(layer, recalibrated ? 0 : first);
     int pages = st[0].pageCount();
-    while (stable[layer] < pages && fullSlots(layer, stable[layer]) == 0) {
+    // Only whole pages: with a window of 0 the newest, partly filled page is quantized at once and
+    // changes again when the next token arrives.
+    while (stable[layer] < pages && (long) (stable[layer] + 1) * P <= size[layer] && fullSlots(layer, stable[layer]) == 0) {
       stable[layer]++;
     }
   }
@@ -611,6 +656,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
       throw new IllegalArgumentException("q and out must have queryHeads * headDim = " + hq * d + " floats, got "
           + q.length + " and " + out.length);
     }
+    if (position == Integer.MAX_VALUE) {
+      throw new IllegalArgumentException("position must be < Integer.MAX_VALUE (it marks hidden slots), got " + position);
+    }
     if (position < maxPos[layer]) {
       throw new IllegalArgumentException("position must be >= " + maxPos[layer]
           + " (the newest token held; the code pass has no causal mask), got " + position);
@@ -699,7 +747,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
       events.add(dense.launch(new long[] {(long) nsB * wg, kvh}, new long[] {wg, 1}));
     }
     reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
-    events.add(reduce.launch(new long[] {(long) hq * d * DeviceKVCache.REDUCE_SUB}, new long[] {(long) d * DeviceKVCache.REDUCE_SUB}));
+    int rs = DeviceKVCache.reduceSub(cl, d);
+    events.add(reduce.launch(new long[] {(long) hq * d * rs}, new long[] {(long) d * rs}));
     float[] o = new float[hq * d];
     cl.read(outBuf, 0, o);
     for (int h = 0; h < kvh; h++) {

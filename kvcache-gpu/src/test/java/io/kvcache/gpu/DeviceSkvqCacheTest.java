@@ -89,33 +89,42 @@ class DeviceSkvqCacheTest {
 
   /**
    * A prompt in two appends, then decode steps each appending one token (tokens cross from the window
-   * into codes as they go), every decode checked against the reference.
+   * into codes as they go), every decode checked against the reference. {@code kernel} "simt" forces the
+   * portable pass (on PoCL it is the only one; on an NVIDIA card "auto" takes the tensor cores);
+   * {@code stride} spaces the positions; {@code spc} is the tuning's splits per compute unit (64 gives
+   * the reduction more splits than one block of its work-group).
    */
-  @ParameterizedTest(name = "{0} d={1} kv={2} g={3} groups={4} window={5} sinks={6} prompt={7}")
+  @ParameterizedTest(name = "{0} {1} d={2} kv={3} g={4} groups={5} window={6} sinks={7} prompt={8} stride={9} spc={10}")
   @CsvSource({
-      "lwjgl, 64, 2, 4, 128, 32, 5, 300",
-      "lwjgl, 128, 2, 4, 128, 128, 5, 1000",
-      "lwjgl, 128, 1, 8, 32, 16, 0, 517",
-      "lwjgl, 32, 2, 1, 16, 20, 4, 77",
-      "lwjgl, 16, 1, 6, 128, 8, 1, 41",
-      "lwjgl, 64, 2, 4, 128, 32, 5, 1",
-      "lwjgl, 64, 2, 4, 128, 32, 5, 0",
-      "jocl, 64, 2, 4, 128, 32, 5, 300",
+      "lwjgl, auto, 64, 2, 4, 128, 32, 5, 300, 1, 4",
+      "lwjgl, auto, 128, 2, 4, 128, 128, 5, 1000, 1, 4",
+      "lwjgl, auto, 128, 1, 8, 32, 16, 0, 517, 1, 4",
+      "lwjgl, auto, 32, 2, 1, 16, 20, 4, 77, 1, 4",
+      "lwjgl, auto, 16, 1, 6, 128, 8, 1, 41, 1, 4",
+      "lwjgl, auto, 64, 2, 4, 128, 32, 5, 1, 1, 4",
+      "lwjgl, auto, 64, 2, 4, 128, 32, 5, 0, 1, 4",
+      "lwjgl, auto, 64, 2, 4, 128, 0, 5, 100, 1, 4",
+      "lwjgl, auto, 64, 2, 4, 128, 32, 16, 300, 3, 4",
+      "lwjgl, auto, 16, 1, 4, 16, 16, 4, 5000, 1, 64",
+      "lwjgl, simt, 64, 2, 4, 128, 32, 5, 300, 2, 4",
+      "lwjgl, simt, 128, 1, 8, 32, 16, 0, 517, 1, 4",
+      "jocl, auto, 64, 2, 4, 128, 32, 5, 300, 1, 4",
   })
-  void decodeMatchesFloat64AttentionOverTheHostCache(String binding, int d, int kvh, int g, int grp, int window,
-      int sinks, int prompt) {
+  void decodeMatchesFloat64AttentionOverTheHostCache(String binding, String kernel, int d, int kvh, int g, int grp,
+      int window, int sinks, int prompt, int stride, int spc) {
     AttentionShape shape = new AttentionShape(2, kvh * g, kvh, d);
     SkvqConfig cfg = SkvqConfig.paperDefault().withGroups(grp, grp).withWindow(window, sinks);
     Random rnd = new Random(31L * d + prompt + window);
     // Enough decode steps for the first tokens to leave the window even after a prompt of 0 or 1.
     int steps = Math.max(24, window + sinks + 40 - prompt), w = kvh * d;
+    GpuTuning tuning = new GpuTuning(128, 0, 4, spc, GpuTuning.Prefill.AUTO);
     try (ClContext cl = Gpu.open(binding);
-         DeviceSkvqCache c = new DeviceSkvqCache(cl, shape, prompt + steps, cfg)) {
+         DeviceSkvqCache c = withKernel(kernel, () -> new DeviceSkvqCache(cl, shape, prompt + steps, cfg, tuning))) {
       int layer = 1;
       float[] k = gaussian(rnd, prompt * w, 6), v = gaussian(rnd, prompt * w, 1);
       int[] pos = new int[prompt];
       for (int t = 0; t < prompt; t++) {
-        pos[t] = t;
+        pos[t] = t * stride;
       }
       int first = prompt / 3;
       c.append(layer, first, k, v, pos);
@@ -124,10 +133,11 @@ class DeviceSkvqCacheTest {
       float[] q = new float[shape.queryHeads() * d], out = new float[q.length];
       for (int step = 0; step < steps; step++) {
         if (step > 0 || prompt == 0) {
-          c.append(layer, 1, gaussian(rnd, w, 6), gaussian(rnd, w, 1), new int[] {prompt + step});
+          c.append(layer, 1, gaussian(rnd, w, 6), gaussian(rnd, w, 1), new int[] {(prompt + step) * stride});
         }
         float[] qs = gaussian(rnd, q.length, 1);
-        int at = c.size(layer) == 0 ? 0 : prompt + step;
+        // Every third step asks from a position past the newest token: the same tokens are visible.
+        int at = c.size(layer) == 0 ? 0 : (prompt + step) * stride + (step % 3 == 2 ? 5 : 0);
         c.decode(layer, qs, at, out);
         assertClose(reference(c, layer, qs), out, "step " + step + " (" + c.size(layer) + " tokens, "
             + c.quantizedTokens(layer) + " as codes)");
@@ -140,10 +150,27 @@ class DeviceSkvqCacheTest {
       int full = Math.min(held, window + 15 + sinks);
       assertTrue(c.quantizedTokens(layer) >= held - full,
           "tokens past the window are codes: " + c.quantizedTokens(layer) + " of " + held);
-      assertEquals(cl.computeCapability() >= 80 ? "mma-f16" : "simt-f32", c.decodeKernel());
+      assertEquals(cl.computeCapability() >= 80 && kernel.equals("auto") ? "mma-f16" : "simt-f32", c.decodeKernel());
       assertEquals(0, c.size(0), "layer 0 untouched");
       c.decode(0, q, 0, out);
       assertTrue(Arrays.equals(new float[out.length], out), "an empty layer decodes to zeros");
+    }
+  }
+
+  /** Builds with {@code -Dkvcache.gpu.skvqDecode=simt} set for "simt", restoring the property after. */
+  static DeviceSkvqCache withKernel(String kernel, java.util.function.Supplier<DeviceSkvqCache> make) {
+    String key = "kvcache.gpu.skvqDecode", before = System.getProperty(key);
+    if (kernel.equals("simt")) {
+      System.setProperty(key, "simt");
+    }
+    try {
+      return make.get();
+    } finally {
+      if (before == null) {
+        System.clearProperty(key);
+      } else {
+        System.setProperty(key, before);
+      }
     }
   }
 
@@ -157,13 +184,26 @@ class DeviceSkvqCacheTest {
       e = assertThrows(IllegalArgumentException.class,
           () -> new DeviceSkvqCache(cl, new AttentionShape(1, 4, 1, 48), 64, SkvqConfig.paperDefault()));
       assertTrue(e.getMessage().contains("48"), e.getMessage());
+      e = assertThrows(IllegalArgumentException.class,
+          () -> new DeviceSkvqCache(cl, shape, 64, SkvqConfig.paperDefault().withGroups(8, 8)));
+      assertTrue(e.getMessage().contains("keyGroup must be a multiple of 16") && e.getMessage().contains("got 8"),
+          e.getMessage());
+      e = assertThrows(IllegalArgumentException.class,
+          () -> new DeviceSkvqCache(cl, shape, 64, SkvqConfig.paperDefault().withWindow(128, 17)));
+      assertTrue(e.getMessage().contains("sinks must be <= 16") && e.getMessage().contains("got 17"), e.getMessage());
       DeviceSkvqCache c = new DeviceSkvqCache(cl, shape, 32, SkvqConfig.paperDefault());
+      assertThrows(IndexOutOfBoundsException.class, () -> c.store(0, 1));
       float[] kv = new float[64];
       c.append(0, 1, kv, kv, new int[] {5});
       e = assertThrows(IllegalArgumentException.class, () -> c.append(0, 1, kv, kv, new int[] {5}));
       assertTrue(e.getMessage().contains("positions[0]=5"), e.getMessage());
       e = assertThrows(IllegalArgumentException.class, () -> c.decode(0, new float[256], 4, new float[256]));
       assertTrue(e.getMessage().contains("got 4"), e.getMessage());
+      e = assertThrows(IllegalArgumentException.class,
+          () -> c.decode(0, new float[256], Integer.MAX_VALUE, new float[256]));
+      assertTrue(e.getMessage().contains("Integer.MAX_VALUE"), e.getMessage());
+      e = assertThrows(IllegalArgumentException.class, () -> c.append(0, 1, kv, kv, new int[] {Integer.MAX_VALUE}));
+      assertTrue(e.getMessage().contains("Integer.MAX_VALUE"), e.getMessage());
       float[] nan = new float[64];
       nan[3] = Float.NaN;
       e = assertThrows(IllegalArgumentException.class, () -> c.append(0, 1, nan, kv, new int[] {6}));
