@@ -150,10 +150,12 @@ public final class DeviceSkvqCache implements AutoCloseable {
     // 16-channel steps and GQA groups of at most 8 (the product's 8 columns); the portable pass elsewhere.
     boolean mma = cl.computeCapability() >= 80 && kGroup % 16 == 0 && d % kGroup == 0 && vGroup % 16 == 0
         && d % vGroup == 0 && group <= 8 && !"simt".equals(System.getProperty("kvcache.gpu.skvqDecode"));
-    String opts = (mma ? "-DMMA " : "") + "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK=" + chunk
+    String opts = (mma ? "-DMMA " : "") + "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh
+        + " -DWG=" + wg + " -DCHUNK=" + chunk
         + " -DVW=" + vw + " -DSLEN=" + scoreFloats(wg, vw, chunk) + " -DKGRP=" + kGroup + " -DNKG=" + nkg
         + " -DVGRP=" + vGroup + " -DNVG=" + nvg + " -DRSUB=" + DeviceKVCache.reduceSub(cl, d)
-        + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
+        + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? ""
+            : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
     stores = new HeadStore[layers][kvh];
     SkvqCodec codec = SkvqCodec.of(config);
@@ -439,7 +441,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
     int pages = st[0].pageCount();
     // Only whole pages: with a window of 0 the newest, partly filled page is quantized at once and
     // changes again when the next token arrives.
-    while (stable[layer] < pages && (long) (stable[layer] + 1) * P <= size[layer] && fullSlots(layer, stable[layer]) == 0) {
+    while (stable[layer] < pages && (long) (stable[layer] + 1) * P <= size[layer]
+        && fullSlots(layer, stable[layer]) == 0) {
       stable[layer]++;
     }
   }
@@ -657,7 +660,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
           + q.length + " and " + out.length);
     }
     if (position == Integer.MAX_VALUE) {
-      throw new IllegalArgumentException("position must be < Integer.MAX_VALUE (it marks hidden slots), got " + position);
+      throw new IllegalArgumentException("position must be < Integer.MAX_VALUE (it marks hidden slots), got "
+          + position);
     }
     if (position < maxPos[layer]) {
       throw new IllegalArgumentException("position must be >= " + maxPos[layer]
