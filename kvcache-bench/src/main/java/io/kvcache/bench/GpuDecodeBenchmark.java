@@ -1,0 +1,138 @@
+package io.kvcache.bench;
+
+import io.kvcache.core.AttentionShape;
+import io.kvcache.gpu.DeviceKVCache;
+import io.kvcache.gpu.DeviceSkvqCache;
+import io.kvcache.gpu.cl.ClContext;
+import io.kvcache.gpu.cl.OpenCl;
+import io.kvcache.skvq.SkvqConfig;
+import java.util.Arrays;
+import java.util.Locale;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+import org.openjdk.jmh.annotations.Warmup;
+
+/**
+ * One decode step of one layer of a Llama-3-8B-shaped model (32 query heads, 8 KV heads, head dim 128)
+ * on an OpenCL device: the dense f16 cache ({@link DeviceKVCache}) against SKVQ K2/V1.5
+ * ({@link DeviceSkvqCache}, groups of 128, window 128, 5 sinks) holding the same random tokens. JMH times
+ * the whole Java call (query upload, launches, read-back); the device time of the kernels (profiling
+ * events) is printed at the end of each trial as its median, the figure {@code kvcache-bench gpu}
+ * reports. Not in the default JMH selection: {@code jmh --include GpuDecode} on a machine with OpenCL
+ * ({@code -Dkvcache.opencl.platform=NVIDIA} through {@code --jvm-arg} picks the card where PoCL is
+ * registered too).
+ */
+@State(Scope.Benchmark)
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.MICROSECONDS)
+@Warmup(iterations = 3, time = 1)
+@Measurement(iterations = 5, time = 1)
+@Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED",
+    "-Xms8g", "-Xmx8g"})
+public class GpuDecodeBenchmark {
+
+  static final int QUERY_HEADS = 32;
+  static final int KV_HEADS = 8;
+  static final int HEAD_DIM = 128;
+
+  /** Tokens in the cache. */
+  @Param({"32768", "131072"})
+  public int context;
+
+  /** Storage: f16 (dense decode), or SKVQ K2/V1.5 (decode over the codes). */
+  @Param({"f16", "skvq"})
+  public String codec;
+
+  private ClContext cl;
+  private DeviceKVCache dense;
+  private DeviceSkvqCache skvq;
+  private float[] q;
+  private float[] out;
+  private long[] deviceNanos = new long[1 << 16];
+  private int calls;
+
+  /** Opens the device named by the OpenCL system properties and fills the cache with random tokens. */
+  @Setup(Level.Trial)
+  public void setUp() {
+    cl = OpenCl.open(System.getProperty(OpenCl.PLATFORM_PROPERTY, ""), System.getProperty(OpenCl.DEVICE_PROPERTY, ""));
+    AttentionShape shape = new AttentionShape(1, QUERY_HEADS, KV_HEADS, HEAD_DIM);
+    if (codec.equals("skvq")) {
+      skvq = new DeviceSkvqCache(cl, shape, context, SkvqConfig.paperDefault());
+    } else if (codec.equals("f16")) {
+      dense = new DeviceKVCache(cl, shape, context);
+    } else {
+      throw new IllegalArgumentException("codec must be f16 or skvq, got " + codec);
+    }
+    SplittableRandom rnd = new SplittableRandom(context);
+    int block = 4096, w = KV_HEADS * HEAD_DIM;
+    float[] k = new float[block * w], v = new float[block * w];
+    int[] pos = new int[block];
+    for (int t0 = 0; t0 < context; t0 += block) {
+      int b = Math.min(block, context - t0);
+      for (int i = 0; i < b * w; i++) {
+        k[i] = (float) (rnd.nextDouble() * 2 - 1);
+        v[i] = (float) (rnd.nextDouble() * 2 - 1);
+      }
+      for (int t = 0; t < b; t++) {
+        pos[t] = t0 + t;
+      }
+      if (skvq != null) {
+        skvq.append(0, b, Arrays.copyOf(k, b * w), Arrays.copyOf(v, b * w), Arrays.copyOf(pos, b));
+      } else {
+        dense.append(0, b, k, v, pos);
+      }
+    }
+    q = new float[QUERY_HEADS * HEAD_DIM];
+    out = new float[q.length];
+    for (int i = 0; i < q.length; i++) {
+      q[i] = (float) (rnd.nextDouble() * 2 - 1);
+    }
+  }
+
+  /** @return an output element, so that the call is not dead code */
+  @Benchmark
+  public float decode() {
+    long ns;
+    if (skvq != null) {
+      skvq.decode(0, q, context - 1, out);
+      ns = skvq.lastKernelNanos();
+    } else {
+      dense.decode(0, q, context - 1, out);
+      ns = dense.lastKernelNanos();
+    }
+    if (calls < deviceNanos.length) {
+      deviceNanos[calls++] = ns;
+    }
+    return out[0];
+  }
+
+  /** Prints the median device time of the trial's calls, then frees the device memory. */
+  @TearDown(Level.Trial)
+  public void tearDown() {
+    long[] d = Arrays.copyOf(deviceNanos, calls);
+    Arrays.sort(d);
+    if (calls > 0) {
+      System.out.printf(Locale.ROOT, "%n%s at %d tokens on %s: device time median %.1f us over %d calls%n", codec,
+          context, cl.deviceName(), d[calls / 2] / 1e3, calls);
+    }
+    if (skvq != null) {
+      skvq.close();
+    }
+    if (dense != null) {
+      dense.close();
+    }
+    cl.close();
+  }
+}
