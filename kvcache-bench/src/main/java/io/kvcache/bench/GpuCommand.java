@@ -174,25 +174,24 @@ final class GpuCommand implements Runnable {
     }
   }
 
-  /** Appends n random tokens in blocks, so the host never holds the whole cache as floats. */
-  private static void fill(DeviceKVCache dev, int n, long seed) {
-    SplittableRandom rnd = new SplittableRandom(seed);
-    int block = 4096, w = KVH * D;
-    float[] k = new float[block * w], v = new float[block * w];
-    int[] pos = new int[block];
-    for (int t0 = 0; t0 < n; t0 += block) {
-      int b = Math.min(block, n - t0);
-      fillRandom(rnd, k);
-      fillRandom(rnd, v);
-      for (int t = 0; t < b; t++) {
-        pos[t] = t0 + t;
-      }
-      dev.append(0, b, k, v, pos);
-    }
+  /** Where {@link #fill} sends each block: layer 0 of a device cache. */
+  interface Appender {
+    void append(int tokens, float[] k, float[] v, int[] positions);
   }
 
-  /** The same tokens as {@link #fill(DeviceKVCache, int, long)} with the same seed, into an SKVQ cache. */
+  private static void fill(DeviceKVCache dev, int n, long seed) {
+    fill(n, seed, (b, k, v, pos) -> dev.append(0, b, k, v, pos));
+  }
+
   private static void fill(DeviceSkvqCache dev, int n, long seed) {
+    fill(n, seed, (b, k, v, pos) -> dev.append(0, b, k, v, pos));
+  }
+
+  /**
+   * Appends n random tokens (uniform in [-1, 1), the same for the same seed whatever the cache) in
+   * blocks, so the host never holds the whole cache as floats.
+   */
+  static void fill(int n, long seed, Appender to) {
     SplittableRandom rnd = new SplittableRandom(seed);
     int block = 4096, w = KVH * D;
     float[] k = new float[block * w], v = new float[block * w];
@@ -204,7 +203,7 @@ final class GpuCommand implements Runnable {
       for (int t = 0; t < b; t++) {
         pos[t] = t0 + t;
       }
-      dev.append(0, b, k, v, pos);
+      to.append(b, k, v, pos);
     }
   }
 

@@ -75,25 +75,10 @@ public class GpuDecodeBenchmark {
     } else {
       throw new IllegalArgumentException("codec must be f16 or skvq, got " + codec);
     }
-    SplittableRandom rnd = new SplittableRandom(context);
-    int block = 4096, w = KV_HEADS * HEAD_DIM;
-    float[] k = new float[block * w], v = new float[block * w];
-    int[] pos = new int[block];
-    for (int t0 = 0; t0 < context; t0 += block) {
-      int b = Math.min(block, context - t0);
-      for (int i = 0; i < b * w; i++) {
-        k[i] = (float) (rnd.nextDouble() * 2 - 1);
-        v[i] = (float) (rnd.nextDouble() * 2 - 1);
-      }
-      for (int t = 0; t < b; t++) {
-        pos[t] = t0 + t;
-      }
-      if (skvq != null) {
-        skvq.append(0, b, Arrays.copyOf(k, b * w), Arrays.copyOf(v, b * w), Arrays.copyOf(pos, b));
-      } else {
-        dense.append(0, b, k, v, pos);
-      }
-    }
+    // The tokens and query of `kvcache-bench gpu` (same seeds), so that the two report the same work.
+    GpuCommand.fill(context, context, skvq != null ? (b, k, v, pos) -> skvq.append(0, b, k, v, pos)
+        : (b, k, v, pos) -> dense.append(0, b, k, v, pos));
+    SplittableRandom rnd = new SplittableRandom(7);
     q = new float[QUERY_HEADS * HEAD_DIM];
     out = new float[q.length];
     for (int i = 0; i < q.length; i++) {

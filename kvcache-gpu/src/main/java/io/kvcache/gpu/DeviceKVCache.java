@@ -120,21 +120,7 @@ public final class DeviceKVCache implements AutoCloseable {
       throw new IllegalArgumentException("decodeWorkGroup=" + wg + " exceeds the device's largest work-group, "
           + cl.maxWorkGroupSize());
     }
-    // The scores of a chunk, later the value streams' partial outputs, share one local array.
-    int chunkMax = tuning.decodeChunk();
-    if (chunkMax == 0) { // automatic: the largest multiple of the work-group up to 2048 that fits
-      chunkMax = Math.max(wg, 2048 / wg * wg);
-      while (chunkMax > wg && decodeLocalBytes(group, d, wg, vw, chunkMax) > cl.localMemBytes()) {
-        chunkMax -= wg;
-      }
-    }
-    this.chunkMax = chunkMax;
-    long localNeed = decodeLocalBytes(group, d, wg, vw, chunkMax);
-    if (localNeed > cl.localMemBytes()) {
-      throw new IllegalArgumentException("GQA group " + group + " with "
-          + (tuning.decodeChunk() == 0 ? "the smallest automatic decode chunk, " : "decodeChunk=") + chunkMax + ", needs "
-          + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
-    }
+    this.chunkMax = decodeChunkMax(cl, tuning, group, d, 0);
     long slen = decodeScoreFloats(group, d, wg, vw, chunkMax);
     if (tuning.prefill() == GpuTuning.Prefill.MMA && cl.computeCapability() < 80) {
       throw new IllegalArgumentException("prefill=" + tuning.prefill() + " needs an NVIDIA device of compute "
@@ -207,7 +193,32 @@ public final class DeviceKVCache implements AutoCloseable {
     }
   }
 
-  private static void closeQuietly(AutoCloseable c) {
+  /**
+   * The most tokens a decode work-group takes: the tuning's chunk, or automatically the largest multiple
+   * of the work-group up to 2048 whose scores fit in local memory beside {@code extraLocalBytes}.
+   *
+   * @throws IllegalArgumentException when even that chunk does not fit
+   */
+  static int decodeChunkMax(ClContext cl, GpuTuning tuning, int group, int d, long extraLocalBytes) {
+    int wg = tuning.decodeWorkGroup(), vw = tuning.decodeVector();
+    // The scores of a chunk, later the value streams' partial outputs, share one local array.
+    int chunkMax = tuning.decodeChunk();
+    if (chunkMax == 0) {
+      chunkMax = Math.max(wg, 2048 / wg * wg);
+      while (chunkMax > wg && decodeLocalBytes(group, d, wg, vw, chunkMax) + extraLocalBytes > cl.localMemBytes()) {
+        chunkMax -= wg;
+      }
+    }
+    long localNeed = decodeLocalBytes(group, d, wg, vw, chunkMax) + extraLocalBytes;
+    if (localNeed > cl.localMemBytes()) {
+      throw new IllegalArgumentException("GQA group " + group + " with "
+          + (tuning.decodeChunk() == 0 ? "the smallest automatic decode chunk, " : "decodeChunk=") + chunkMax + ", needs "
+          + localNeed + " bytes of local memory for decode, the device has " + cl.localMemBytes());
+    }
+    return chunkMax;
+  }
+
+  static void closeQuietly(AutoCloseable c) {
     if (c != null) {
       try {
         c.close();
@@ -223,7 +234,7 @@ public final class DeviceKVCache implements AutoCloseable {
   }
 
   /** SLEN: floats of the local array holding a chunk's scores, later the value streams' partial outputs. */
-  private static long decodeScoreFloats(int group, int d, int wg, int vw, int chunk) {
+  static long decodeScoreFloats(int group, int d, int wg, int vw, int chunk) {
     return Math.max((long) group * chunk, (long) group * (wg / (d / vw)) * d);
   }
 
@@ -290,6 +301,11 @@ public final class DeviceKVCache implements AutoCloseable {
   }
 
   private ClBuffer ensure(ClBuffer b, long bytes) {
+    return ensure(cl, b, bytes);
+  }
+
+  /** {@code b} if it holds {@code bytes}, else a new buffer of at least that size ({@code b} closed). */
+  static ClBuffer ensure(ClContext cl, ClBuffer b, long bytes) {
     if (b != null && b.bytes() >= bytes) {
       return b;
     }

@@ -64,6 +64,10 @@ public final class DeviceSkvqCache implements AutoCloseable {
   private final int[] maxPos;
   private final int[][] ringOwner;
   private final boolean[] calibrated;
+  /** The stores' permutations per layer and KV head: identity until calibration, then final. */
+  private final int[][][] kPerm, vPerm;
+  /** Decode scratch: the permuted query, its per-group sums and factors, the permuted output. */
+  private final float[] qScratch, auxScratch, outScratch;
   private final ClBuffer[] kq, ksc, kzr, vq, vsc, vzr, qmask, ringKv, ringPos;
   private final ClKernel skvq, dense, reduce;
   private final ClBuffer dummyMap;
@@ -137,14 +141,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
       throw new IllegalArgumentException("decodeWorkGroup=" + wg + " must be in [headDim=" + d + ", "
           + cl.maxWorkGroupSize() + "] for the SKVQ value pass (a work-item per channel)");
     }
-    int chunk = tuning.decodeChunk() == 0 ? Math.max(wg, 2048 / wg * wg) : tuning.decodeChunk();
-    while (chunk > wg && localBytes(wg, vw, chunk) > cl.localMemBytes()) {
-      chunk -= wg;
-    }
-    if (localBytes(wg, vw, chunk) > cl.localMemBytes()) {
-      throw new IllegalArgumentException("GQA group " + group + " needs " + localBytes(wg, vw, chunk)
-          + " bytes of local memory for decode, the device has " + cl.localMemBytes());
-    }
+    // Beside decode_partial's local arrays, the code pass keeps sum(q) per head and key group.
+    int chunk = DeviceKVCache.decodeChunkMax(cl, tuning, group, d, 4L * group * nkg);
     this.chunkMax = chunk;
     // Tensor cores where NVIDIA's OpenCL reaches them (compute capability 8.0+), for groups of whole
     // 16-channel steps and GQA groups of at most 8 (the product's 8 columns); the portable pass elsewhere.
@@ -152,7 +150,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
         && d % vGroup == 0 && group <= 8 && !"simt".equals(System.getProperty("kvcache.gpu.skvqDecode"));
     String opts = (mma ? "-DMMA " : "") + "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh
         + " -DWG=" + wg + " -DCHUNK=" + chunk
-        + " -DVW=" + vw + " -DSLEN=" + scoreFloats(wg, vw, chunk) + " -DKGRP=" + kGroup + " -DNKG=" + nkg
+        + " -DVW=" + vw + " -DSLEN=" + DeviceKVCache.decodeScoreFloats(group, d, wg, vw, chunk) + " -DKGRP=" + kGroup + " -DNKG=" + nkg
         + " -DVGRP=" + vGroup + " -DNVG=" + nvg + " -DRSUB=" + DeviceKVCache.reduceSub(cl, d)
         + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? ""
             : " " + System.getProperty("kvcache.gpu.buildOptions"));
@@ -176,6 +174,15 @@ public final class DeviceSkvqCache implements AutoCloseable {
       Arrays.fill(o, -1);
     }
     calibrated = new boolean[layers];
+    kPerm = new int[layers][kvh][];
+    vPerm = new int[layers][kvh][];
+    for (int l = 0; l < layers; l++) {
+      refreshPermutations(l);
+    }
+    int hq = shape.queryHeads();
+    qScratch = new float[hq * d];
+    auxScratch = new float[hq * nkg + hq];
+    outScratch = new float[hq * d];
     kq = new ClBuffer[layers];
     ksc = new ClBuffer[layers];
     kzr = new ClBuffer[layers];
@@ -231,19 +238,11 @@ public final class DeviceSkvqCache implements AutoCloseable {
       }
     } catch (RuntimeException e) {
       for (AutoCloseable c : made) {
-        closeQuietly(c);
+        DeviceKVCache.closeQuietly(c);
       }
       throw e;
     }
     this.mma = useMma;
-  }
-
-  private long scoreFloats(int wg, int vw, int chunk) {
-    return Math.max((long) group * chunk, Math.max((long) group * (wg / (d / vw)) * d, (long) group * (wg / 32) * d));
-  }
-
-  private long localBytes(int wg, int vw, int chunk) {
-    return 4L * ((long) group * d + (long) group * nkg + scoreFloats(wg, vw, chunk) + (long) group * wg);
   }
 
   private static String source(String name) {
@@ -254,16 +253,6 @@ public final class DeviceSkvqCache implements AutoCloseable {
       return new String(in.readAllBytes(), StandardCharsets.UTF_8);
     } catch (IOException e) {
       throw new UncheckedIOException("cannot read OpenCL source " + name, e);
-    }
-  }
-
-  private static void closeQuietly(AutoCloseable c) {
-    if (c != null) {
-      try {
-        c.close();
-      } catch (Exception ignored) {
-        // already failing; the first exception is the one that matters
-      }
     }
   }
 
@@ -436,6 +425,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
     boolean nowCalibrated = ((SkvqPages) st[0]).calibrated();
     boolean recalibrated = nowCalibrated && !calibrated[layer];
     calibrated[layer] = nowCalibrated;
+    if (recalibrated) {
+      refreshPermutations(layer);
+    }
     uploadQuantized(layer);
     uploadRing(layer, recalibrated ? 0 : first);
     int pages = st[0].pageCount();
@@ -444,6 +436,13 @@ public final class DeviceSkvqCache implements AutoCloseable {
     while (stable[layer] < pages && (long) (stable[layer] + 1) * P <= size[layer]
         && fullSlots(layer, stable[layer]) == 0) {
       stable[layer]++;
+    }
+  }
+
+  private void refreshPermutations(int layer) {
+    for (int h = 0; h < kvh; h++) {
+      kPerm[layer][h] = ((SkvqPages) stores[layer][h]).keyPermutation();
+      vPerm[layer][h] = ((SkvqPages) stores[layer][h]).valuePermutation();
     }
   }
 
@@ -593,8 +592,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
     float[] kr = new float[d], vr = new float[d];
     short[] page = new short[2 * d * P];
     for (int h = 0; h < kvh; h++) {
-      int[] kPerm = ((SkvqPages) st[h]).keyPermutation();
-      int[] vPerm = ((SkvqPages) st[h]).valuePermutation();
+      int[] kp = kPerm[layer][h], vp = vPerm[layer][h];
       for (int r = 0; r < ringPages; r++) {
         if (!dirty[r]) {
           continue;
@@ -611,8 +609,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
           for (int c = 0; c < d; c++) {
             // Keys and values in the stores' permuted orders, as the codes: one permuted query serves
             // both passes, and the two passes' outputs merge channel by channel.
-            page[c * P + j] = Float.floatToFloat16(kr[kPerm[c]]);
-            page[d * P + j * d + c] = Float.floatToFloat16(vr[vPerm[c]]);
+            page[c * P + j] = Float.floatToFloat16(kr[kp[c]]);
+            page[d * P + j * d + c] = Float.floatToFloat16(vr[vp[c]]);
           }
         }
         cl.write(ringKv[layer], 2L * ((long) h * ringPages + r) * 2 * d * P, page);
@@ -631,16 +629,6 @@ public final class DeviceSkvqCache implements AutoCloseable {
       }
     }
     return live & ~((SkvqPages) s).quantizedSlots(page);
-  }
-
-  private ClBuffer ensure(ClBuffer b, long bytes) {
-    if (b != null && b.bytes() >= bytes) {
-      return b;
-    }
-    if (b != null) {
-      b.close();
-    }
-    return cl.buffer(Math.max(bytes, 64));
   }
 
   /**
@@ -691,22 +679,20 @@ public final class DeviceSkvqCache implements AutoCloseable {
       nsB = ringPages; // a warp per ring page
     }
     int nsplit = nsA + nsB;
-    float[] qp = new float[hq * d];
-    int[][] vPerm = new int[kvh][];
+    float[] qp = qScratch;
     for (int h = 0; h < kvh; h++) {
-      int[] kPerm = ((SkvqPages) stores[layer][h]).keyPermutation();
-      vPerm[h] = ((SkvqPages) stores[layer][h]).valuePermutation();
+      int[] kp = kPerm[layer][h];
       for (int g = 0; g < group; g++) {
         int row = (h * group + g) * d;
         for (int c = 0; c < d; c++) {
-          qp[row + c] = q[row + kPerm[c]];
+          qp[row + c] = q[row + kp[c]];
         }
       }
     }
     // Per query head: sum(q * scale) over each key group (the zero points' term) and, for the tensor-core
     // pass, the power of two that brings max |q * scale| into [2^13, 2^14) before the f16 split.
     float scale = shape.scale();
-    float[] aux = new float[hq * nkg + hq];
+    float[] aux = auxScratch;
     int kGroup = Math.min(config.keyGroup(), d);
     for (int r = 0; r < hq; r++) {
       float mq = 0f;
@@ -722,11 +708,11 @@ public final class DeviceSkvqCache implements AutoCloseable {
       // (Capped at 2^126 so that a query of subnormal size does not make the factor infinite.)
       aux[hq * nkg + r] = mq > 0f && Float.isFinite(mq) ? Math.scalb(1f, Math.min(126, 13 - Math.getExponent(mq))) : 1f;
     }
-    qAux = ensure(qAux, 4L * aux.length);
+    qAux = DeviceKVCache.ensure(cl, qAux, 4L * aux.length);
     cl.write(qAux, 0, aux);
-    qPerm = ensure(qPerm, 4L * hq * d);
-    outBuf = ensure(outBuf, 4L * hq * d);
-    partBuf = ensure(partBuf, 4L * kvh * nsplit * group * (d + 2));
+    qPerm = DeviceKVCache.ensure(cl, qPerm, 4L * hq * d);
+    outBuf = DeviceKVCache.ensure(cl, outBuf, 4L * hq * d);
+    partBuf = DeviceKVCache.ensure(cl, partBuf, 4L * kvh * nsplit * group * (d + 2));
     cl.write(qPerm, 0, qp);
     if (nsA > 0) {
       skvq.arg(0, kq[layer]).arg(1, ksc[layer]).arg(2, kzr[layer]).arg(3, vq[layer]).arg(4, vsc[layer])
@@ -753,13 +739,13 @@ public final class DeviceSkvqCache implements AutoCloseable {
     reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
     int rs = DeviceKVCache.reduceSub(cl, d);
     events.add(reduce.launch(new long[] {(long) hq * d * rs}, new long[] {(long) d * rs}));
-    float[] o = new float[hq * d];
+    float[] o = outScratch;
     cl.read(outBuf, 0, o);
     for (int h = 0; h < kvh; h++) {
       for (int g = 0; g < group; g++) {
         int row = (h * group + g) * d;
         for (int c = 0; c < d; c++) {
-          out[row + vPerm[h][c]] = o[row + c];
+          out[row + vPerm[layer][h][c]] = o[row + c];
         }
       }
     }
@@ -787,11 +773,11 @@ public final class DeviceSkvqCache implements AutoCloseable {
       e.close();
     }
     for (AutoCloseable c : new AutoCloseable[] {skvq, dense, reduce, dummyMap, qPerm, qAux, outBuf, partBuf}) {
-      closeQuietly(c);
+      DeviceKVCache.closeQuietly(c);
     }
     for (ClBuffer[] bs : new ClBuffer[][] {kq, ksc, kzr, vq, vsc, vzr, qmask, ringKv, ringPos}) {
       for (ClBuffer b : bs) {
-        closeQuietly(b);
+        DeviceKVCache.closeQuietly(b);
       }
     }
   }

@@ -113,6 +113,26 @@ inline void chunk_softmax(__local float* s, __local float* red, const float* mx,
   for (int g = 0; g < G; g++) sum[g] = red[g * WG];
 }
 
+// A split's result into part (its G rows of D + 2 floats): each channel summed over the value streams'
+// partial outputs in s[(stream * G + g) * D + c], then the chunk's max m and sum. Shared by the f16 and
+// SKVQ kernels.
+inline void write_split(__global float* out, __local const float* s, int streams, const float* m,
+                        const float* sum, int lid) {
+  for (int x = lid; x < G * D; x += WG) {
+    int g = x / D, c = x % D;
+    float acc = 0.0f;
+    for (int st = 0; st < streams; st++) acc += s[(st * G + g) * D + c];
+    out[g * (D + 2) + c] = acc;
+  }
+  if (lid == 0) {
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      out[g * (D + 2) + D] = m[g];
+      out[g * (D + 2) + D + 1] = sum[g];
+    }
+  }
+}
+
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void decode_partial(__global const half* kv, __global const int* pos, int n, int capPages,
                     __global const float* q, float scale, int qpos, int chunk,
@@ -201,20 +221,7 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
 #pragma unroll
   for (int g = 0; g < G; g++) vstoreV(o[g], 0, s + (stream * G + g) * D + cb);
   barrier(CLK_LOCAL_MEM_FENCE);
-  const size_t out0 = ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2);
-  for (int x = lid; x < G * D; x += WG) {
-    int g = x / D, c = x % D;
-    float acc = 0.0f;
-    for (int st = 0; st < STREAMS; st++) acc += s[(st * G + g) * D + c];
-    part[out0 + g * (D + 2) + c] = acc;
-  }
-  if (lid == 0) {
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-      part[out0 + g * (D + 2) + D] = m[g];
-      part[out0 + g * (D + 2) + D + 1] = sum[g];
-    }
-  }
+  write_split(part + ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2), s, STREAMS, m, sum, lid);
 }
 
 // Flash-decoding, pass 2: work-group = one query head, RSUB work-items per channel; merges the splits.

@@ -118,20 +118,7 @@ void skvq_decode_partial(__global const uint* kq, __global const half* ksc, __gl
 #pragma unroll
   for (int g = 0; g < G; g++) s[(stream * G + g) * D + c] = o[g];
   barrier(CLK_LOCAL_MEM_FENCE);
-  const size_t out0 = ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2);
-  for (int x = lid; x < G * D; x += WG) {
-    int g = x / D, cc = x % D;
-    float a = 0.0f;
-    for (int st = 0; st < STREAMS; st++) a += s[(st * G + g) * D + cc];
-    part[out0 + g * (D + 2) + cc] = a;
-  }
-  if (lid == 0) {
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-      part[out0 + g * (D + 2) + D] = m[g];
-      part[out0 + g * (D + 2) + D + 1] = sum[g];
-    }
-  }
+  write_split(part + ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2), s, STREAMS, m, sum, lid);
 }
 
 #ifdef MMA
