@@ -13,7 +13,8 @@ import org.junit.jupiter.params.provider.ValueSource;
 /**
  * The vector kernels against the scalar definitions, primitive by primitive, on fresh random inputs.
  * Tolerance: 1e-5 relative to the largest magnitude involved (the two differ only in summation
- * order and FMA rounding); the binary16 conversion must match bit for bit.
+ * order and FMA rounding; for a weighted sum the magnitude is that of its terms, so that a sum that
+ * cancels to near zero does not shrink the bound); the binary16 conversion must match bit for bit.
  */
 class AttentionKernelsTest {
 
@@ -44,11 +45,53 @@ class AttentionKernelsTest {
     for (float x : expected) {
       scaleRef = Math.max(scaleRef, Math.abs(x));
     }
+    assertClose(expected, actual, tol, scaleRef, seed);
+  }
+
+  /**
+   * Relative to {@code scaleRef}: for a sum, the largest sum of its terms' magnitudes, since float
+   * rounding grows with the terms, not with a result that cancels to near zero.
+   */
+  static void assertClose(float[] expected, float[] actual, double tol, double scaleRef, long seed) {
     for (int i = 0; i < expected.length; i++) {
       double err = Math.abs(expected[i] - actual[i]) / scaleRef;
       int at = i;
       assertTrue(err <= tol, () -> "element " + at + ": " + actual[at] + " vs " + expected[at] + " (seed " + seed + ")");
     }
+  }
+
+  static float[] abs(float[] a) {
+    float[] b = new float[a.length];
+    for (int i = 0; i < a.length; i++) {
+      b[i] = Math.abs(a[i]);
+    }
+    return b;
+  }
+
+  static double max(float[] a) {
+    double m = 1e-30;
+    for (float x : a) {
+      m = Math.max(m, x);
+    }
+    return m;
+  }
+
+  /** The largest |o| + sum |w·v| of an accumulate call: the magnitude its rounding grows with. */
+  static double accumulateScale(float[] w, int wOff, int stride, int rows, float[] v, int vOff, int p, int d, float[] o, int oOff) {
+    float[] out = abs(o);
+    scalar.accumulate(abs(w), wOff, stride, rows, abs(v), vOff, p, d, out, oOff);
+    return max(out);
+  }
+
+  /** As {@link #accumulateScale} for a binary16 page (sign bits cleared). */
+  static double accumulateHalfScale(float[] w, int wOff, int stride, int rows, short[] v, int vOff, int p, int d, float[] o, int oOff) {
+    short[] av = new short[v.length];
+    for (int i = 0; i < v.length; i++) {
+      av[i] = (short) (v[i] & 0x7fff);
+    }
+    float[] out = abs(o);
+    scalar.accumulateHalf(abs(w), wOff, stride, rows, av, vOff, p, d, out, oOff);
+    return max(out);
   }
 
   @ParameterizedTest(name = "rows={0}")
@@ -86,9 +129,10 @@ class AttentionKernelsTest {
         float[] v = gaussian(rnd, p * d + 6);
         float[] o1 = gaussian(rnd, rows * d + 1);
         float[] o2 = o1.clone();
+        double scale = accumulateScale(w, 2, stride, rows, v, 6, p, d, o1, 1);
         scalar.accumulate(w, 2, stride, rows, v, 6, p, d, o1, 1);
         vector.accumulate(w, 2, stride, rows, v, 6, p, d, o2, 1);
-        assertClose(o1, o2, 1e-5, seed);
+        assertClose(o1, o2, 1e-5, scale, seed);
       }
     }
   }
@@ -138,22 +182,26 @@ class AttentionKernelsTest {
           v[i] = Float.float16ToFloat(h[i]);
         }
         float[] expected = new float[rows * d];
+        double magnitude = 1e-30;
         for (int r = 0; r < rows; r++) {
           for (int c = 0; c < d; c++) {
-            double sum = 0;
+            double sum = 0, abs = 0;
             for (int j = 0; j < p; j++) {
-              sum += (double) w[r * p + j] * v[3 + AttentionKernels.valueIndex(j, c, d, p)];
+              double term = (double) w[r * p + j] * v[3 + AttentionKernels.valueIndex(j, c, d, p)];
+              sum += term;
+              abs += Math.abs(term);
             }
             expected[r * d + c] = (float) sum;
+            magnitude = Math.max(magnitude, abs);
           }
         }
         for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
           float[] o = new float[rows * d];
           k.accumulate(w, 0, p, rows, v, 3, p, d, o, 0);
-          assertClose(expected, o, 1e-5, seed);
+          assertClose(expected, o, 1e-5, magnitude, seed);
           float[] oh = new float[rows * d];
           k.accumulateHalf(times(w, AttentionKernels.HALF_FACTOR), 0, p, rows, h, 3, p, d, oh, 0);
-          assertClose(expected, oh, 1e-5, seed);
+          assertClose(expected, oh, 1e-5, magnitude, seed);
         }
       }
     }
@@ -337,9 +385,10 @@ class AttentionKernelsTest {
         float[] w = times(gaussian(rnd, rows * stride + 2), AttentionKernels.HALF_FACTOR);
         float[] o1 = gaussian(rnd, rows * d + 1);
         float[] o2 = o1.clone();
+        double scale = accumulateHalfScale(w, 2, stride, rows, page, 9 + d * p, p, d, o1, 1);
         scalar.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o1, 1);
         vector.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o2, 1);
-        assertClose(o1, o2, 1e-5, seed);
+        assertClose(o1, o2, 1e-5, scale, seed);
       }
     }
   }
