@@ -13,7 +13,7 @@ import java.util.Map;
  * pooling kernel that grows with the prompt, because a long prompt's important spans are wider.
  *
  * <p>Pooling kernel for a prompt of {@code T} tokens: {@code 2 * clamp(floor(T / 1024), 3, 31) + 1},
- * i.e. 7 up to 4K tokens (SnapKV's kernel), 17 at 8K, 33 at 16K, 63 from 31K on. The paper states the
+ * i.e. 7 below 4K tokens (SnapKV's kernel), 9 at 4K, 17 at 8K, 33 at 16K, 63 from 31K on. The paper states the
  * kernel is chosen adaptively from the input length; this rule is ours, set to meet SnapKV's 7 at
  * short prompts and the 63 that long-context runs of the authors' code use.
  *
