@@ -4,6 +4,7 @@ import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -229,7 +230,7 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
         FloatVector x1 = FloatVector.fromArray(F, w, wOff + r * wStride + L);
         x0.mul(s0).intoArray(tmp, r * P);
         x1.mul(s1).intoArray(tmp, r * P + L);
-        tmp[zBase + r] = x0.mul(z0).add(x1.mul(z1)).reduceLanes(VectorOperators.ADD);
+        tmp[zBase + r] = sum(x0.mul(z0).add(x1.mul(z1)));
         live |= (int) x0.compare(VectorOperators.NE, 0f).toLong()
             | (int) x1.compare(VectorOperators.NE, 0f).toLong() << L;
       }
@@ -247,6 +248,21 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     for (; r < rows; r++) {
       accumulate1(lay, p, tmp, r, zBase, live, o, oOff + r * d);
     }
+  }
+
+  private static final VectorShuffle<Float> SWAP1 = VectorShuffle.fromOp(F, i -> i ^ 1);
+  private static final VectorShuffle<Float> SWAP2 = VectorShuffle.fromOp(F, i -> i ^ 2);
+  private static final VectorShuffle<Float> SWAP4 = VectorShuffle.fromOp(F, i -> i ^ 4);
+
+  /**
+   * The 8 lanes' sum in a fixed tree, as {@code io.kvcache.simd.Lanes.sum} for the preferred species:
+   * {@code reduceLanes(ADD)} adds in one order compiled and in another in its Java fallback, so the
+   * same decode step could round differently before and after C2 compiles this method.
+   */
+  private static float sum(FloatVector v) {
+    v = v.add(v.rearrange(SWAP1));
+    v = v.add(v.rearrange(SWAP2));
+    return v.add(v.rearrange(SWAP4)).lane(0);
   }
 
   /** The weights times each group's scale, and each row's zero-point terms; returns the live-token bits. */

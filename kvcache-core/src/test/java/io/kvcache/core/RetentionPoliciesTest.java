@@ -225,12 +225,23 @@ class RetentionPoliciesTest {
 
   @Test
   void h2oKeepsTheTokensWithTheMostAccumulatedAttention() {
-    // Keys 3 and 70 match every query strongly; with heavy=2 they must be the heavy hitters.
+    // Keys 3 and 70 match every query strongly; with heavy=2 they must be the heavy hitters. The
+    // direction has norm sqrt(d) and the needle keys carry no noise, so that how strongly they stand
+    // out does not depend on the seed (a raw Gaussian direction made it chi-square: token 70, which
+    // has banked only 10 queries' attention at the cut after the second chunk, lost to token 0 in
+    // about 0.5% of seeds).
     long seed = TestData.seed();
     SplittableRandom rnd = new SplittableRandom(seed);
     AttentionShape shape = new AttentionShape(1, 2, 1, 16);
     int n = 150, d = 16;
     float[] dir = TestData.gaussian(rnd, d, 1);
+    double norm = 0;
+    for (float x : dir) {
+      norm += x * x;
+    }
+    for (int c = 0; c < d; c++) {
+      dir[c] *= (float) Math.sqrt(d / norm);
+    }
     float[] q = TestData.gaussian(rnd, n * 2 * d, 0.3);
     float[] k = TestData.gaussian(rnd, n * d, 0.3);
     float[] v = TestData.gaussian(rnd, n * d, 1);
@@ -239,7 +250,7 @@ class RetentionPoliciesTest {
         q[t * 2 * d + c] += dir[c];
         q[t * 2 * d + d + c] += dir[c];
         if (t == 3 || t == 70) {
-          k[t * d + c] += 3 * dir[c];
+          k[t * d + c] = 3 * dir[c];
         }
       }
     }

@@ -13,8 +13,10 @@ import org.junit.jupiter.params.provider.ValueSource;
 /**
  * The vector kernels against the scalar definitions, primitive by primitive, on fresh random inputs.
  * Tolerance: 1e-5 relative to the largest magnitude involved (the two differ only in summation
- * order and FMA rounding; for a weighted sum the magnitude is that of its terms, so that a sum that
- * cancels to near zero does not shrink the bound); the binary16 conversion must match bit for bit.
+ * order and FMA rounding). For the value sums that magnitude is that of their terms, so that a sum
+ * that cancels to near zero does not shrink the bound; for scores it is the largest |score| of the
+ * page, a maximum over 16 or more dot products, never near zero. The binary16 conversion must match
+ * bit for bit.
  */
 class AttentionKernelsTest {
 

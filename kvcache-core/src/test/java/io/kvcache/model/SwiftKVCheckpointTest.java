@@ -27,8 +27,9 @@ class SwiftKVCheckpointTest {
   Path tmp;
 
   /**
-   * Two runs of the same arithmetic agree to this relative difference, not bit for bit: the Vector
-   * API's float lane reduction may add in another order once the JIT compiles it.
+   * How closely runs that should compute the same thing must agree (relative): the comparisons here
+   * pair models loaded through different paths (the released layout against the base model), which
+   * these tests do not require to round alike.
    */
   static final double SAME = 1e-5;
 

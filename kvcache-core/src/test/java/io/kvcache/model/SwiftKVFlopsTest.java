@@ -1,7 +1,6 @@
 package io.kvcache.model;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
-import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.kvcache.core.KVCacheStrategy;
 import io.kvcache.core.Strategies;
@@ -61,14 +60,6 @@ class SwiftKVFlopsTest {
     }
   }
 
-  static long sum(long[] a) {
-    long s = 0;
-    for (long x : a) {
-      s += x;
-    }
-    return s;
-  }
-
   @Test
   void skipFromHalfTheDepthCutsPrefillFlopsByTheExpectedFraction() throws IOException {
     long seed = TinyModels.seed();
@@ -89,8 +80,6 @@ class SwiftKVFlopsTest {
       long[] s1 = counted(w, Strategies.swiftKV(0.5, 1), p);
       assertArrayEquals(skip, s1, "skip from layer 2");
       assertArrayEquals(across, counted(w, Strategies.swiftKV(0.5, 2), p), "skip from layer 2, pairs share");
-      double expected = (double) sum(skip) / sum(full);
-      assertEquals(expected, (double) sum(s1) / sum(full), 0.0);
       // The same count for any chunking of the prompt.
       try (LlamaModel.Sequence seq = LlamaModel.of(w).newSequence(Strategies.swiftKV(0.5, 1), 40)) {
         seq.prefill(p, new float[VOCAB]);

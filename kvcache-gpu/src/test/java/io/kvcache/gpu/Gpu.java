@@ -15,6 +15,12 @@ final class Gpu {
 
   static final boolean CI = "true".equals(System.getenv("CI"));
 
+  /** A fresh random seed, or {@code -Dkvcache.test.seed} to replay a failure (as kvcache-core's tests). */
+  static long seed() {
+    String fixed = System.getProperty("kvcache.test.seed");
+    return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
+  }
+
   static ClContext open(String binding) {
     OpenClProbe probe = OpenClProbe.system();
     if (!CI) {

@@ -42,7 +42,7 @@ class TopKDecoderTest {
   @CsvSource({"lwjgl, 4, 2, 64, 1", "lwjgl, 8, 2, 64, 37", "lwjgl, 32, 8, 128, 2999",
       "jocl, 4, 2, 64, 1", "jocl, 32, 8, 128, 2999"})
   void budgetCoveringTheCacheEqualsDenseAttention(String binding, int hq, int kvh, int d, int n) {
-    long seed = System.nanoTime();
+    long seed = Gpu.seed();
     Random rnd = new Random(seed);
     AttentionShape s = new AttentionShape(1, hq, kvh, d);
     try (ClContext cl = Gpu.open(binding); DeviceKVCache dev = new DeviceKVCache(cl, s, n);
@@ -63,7 +63,7 @@ class TopKDecoderTest {
   @ParameterizedTest(name = "{0}")
   @CsvSource({"lwjgl", "jocl"})
   void smallBudgetSelectsTopPagesByEstimateAndAttendsExactlyToThem(String binding) {
-    long seed = System.nanoTime();
+    long seed = Gpu.seed();
     Random rnd = new Random(seed);
     int hq = 8, kvh = 2, d = 64, n = 1000, budget = 256, r = 16, recent = 32;
     AttentionShape s = new AttentionShape(1, hq, kvh, d);
@@ -81,7 +81,9 @@ class TopKDecoderTest {
       float[] key = new float[d];
       for (int h = 0; h < kvh; h++) {
         double[] est = new double[pages];
+        double magnitude = 0; // the largest sum of |terms|: the device sums in float, in its own order
         for (int p = 0; p < pages; p++) {
+          double abs = 0;
           for (int gg = 0; gg < g; gg++) {
             int qb = (h * g + gg) * d;
             Integer[] ord = new Integer[d];
@@ -97,24 +99,35 @@ class TopKDecoderTest {
                 lo = Math.min(lo, key[c]);
                 hi = Math.max(hi, key[c]);
               }
-              est[p] += Math.max(q[qb + c] * lo, q[qb + c] * hi);
+              double term = Math.max(q[qb + c] * lo, q[qb + c] * hi);
+              est[p] += term;
+              abs += Math.abs(term);
             }
           }
+          magnitude = Math.max(magnitude, abs);
           if (p >= pages - recentPages) {
             est[p] = Double.POSITIVE_INFINITY;
           }
         }
-        Integer[] byScore = new Integer[pages];
-        for (int p = 0; p < pages; p++) {
-          byScore[p] = p;
-        }
-        Arrays.sort(byScore, (a, b) -> Double.compare(est[b], est[a]));
-        TreeSet<Integer> expected = new TreeSet<>(Arrays.asList(byScore).subList(0, k));
         TreeSet<Integer> selected = new TreeSet<>();
         for (int p : topk.selectedPages(h, k)) {
           selected.add(p);
         }
-        assertEquals(expected, selected, binding + " kv head " + h + " selection, seed=" + seed);
+        // The top k by the estimate, up to float rounding: every selected page scores at least every
+        // page left out, within 1e-5 of the estimates' magnitude (the device's float sums may order two
+        // pages that tie to within rounding the other way; exact set equality failed on such near-ties).
+        double tol = 1e-5 * magnitude;
+        assertEquals(k, selected.size(), binding + " kv head " + h + " selects k pages, seed=" + seed);
+        double worstIn = Double.POSITIVE_INFINITY, bestOut = Double.NEGATIVE_INFINITY;
+        for (int p = 0; p < pages; p++) {
+          if (selected.contains(p)) {
+            worstIn = Math.min(worstIn, est[p]);
+          } else {
+            bestOut = Math.max(bestOut, est[p]);
+          }
+        }
+        assertTrue(worstIn >= bestOut - tol, binding + " kv head " + h + " selection: a page scoring " + bestOut
+            + " left out for one scoring " + worstIn + ", seed=" + seed);
         assertTrue(selected.contains(pages - 1) && selected.contains(pages - 2), "recent pages kept, seed=" + seed);
         HeadStore sub = StorageCodec.f16().newStore(d);
         float[] v = new float[d];
