@@ -31,6 +31,18 @@ public final class DeviceKVCache implements AutoCloseable {
   /** Slots per page, as in {@code HeadStore.PAGE_TOKENS}. */
   public static final int PAGE = 16;
   /**
+   * Largest capacity (tokens per layer) a device cache takes: 2^30, so that page and slot counts, and
+   * the kernels' int offsets within a KV head, stay clear of int overflow.
+   */
+  public static final int MAX_CAPACITY = 1 << 30;
+
+  /** Checks a capacity argument against [1, MAX_CAPACITY]. */
+  static void checkCapacity(int capacity) {
+    if (capacity < 1 || capacity > MAX_CAPACITY) {
+      throw new IllegalArgumentException("capacity must be in [1, " + MAX_CAPACITY + "] tokens, got " + capacity);
+    }
+  }
+  /**
    * Work-items per channel in decode_reduce (its RSUB), so that each channel's sum over the splits is
    * shared: 4, or fewer where the device's work-groups cannot hold {@code 4 * headDim} work-items.
    *
@@ -77,7 +89,7 @@ public final class DeviceKVCache implements AutoCloseable {
    *
    * @param cl       the device context (not closed by this cache)
    * @param shape    layers, query heads, KV heads, head dimension (a power of two in [16, 128])
-   * @param capacity most tokens per layer, at least 1
+   * @param capacity most tokens per layer, 1 to {@link #MAX_CAPACITY}
    * @throws IllegalArgumentException for a capacity below 1, a head dimension the kernels do not take,
    *     or a {@code kvcache.gpu.*} system property that is malformed or out of range
    */
@@ -88,7 +100,7 @@ public final class DeviceKVCache implements AutoCloseable {
   /**
    * @param cl       the device context (not closed by this cache)
    * @param shape    layers, query heads, KV heads, head dimension (a power of two in [16, 128])
-   * @param capacity most tokens per layer, at least 1
+   * @param capacity most tokens per layer, 1 to {@link #MAX_CAPACITY}
    * @param tuning   launch parameters of the kernels
    * @throws IllegalArgumentException for a capacity below 1, a head dimension the kernels do not take, a
    *     tuning the device cannot run (local memory, work-group size), or {@link GpuTuning.Prefill#MMA}
@@ -96,9 +108,7 @@ public final class DeviceKVCache implements AutoCloseable {
    */
   public DeviceKVCache(ClContext cl, AttentionShape shape, int capacity, GpuTuning tuning) {
     java.util.Objects.requireNonNull(tuning, "tuning");
-    if (capacity < 1) {
-      throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
-    }
+    checkCapacity(capacity);
     int hd = shape.headDim();
     if (hd < 16 || hd > 128 || Integer.bitCount(hd) != 1) {
       throw new IllegalArgumentException("headDim must be a power of two in [16, 128] for the GPU kernels, got " + hd);
@@ -446,6 +456,8 @@ public final class DeviceKVCache implements AutoCloseable {
       throw new IllegalArgumentException("q and out must have queryHeads * headDim = " + w + " floats, got "
           + q.length + " and " + out.length);
     }
+    // The CPU cache refuses a NaN or infinite query; the kernels would turn it into NaN outputs.
+    io.kvcache.core.Checks.finite("q", q, 0, w);
   }
 
   ClBuffer queryBuffer(float[] q) {
@@ -495,6 +507,7 @@ public final class DeviceKVCache implements AutoCloseable {
     if (tokens == 0) {
       return;
     }
+    io.kvcache.core.Checks.finite("q", q, 0, tokens * w);
     qBuf = ensure(qBuf, 4L * tokens * w);
     outBuf = ensure(outBuf, 4L * tokens * w);
     stagePos = ensure(stagePos, 4L * tokens);

@@ -82,7 +82,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
   /**
    * @param cl       the device context (not closed by this cache)
    * @param shape    layers, query heads, KV heads, head dimension (a power of two in [16, 128])
-   * @param capacity most tokens per layer, at least 1
+   * @param capacity most tokens per layer, 1 to {@link DeviceKVCache#MAX_CAPACITY}
    * @param config   SKVQ settings with {@code keyBits} 2 and {@code valueBits} 1.5
    * @throws IllegalArgumentException for another width, capacity or head dimension, as above
    */
@@ -93,7 +93,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
   /**
    * @param cl       the device context (not closed by this cache)
    * @param shape    layers, query heads, KV heads, head dimension (a power of two in [16, 128])
-   * @param capacity most tokens per layer, at least 1
+   * @param capacity most tokens per layer, 1 to {@link DeviceKVCache#MAX_CAPACITY}
    * @param config   SKVQ settings with {@code keyBits} 2 and {@code valueBits} 1.5
    * @param tuning   launch parameters (work-group, chunk, splits per compute unit) of the decode kernels
    * @throws IllegalArgumentException for another width, capacity or head dimension, or a tuning the device
@@ -104,9 +104,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
       throw new IllegalArgumentException("DeviceSkvqCache takes keyBits 2 and valueBits 1.5 (the paper's default),"
           + " got keyBits=" + config.keyBits() + " valueBits=" + config.valueBits());
     }
-    if (capacity < 1) {
-      throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
-    }
+    DeviceKVCache.checkCapacity(capacity);
     int hd = shape.headDim();
     if (hd < 16 || hd > 128 || Integer.bitCount(hd) != 1) {
       throw new IllegalArgumentException("headDim must be a power of two in [16, 128] for the GPU kernels, got " + hd);
@@ -651,6 +649,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
       throw new IllegalArgumentException("position must be < Integer.MAX_VALUE (it marks hidden slots), got "
           + position);
     }
+    io.kvcache.core.Checks.finite("q", q, 0, q.length);
     if (position < maxPos[layer]) {
       throw new IllegalArgumentException("position must be >= " + maxPos[layer]
           + " (the newest token held; the code pass has no causal mask), got " + position);

@@ -30,13 +30,11 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
 
   /**
    * @param cl       the device (owned and closed by this backend)
-   * @param capacity tokens per layer each cache holds at most, at least 1
+   * @param capacity tokens per layer each cache holds at most, 1 to {@link DeviceKVCache#MAX_CAPACITY}
    * @param topK     top-k decode configuration, or null for dense decode
    */
   public GpuAttentionBackend(ClContext cl, int capacity, TopKDecoder.Config topK) {
-    if (capacity < 1) {
-      throw new IllegalArgumentException("capacity must be >= 1 token, got " + capacity);
-    }
+    DeviceKVCache.checkCapacity(capacity);
     this.cl = cl;
     this.capacity = capacity;
     this.topK = topK;
@@ -68,11 +66,13 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
   @Override
   public Optional<KVCache> newCache(KVCacheStrategy strategy, AttentionShape shape) {
     String why = null;
-    if (!strategy.codec().name().equals(StorageCodec.f16().name())) {
+    // By identity, not by name: a user's own policy that happens to be called "keep-all" but evicts
+    // must not be replaced by the device's keep-all.
+    if (strategy.codec() != StorageCodec.f16()) {
       why = "codec " + strategy.codec().name() + " (the device stores f16)";
-    } else if (!strategy.retention().name().equals(RetentionPolicy.keepAll().name())) {
+    } else if (strategy.retention() != RetentionPolicy.keepAll()) {
       why = "retention " + strategy.retention().name() + " (the device cache keeps all tokens)";
-    } else if (!strategy.reader().name().equals(AttentionReader.dense().name())) {
+    } else if (strategy.reader() != AttentionReader.dense()) {
       why = "reader " + strategy.reader().name();
     } else if (shape.headDim() < 16 || shape.headDim() > 128 || Integer.bitCount(shape.headDim()) != 1) {
       why = "headDim " + shape.headDim() + " (the kernels take powers of two in [16, 128])";

@@ -73,6 +73,7 @@ final class GpuKVCache implements KVCache {
     checkRange("k", k, kOff, (long) tokens * kw);
     checkRange("v", v, vOff, (long) tokens * kw);
     checkRange("out", out, outOff, (long) tokens * qw);
+    checkFinite("q", q, qOff, tokens * qw); // before the append, so that a refused call changes nothing
     int[] pos = positions(layer, tokens, positions);
     dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
         Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
@@ -152,6 +153,7 @@ final class GpuKVCache implements KVCache {
     checkRange("k", k, kOff, kw);
     checkRange("v", v, vOff, kw);
     checkRange("out", out, outOff, qw);
+    checkFinite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
     if (!ended) {
       endPrefill();
     }

@@ -25,15 +25,16 @@ import io.kvcache.gpu.cl.ClKernel;
 public final class TopKDecoder implements AutoCloseable {
 
   /**
-   * @param budgetTokens tokens attended per KV head, rounded up to whole pages; at least 16
+   * @param budgetTokens tokens attended per KV head, rounded up to whole pages; 16 to {@link DeviceKVCache#MAX_CAPACITY}
    * @param channels     channels per query head used to estimate page scores, 1..headDim
    * @param recentTokens most recent tokens always attended, 0..budgetTokens
    */
   public record Config(int budgetTokens, int channels, int recentTokens) {
     /** Validates the ranges that do not depend on the head dimension. */
     public Config {
-      if (budgetTokens < DeviceKVCache.PAGE) {
-        throw new IllegalArgumentException("budgetTokens must be >= " + DeviceKVCache.PAGE + ", got " + budgetTokens);
+      if (budgetTokens < DeviceKVCache.PAGE || budgetTokens > DeviceKVCache.MAX_CAPACITY) {
+        throw new IllegalArgumentException("budgetTokens must be in [" + DeviceKVCache.PAGE + ", "
+            + DeviceKVCache.MAX_CAPACITY + "], got " + budgetTokens);
       }
       if (channels < 1) {
         throw new IllegalArgumentException("channels must be >= 1, got " + channels);

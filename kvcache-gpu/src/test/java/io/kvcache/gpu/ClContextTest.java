@@ -44,6 +44,38 @@ class ClContextTest {
     }
   }
 
+  /**
+   * After close, every call that would hand the driver a released queue, kernel or event throws
+   * instead: the context's transfers and launches, a closed kernel's arguments, a closed event's wait.
+   */
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void callsAfterCloseThrowInsteadOfReachingTheDriver(String binding) {
+    String src = "__kernel void twice(__global float* x) { int i = get_global_id(0); x[i] = 2 * x[i]; }";
+    ClContext cl = Gpu.open(binding);
+    ClKernel k = cl.kernel(cl.program("twice", src, ""), "twice");
+    ClBuffer buf = cl.buffer(4 * 16);
+    float[] x = new float[16];
+    io.kvcache.gpu.cl.ClEvent ev = k.arg(0, buf).launch(new long[] {16}, new long[] {16});
+    ev.close();
+    IllegalStateException e = assertThrows(IllegalStateException.class, ev::await);
+    assertTrue(e.getMessage().contains("closed"), e.getMessage());
+    assertThrows(IllegalStateException.class, ev::elapsedNanos);
+    ClKernel other = cl.kernel(cl.program("twice", src, ""), "twice");
+    other.close();
+    e = assertThrows(IllegalStateException.class, () -> other.arg(0, 1));
+    assertTrue(e.getMessage().contains("twice") && e.getMessage().contains("closed"), e.getMessage());
+    cl.close();
+    for (org.junit.jupiter.api.function.Executable call : new org.junit.jupiter.api.function.Executable[] {
+        () -> cl.write(buf, 0, x), () -> cl.read(buf, 0, x), cl::finish, () -> k.arg(0, buf), () -> k.arg(1, 2f),
+        () -> k.launch(new long[] {16}, new long[] {16})}) {
+      e = assertThrows(IllegalStateException.class, call);
+      assertTrue(e.getMessage().contains("closed"), e.getMessage());
+    }
+    k.close();
+    buf.close();
+  }
+
   @ParameterizedTest
   @ValueSource(strings = {"lwjgl", "jocl"})
   void badKernelSourceThrowsNamingTheCallTheCodeAndTheBuildLog(String binding) {
@@ -141,7 +173,25 @@ class ClContextTest {
             () -> dev.append(0, 1, big, new float[256], new int[1]));
         assertTrue(range.getMessage().contains("f16 range") && range.getMessage().contains("index 7"), range.getMessage());
         assertEquals(0, dev.size(0));
+        // A NaN or infinite query is refused as the CPU cache refuses it (the kernels made NaN outputs).
+        dev.append(0, 2, new float[2 * 256], new float[2 * 256], new int[] {0, 1});
+        float[] q = new float[256], out = new float[256];
+        q[5] = Float.NaN;
+        IllegalArgumentException nan = assertThrows(IllegalArgumentException.class, () -> dev.decode(0, q, 1, out));
+        assertTrue(nan.getMessage().contains("q must be finite") && nan.getMessage().contains("index 5"),
+            nan.getMessage());
+        q[5] = Float.POSITIVE_INFINITY;
+        assertThrows(IllegalArgumentException.class, () -> dev.attend(0, 1, q, new int[] {1}, out));
+        q[5] = 0f;
+        dev.decode(0, q, 1, out);
+        assertEquals(2, dev.size(0), "the cache still decodes after a refused query");
       }
+      // Capacities past 2^30 tokens would overflow the page arithmetic: refused, naming the bound.
+      IllegalArgumentException cap = assertThrows(IllegalArgumentException.class,
+          () -> new DeviceKVCache(cl, new AttentionShape(1, 4, 4, 64), Integer.MAX_VALUE));
+      assertTrue(cap.getMessage().contains("capacity") && cap.getMessage().contains("" + Integer.MAX_VALUE),
+          cap.getMessage());
+      assertThrows(IllegalArgumentException.class, () -> new TopKDecoder.Config(Integer.MAX_VALUE, 16, 0));
     }
   }
 }

@@ -114,6 +114,23 @@ class GpuAttentionBackendTest {
       try (KVCache c = skipOnly.newCache(new AttentionShape(4, 4, 4, 64))) {
         assertTrue(c instanceof GpuKVCache, "SingleInputKV alone needs nothing the device lacks");
       }
+      // A policy of the user's that calls itself "keep-all" but is not the library's keep-all: the
+      // device must not stand in for it.
+      io.kvcache.retention.RetentionPolicy impostor = new io.kvcache.retention.RetentionPolicy() {
+        @Override
+        public String name() {
+          return io.kvcache.retention.RetentionPolicy.keepAll().name();
+        }
+
+        @Override
+        public State newState(AttentionShape shape) {
+          return io.kvcache.retention.RetentionPolicy.sinksAndWindow(1, 16).newState(shape);
+        }
+      };
+      KVCacheStrategy named = KVCacheStrategy.builder().retention(impostor).backend(gpu).build();
+      try (KVCache c = named.newCache(new AttentionShape(1, 4, 4, 64))) {
+        assertFalse(c instanceof GpuKVCache, "a retention policy is matched by identity, not by its name");
+      }
     }
   }
 

@@ -220,7 +220,8 @@ final class JoclContext extends AbstractContext {
     return new Buf(m, bytes);
   }
 
-  private static cl_mem mem(ClBuffer b, long offset, long len) {
+  private cl_mem mem(ClBuffer b, long offset, long len) {
+    ensureOpen();
     Buf buf = (Buf) b;
     if (buf.released) {
       throw new IllegalStateException("buffer is closed");
@@ -316,6 +317,7 @@ final class JoclContext extends AbstractContext {
 
   @Override
   public void finish() {
+    ensureOpen();
     ClException.check("clFinish", clFinish(queue));
   }
 
@@ -330,6 +332,14 @@ final class JoclContext extends AbstractContext {
       opened();
     }
 
+    /** A released kernel or a closed context would hand the driver a freed handle. */
+    private void live() {
+      if (released) {
+        throw new IllegalStateException("kernel " + name + " is closed");
+      }
+      ensureOpen();
+    }
+
     @Override
     public String name() {
       return name;
@@ -337,6 +347,7 @@ final class JoclContext extends AbstractContext {
 
     @Override
     public ClKernel arg(int index, ClBuffer buffer) {
+      live();
       ClException.check("clSetKernelArg(" + name + ", " + index + ")",
           clSetKernelArg(kernel, index, Sizeof.cl_mem, Pointer.to(mem(buffer, 0, 0))));
       return this;
@@ -344,6 +355,7 @@ final class JoclContext extends AbstractContext {
 
     @Override
     public ClKernel arg(int index, int value) {
+      live();
       ClException.check("clSetKernelArg(" + name + ", " + index + ")",
           clSetKernelArg(kernel, index, Sizeof.cl_int, Pointer.to(new int[] {value})));
       return this;
@@ -351,6 +363,7 @@ final class JoclContext extends AbstractContext {
 
     @Override
     public ClKernel arg(int index, float value) {
+      live();
       ClException.check("clSetKernelArg(" + name + ", " + index + ")",
           clSetKernelArg(kernel, index, Sizeof.cl_float, Pointer.to(new float[] {value})));
       return this;
@@ -358,6 +371,7 @@ final class JoclContext extends AbstractContext {
 
     @Override
     public ClEvent launch(long[] global, long[] local) {
+      live();
       checkLaunch(global, local);
       cl_event ev = new cl_event();
       ClException.check("clEnqueueNDRangeKernel(" + name + ")",
@@ -388,11 +402,19 @@ final class JoclContext extends AbstractContext {
 
     @Override
     public void await() {
+      if (released) {
+        throw new IllegalStateException("event of " + what + " is closed");
+      }
+      ensureOpen();
       ClException.check("clWaitForEvents(" + what + ")", clWaitForEvents(1, new cl_event[] {event}));
     }
 
     @Override
     public long elapsedNanos() {
+      if (released) {
+        throw new IllegalStateException("event of " + what + " is closed");
+      }
+      ensureOpen();
       await();
       long[] t = new long[1];
       ClException.check("clGetEventProfilingInfo(" + what + ")",

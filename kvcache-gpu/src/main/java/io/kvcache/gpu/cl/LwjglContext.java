@@ -228,7 +228,8 @@ final class LwjglContext extends AbstractContext {
     }
   }
 
-  private static long mem(ClBuffer b, long offset, long len) {
+  private long mem(ClBuffer b, long offset, long len) {
+    ensureOpen();
     Buf buf = (Buf) b;
     if (buf.released) {
       throw new IllegalStateException("buffer is closed");
@@ -329,6 +330,7 @@ final class LwjglContext extends AbstractContext {
 
   @Override
   public void finish() {
+    ensureOpen();
     ClException.check("clFinish", clFinish(queue));
   }
 
@@ -343,6 +345,14 @@ final class LwjglContext extends AbstractContext {
       opened();
     }
 
+    /** A released kernel or a closed context would hand the driver a freed handle. */
+    private void live() {
+      if (released) {
+        throw new IllegalStateException("kernel " + name + " is closed");
+      }
+      ensureOpen();
+    }
+
     @Override
     public String name() {
       return name;
@@ -350,6 +360,7 @@ final class LwjglContext extends AbstractContext {
 
     @Override
     public ClKernel arg(int index, ClBuffer buffer) {
+      live();
       ClException.check("clSetKernelArg(" + name + ", " + index + ")",
           clSetKernelArg1p(kernel, index, mem(buffer, 0, 0)));
       return this;
@@ -357,18 +368,21 @@ final class LwjglContext extends AbstractContext {
 
     @Override
     public ClKernel arg(int index, int value) {
+      live();
       ClException.check("clSetKernelArg(" + name + ", " + index + ")", clSetKernelArg1i(kernel, index, value));
       return this;
     }
 
     @Override
     public ClKernel arg(int index, float value) {
+      live();
       ClException.check("clSetKernelArg(" + name + ", " + index + ")", clSetKernelArg1f(kernel, index, value));
       return this;
     }
 
     @Override
     public ClEvent launch(long[] global, long[] local) {
+      live();
       checkLaunch(global, local);
       try (MemoryStack stack = MemoryStack.stackPush()) {
         PointerBuffer g = stack.mallocPointer(global.length);
@@ -407,11 +421,19 @@ final class LwjglContext extends AbstractContext {
 
     @Override
     public void await() {
+      if (released) {
+        throw new IllegalStateException("event of " + what + " is closed");
+      }
+      ensureOpen();
       ClException.check("clWaitForEvents(" + what + ")", clWaitForEvents(event));
     }
 
     @Override
     public long elapsedNanos() {
+      if (released) {
+        throw new IllegalStateException("event of " + what + " is closed");
+      }
+      ensureOpen();
       await();
       try (MemoryStack stack = MemoryStack.stackPush()) {
         LongBuffer t = stack.mallocLong(1);
