@@ -107,18 +107,22 @@ public abstract class HeadStore {
   }
 
   /**
-   * Stores one token. The caller has checked that {@code k} and {@code v} are finite and
-   * {@code position} is not {@link #EMPTY}.
+   * Stores one token. The caller has checked that {@code k} and {@code v} are finite.
    *
    * @param k        key row (after RoPE)
    * @param kOff     offset of the key's first channel
    * @param v        value row
    * @param vOff     offset of the value's first channel
-   * @param position the token's original position, {@code >= 0}
+   * @param position the token's original position, {@code >= 0} and not {@link #EMPTY}
    * @return the slot it went to
-   * @throws IllegalArgumentException when the codec cannot represent a value
+   * @throws IllegalArgumentException when the codec cannot represent a value, or for a negative or
+   *     {@link #EMPTY} position
    */
   public final int append(float[] k, int kOff, float[] v, int vOff, int position) {
+    // One int compare per token: an EMPTY position would count in size() but never be attended.
+    if (position < 0 || position == EMPTY) {
+      throw new IllegalArgumentException("position must be in [0, " + EMPTY + "), got " + position);
+    }
     checkEncodable(k, kOff, v, vOff);
     int slot;
     if (freeCount > 0) {

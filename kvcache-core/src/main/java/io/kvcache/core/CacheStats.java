@@ -19,6 +19,32 @@ package io.kvcache.core;
 public record CacheStats(String strategy, AttentionShape shape, long[] tokensSeen, int[][] retained, long payloadBytes,
     long metadataBytes) {
 
+  /** Copies the arrays: a snapshot does not change when its caller edits what it passed in or got out. */
+  public CacheStats {
+    tokensSeen = tokensSeen.clone();
+    retained = deepCopy(retained);
+  }
+
+  private static int[][] deepCopy(int[][] a) {
+    int[][] c = new int[a.length][];
+    for (int i = 0; i < a.length; i++) {
+      c[i] = a[i].clone();
+    }
+    return c;
+  }
+
+  /** @return a copy of the tokens each layer has seen */
+  @Override
+  public long[] tokensSeen() {
+    return tokensSeen.clone();
+  }
+
+  /** @return a copy of the tokens held per layer and KV head */
+  @Override
+  public int[][] retained() {
+    return deepCopy(retained);
+  }
+
   /** @return payload plus metadata */
   public long bytesHeld() {
     return payloadBytes + metadataBytes;

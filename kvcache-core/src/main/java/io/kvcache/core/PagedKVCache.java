@@ -69,6 +69,10 @@ final class PagedKVCache implements KVCache {
     this.windowQ = new float[window > 0 ? shape.layers() : 0][];
     this.windowPos = new int[window > 0 ? shape.layers() : 0][];
     this.windowLen = new int[shape.layers()];
+    accessViews = new LayerAccess[shape.layers()];
+    for (int l = 0; l < accessViews.length; l++) {
+      accessViews[l] = newAccess(l);
+    }
   }
 
   @Override
@@ -392,7 +396,14 @@ final class PagedKVCache implements KVCache {
     }
   }
 
+  /** One view per layer, made in the constructor: a decode step hands the policy a view and allocates nothing. */
+  private final LayerAccess[] accessViews;
+
   private LayerAccess access(int layer) {
+    return accessViews[layer];
+  }
+
+  private LayerAccess newAccess(int layer) {
     return new LayerAccess() {
       @Override
       public int layer() {

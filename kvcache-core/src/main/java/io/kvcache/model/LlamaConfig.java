@@ -40,12 +40,20 @@ public record LlamaConfig(String architecture, int vocabSize, int hidden, int in
    * @param originalMaxPositions the pre-training context, {@code >= 1}
    */
   public record RopeScaling(double factor, double lowFreqFactor, double highFreqFactor, int originalMaxPositions) {
-    /** Validates the ranges, naming the field. */
+    /** Validates the ranges, naming the field, its value and the range. */
     public RopeScaling {
-      if (!(factor >= 1) || !(lowFreqFactor > 0) || !(highFreqFactor > lowFreqFactor) || originalMaxPositions < 1) {
-        throw new IllegalArgumentException("rope scaling needs factor >= 1, low_freq_factor > 0, high_freq_factor > "
-            + "low_freq_factor, original_max_position_embeddings >= 1; got factor=" + factor + ", low_freq_factor="
-            + lowFreqFactor + ", high_freq_factor=" + highFreqFactor + ", original_max_position_embeddings="
+      if (!(factor >= 1) || !Double.isFinite(factor)) {
+        throw new IllegalArgumentException("rope scaling factor must be finite and >= 1, got " + factor);
+      }
+      if (!(lowFreqFactor > 0) || !Double.isFinite(lowFreqFactor)) {
+        throw new IllegalArgumentException("rope scaling low_freq_factor must be finite and > 0, got " + lowFreqFactor);
+      }
+      if (!(highFreqFactor > lowFreqFactor) || !Double.isFinite(highFreqFactor)) {
+        throw new IllegalArgumentException("rope scaling high_freq_factor must be finite and > low_freq_factor="
+            + lowFreqFactor + ", got " + highFreqFactor);
+      }
+      if (originalMaxPositions < 1) {
+        throw new IllegalArgumentException("rope scaling original_max_position_embeddings must be >= 1, got "
             + originalMaxPositions);
       }
     }

@@ -33,9 +33,13 @@ public final class LlamaModel {
    * @param threads tasks per matrix product, 1 to 1024 (ignored without an executor)
    */
   public LlamaModel(LlamaWeights weights, MatrixKernels kernels, Executor executor, int threads) {
-    if (weights == null || kernels == null) {
-      throw new IllegalArgumentException("weights and kernels must not be null");
+    if (weights == null) {
+      throw new IllegalArgumentException("weights must not be null");
     }
+    if (kernels == null) {
+      throw new IllegalArgumentException("kernels must not be null");
+    }
+    weights.checkOpen();
     if (threads < 1 || threads > 1024) {
       throw new IllegalArgumentException("threads must be in [1, 1024], got " + threads);
     }
@@ -70,6 +74,7 @@ public final class LlamaModel {
    * @throws IllegalArgumentException when the schedule combines hooks the decoder does not support
    */
   public Sequence newSequence(KVCacheStrategy strategy, int maxChunk) {
+    weights.checkOpen();
     return new Sequence(strategy, maxChunk);
   }
 
@@ -249,6 +254,7 @@ public final class LlamaModel {
      * @param logits {@code vocabSize} floats for the last prompt token's logits, or null
      */
     public void prefill(int[] tokens, float[] logits) {
+      weights.checkOpen();
       checkPrompt(tokens);
       if (logits != null) {
         checkLogits(logits);
@@ -281,6 +287,7 @@ public final class LlamaModel {
      * @param logits {@code tokens.length * vocabSize} floats, row-major
      */
     public void prefillAllLogits(int[] tokens, float[] logits) {
+      weights.checkOpen();
       checkPrompt(tokens);
       if (logits == null || logits.length < (long) tokens.length * config.vocabSize()) {
         throw new IllegalArgumentException("logits must hold tokens.length * vocabSize = "
@@ -309,6 +316,7 @@ public final class LlamaModel {
      *                  {@code l * qWidth}
      */
     public void decode(int token, float[] logits, float[] attention) {
+      weights.checkOpen();
       checkToken(token, "token");
       checkLogits(logits);
       int qw = config.qWidth();

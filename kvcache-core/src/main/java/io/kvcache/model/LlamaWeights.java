@@ -335,7 +335,11 @@ public final class LlamaWeights implements AutoCloseable {
     }
   }
 
-  /** Marks the weights closed; the mappings go when the model and these weights are unreachable. Idempotent. */
+  /**
+   * Marks the weights closed: models and sequences over them then refuse to run (an
+   * {@link IllegalStateException}); the mappings go when the model and these weights are unreachable.
+   * Idempotent.
+   */
   @Override
   public void close() {
     closed = true;
@@ -344,6 +348,13 @@ public final class LlamaWeights implements AutoCloseable {
   /** @return whether {@link #close()} was called */
   public boolean isClosed() {
     return closed;
+  }
+
+  /** Throws if closed: a model must not go on running on weights its owner has released. */
+  void checkOpen() {
+    if (closed) {
+      throw new IllegalStateException("LlamaWeights are closed");
+    }
   }
 
   /** @return the tensor names a full model of this config holds, in the Hugging Face layout */

@@ -158,6 +158,9 @@ public final class SnapKV implements RetentionPolicy {
    * @param out         {@code n} floats
    */
   public static void aggregate(float[] perHead, int group, int n, GroupAggregation aggregation, float[] out) {
+    if (aggregation == null) {
+      throw new IllegalArgumentException("aggregation must be MEAN or MAX, got null");
+    }
     System.arraycopy(perHead, 0, out, 0, n);
     for (int gi = 1; gi < group; gi++) {
       int base = gi * n;

@@ -59,6 +59,9 @@ public final class TokenSelection {
    * @param outOff first output
    */
   public static void pool(float[] in, int inOff, int n, int kernel, boolean max, float[] out, int outOff) {
+    if (kernel < 1 || kernel % 2 == 0) {
+      throw new IllegalArgumentException("kernel must be odd and >= 1, got " + kernel);
+    }
     int r = kernel / 2;
     if (r == 0) {
       System.arraycopy(in, inOff, out, outOff, n);
@@ -132,6 +135,9 @@ public final class TokenSelection {
    * @return the threshold
    */
   public static float kthLargest(float[] score, int off, int n, int k, float[] scratch) {
+    if (k < 1 || k > n) {
+      throw new IllegalArgumentException("k must be in [1, n=" + n + "], got " + k);
+    }
     System.arraycopy(score, off, scratch, 0, n);
     Arrays.sort(scratch, 0, n);
     return scratch[n - k];

@@ -93,24 +93,41 @@ public final class SkvqCodec implements StorageCodec {
    * kernels, the Vector API version otherwise (where it supports the layout).
    */
   static FusedKernels fused(AttentionKernels kernels, Layout lay) {
-    if (kernels == Kernels.scalar() || VectorHolder.VECTOR == null || !VectorHolder.VECTOR.supports(lay)) {
+    if (kernels == Kernels.scalar()) {
+      return ScalarFusedKernels.INSTANCE;
+    }
+    String why = VectorHolder.VECTOR == null ? "vector kernels unavailable (" + VectorHolder.failure + ")"
+        : VectorHolder.VECTOR.unsupported(lay);
+    if (why != null) {
+      // Same results to float rounding, several times slower: say so once per reason, as the attention
+      // kernels' choice is logged, rather than fall back in silence.
+      if (FALLBACKS_LOGGED.add(why)) {
+        System.getLogger("io.kvcache.skvq").log(System.Logger.Level.INFO,
+            "kvcache SKVQ fused attention: scalar kernels: " + why);
+      }
       return ScalarFusedKernels.INSTANCE;
     }
     return VectorHolder.VECTOR;
   }
 
+  private static final java.util.Set<String> FALLBACKS_LOGGED = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
   /** The vector kernels, loaded by name so this class links without {@code jdk.incubator.vector}. */
   static final class VectorHolder {
+    /** Why {@link #VECTOR} is null, for the log line. */
+    static String failure = "";
     static final SupportingKernels VECTOR = load();
 
     private static SupportingKernels load() {
       if (!Kernels.vectorAvailable()) {
+        failure = "jdk.incubator.vector not present";
         return null;
       }
       try {
         return (SupportingKernels) Class.forName("io.kvcache.skvq.VectorFusedKernels").getDeclaredConstructor()
             .newInstance();
       } catch (ReflectiveOperationException | LinkageError e) {
+        failure = e.toString();
         return null;
       }
     }
@@ -118,6 +135,7 @@ public final class SkvqCodec implements StorageCodec {
 
   /** Fused kernels that handle only some layouts (the vector kernels: 8 float lanes, aligned groups). */
   abstract static class SupportingKernels extends FusedKernels {
-    abstract boolean supports(Layout lay);
+    /** @return null where these kernels take the layout, else why not (for the log line) */
+    abstract String unsupported(Layout lay);
   }
 }

@@ -35,9 +35,17 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
   }
 
   @Override
-  boolean supports(Layout lay) {
-    return FloatVector.SPECIES_PREFERRED.length() >= L && lay.kb != Bits.EIGHT && lay.vb != Bits.EIGHT
-        && lay.d % L == 0 && lay.vGroup % L == 0;
+  String unsupported(Layout lay) {
+    if (FloatVector.SPECIES_PREFERRED.length() < L) {
+      return "this machine's vectors hold " + FloatVector.SPECIES_PREFERRED.length() + " floats, the kernels " + L;
+    }
+    if (lay.kb == Bits.EIGHT || lay.vb == Bits.EIGHT) {
+      return "8-bit codes (the vector kernels take 1 to 4 bits)";
+    }
+    if (lay.d % L != 0 || lay.vGroup % L != 0) {
+      return "head dim " + lay.d + " or value group " + lay.vGroup + " not a multiple of " + L;
+    }
+    return null;
   }
 
   // ---- scores ------------------------------------------------------------------------------------

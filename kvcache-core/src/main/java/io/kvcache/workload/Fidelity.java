@@ -3,6 +3,7 @@ package io.kvcache.workload;
 import io.kvcache.codec.StorageCodec;
 import io.kvcache.core.AttentionShape;
 import io.kvcache.core.CacheStats;
+import io.kvcache.core.Checks;
 import io.kvcache.core.KVCache;
 import io.kvcache.core.KVCacheStrategy;
 import io.kvcache.core.Strategies;
@@ -41,7 +42,43 @@ public final class Fidelity {
    * @param chunk    the prompt chunk length used
    * @param outputs  decode outputs, {@code [step][layer * queryWidth + ...]}
    */
-  public record Reference(SyntheticWorkload workload, int chunk, float[][] outputs) {}
+  public record Reference(SyntheticWorkload workload, int chunk, float[][] outputs) {
+
+    /**
+     * Validates and copies: one output row of {@code layers * queryWidth} floats per decode step (a
+     * missing reference would make every comparison report zero error).
+     */
+    public Reference {
+      java.util.Objects.requireNonNull(workload, "workload");
+      Checks.inRange("chunk", chunk, 1, Integer.MAX_VALUE);
+      java.util.Objects.requireNonNull(outputs, "outputs");
+      int steps = workload.spec().decodeTokens();
+      int width = workload.shape().layers() * workload.shape().queryWidth();
+      if (outputs.length != steps) {
+        throw new IllegalArgumentException("outputs must hold one row per decode step (" + steps + "), got "
+            + outputs.length);
+      }
+      float[][] copy = new float[steps][];
+      for (int t = 0; t < steps; t++) {
+        if (outputs[t] == null || outputs[t].length != width) {
+          throw new IllegalArgumentException("outputs[" + t + "] must hold layers * queryWidth = " + width
+              + " floats, got " + (outputs[t] == null ? "null" : outputs[t].length + ""));
+        }
+        copy[t] = outputs[t].clone();
+      }
+      outputs = copy;
+    }
+
+    /** @return a copy of the decode outputs */
+    @Override
+    public float[][] outputs() {
+      float[][] copy = new float[outputs.length][];
+      for (int t = 0; t < copy.length; t++) {
+        copy[t] = outputs[t].clone();
+      }
+      return copy;
+    }
+  }
 
   /**
    * Runs the full f32 cache on the workload and keeps its decode outputs.
@@ -75,7 +112,7 @@ public final class Fidelity {
    * @return the errors, stats and timings
    */
   public static Result compare(KVCacheStrategy strategy, Reference reference, Executor executor) {
-    return run(strategy, reference.workload(), reference.chunk(), reference.outputs(), executor).result;
+    return run(strategy, reference.workload(), reference.chunk(), reference.outputs, executor).result;
   }
 
   /**

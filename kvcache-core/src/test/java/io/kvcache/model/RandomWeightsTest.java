@@ -67,6 +67,21 @@ class RandomWeightsTest {
   }
 
   @Test
+  void closedWeightsAreRefusedByModelsAndTheirSequences() {
+    LlamaWeights w = RandomWeights.create(RandomWeights.shape("tiny"), 5);
+    LlamaModel model = LlamaModel.of(w);
+    float[] logits = new float[w.config().vocabSize()];
+    try (LlamaModel.Sequence seq = model.newSequence(io.kvcache.core.Strategies.full(), 8)) {
+      seq.prefill(new int[] {1, 2, 3}, logits);
+      w.close();
+      IllegalStateException e = assertThrows(IllegalStateException.class, () -> seq.decode(4, logits));
+      assertTrue(e.getMessage().contains("closed"), e.getMessage());
+    }
+    assertThrows(IllegalStateException.class, () -> model.newSequence(io.kvcache.core.Strategies.full(), 8));
+    assertThrows(IllegalStateException.class, () -> LlamaModel.of(w));
+  }
+
+  @Test
   void matricesAreF16WithTheInitialisationSpreadAndNormsAreOne() {
     LlamaConfig c = RandomWeights.shape("tiny");
     LlamaWeights w = RandomWeights.create(c, 3);
