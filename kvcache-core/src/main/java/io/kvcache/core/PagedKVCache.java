@@ -241,7 +241,7 @@ final class PagedKVCache implements KVCache {
     Checks.span("out", out, outOff, (long) tokens * qw);
     Checks.finite("q", q, qOff, tokens * qw);
     if (positions == null || positions.length < tokens) {
-      throw new IllegalArgumentException("positions must hold " + tokens + " entries");
+      throw new IllegalArgumentException("positions must hold " + tokens + " entries, got " + (positions == null ? "null" : "length " + positions.length));
     }
     int last = nextPos[layer] - 1;
     for (int t = 0; t < tokens; t++) {

@@ -36,8 +36,11 @@ public final class Generator {
    * @param strategy the KV-cache strategy of each generation's cache
    */
   public Generator(LlamaModel model, KVCacheStrategy strategy) {
-    if (model == null || strategy == null) {
-      throw new IllegalArgumentException("model and strategy must not be null");
+    if (model == null) {
+      throw new IllegalArgumentException("model must not be null");
+    }
+    if (strategy == null) {
+      throw new IllegalArgumentException("strategy must not be null");
     }
     this.model = model;
     this.strategy = strategy;

@@ -291,7 +291,8 @@ public final class LlamaModel {
       checkPrompt(tokens);
       if (logits == null || logits.length < (long) tokens.length * config.vocabSize()) {
         throw new IllegalArgumentException("logits must hold tokens.length * vocabSize = "
-            + (long) tokens.length * config.vocabSize() + " floats");
+            + (long) tokens.length * config.vocabSize() + " floats, got "
+            + (logits == null ? "null" : logits.length + ""));
       }
       prefillAll(tokens, logits, true);
     }
@@ -356,7 +357,8 @@ public final class LlamaModel {
         throw new IllegalStateException("prefill runs once, before decode; this sequence is at position " + next);
       }
       if (tokens == null || tokens.length == 0) {
-        throw new IllegalArgumentException("tokens must hold at least one id");
+        throw new IllegalArgumentException("tokens must hold at least one id, got "
+            + (tokens == null ? "null" : "an empty array"));
       }
       for (int i = 0; i < tokens.length; i++) {
         checkToken(tokens[i], "tokens[" + i + "]");
@@ -371,7 +373,8 @@ public final class LlamaModel {
 
     private void checkLogits(float[] logits) {
       if (logits == null || logits.length < config.vocabSize()) {
-        throw new IllegalArgumentException("logits must hold vocabSize = " + config.vocabSize() + " floats");
+        throw new IllegalArgumentException("logits must hold vocabSize = " + config.vocabSize() + " floats, got "
+            + (logits == null ? "null" : logits.length + ""));
       }
     }
 

@@ -44,9 +44,13 @@ public final class PagedAttention {
 
   /**
    * @param kernels the kernels to run (scalar or vector)
-   * @param headDim channels per head
+   * @param headDim channels per head, {@code >= 1}; the stores it reads must have the same
    */
   public PagedAttention(AttentionKernels kernels, int headDim) {
+    if (kernels == null) {
+      throw new IllegalArgumentException("kernels must not be null");
+    }
+    io.kvcache.core.Checks.inRange("headDim", headDim, 1, Integer.MAX_VALUE / (2 * P));
     this.kernels = kernels;
     this.d = headDim;
     this.pageBuf = new float[2 * headDim * P];
@@ -122,6 +126,7 @@ public final class PagedAttention {
 
   private void attend(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride, int[] positions,
       int posOff, float scale, float[] out, int outOff, int outTokenStride, int[] pageList, int listed) {
+    checkStore(store);
     int tileTokens = Math.max(1, TILE_ROWS / group);
     ensure(Math.min(tokens, tileTokens) * group);
     for (int t0 = 0; t0 < tokens; t0 += tileTokens) {
@@ -244,6 +249,7 @@ public final class PagedAttention {
    */
   public void weights(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride, int[] positions,
       int posOff, float scale, float[] acc, int accStride) {
+    checkStore(store);
     if (accStride < store.pageCount() * P) {
       throw new IllegalArgumentException("accStride must be >= slots (" + store.pageCount() * P + "), got " + accStride);
     }
@@ -261,7 +267,15 @@ public final class PagedAttention {
     store.attentionDone();
   }
 
+  /** A store of another head dimension would be read with this one's strides: plausible garbage. */
+  private void checkStore(HeadStore store) {
+    if (store.headDim() != d) {
+      throw new IllegalArgumentException("store has headDim " + store.headDim() + ", this reader " + d);
+    }
+  }
+
   /** {@link #weights} for at most {@link #WEIGHTS_TOKENS} tokens, all of their rows together. */
+
   private void weightsBlock(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride,
       int[] positions, int posOff, float scale, float[] acc, int accStride) {
     int rows = tokens * group;

@@ -41,6 +41,14 @@ public final class SyntheticWorkload {
    * @param spec  what to plant
    */
   public SyntheticWorkload(AttentionShape shape, WorkloadSpec spec) {
+    java.util.Objects.requireNonNull(shape, "shape");
+    java.util.Objects.requireNonNull(spec, "spec");
+    // One layer's queries must fit one array.
+    long width = (long) spec.totalTokens() * shape.queryWidth();
+    if (width > Integer.MAX_VALUE - 8) {
+      throw new IllegalArgumentException("totalTokens * queryWidth must fit one array, got " + spec.totalTokens()
+          + " * " + shape.queryWidth() + " = " + width);
+    }
     this.shape = shape;
     this.spec = spec;
     double[] depths = spec.needleDepths();
@@ -77,6 +85,7 @@ public final class SyntheticWorkload {
    * @return the layer's queries, keys and values
    */
   public Layer layer(int layer) {
+    io.kvcache.core.Checks.inRange("layer", layer, 0, shape.layers() - 1);
     int n = spec.totalTokens();
     int d = shape.headDim();
     int g = shape.groupSize();

@@ -55,6 +55,26 @@ class ArgumentChecksTest {
   }
 
   @Test
+  void aReaderRefusesAStoreOfAnotherHeadDimension() {
+    refused(() -> new io.kvcache.reader.PagedAttention(io.kvcache.kernel.Kernels.scalar(), 0), "headDim", "0");
+    io.kvcache.reader.PagedAttention reader = new io.kvcache.reader.PagedAttention(io.kvcache.kernel.Kernels.scalar(), 8);
+    HeadStore store = StorageCodec.f32().newStore(16);
+    float[] row = new float[16];
+    store.append(row, 0, row, 0, 0);
+    refused(() -> reader.decode(store, 1, new float[8], 0, 0, 1f, new float[8], 0), "headDim 16", "8");
+  }
+
+  @Test
+  void aWorkloadRefusesLayersItDoesNotHave() {
+    SyntheticWorkload w = new SyntheticWorkload(new AttentionShape(2, 2, 1, 4), WorkloadSpec.standard(16, 1, 1));
+    refused(() -> w.layer(2), "layer", "2");
+    refused(() -> w.layer(-1), "layer", "-1");
+    assertEquals(17 * 2 * 4, w.layer(1).q().length);
+    refused(() -> new SyntheticWorkload(new AttentionShape(1, 32, 8, 128), WorkloadSpec.standard(1 << 20, 0, 1)),
+        "totalTokens * queryWidth");
+  }
+
+  @Test
   void ropeScalingNamesTheFieldThatIsOutOfRange() {
     refused(() -> new LlamaConfig.RopeScaling(Double.POSITIVE_INFINITY, 1, 4, 8192), "factor", "Infinity");
     refused(() -> new LlamaConfig.RopeScaling(8, 0, 4, 8192), "low_freq_factor", "0.0");

@@ -288,7 +288,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
 
   /**
    * The host store of one layer and KV head: the codec's own, which chose every code the device holds
-   * (for tests and for reading the dequantized cache back).
+   * (for tests and for reading the dequantized cache back). Read it only: appending to it, evicting or
+   * compacting would leave the device's copy behind.
    *
    * @param layer  a layer
    * @param kvHead a KV head

@@ -183,7 +183,7 @@ final class GpuKVCache implements KVCache {
     checkRange("out", out, outOff, (long) tokens * qw);
     checkFinite("q", q, qOff, tokens * qw);
     if (positions == null || positions.length < tokens) {
-      throw new IllegalArgumentException("positions must hold " + tokens + " entries");
+      throw new IllegalArgumentException("positions must hold " + tokens + " entries, got " + (positions == null ? "null" : "length " + positions.length));
     }
     int last = next[layer] - 1;
     for (int t = 0; t < tokens; t++) {

@@ -3,6 +3,8 @@ package io.kvcache.gpu;
 import io.kvcache.gpu.cl.ClBuffer;
 import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.gpu.cl.ClKernel;
+import java.util.ArrayList;
+import java.util.List;
 
 /**
  * Top-k sparse decode attention over a {@link DeviceKVCache}, the RocketKV stage-2 contract (see
@@ -83,22 +85,31 @@ public final class TopKDecoder implements AutoCloseable {
     }
     int layers = cache.shape().layers();
     int capPages = cache.capPages();
-    summ = new ClBuffer[layers];
-    for (int l = 0; l < layers; l++) {
-      summ[l] = cl.buffer(2L * kvh * capPages * 2 * d);
-    }
-    scores = cl.buffer(4L * kvh * capPages);
-    map = cl.buffer(4L * kvh * capPages);
-    chan = cl.buffer(4L * cache.shape().queryHeads() * config.channels());
-    String opts = cache.options();
-    summary = cl.kernel(SOURCE, opts, "page_summary");
-    score = cl.kernel(SOURCE, opts, "page_scores");
-    topk = cl.kernel(SOURCE, opts, "topk_pages");
-    sparse = cl.kernel(SOURCE, opts + " -DSPARSE", "decode_partial");
-    channelIdx = new int[cache.shape().queryHeads() * config.channels()];
-    keys = new long[d];
-    for (int l = 0; l < layers; l++) {
-      summarise(l, 0, cache.size(l));
+    // What is made so far, released if a later step throws (a build error, a closed cache or context).
+    List<AutoCloseable> made = new ArrayList<>();
+    try {
+      summ = new ClBuffer[layers];
+      for (int l = 0; l < layers; l++) {
+        made.add(summ[l] = cl.buffer(2L * kvh * capPages * 2 * d));
+      }
+      made.add(scores = cl.buffer(4L * kvh * capPages));
+      made.add(map = cl.buffer(4L * kvh * capPages));
+      made.add(chan = cl.buffer(4L * cache.shape().queryHeads() * config.channels()));
+      String opts = cache.options();
+      made.add(summary = cl.kernel(SOURCE, opts, "page_summary"));
+      made.add(score = cl.kernel(SOURCE, opts, "page_scores"));
+      made.add(topk = cl.kernel(SOURCE, opts, "topk_pages"));
+      made.add(sparse = cl.kernel(SOURCE, opts + " -DSPARSE", "decode_partial"));
+      channelIdx = new int[cache.shape().queryHeads() * config.channels()];
+      keys = new long[d];
+      for (int l = 0; l < layers; l++) {
+        summarise(l, 0, cache.size(l));
+      }
+    } catch (RuntimeException e) {
+      for (AutoCloseable c : made) {
+        DeviceKVCache.closeQuietly(c);
+      }
+      throw e;
     }
     cache.listen(this::summarise);
   }
@@ -173,6 +184,15 @@ public final class TopKDecoder implements AutoCloseable {
    * @return their indices, in no particular order
    */
   public int[] selectedPages(int kvHead, int count) {
+    if (closed) {
+      throw new IllegalStateException("TopKDecoder is closed");
+    }
+    if (kvHead < 0 || kvHead >= kvh) {
+      throw new IndexOutOfBoundsException("kvHead must be in [0, " + kvh + "), got " + kvHead);
+    }
+    if (count < 0 || count > cache.capPages()) {
+      throw new IllegalArgumentException("count must be in [0, " + cache.capPages() + "] pages, got " + count);
+    }
     int[] res = new int[count];
     cl.read(map, 4L * kvHead * cache.capPages(), res);
     return res;

@@ -152,6 +152,13 @@ class ClContextTest {
       IllegalStateException e = assertThrows(IllegalStateException.class,
           () -> open.decode(0, new float[8 * 64], 0, new float[8 * 64]));
       assertTrue(e.getMessage().contains("closed"), e.getMessage());
+      // A top-k decoder over a closed cache fails while summarising what the cache held, and releases
+      // the buffers and kernels it had made by then.
+      DeviceKVCache gone = new DeviceKVCache(cl, s, 64);
+      gone.append(0, 40, kv, kv, pos);
+      gone.close();
+      assertThrows(IllegalStateException.class, () -> new TopKDecoder(gone, new TopKDecoder.Config(32, 4, 16)));
+      assertEquals(baseline, cl.liveObjects(), "a failed TopKDecoder leaves nothing behind");
     }
   }
 
