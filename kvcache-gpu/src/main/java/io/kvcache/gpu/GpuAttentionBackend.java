@@ -97,7 +97,10 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
     return false;
   }
 
-  /** Closes the device context. */
+  /**
+   * Closes the device context. Caches this backend made and that are still open then refuse every
+   * call with an {@link IllegalStateException} (nothing reaches the driver); close them first.
+   */
   @Override
   public void close() {
     cl.close();
