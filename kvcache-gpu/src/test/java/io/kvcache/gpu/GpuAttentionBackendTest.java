@@ -100,6 +100,20 @@ class GpuAttentionBackendTest {
   }
 
   @Test
+  void cachesOfAClosedBackendRefuseEveryCall() {
+    AttentionShape s = new AttentionShape(1, 4, 4, 64);
+    GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 64, null);
+    KVCache c = KVCacheStrategy.builder().backend(gpu).build().newCache(s);
+    assertInstanceOf(GpuKVCache.class, c);
+    float[] q = new float[s.queryWidth()], kv = new float[s.kvWidth()], out = new float[s.queryWidth()];
+    c.decode(0, q, kv, kv, out);
+    gpu.close();
+    IllegalStateException e = assertThrows(IllegalStateException.class, () -> c.decode(0, q, kv, kv, out));
+    assertTrue(e.getMessage().contains("closed"), e.getMessage());
+    c.close();
+  }
+
+  @Test
   void unsupportedStrategyRunsOnTheCpu() {
     try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 64, null)) {
       KVCacheStrategy f32 = KVCacheStrategy.builder().codec(StorageCodec.f32()).backend(gpu).build();
