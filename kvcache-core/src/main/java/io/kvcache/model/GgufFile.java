@@ -22,6 +22,11 @@ import java.util.Map;
 public final class GgufFile {
 
   static final int MAGIC = 0x46554747;
+  /** "vers" read as a little-endian int: the start of a Git LFS pointer file ("version https://git-lfs..."). */
+  static final int LFS_MAGIC = 0x73726576;
+  /** What to say when a weights file is a Git LFS pointer rather than the weights. */
+  static final String LFS_MESSAGE = "this is a Git LFS pointer file, not the weights (cloned without git-lfs?); "
+      + "run 'git lfs pull' in the model's directory";
   static final int GGML_F32 = 0;
   static final int GGML_F16 = 1;
   static final int GGML_Q8_0 = 8;
@@ -170,7 +175,14 @@ public final class GgufFile {
           }
           return l;
         }
-        case 10, 11 -> {
+        case 10 -> {
+          long v = u64(key);
+          if (v < 0) { // an unsigned value above 2^63 - 1: read as a long it would turn negative
+            throw error(at, "key " + key + ": uint64 value " + Long.toUnsignedString(v) + " is out of range");
+          }
+          return v;
+        }
+        case 11 -> {
           return u64(key);
         }
         case 12 -> {
@@ -183,6 +195,9 @@ public final class GgufFile {
     GgufFile parse() throws IOException {
       int magic = u32("magic 'GGUF'");
       if (magic != MAGIC) {
+        if (magic == LFS_MAGIC) {
+          throw error(0, LFS_MESSAGE);
+        }
         throw error(0, String.format("expected magic 'GGUF' (0x%08x), got 0x%08x", MAGIC, magic));
       }
       int version = u32("version");
@@ -196,9 +211,12 @@ public final class GgufFile {
       }
       Map<String, Object> md = new LinkedHashMap<>();
       for (long i = 0; i < nkv; i++) {
+        long keyAt = p;
         String key = str("metadata key #" + i);
         int type = u32("value type of key " + key);
-        md.put(key, value(type, key));
+        if (md.put(key, value(type, key)) != null) {
+          throw error(keyAt, "metadata key " + key + " appears twice");
+        }
       }
       long align = 32;
       Object a = md.get("general.alignment");
@@ -253,6 +271,11 @@ public final class GgufFile {
           throw error(in.at, "tensor " + in.name + ": " + t + " needs the innermost dimension to be a multiple of "
               + t.blockElements() + ", got " + cols);
         }
+        // rows and rowBytes are each below 2^31 or so, but their product can pass 2^63 and wrap.
+        if (rowBytes > Integer.MAX_VALUE / rows) {
+          throw error(in.at, "tensor " + in.name + ": " + rows + " rows of " + rowBytes
+              + " bytes; tensors up to 2 GiB are supported");
+        }
         long bytes = rowBytes * rows;
         if (in.offset < 0 || in.offset % align != 0 || in.offset > dataLen || bytes > dataLen - in.offset) {
           throw error(dataStart + in.offset, "tensor " + in.name + ": " + bytes + " bytes at data offset " + in.offset
@@ -260,6 +283,9 @@ public final class GgufFile {
         }
         if (bytes > Integer.MAX_VALUE) {
           throw error(in.at, "tensor " + in.name + ": " + bytes + " bytes; tensors up to 2 GiB are supported");
+        }
+        if (tensors.containsKey(in.name)) {
+          throw error(in.at, "tensor " + in.name + " appears twice");
         }
         ByteBuffer map = ch.map(FileChannel.MapMode.READ_ONLY, dataStart + in.offset, bytes);
         tensors.put(in.name, new Weight(in.name, t, (int) rows, (int) cols, map));
@@ -278,6 +304,16 @@ public final class GgufFile {
     String arch = String.valueOf(metadata.get("general.architecture"));
     if (!arch.equals("llama")) {
       throw new ModelFormatException(file + ": key general.architecture is '" + arch + "', expected 'llama'");
+    }
+    // Metadata the decoder would otherwise ignore while running the model wrongly.
+    Object scalingType = metadata.get("llama.rope.scaling.type");
+    if (scalingType != null && !"none".equals(scalingType)) {
+      throw new ModelFormatException(file + ": key llama.rope.scaling.type is '" + scalingType
+          + "', expected 'none' (llama3 scaling comes as the rope_freqs tensor; linear and yarn are not supported)");
+    }
+    if (metadata.get("llama.expert_count") instanceof Long experts && experts > 0) {
+      throw new ModelFormatException(file + ": key llama.expert_count is " + experts
+          + ": mixture-of-experts models are not supported");
     }
     int hidden = intKey("llama.embedding_length", null);
     int heads = intKey("llama.attention.head_count", null);

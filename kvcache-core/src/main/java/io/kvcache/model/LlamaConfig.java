@@ -183,13 +183,23 @@ public record LlamaConfig(String architecture, int vocabSize, int hidden, int in
       default -> throw new IllegalArgumentException(source + ": rope type '" + ropeType
           + "' is not supported, expected 'default' or 'llama3'");
     };
+    // Sliding-window attention (Mistral v0.1, Qwen2 with use_sliding_window) is not implemented: past the
+    // window the decoder would attend to every token, and the model's output would drift without a word.
+    int maxPositions = integer(m, "max_position_embeddings", 4096, source);
+    if (m.get("sliding_window") != null && (!qwen2 || Boolean.TRUE.equals(m.get("use_sliding_window")))) {
+      int window = integer(m, "sliding_window", null, source);
+      if (window < maxPositions) {
+        throw new IllegalArgumentException(source + ": sliding_window is " + window + ", below max_position_embeddings="
+            + maxPositions + "; sliding-window attention is not supported (expected null or >= "
+            + "max_position_embeddings)");
+      }
+    }
     boolean bias = qwen2 || Boolean.TRUE.equals(m.get("attention_bias"));
     boolean tie = m.get("tie_word_embeddings") == null ? false : Boolean.TRUE.equals(m.get("tie_word_embeddings"));
     return new LlamaConfig(arch, integer(m, "vocab_size", null, source), hidden,
         integer(m, "intermediate_size", null, source), integer(m, "num_hidden_layers", null, source), heads, kvHeads,
         headDim, (float) dbl(m, "rms_norm_eps", 1e-6, source), theta, scaling, false, tie, bias,
-        optionalId(m, "bos_token_id", source), optionalId(m, "eos_token_id", source),
-        integer(m, "max_position_embeddings", 4096, source));
+        optionalId(m, "bos_token_id", source), optionalId(m, "eos_token_id", source), maxPositions);
   }
 
   private static int optionalId(Map<String, Object> m, String key, String source) {
@@ -200,8 +210,9 @@ public record LlamaConfig(String architecture, int vocabSize, int hidden, int in
     if (v == null) {
       return -1;
     }
-    if (!(v instanceof Long n)) {
-      throw new IllegalArgumentException(source + ": key " + key + " must be an integer, got " + v);
+    if (!(v instanceof Long n) || n < -1 || n > Integer.MAX_VALUE) {
+      throw new IllegalArgumentException(source + ": key " + key + " must be a token id (an integer from 0 to "
+          + Integer.MAX_VALUE + "), got " + v);
     }
     return (int) (long) n;
   }

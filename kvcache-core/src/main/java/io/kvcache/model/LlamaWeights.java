@@ -166,8 +166,8 @@ public final class LlamaWeights implements AutoCloseable {
       Weight rf = g.tensors().get("rope_freqs.weight");
       if (rf != null) {
         // llama.cpp stores the llama3 rule as per-frequency divisors rather than metadata.
-        if (rf.rows() * rf.cols() != config.headDim() / 2) {
-          throw new ModelFormatException(file + ": tensor rope_freqs.weight has " + rf.rows() * rf.cols()
+        if ((long) rf.rows() * rf.cols() != config.headDim() / 2) {
+          throw new ModelFormatException(file + ": tensor rope_freqs.weight has " + (long) rf.rows() * rf.cols()
               + " elements, expected head_dim/2 = " + config.headDim() / 2);
         }
         float[] factors = rf.toFloats();

@@ -47,7 +47,11 @@ final class Safetensors {
       throw new ModelFormatException(file + ": offset 0: expected an 8-byte header length, the file has " + size
           + " bytes");
     }
-    long n = ByteBuffer.wrap(readFully(ch, 0, 8, file, "header length")).order(ByteOrder.LITTLE_ENDIAN).getLong();
+    byte[] head = readFully(ch, 0, 8, file, "header length");
+    if (new String(head, StandardCharsets.US_ASCII).equals("version ")) {
+      throw new ModelFormatException(file + ": offset 0: " + GgufFile.LFS_MESSAGE);
+    }
+    long n = ByteBuffer.wrap(head).order(ByteOrder.LITTLE_ENDIAN).getLong();
     if (n < 2 || n > MAX_HEADER || n > size - 8) {
       throw new ModelFormatException(file + ": offset 0: header length " + n + " is absurd; expected 2 to "
           + Math.min(MAX_HEADER, size - 8) + " (file size " + size + ")");
@@ -116,6 +120,11 @@ final class Safetensors {
       }
       if (bytes > Integer.MAX_VALUE) {
         throw new ModelFormatException(where + ": " + bytes + " bytes; tensors up to 2 GiB are supported");
+      }
+      if (out.containsKey(name)) {
+        // Two files of one directory with the same tensor (a whole-model file beside its shards, a stray
+        // re-save): which one wins would depend on the file order.
+        throw new ModelFormatException(where + " is also in " + fileOf.get(name));
       }
       ByteBuffer map = ch.map(FileChannel.MapMode.READ_ONLY, dataStart + b, bytes);
       out.put(name, new Weight(name, type, (int) rows, (int) cols, map));

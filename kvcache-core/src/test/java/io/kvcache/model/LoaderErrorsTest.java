@@ -176,6 +176,61 @@ class LoaderErrorsTest {
     assertMessage(() -> LlamaWeights.loadGguf(f), "k.gguf", "missing tensor output_norm.weight");
   }
 
+  @Test
+  void gitLfsPointersAreNamedAsSuch() throws IOException {
+    byte[] pointer = ("version https://git-lfs.github.com/spec/v1\noid sha256:"
+        + "0".repeat(64) + "\nsize 1234567\n").getBytes(StandardCharsets.US_ASCII);
+    Path d = checkpointWith(pointer);
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "model.safetensors", "Git LFS pointer", "git lfs pull");
+    Path g = tmp.resolve("p.gguf");
+    Files.write(g, pointer);
+    assertMessage(() -> LlamaWeights.loadGguf(g), "p.gguf", "Git LFS pointer");
+  }
+
+  @Test
+  void aTensorInTwoFilesOfACheckpointIsRefused() throws IOException {
+    Path d = checkpointWith(original());
+    Files.copy(d.resolve("model.safetensors"), d.resolve("model-00001-of-00001.safetensors"));
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "safetensors", "is also in");
+  }
+
+  @Test
+  void slidingWindowBelowTheContextIsRefused() throws IOException {
+    Path d = Files.createDirectories(tmp.resolve("ckpt"));
+    Files.copy(TINY.resolve("model.safetensors"), d.resolve("model.safetensors"));
+    String cfg = Files.readString(TINY.resolve("config.json"));
+    String mistral = cfg.replace("LlamaForCausalLM", "MistralForCausalLM").replaceFirst("\\{", "{\"sliding_window\": 16, ");
+    Files.writeString(d.resolve("config.json"), mistral);
+    assertMessage(() -> LlamaWeights.loadHuggingFace(d), "config.json", "sliding_window is 16", "not supported");
+    // A window of null, or as long as the context, changes nothing: accepted.
+    Files.writeString(d.resolve("config.json"), cfg.replace("LlamaForCausalLM", "MistralForCausalLM")
+        .replaceFirst("\\{", "{\"sliding_window\": null, "));
+    LlamaWeights.loadHuggingFace(d).close();
+  }
+
+  @Test
+  void ggufDuplicateTensorsOversizedTensorsAndUnsupportedMetadataAreNamed() throws IOException {
+    Path f = tmp.resolve("d.gguf");
+    new GgufWriter().addTensor("w", DType.F32, 2, 4, new float[8]).addTensor("w", DType.F32, 2, 4, new float[8])
+        .write(f);
+    assertMessage(() -> GgufFile.read(f), "d.gguf", "tensor w appears twice");
+    // Dimensions that pass one by one but whose byte size wraps past 2^63.
+    new GgufWriter().addTensor("w", DType.F32, 2, 4, new float[8]).write(f);
+    byte[] b = Files.readAllBytes(f);
+    int dimsAt = indexOf(b, "w".getBytes(StandardCharsets.UTF_8), 40) + 1 + 4;
+    ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putLong(dimsAt, Integer.MAX_VALUE).putLong(dimsAt + 8,
+        Integer.MAX_VALUE);
+    Files.write(f, b);
+    assertMessage(() -> GgufFile.read(f), "d.gguf", "tensor w", "up to 2 GiB");
+    Path k = tmp.resolve("k.gguf");
+    new GgufWriter().putString("general.architecture", "llama").putString("llama.rope.scaling.type", "linear")
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    assertMessage(() -> LlamaWeights.loadGguf(k), "k.gguf", "llama.rope.scaling.type", "linear");
+    new GgufWriter().putString("general.architecture", "llama").putU32("llama.expert_count", 8)
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    assertMessage(() -> LlamaWeights.loadGguf(k), "k.gguf", "llama.expert_count", "mixture-of-experts");
+  }
+
   static int indexOf(byte[] hay, byte[] needle, int from) {
     outer:
     for (int i = from; i <= hay.length - needle.length; i++) {
