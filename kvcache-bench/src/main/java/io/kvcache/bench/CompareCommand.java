@@ -34,7 +34,8 @@ final class CompareCommand implements Runnable {
   @Option(names = "--decode", defaultValue = "32", description = "Decode tokens measured (default: ${DEFAULT-VALUE}).")
   int decode;
 
-  @Option(names = "--budget", description = "Tokens kept per KV head by budgeted strategies (default: a quarter of --context).")
+  @Option(names = "--budget", description = "Tokens kept per KV head by budgeted strategies, at least 8 (default: a "
+      + "quarter of --context, at least 8).")
   Integer budget;
 
   @Option(names = "--shape", defaultValue = "2,8,2,128",
@@ -82,7 +83,7 @@ final class CompareCommand implements Runnable {
   boolean noModel;
 
   @Option(names = "--needle-trials", defaultValue = "0",
-      description = "With --model: needle-retrieval trials per strategy (an identifier planted at 10-90% depth of "
+      description = "With --model: needle-retrieval trials per strategy (an identifier planted at 10-90%% depth of "
           + "--context bytes of --text, asked for at the end; exact match). Default: ${DEFAULT-VALUE} (off).")
   int needleTrials;
 
@@ -92,6 +93,23 @@ final class CompareCommand implements Runnable {
 
   @Override
   public void run() {
+    // Everything a user can get wrong, before the bar is drawn and minutes of work start.
+    String f = format.toLowerCase(Locale.ROOT);
+    if (!f.equals("table") && !f.equals("csv") && !f.equals("json")) {
+      throw new IllegalArgumentException("--format must be table, csv or json, got '" + format + "'");
+    }
+    OptionChecks.range("--context", context, 1, Integer.MAX_VALUE / 2);
+    OptionChecks.range("--decode", decode, 1, Integer.MAX_VALUE / 2);
+    OptionChecks.range("--chunk", chunk, 1, Integer.MAX_VALUE);
+    OptionChecks.range("--threads", threads, 1, 1024);
+    OptionChecks.range("--needle-trials", needleTrials, 0, Integer.MAX_VALUE);
+    if (budget != null) {
+      OptionChecks.range("--budget", budget, 8, Integer.MAX_VALUE);
+    }
+    OptionChecks.pngFile("--chart", chart);
+    OptionChecks.pngFile("--speed-chart", speedChart);
+    OptionChecks.inputFile("--model", model);
+    OptionChecks.inputFile("--text", text);
     AttentionShape s = parseShape(shape);
     int b = budget != null ? budget : Math.max(8, context / 4);
     List<KVCacheStrategy> list = Presets.resolveAll(strategies, b);
@@ -108,7 +126,11 @@ final class CompareCommand implements Runnable {
     embedded = model == null && !noModel;
     try {
       if (model != null || embedded) {
-        weights = loadModel();
+        try {
+          weights = loadModel();
+        } catch (IOException e) {
+          throw new IllegalArgumentException("cannot read --model or --text: " + e, e);
+        }
         fullBitsPerByte = ModelQuality.bitsPerToken(loaded, io.kvcache.core.Strategies.full(
             io.kvcache.codec.StorageCodec.f32()), textTokens, Math.min(context, textTokens.length - 1), chunk);
       }

@@ -81,10 +81,16 @@ final class GpuCommand implements Runnable {
 
   @Override
   public void run() {
+    OptionChecks.outputFile("--csv", csv);
+    OptionChecks.range("--reps", reps, 1, 1_000_000);
     OpenClProbe probe = OpenClProbe.system();
     System.out.println(probe.describe());
     for (OpenClProbe.Driver d : probe.drivers()) {
       System.out.println("  " + d.icdFile() + " -> " + d.library());
+    }
+    if (checkOnly && !probe.usable()) {
+      // A check that cannot run must not pass: scripts read the exit code.
+      throw new IllegalArgumentException("--check-only: no usable OpenCL device, nothing was checked");
     }
     if (probeOnly || !probe.usable()) {
       return;

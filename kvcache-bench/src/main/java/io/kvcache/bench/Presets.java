@@ -85,33 +85,64 @@ final class Presets {
       return preset.apply(budget);
     }
     KVCacheStrategy.Builder b = KVCacheStrategy.builder().name(spec);
-    for (String part : spec.split("\\+")) {
-      String p = part.trim();
-      Matcher sinks = Pattern.compile("sinks\\((\\d+),(\\d+)\\)").matcher(p.replace(" ", ""));
-      Matcher hybrid = Pattern.compile("hybrid\\((\\d+)\\)").matcher(p.replace(" ", ""));
-      Matcher skvq = Pattern.compile("skvq\\(([0-9.]+),([0-9.]+),(\\d+)\\)").matcher(p.replace(" ", ""));
-      switch (p.toLowerCase(Locale.ROOT)) {
-        case "f16" -> b.codec(StorageCodec.f16());
-        case "f32" -> b.codec(StorageCodec.f32());
-        case "skvq" -> b.codec(io.kvcache.skvq.SkvqCodec.of(io.kvcache.skvq.SkvqConfig.paperDefault()));
-        case "keepall" -> b.retention(RetentionPolicy.keepAll());
-        case "dense" -> b.reader(io.kvcache.reader.AttentionReader.dense());
-        default -> {
-          if (sinks.matches()) {
-            b.retention(RetentionPolicy.sinksAndWindow(Integer.parseInt(sinks.group(1)), Integer.parseInt(sinks.group(2))));
-          } else if (skvq.matches()) {
-            int g = Integer.parseInt(skvq.group(3));
-            b.codec(io.kvcache.skvq.SkvqCodec.of(io.kvcache.skvq.SkvqConfig.of(Double.parseDouble(skvq.group(1)),
-                Double.parseDouble(skvq.group(2))).withGroups(g, g)));
-          } else if (hybrid.matches()) {
-            b.reader(HybridSparseReader.of(Integer.parseInt(hybrid.group(1)), 0.25, 16));
-          } else {
-            throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + p + "'; expected a preset ("
-                + String.join(", ", all().keySet()) + ") or axis choices joined by '+': f16, f32, skvq, "
-                + "skvq(KBITS,VBITS,GROUP), keepAll, sinks(S,W), dense, hybrid(K)");
+    // Each axis may be chosen once: "sinks(4,1020)+keepAll" would otherwise run the last choice under
+    // a name that says the first. (-1 keeps a trailing empty part, which is refused below.)
+    java.util.Set<String> axes = new java.util.HashSet<>();
+    try {
+      for (String part : spec.split("\\+", -1)) {
+        String p = part.trim().replace(" ", "").toLowerCase(Locale.ROOT);
+        Matcher sinks = Pattern.compile("sinks\\((\\d+),(\\d+)\\)").matcher(p);
+        Matcher hybrid = Pattern.compile("hybrid\\((\\d+)\\)").matcher(p);
+        Matcher skvq = Pattern.compile("skvq\\(([0-9.]+),([0-9.]+),(\\d+)\\)").matcher(p);
+        String axis;
+        switch (p) {
+          case "f16" -> {
+            axis = "codec";
+            b.codec(StorageCodec.f16());
+          }
+          case "f32" -> {
+            axis = "codec";
+            b.codec(StorageCodec.f32());
+          }
+          case "skvq" -> {
+            axis = "codec";
+            b.codec(io.kvcache.skvq.SkvqCodec.of(io.kvcache.skvq.SkvqConfig.paperDefault()));
+          }
+          case "keepall" -> {
+            axis = "retention";
+            b.retention(RetentionPolicy.keepAll());
+          }
+          case "dense" -> {
+            axis = "reader";
+            b.reader(io.kvcache.reader.AttentionReader.dense());
+          }
+          default -> {
+            if (sinks.matches()) {
+              axis = "retention";
+              b.retention(RetentionPolicy.sinksAndWindow(Integer.parseInt(sinks.group(1)),
+                  Integer.parseInt(sinks.group(2))));
+            } else if (skvq.matches()) {
+              axis = "codec";
+              int g = Integer.parseInt(skvq.group(3));
+              b.codec(io.kvcache.skvq.SkvqCodec.of(io.kvcache.skvq.SkvqConfig.of(Double.parseDouble(skvq.group(1)),
+                  Double.parseDouble(skvq.group(2))).withGroups(g, g)));
+            } else if (hybrid.matches()) {
+              axis = "reader";
+              b.reader(HybridSparseReader.of(Integer.parseInt(hybrid.group(1)), 0.25, 16));
+            } else {
+              throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + part.trim()
+                  + "'; expected a preset (" + String.join(", ", all().keySet()) + ") or axis choices joined by "
+                  + "'+': f16, f32, skvq, skvq(KBITS,VBITS,GROUP), keepAll, sinks(S,W), dense, hybrid(K)");
+            }
           }
         }
+        if (!axes.add(axis)) {
+          throw new IllegalArgumentException("strategy '" + spec + "': the " + axis + " is chosen twice");
+        }
       }
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException("strategy '" + spec + "': a number is out of range or malformed ("
+          + e.getMessage() + ")");
     }
     return b.build();
   }

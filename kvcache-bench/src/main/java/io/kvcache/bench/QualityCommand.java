@@ -77,7 +77,7 @@ final class QualityCommand implements Callable<Integer> {
   int windows;
 
   @Option(names = "--needle-trials", defaultValue = "100",
-      description = "Needle trials per strategy and budget, depths 10-90% (default: ${DEFAULT-VALUE}; 0 skips).")
+      description = "Needle trials per strategy and budget, depths 10-90%% (default: ${DEFAULT-VALUE}; 0 skips).")
   int needleTrials;
 
   @Option(names = "--threads", description = "Trials run at once (default: available processors).")
@@ -381,11 +381,16 @@ final class QualityCommand implements Callable<Integer> {
     if (budgets == null || budgets.length == 0) {
       throw new IllegalArgumentException("--budgets must name at least one budget");
     }
+    OptionChecks.pngFile("--chart", chart);
+    OptionChecks.inputFile("--model", model);
+    OptionChecks.inputFile("--text", text);
     for (int b : budgets) {
-      if (b < 1) {
-        throw new IllegalArgumentException("--budgets must be >= 1, got " + b);
+      // 8: the smallest budget every preset takes (streamingLLM keeps 4 sinks, kvCrush a window).
+      if (b < 8) {
+        throw new IllegalArgumentException("--budgets must be >= 8, got " + b);
       }
     }
+    format = format.toLowerCase(java.util.Locale.ROOT); // as compare and prefill take it
     if (!format.equals("table") && !format.equals("csv") && !format.equals("json")) {
       throw new IllegalArgumentException("--format must be table, csv or json, got '" + format + "'");
     }

@@ -151,6 +151,40 @@ class CompareCommandTest {
   }
 
   @Test
+  void combinationsChooseEachAxisOnceAndNameBadNumbers() {
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+        () -> Presets.resolve("sinks(4,1020)+keepAll", 10));
+    assertTrue(e.getMessage().contains("retention is chosen twice"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("f16+f32", 10));
+    assertTrue(e.getMessage().contains("codec is chosen twice"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("f32+", 10));
+    assertTrue(e.getMessage().contains("unknown part ''"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("sinks(4,99999999999)", 10));
+    assertTrue(e.getMessage().contains("sinks(4,99999999999)") && e.getMessage().contains("out of range"),
+        e.getMessage());
+    KVCacheStrategy s = Presets.resolve("F32+Sinks(4,60)", 10);
+    assertEquals("f32", s.codec().name());
+    assertEquals("sinks4+window60", s.retention().name());
+  }
+
+  /** Options a user can get wrong fail at once with one line and a non-zero exit, before any work. */
+  @Test
+  void badOptionsFailBeforeTheRun(@TempDir Path tmp) {
+    String[][] bad = {{"--format", "xml"}, {"--threads", "0"}, {"--budget", "1"}, {"--needle-trials", "-1"},
+        {"--chart", tmp.resolve("no/such/dir/m.png").toString()}, {"--chart", tmp.resolve("m.pdf").toString()},
+        {"--model", tmp.resolve("absent").toString(), "--text", tmp.resolve("absent.txt").toString()}};
+    for (String[] b : bad) {
+      java.io.StringWriter err = new java.io.StringWriter();
+      CommandLine cl = Main.commandLine();
+      cl.setErr(new java.io.PrintWriter(err, true));
+      int rc = cl.execute(Main.withDefaultCommand(concat(TINY, b)));
+      assertEquals(2, rc, String.join(" ", b) + ": " + err);
+      assertTrue(err.toString().startsWith("compare: ") && err.toString().lines().count() == 1,
+          String.join(" ", b) + ": " + err);
+    }
+  }
+
+  @Test
   void badShapeIsRefusedWithTheExpectedForm() {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CompareCommand.parseShape("2,8,2"));
     assertTrue(e.getMessage().contains("layers,queryHeads,kvHeads,headDim"), e.getMessage());

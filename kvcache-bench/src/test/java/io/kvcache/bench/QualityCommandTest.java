@@ -177,6 +177,8 @@ class QualityCommandTest {
     e = failure("quality", "--continuation", "1", "--no-progress");
     assertTrue(e.contains("--continuation must be in"), e);
     e = failure("quality", "--budgets", "0", "--no-progress");
-    assertTrue(e.contains("--budgets must be >= 1"), e);
+    assertTrue(e.contains("--budgets must be >= 8, got 0"), e);
+    e = failure("quality", "--chart", "no/such/dir/q.png", "--no-progress");
+    assertTrue(e.contains("--chart") && e.contains("does not exist"), e);
   }
 }
