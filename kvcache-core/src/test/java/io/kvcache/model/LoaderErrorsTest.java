@@ -40,6 +40,15 @@ class LoaderErrorsTest {
     return d;
   }
 
+  /** A copy of the tiny Llama checkpoint whose config.json is {@code edit} applied to the original. */
+  Path checkpointWithConfig(java.util.function.UnaryOperator<String> edit) throws IOException {
+    Path d = Files.createDirectories(tmp.resolve("ckpt"));
+    Files.copy(TINY.resolve("model.safetensors"), d.resolve("model.safetensors"),
+        java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+    Files.writeString(d.resolve("config.json"), edit.apply(Files.readString(TINY.resolve("config.json"))));
+    return d;
+  }
+
   static byte[] safetensors(String header, int dataBytes) {
     byte[] h = header.getBytes(StandardCharsets.UTF_8);
     ByteBuffer b = ByteBuffer.allocate(8 + h.length + dataBytes).order(ByteOrder.LITTLE_ENDIAN);
@@ -196,16 +205,13 @@ class LoaderErrorsTest {
 
   @Test
   void slidingWindowBelowTheContextIsRefused() throws IOException {
-    Path d = Files.createDirectories(tmp.resolve("ckpt"));
-    Files.copy(TINY.resolve("model.safetensors"), d.resolve("model.safetensors"));
-    String cfg = Files.readString(TINY.resolve("config.json"));
-    String mistral = cfg.replace("LlamaForCausalLM", "MistralForCausalLM").replaceFirst("\\{", "{\"sliding_window\": 16, ");
-    Files.writeString(d.resolve("config.json"), mistral);
+    Path d = checkpointWithConfig(c -> c.replace("LlamaForCausalLM", "MistralForCausalLM")
+        .replaceFirst("\\{", "{\"sliding_window\": 16, "));
     assertMessage(() -> LlamaWeights.loadHuggingFace(d), "config.json", "sliding_window is 16", "not supported");
     // A window of null, or as long as the context, changes nothing: accepted.
-    Files.writeString(d.resolve("config.json"), cfg.replace("LlamaForCausalLM", "MistralForCausalLM")
+    Path ok = checkpointWithConfig(c -> c.replace("LlamaForCausalLM", "MistralForCausalLM")
         .replaceFirst("\\{", "{\"sliding_window\": null, "));
-    LlamaWeights.loadHuggingFace(d).close();
+    LlamaWeights.loadHuggingFace(ok).close();
   }
 
   @Test
