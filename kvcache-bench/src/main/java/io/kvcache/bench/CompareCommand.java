@@ -98,13 +98,13 @@ final class CompareCommand implements Runnable {
     if (!f.equals("table") && !f.equals("csv") && !f.equals("json")) {
       throw new IllegalArgumentException("--format must be table, csv or json, got '" + format + "'");
     }
-    OptionChecks.range("--context", context, 1, Integer.MAX_VALUE / 2);
-    OptionChecks.range("--decode", decode, 1, Integer.MAX_VALUE / 2);
-    OptionChecks.range("--chunk", chunk, 1, Integer.MAX_VALUE);
-    OptionChecks.range("--threads", threads, 1, 1024);
-    OptionChecks.range("--needle-trials", needleTrials, 0, Integer.MAX_VALUE);
+    io.kvcache.core.Checks.inRange("--context", context, 1, Integer.MAX_VALUE / 2);
+    io.kvcache.core.Checks.inRange("--decode", decode, 1, Integer.MAX_VALUE / 2);
+    io.kvcache.core.Checks.inRange("--chunk", chunk, 1, Integer.MAX_VALUE);
+    io.kvcache.core.Checks.inRange("--threads", threads, 1, 1024);
+    io.kvcache.core.Checks.inRange("--needle-trials", needleTrials, 0, Integer.MAX_VALUE);
     if (budget != null) {
-      OptionChecks.range("--budget", budget, 8, Integer.MAX_VALUE);
+      io.kvcache.core.Checks.inRange("--budget", budget, 8, Integer.MAX_VALUE);
     }
     OptionChecks.pngFile("--chart", chart);
     OptionChecks.pngFile("--speed-chart", speedChart);

@@ -82,7 +82,7 @@ final class GpuCommand implements Runnable {
   @Override
   public void run() {
     OptionChecks.outputFile("--csv", csv);
-    OptionChecks.range("--reps", reps, 1, 1_000_000);
+    io.kvcache.core.Checks.inRange("--reps", reps, 1, 1_000_000);
     OpenClProbe probe = OpenClProbe.system();
     System.out.println(probe.describe());
     for (OpenClProbe.Driver d : probe.drivers()) {

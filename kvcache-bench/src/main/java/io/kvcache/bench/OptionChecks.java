@@ -5,7 +5,8 @@ import java.nio.file.Path;
 import java.util.Locale;
 
 /**
- * Checks of command-line options made before any work starts, so that a mistake costs a one-line
+ * Checks of file options made before any work starts (numbers go through
+ * {@link io.kvcache.core.Checks#inRange}), so that a mistake costs a one-line
  * message (picocli prints an {@link IllegalArgumentException}'s message and exits 2), not a stack
  * trace after a run of minutes.
  */
@@ -36,13 +37,6 @@ final class OptionChecks {
   static void inputFile(String option, Path file) {
     if (file != null && !Files.isReadable(file)) {
       throw new IllegalArgumentException(option + " " + file + ": no such file, or not readable");
-    }
-  }
-
-  /** An integer option with its range. */
-  static void range(String option, long value, long min, long max) {
-    if (value < min || value > max) {
-      throw new IllegalArgumentException(option + " must be in [" + min + ", " + max + "], got " + value);
     }
   }
 }

@@ -183,8 +183,8 @@ public record LlamaConfig(String architecture, int vocabSize, int hidden, int in
       default -> throw new IllegalArgumentException(source + ": rope type '" + ropeType
           + "' is not supported, expected 'default' or 'llama3'");
     };
-    // Sliding-window attention (Mistral v0.1, Qwen2 with use_sliding_window) is not implemented: past the
-    // window the decoder would attend to every token, and the model's output would drift without a word.
+    // The decoder attends to every held token. A model trained with a sliding window (Mistral v0.1, Qwen2
+    // with use_sliding_window) is refused: past its window the outputs would drift without a word.
     int maxPositions = integer(m, "max_position_embeddings", 4096, source);
     if (m.get("sliding_window") != null && (!qwen2 || Boolean.TRUE.equals(m.get("use_sliding_window")))) {
       int window = integer(m, "sliding_window", null, source);

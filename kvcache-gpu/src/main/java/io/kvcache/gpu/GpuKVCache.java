@@ -73,7 +73,7 @@ final class GpuKVCache implements KVCache {
     checkRange("k", k, kOff, (long) tokens * kw);
     checkRange("v", v, vOff, (long) tokens * kw);
     checkRange("out", out, outOff, (long) tokens * qw);
-    checkFinite("q", q, qOff, tokens * qw); // before the append, so that a refused call changes nothing
+    io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw); // before the append, so that a refused call changes nothing
     int[] pos = positions(layer, tokens, positions);
     dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
         Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
@@ -100,20 +100,12 @@ final class GpuKVCache implements KVCache {
     int kw = shape.kvWidth();
     checkRange("k", k, kOff, (long) tokens * kw);
     checkRange("v", v, vOff, (long) tokens * kw);
-    checkFinite("k", k, kOff, tokens * kw);
-    checkFinite("v", v, vOff, tokens * kw);
+    io.kvcache.core.Checks.finite("k", k, kOff, tokens * kw);
+    io.kvcache.core.Checks.finite("v", v, vOff, tokens * kw);
     int[] pos = positions(layer, tokens, positions);
     dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
         Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
     next[layer] = pos[tokens - 1] + 1;
-  }
-
-  private static void checkFinite(String what, float[] a, int off, int len) {
-    for (int i = 0; i < len; i++) {
-      if (!Float.isFinite(a[off + i])) {
-        throw new IllegalArgumentException(what + " must be finite, got " + a[off + i] + " at index " + (off + i));
-      }
-    }
   }
 
   /** The chunk's positions: given (checked to increase strictly after the layer's last) or consecutive. */
@@ -153,7 +145,7 @@ final class GpuKVCache implements KVCache {
     checkRange("k", k, kOff, kw);
     checkRange("v", v, vOff, kw);
     checkRange("out", out, outOff, qw);
-    checkFinite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
+    io.kvcache.core.Checks.finite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
     if (!ended) {
       endPrefill();
     }
@@ -181,7 +173,7 @@ final class GpuKVCache implements KVCache {
     int qw = shape.queryWidth();
     checkRange("q", q, qOff, (long) tokens * qw);
     checkRange("out", out, outOff, (long) tokens * qw);
-    checkFinite("q", q, qOff, tokens * qw);
+    io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw);
     if (positions == null || positions.length < tokens) {
       throw new IllegalArgumentException("positions must hold " + tokens + " entries, got " + (positions == null ? "null" : "length " + positions.length));
     }
@@ -205,7 +197,7 @@ final class GpuKVCache implements KVCache {
     int qw = shape.queryWidth();
     checkRange("q", q, qOff, qw);
     checkRange("out", out, outOff, qw);
-    checkFinite("q", q, qOff, qw);
+    io.kvcache.core.Checks.finite("q", q, qOff, qw);
     int p = next[layer] - 1;
     if (p < 0) {
       throw new IllegalStateException("layer " + layer + " holds no token to attend to");
