@@ -42,17 +42,25 @@ public final class DeviceKVCache implements AutoCloseable {
       throw new IllegalArgumentException("capacity must be in [1, " + MAX_CAPACITY + "] tokens, got " + capacity);
     }
   }
+
   /**
-   * Work-items per channel in decode_reduce (its RSUB), so that each channel's sum over the splits is
-   * shared: 4, or fewer where the device's work-groups cannot hold {@code 4 * headDim} work-items.
+   * Work-group size of decode_reduce (its RWG): 512, or the largest power of two the device allows
+   * below that. Each work-group merges 16 channels of one query head, RWG / 16 work-items per channel.
    *
    * @param cl the device
-   * @param d  the head dimension
-   * @return RSUB, at least 1
+   * @return RWG, a power of two of at least 16
    */
-  static int reduceSub(ClContext cl, int d) {
-    return Math.max(1, Math.min(4, cl.maxWorkGroupSize() / d));
+  static int reduceGroup(ClContext cl) {
+    return Math.max(16, Integer.highestOneBit(Math.min(512, cl.maxWorkGroupSize())));
   }
+
+  /** Launches decode_reduce over {@code nsplit} splits into {@code out} ({@code hq * d} floats). */
+  static ClEvent launchReduce(ClContext cl, ClKernel reduce, ClBuffer part, int nsplit, ClBuffer out, int hq, int d) {
+    reduce.arg(0, part).arg(1, nsplit).arg(2, out);
+    int rwg = reduceGroup(cl);
+    return reduce.launch(new long[] {(long) hq * rwg, (d + 15) / 16}, new long[] {rwg, 1});
+  }
+
   /** Largest finite binary16 value. */
   static final float F16_MAX = 65504f;
   private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
@@ -144,7 +152,7 @@ public final class DeviceKVCache implements AutoCloseable {
       case MMA -> GpuTuning.Prefill.MMA;
     };
     opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
-        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRSUB=" + reduceSub(cl, d)
+        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRWG=" + reduceGroup(cl)
         + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
     kv = new ClBuffer[layers];
@@ -443,9 +451,7 @@ public final class DeviceKVCache implements AutoCloseable {
         .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf)
         .arg(12, 0).arg(13, nsplit);
     events.add(part.launch(new long[] {(long) nsplit * wg, kvh}, new long[] {wg, 1}));
-    reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
-    int rs = reduceSub(cl, d);
-    events.add(reduce.launch(new long[] {(long) hq * d * rs}, new long[] {(long) d * rs}));
+    events.add(launchReduce(cl, reduce, partBuf, nsplit, outBuf, hq, d));
     cl.read(outBuf, 0, out);
     collect();
   }

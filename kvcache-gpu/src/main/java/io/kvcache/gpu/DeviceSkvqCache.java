@@ -149,7 +149,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
     String opts = (mma ? "-DMMA " : "") + "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh
         + " -DWG=" + wg + " -DCHUNK=" + chunk
         + " -DVW=" + vw + " -DSLEN=" + DeviceKVCache.decodeScoreFloats(group, d, wg, vw, chunk) + " -DKGRP=" + kGroup + " -DNKG=" + nkg
-        + " -DVGRP=" + vGroup + " -DNVG=" + nvg + " -DRSUB=" + DeviceKVCache.reduceSub(cl, d)
+        + " -DVGRP=" + vGroup + " -DNVG=" + nvg + " -DRWG=" + DeviceKVCache.reduceGroup(cl)
         + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? ""
             : " " + System.getProperty("kvcache.gpu.buildOptions"));
     int layers = shape.layers();
@@ -661,7 +661,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
     if (nq > 0) {
       int target = Math.max(1, tuning.splitsPerCu() * cl.computeUnits() / kvh);
       if (mma) {
-        // Splits are warps; about four warps per compute unit and KV head's share keeps every SM busy.
+        // A warp walks a run of pages; about four warps per compute unit and KV head's share keep every SM busy.
         int pages = nq / P;
         chunkA = Math.max(1, (pages + 4 * target - 1) / (4 * target)); // pages per warp
         nsA = (pages + chunkA - 1) / chunkA;
@@ -678,7 +678,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
     if (mma) {
       nsB = ringPages; // a warp per ring page
     }
-    int nsplit = nsA + nsB;
+    // The tensor-core pass writes one split per work-group of four warps; the portable one per work-group.
+    int splitsA = mma ? (nsA + 3) / 4 : nsA;
+    int nsplit = splitsA + nsB;
     float[] qp = qScratch;
     for (int h = 0; h < kvh; h++) {
       int[] kp = kPerm[layer][h];
@@ -728,17 +730,15 @@ public final class DeviceSkvqCache implements AutoCloseable {
     }
     if (mma) {
       dense.arg(0, ringKv[layer]).arg(1, ringPos[layer]).arg(2, ringPages).arg(3, position).arg(4, qPerm)
-          .arg(5, scale).arg(6, partBuf).arg(7, nsA).arg(8, nsplit);
+          .arg(5, scale).arg(6, partBuf).arg(7, splitsA).arg(8, nsplit);
       events.add(dense.launch(new long[] {(ringPages + 3) / 4 * 128L, kvh}, new long[] {128, 1}));
     } else {
       dense.arg(0, ringKv[layer]).arg(1, ringPos[layer]).arg(2, nr).arg(3, ringPages).arg(4, qPerm)
           .arg(5, scale).arg(6, position).arg(7, chunkB).arg(8, dummyMap).arg(9, 0).arg(10, nr)
-          .arg(11, partBuf).arg(12, nsA).arg(13, nsplit);
+          .arg(11, partBuf).arg(12, splitsA).arg(13, nsplit);
       events.add(dense.launch(new long[] {(long) nsB * wg, kvh}, new long[] {wg, 1}));
     }
-    reduce.arg(0, partBuf).arg(1, nsplit).arg(2, outBuf);
-    int rs = DeviceKVCache.reduceSub(cl, d);
-    events.add(reduce.launch(new long[] {(long) hq * d * rs}, new long[] {(long) d * rs}));
+    events.add(DeviceKVCache.launchReduce(cl, reduce, partBuf, nsplit, outBuf, hq, d));
     float[] o = outScratch;
     cl.read(outBuf, 0, o);
     for (int h = 0; h < kvh; h++) {

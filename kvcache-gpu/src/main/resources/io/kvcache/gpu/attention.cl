@@ -224,29 +224,33 @@ void decode_partial(__global const half* kv, __global const int* pos, int n, int
   write_split(part + ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2), s, STREAMS, m, sum, lid);
 }
 
-// Flash-decoding, pass 2: work-group = one query head, RSUB work-items per channel; merges the splits.
-// The max, the splits' weights exp(m - M) and the sum L are computed by the whole work-group, a block of
-// D * RSUB splits at a time through local memory, and each channel's sum is shared by RSUB work-items,
-// so that no work-item walks every split in series (latency-bound: 50 us for 260 splits on an H100
-// when each work-item did; 15 us still with one work-item per channel).
-#ifndef RSUB
-#define RSUB 4
+// Flash-decoding, pass 2: work-group = (query head, block of RCH channels), RWG work-items, RSUB =
+// RWG / RCH of them per channel; merges the splits. The max, the splits' weights exp(m - M) and the sum
+// L are computed by the whole work-group, a block of RWG splits at a time through local memory (every
+// channel block of a head recomputes them: nsplit floats, against its RCH * nsplit), and each channel's
+// sum is shared by RSUB work-items, so that no work-item walks many splits in series: the pass is
+// latency-bound (50 us for 260 splits on an H100 when one work-item per channel walked them all, 12 us
+// with one work-group of 4 work-items per channel per head).
+#ifndef RWG
+#define RWG 512
 #endif
-__kernel __attribute__((reqd_work_group_size(D * RSUB, 1, 1)))
+#define RCH 16
+#define RSUB (RWG / RCH)
+__kernel __attribute__((reqd_work_group_size(RWG, 1, 1)))
 void decode_reduce(__global const float* part, int nsplit, __global float* out) {
-  __local float wl[D * RSUB];
-  __local float red[D * RSUB];
+  __local float wl[RWG];
+  __local float red[RWG];
   const int hq = get_group_id(0);
   const int lid = get_local_id(0);
-  const int c = lid % D, r = lid / D;
+  const int c = get_group_id(1) * RCH + lid % RCH, r = lid / RCH;
   const int h = hq / G, g = hq % G;
   __global const float* base = part + ((size_t) h * nsplit * G + g) * (D + 2);
   const size_t stride = (size_t) G * (D + 2); // from one split to the next
   float M = -INFINITY;
-  for (int sp = lid; sp < nsplit; sp += D * RSUB) M = fmax(M, base[sp * stride + D]);
+  for (int sp = lid; sp < nsplit; sp += RWG) M = fmax(M, base[sp * stride + D]);
   red[lid] = M;
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (int o = D * RSUB / 2; o > 0; o >>= 1) {
+  for (int o = RWG / 2; o > 0; o >>= 1) {
     if (lid < o) red[lid] = fmax(red[lid], red[lid + o]);
     barrier(CLK_LOCAL_MEM_FENCE);
   }
@@ -254,8 +258,8 @@ void decode_reduce(__global const float* part, int nsplit, __global float* out) 
   barrier(CLK_LOCAL_MEM_FENCE);
   float L = 0.0f, o = 0.0f;
   if (M != -INFINITY) {
-    for (int b0 = 0; b0 < nsplit; b0 += D * RSUB) {
-      const int nb = min(D * RSUB, nsplit - b0);
+    for (int b0 = 0; b0 < nsplit; b0 += RWG) {
+      const int nb = min(RWG, nsplit - b0);
       if (lid < nb) {
         __global const float* ps = base + (b0 + lid) * stride;
         float w = exp(ps[D] - M); // a split that saw nothing has m = -inf: weight 0
@@ -263,22 +267,24 @@ void decode_reduce(__global const float* part, int nsplit, __global float* out) 
         L = mad(w, ps[D + 1], L);
       }
       barrier(CLK_LOCAL_MEM_FENCE);
+      if (c < D) {
 #pragma unroll 8
-      for (int k = r; k < nb; k += RSUB) o = mad(wl[k], base[(b0 + k) * stride + c], o);
+        for (int k = r; k < nb; k += RSUB) o = mad(wl[k], base[(b0 + k) * stride + c], o);
+      }
       barrier(CLK_LOCAL_MEM_FENCE);
     }
   }
   red[lid] = L;
   wl[lid] = o;
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (int k = D * RSUB / 2; k > 0; k >>= 1) {
+  for (int k = RWG / 2; k > 0; k >>= 1) {
     if (lid < k) red[lid] += red[lid + k];
     barrier(CLK_LOCAL_MEM_FENCE);
   }
-  if (r == 0) {
+  if (r == 0 && c < D) {
     L = red[0];
     float sum = 0.0f;
-    for (int k = 0; k < RSUB; k++) sum += wl[k * D + c];
+    for (int k = 0; k < RSUB; k++) sum += wl[k * RCH + lid];
     out[hq * D + c] = L > 0.0f ? sum / L : 0.0f;
   }
 }

@@ -132,8 +132,9 @@ void skvq_decode_partial(__global const uint* kq, __global const half* ksc, __gl
 // the codes times the token's scale (exact: codes are 0, 1 or 2), 16 channels x 16 tokens, against
 // 2^12 * p as B (16 tokens x 8 heads, head and remainder); the zero points add sum_j p_j z_j.
 //
-// Work-group of 4 warps; each warp walks `ppw` pages with its own online softmax and writes its own
-// split, so no work-group barrier is needed and every warp is a split for decode_reduce.
+// Work-group of 4 warps; each warp walks `ppw` pages with its own online softmax, without barriers;
+// at the end the work-group merges its warps' results through local memory into one split for
+// decode_reduce (a split per warp wrote and read back a quarter of the codes' bytes again at 32K tokens).
 #define MMA_WARPS 4
 #define STEPS (D / 16)
 
@@ -150,30 +151,90 @@ inline uint mul_f16x2(uint a, uint b) {
   return r;
 }
 
-// n consecutive words into registers: 16-byte loads when n is a multiple of 4 (the callers' offsets
-// are then multiples of 16 bytes too).
-inline void load_words(__global const uint* p, uint* w, const int n) {
-  if (n % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < n / 4; i++) {
-      uint4 x = ((__global const uint4*) p)[i];
-      w[4 * i] = x.s0; w[4 * i + 1] = x.s1; w[4 * i + 2] = x.s2; w[4 * i + 3] = x.s3;
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < n; i++) w[i] = p[i];
-  }
-}
-
 inline void warp_sync(void) {
   __asm__ __volatile__("bar.warp.sync 0xffffffff;" ::: "memory");
 }
 
+inline int shfl_idx_i(int x, int src) {
+  int r;
+  __asm__ __volatile__("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=r"(r) : "r"(x), "r"(src));
+  return r;
+}
+
+// The code pass's page pipeline: PIPE pages of a warp's run in flight as asynchronous copies into local
+// memory (cp.async, compute capability 8.0+), so that a page's loads do not wait for the previous
+// page's chain of products, softmax and transposition: the pass is bound by that latency, and holding
+// the next page in registers instead cost the kernel more registers than it gained (168 against 124).
+// PIPE 0 reads each page from global memory when its turn comes.
+#ifndef PIPE
+#define PIPE 3
+#endif
+#if PIPE == 2
+#define PIPE_WAIT 1
+#elif PIPE == 3
+#define PIPE_WAIT 2
+#elif PIPE == 4
+#define PIPE_WAIT 3
+#elif PIPE != 0
+#error "PIPE must be 0, 2, 3 or 4"
+#endif
+// One page in 16-byte chunks: keys (D/4), values (D/4), key scales and zero points (2 NKG each),
+// value scales and zero points (2 NVG each); the page's word offsets in that order.
+#define PAGE_CHUNKS (D / 2 + 4 * (NKG + NVG))
+#if PIPE > 0
+#define AS __local
+inline void cp_async16(__local uint4* dst, __global const uint4* src) {
+  __asm__ __volatile__("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((uint) (size_t) dst), "l"(src)
+                       : "memory");
+}
+inline void cp_async_commit(void) {
+  __asm__ __volatile__("cp.async.commit_group;" ::: "memory");
+}
+#define CP_ASYNC_WAIT_(n) __asm__ __volatile__("cp.async.wait_group " #n ";" ::: "memory")
+#define CP_ASYNC_WAIT(n) CP_ASYNC_WAIT_(n)
+
+inline void stage_page(__local uint4* dst, size_t pg, int lane, __global const uint* kq, __global const half* ksc,
+                       __global const half* kzr, __global const uint* vq, __global const uint* vsc,
+                       __global const half* vzr) {
+#pragma unroll
+  for (int i0 = 0; i0 < PAGE_CHUNKS; i0 += 32) {
+    const int i = i0 + lane;
+    if (i < PAGE_CHUNKS) {
+      __global const uint4* src;
+      if (i < D / 4) src = (__global const uint4*) kq + pg * (D / 4) + i;
+      else if (i < D / 2) src = (__global const uint4*) vq + pg * (D / 4) + (i - D / 4);
+      else if (i < D / 2 + 2 * NKG) src = (__global const uint4*) ksc + pg * 2 * NKG + (i - D / 2);
+      else if (i < D / 2 + 4 * NKG) src = (__global const uint4*) kzr + pg * 2 * NKG + (i - D / 2 - 2 * NKG);
+      else if (i < D / 2 + 4 * NKG + 2 * NVG) src = (__global const uint4*) vsc + pg * 2 * NVG + (i - D / 2 - 4 * NKG);
+      else src = (__global const uint4*) vzr + pg * 2 * NVG + (i - D / 2 - 4 * NKG - 2 * NVG);
+      cp_async16(dst + i, src);
+    }
+  }
+}
+#else
+#define AS __global
+#endif
+
+// n consecutive words at p (in AS) into registers, as 16-byte loads when n is a multiple of 4.
+#define LOAD_WORDS(p, w, n)                                                                         \
+  do {                                                                                              \
+    if ((n) % 4 == 0) {                                                                             \
+      _Pragma("unroll") for (int i_ = 0; i_ < (n) / 4; i_++) {                                      \
+        const uint4 x_ = ((AS const uint4*) (p))[i_];                                               \
+        (w)[4 * i_] = x_.s0; (w)[4 * i_ + 1] = x_.s1; (w)[4 * i_ + 2] = x_.s2; (w)[4 * i_ + 3] = x_.s3; \
+      }                                                                                             \
+    } else {                                                                                        \
+      _Pragma("unroll") for (int i_ = 0; i_ < (n); i_++) (w)[i_] = (p)[i_];                         \
+    }                                                                                               \
+  } while (0)
+
 // One page of the binary16 window and sinks (the layout of attention.cl, keys in the stores' permuted key
 // order, values in permuted value order) by one warp, in f32 arithmetic: lane = token (lanes 16-31
 // take the other half of the channels), then a lane per 4 output channels. The page is a split of its
-// own for decode_reduce; slots whose position is hidden (INT_MAX) or after the query weigh 0.
-inline void ring_page(__global const half* kp, __global const int* pos, int qpos, __local const float* qsl,
+// own for decode_reduce; slots whose position is hidden (INT_MAX) or after the query weigh 0. The page
+// is read from local memory, where the caller staged it with wide loads all in flight at once (read
+// from global memory half by half, the 16 dependent rounds cost 13 us on an H100).
+inline void ring_page(__local const half* kp, __global const int* pos, int qpos, __local const float* qsl,
                       __local float* pt, int lane, __global float* out) {
   const int j = lane & 15, hf = lane >> 4;
   float sg[G];
@@ -238,13 +299,22 @@ void skvq_ring(__global const half* ring, __global const int* ringPos, int ringP
                __global const float* q, float scale, __global float* part, int splitBase, int nsplitAll) {
   __local float qsl[G * D];
   __local float pt[MMA_WARPS][8 * 17];
+  __local uint4 stage[MMA_WARPS][4 * D]; // a warp's page: 2 * D * 16 halves
   const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
   const int h = get_group_id(1);
   const int r = get_group_id(0) * MMA_WARPS + warp;
+  if (r < ringPages) {
+    __global const uint4* src = (__global const uint4*) (ring + ((size_t) h * ringPages + r) * 2 * D * 16);
+    uint4 w[D / 8];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) w[i] = src[lane + 32 * i];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) stage[warp][lane + 32 * i] = w[i];
+  }
   for (int x = lid; x < G * D; x += 128) qsl[x] = q[h * G * D + x] * scale;
   barrier(CLK_LOCAL_MEM_FENCE);
   if (r >= ringPages) return;
-  ring_page(ring + ((size_t) h * ringPages + r) * 2 * D * 16, ringPos + r * 16, qpos, qsl, pt[warp], lane,
+  ring_page((__local const half*) stage[warp], ringPos + r * 16, qpos, qsl, pt[warp], lane,
             part + ((size_t) h * nsplitAll + splitBase + r) * G * (D + 2));
 }
 
@@ -257,15 +327,19 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
   __local float pt[MMA_WARPS][8 * 17]; // a warp's 2^12 p, [head][token], padded against bank conflicts
   __local float qf[G];                 // per query head: the power of two that brings max |q| to [2^13, 2^14)
   __local float qsum[G * NKG];
+  __local float mw[MMA_WARPS][8], lw[MMA_WARPS][8]; // the warps' running max and sum per head
+  __local float ow[MMA_WARPS][G * D];               // the warps' outputs, rescaled to the common max
+#if PIPE > 0
+  __local uint4 stg[MMA_WARPS][PIPE][PAGE_CHUNKS];  // each warp's pages in flight
+#endif
   const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
   const int gq = lane >> 2, tq = lane & 3;
   const int h = get_group_id(1);
-  const int split = get_group_id(0) * MMA_WARPS + warp;
+  const int split = get_group_id(0) * MMA_WARPS + warp; // a warp past nsA walks no page
   // qaux, from the host: sum(q * scale) per head and key group, then the heads' powers of two.
   if (lid < G) qf[lid] = qaux[KVH * G * NKG + h * G + lid];
   for (int x = lid; x < G * NKG; x += 128) qsum[x] = qaux[h * G * NKG + x];
   barrier(CLK_LOCAL_MEM_FENCE);
-  if (split >= nsA) return; // after the only work-group barrier
 
   // B fragments of the queries: (channels 16s + 2tq + {0,1} | +8) x (head gq), head and remainder.
   uint qbh[STEPS][2], qbl[STEPS][2];
@@ -293,16 +367,57 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
   for (int v = 0; v < NVG; v++) z0[v] = z1[v] = 0.0f;
 
   const int pages = (n + 15) >> 4;
-  const int first = split * ppw, last = min(pages, first + ppw);
+  const int first = split * ppw, last = split < nsA ? min(pages, first + ppw) : first;
+  const size_t pg0 = (size_t) h * capPages;
+#if PIPE > 0
+#pragma unroll
+  for (int i = 0; i < PIPE - 1; i++) {
+    if (first + i < last) stage_page(stg[warp][i], pg0 + first + i, lane, kq, ksc, kzr, vq, vsc, vzr);
+    cp_async_commit(); // a group per page, empty past the run, so that the wait below counts pages
+  }
+#endif
+  // The masks of 32 pages at a time, a lane per page, handed out by shuffle (one load per 32 pages
+  // instead of one in each page's chain); the next 32 already loading.
+  int maskCur = first + lane < last ? qmask[pg0 + first + lane] : 0;
+  int maskNext = first + 32 + lane < last ? qmask[pg0 + first + 32 + lane] : 0;
   for (int page = first; page < last; page++) {
-    const size_t pg = (size_t) h * capPages + page;
-    const int mask = qmask[pg];
+    const int i = page - first;
+    const size_t pg = pg0 + page;
+    if (i > 0 && (i & 31) == 0) { // uniform over the warp
+      maskCur = maskNext;
+      maskNext = page + 32 + lane < last ? qmask[pg + 32 + lane] : 0;
+    }
+    const int mask = shfl_idx_i(maskCur, i & 31);
+#if PIPE > 0
+    warp_sync(); // every lane is done with the buffer that the next copy overwrites
+    if (page + PIPE - 1 < last) stage_page(stg[warp][(i + PIPE - 1) % PIPE], pg + PIPE - 1, lane, kq, ksc, kzr, vq, vsc, vzr);
+    cp_async_commit();
+    CP_ASYNC_WAIT(PIPE_WAIT); // this lane's copies of this page are done...
+    warp_sync();              // ...and every lane's are visible
+    __local const uint* kw = (__local const uint*) stg[warp][i % PIPE];
+#else
+    __global const uint* kw = kq + pg * D;
+#endif
+    // The page's arrays at the offsets of stage_page (contiguous per page in global memory too).
+#if PIPE > 0
+    AS const uint* vwp = kw + D;
+    AS const half* kscp = (AS const half*) (kw + 2 * D);
+    AS const half* kzrp = kscp + NKG * 16;
+    AS const uint* vscp = kw + 2 * D + NKG * 16;
+    AS const half* vzrp = kscp + 2 * NKG * 16 + NVG * 16;
+#else
+    __global const uint* vwp = vq + pg * D;
+    __global const half* kscp = ksc + pg * NKG * 16;
+    __global const half* kzrp = kzr + pg * NKG * 16;
+    __global const uint* vscp = vsc + pg * NVG * 8;
+    __global const half* vzrp = vzr + pg * NVG * 16;
+#endif
     // This lane's two tokens' key words and its rows' value words, as 16-byte vectors where the layout
     // is aligned for them, all issued before any is used.
     uint k0[STEPS], k1[STEPS], vw[D / 8];
-    load_words(kq + (pg * 16 + gq) * STEPS, k0, STEPS);
-    load_words(kq + (pg * 16 + gq + 8) * STEPS, k1, STEPS);
-    load_words(vq + pg * D + gq * (D / 8), vw, D / 8);
+    LOAD_WORDS(kw + gq * STEPS, k0, STEPS);
+    LOAD_WORDS(kw + (gq + 8) * STEPS, k1, STEPS);
+    LOAD_WORDS(vwp + gq * (D / 8), vw, D / 8);
     // Scores of tokens gq and gq + 8 for heads c0, c1.
     float s00 = 0, s01 = 0, s10 = 0, s11 = 0; // s[token row][head col]
 #pragma unroll
@@ -315,9 +430,8 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
         MMA_F16(acc, a, qbh[st][0], qbh[st][1]);
         MMA_F16(acc, a, qbl[st][0], qbl[st][1]);
       }
-      const size_t sb = (pg * NKG + kg) * 16;
-      const float sc0 = vload_half(gq, ksc + sb), sc1 = vload_half(gq + 8, ksc + sb);
-      const float zr0 = vload_half(gq, kzr + sb), zr1 = vload_half(gq + 8, kzr + sb);
+      const float sc0 = vload_half(gq, kscp + kg * 16), sc1 = vload_half(gq + 8, kscp + kg * 16);
+      const float zr0 = vload_half(gq, kzrp + kg * 16), zr1 = vload_half(gq + 8, kzrp + kg * 16);
       const float qs0 = c0 < G ? qsum[c0 * NKG + kg] : 0.0f, qs1 = c1 < G ? qsum[c1 * NKG + kg] : 0.0f;
       s00 += sc0 * acc[0] * inv0 + zr0 * qs0;
       s01 += sc0 * acc[1] * inv1 + zr0 * qs1;
@@ -342,8 +456,7 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
     l1 = l1 * al1 + p01 + p11;
 #pragma unroll
     for (int v = 0; v < NVG; v++) {
-      const size_t zb = (pg * NVG + v) * 16;
-      const float zt0 = vload_half(gq, vzr + zb), zt1 = vload_half(gq + 8, vzr + zb);
+      const float zt0 = vload_half(gq, vzrp + v * 16), zt1 = vload_half(gq + 8, vzrp + v * 16);
       z0[v] = z0[v] * al0 + p00 * zt0 + p10 * zt1;
       z1[v] = z1[v] * al1 + p01 * zt0 + p11 * zt1;
     }
@@ -368,7 +481,7 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
 #pragma unroll
     for (int mt = 0; mt < STEPS; mt++) {
       const int vgi = 16 * mt / VGRP;
-      __global const uint* sw = vsc + ((pg * NVG + vgi) * 16) / 2;
+      AS const uint* sw = vscp + vgi * 8;
       const uint sl = sw[tq], sh = sw[tq + 4]; // scales of tokens 2tq, 2tq+1 and 2tq+8, 2tq+9
       const uint wa = vw[2 * mt] >> (2 * tq), wb = vw[2 * mt + 1] >> (2 * tq);
       uint a[4] = {mul_f16x2(codes_f16x2(wa), sl), mul_f16x2(codes_f16x2(wb), sl),
@@ -385,29 +498,50 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
     z0[v] += shfl_xor_f(z0[v], 4); z0[v] += shfl_xor_f(z0[v], 8); z0[v] += shfl_xor_f(z0[v], 16);
     z1[v] += shfl_xor_f(z1[v], 4); z1[v] += shfl_xor_f(z1[v], 8); z1[v] += shfl_xor_f(z1[v], 16);
   }
-  const size_t out0 = ((size_t) h * nsplitAll + splitBase + split) * G * (D + 2);
+  // Merge the four warps: the common max per head, each warp's output rescaled to it in local memory.
+  if (gq == 0) {
+    mw[warp][c0] = mrun0; mw[warp][c1] = mrun1;
+    lw[warp][c0] = l0; lw[warp][c1] = l1;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  float M0 = -INFINITY, M1 = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < MMA_WARPS; w++) {
+    M0 = fmax(M0, mw[w][c0]);
+    M1 = fmax(M1, mw[w][c1]);
+  }
+  // (A warp that saw nothing has max -inf and output 0: factor 0, never exp(-inf + inf).)
+  const float f0 = (mrun0 == -INFINITY ? 0.0f : exp(mrun0 - M0)) * (1.0f / 4096.0f);
+  const float f1 = (mrun1 == -INFINITY ? 0.0f : exp(mrun1 - M1)) * (1.0f / 4096.0f);
 #pragma unroll
   for (int mt = 0; mt < STEPS; mt++) {
     const int ch0 = 16 * mt + gq, ch1 = ch0 + 8;
     const int vgi = 16 * mt / VGRP;
     if (c0 < G) {
-      part[out0 + c0 * (D + 2) + ch0] = O[mt][0] * (1.0f / 4096.0f) + z0[vgi];
-      part[out0 + c0 * (D + 2) + ch1] = O[mt][2] * (1.0f / 4096.0f) + z0[vgi];
+      ow[warp][c0 * D + ch0] = (O[mt][0] + 4096.0f * z0[vgi]) * f0;
+      ow[warp][c0 * D + ch1] = (O[mt][2] + 4096.0f * z0[vgi]) * f0;
     }
     if (c1 < G) {
-      part[out0 + c1 * (D + 2) + ch0] = O[mt][1] * (1.0f / 4096.0f) + z1[vgi];
-      part[out0 + c1 * (D + 2) + ch1] = O[mt][3] * (1.0f / 4096.0f) + z1[vgi];
+      ow[warp][c1 * D + ch0] = (O[mt][1] + 4096.0f * z1[vgi]) * f1;
+      ow[warp][c1 * D + ch1] = (O[mt][3] + 4096.0f * z1[vgi]) * f1;
     }
   }
-  if (gq == 0) {
-    if (c0 < G) {
-      part[out0 + c0 * (D + 2) + D] = mrun0;
-      part[out0 + c0 * (D + 2) + D + 1] = l0;
-    }
-    if (c1 < G) {
-      part[out0 + c1 * (D + 2) + D] = mrun1;
-      part[out0 + c1 * (D + 2) + D + 1] = l1;
-    }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __global float* out = part + ((size_t) h * nsplitAll + splitBase + get_group_id(0)) * G * (D + 2);
+  for (int x = lid; x < G * D; x += 128) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < MMA_WARPS; w++) acc += ow[w][x];
+    out[(x / D) * (D + 2) + x % D] = acc;
+  }
+  if (lid < G) {
+    float M = -INFINITY, L = 0.0f;
+#pragma unroll
+    for (int w = 0; w < MMA_WARPS; w++) M = fmax(M, mw[w][lid]);
+#pragma unroll
+    for (int w = 0; w < MMA_WARPS; w++) L += mw[w][lid] == -INFINITY ? 0.0f : exp(mw[w][lid] - M) * lw[w][lid];
+    out[lid * (D + 2) + D] = M;
+    out[lid * (D + 2) + D + 1] = L;
   }
 }
 #endif
