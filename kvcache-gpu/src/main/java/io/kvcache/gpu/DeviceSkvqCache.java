@@ -210,7 +210,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
         program = cl.program("skvq:" + plain, source("attention.cl") + "\n" + source("skvq.cl"), plain);
       }
       made.add(skvq = cl.kernel(program, useMma ? "skvq_decode_mma" : "skvq_decode_partial"));
-      made.add(dense = cl.kernel(program, useMma ? "skvq_ring" : "decode_partial"));
+      // (The tensor-core kernel takes the window itself.)
+      made.add(dense = useMma ? null : cl.kernel(program, "decode_partial"));
       made.add(reduce = cl.kernel(program, "decode_reduce"));
       made.add(dummyMap = cl.buffer(4));
       long pages = (long) kvh * capPages;
@@ -339,7 +340,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
 
   /**
    * The device time of each kernel of the last {@link #decode}: the pass over the codes (0 when there
-   * are none), the pass over the binary16 window and sinks, and the reduction that merges them.
+   * are none), the pass over the binary16 window and sinks, and the reduction that merges them. The
+   * tensor-core kernel ({@link #decodeKernel()} {@code "mma-f16"}) takes the window and the codes in one
+   * launch: its time is the first count, and the second is 0.
    *
    * @return three nanosecond counts, a new array
    */
@@ -679,6 +682,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
       nsB = ringPages; // a warp per ring page
     }
     // The tensor-core pass writes one split per work-group of four warps; the portable one per work-group.
+    // Splits: the portable code pass's, then the window's; the tensor-core kernel's window first.
     int splitsA = mma ? (nsA + 3) / 4 : nsA;
     int nsplit = splitsA + nsB;
     float[] qp = qScratch;
@@ -716,23 +720,20 @@ public final class DeviceSkvqCache implements AutoCloseable {
     outBuf = DeviceKVCache.ensure(cl, outBuf, 4L * hq * d);
     partBuf = DeviceKVCache.ensure(cl, partBuf, 4L * kvh * nsplit * group * (d + 2));
     cl.write(qPerm, 0, qp);
-    if (nsA > 0) {
+    if (mma) {
+      // One launch: the window's work-groups, a warp per ring page, then the code pass's (none without codes).
       skvq.arg(0, kq[layer]).arg(1, ksc[layer]).arg(2, kzr[layer]).arg(3, vq[layer]).arg(4, vsc[layer])
           .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, qAux)
-          .arg(11, scale).arg(12, chunkA);
-      if (mma) {
-        skvq.arg(13, nsA).arg(14, partBuf).arg(15, 0).arg(16, nsplit);
-        events.add(skvq.launch(new long[] {(nsA + 3) / 4 * 128L, kvh}, new long[] {128, 1}));
-      } else {
-        skvq.arg(13, partBuf).arg(14, 0).arg(15, nsplit);
+          .arg(11, scale).arg(12, Math.max(1, chunkA)).arg(13, nsA).arg(14, ringKv[layer]).arg(15, ringPos[layer])
+          .arg(16, ringPages).arg(17, position).arg(18, partBuf).arg(19, nsplit);
+      events.add(skvq.launch(new long[] {((ringPages + 3) / 4 + splitsA) * 128L, kvh}, new long[] {128, 1}));
+    } else {
+      if (nsA > 0) {
+        skvq.arg(0, kq[layer]).arg(1, ksc[layer]).arg(2, kzr[layer]).arg(3, vq[layer]).arg(4, vsc[layer])
+            .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, qAux)
+            .arg(11, scale).arg(12, chunkA).arg(13, partBuf).arg(14, 0).arg(15, nsplit);
         events.add(skvq.launch(new long[] {(long) nsA * wg, kvh}, new long[] {wg, 1}));
       }
-    }
-    if (mma) {
-      dense.arg(0, ringKv[layer]).arg(1, ringPos[layer]).arg(2, ringPages).arg(3, position).arg(4, qPerm)
-          .arg(5, scale).arg(6, partBuf).arg(7, splitsA).arg(8, nsplit);
-      events.add(dense.launch(new long[] {(ringPages + 3) / 4 * 128L, kvh}, new long[] {128, 1}));
-    } else {
       dense.arg(0, ringKv[layer]).arg(1, ringPos[layer]).arg(2, nr).arg(3, ringPages).arg(4, qPerm)
           .arg(5, scale).arg(6, position).arg(7, chunkB).arg(8, dummyMap).arg(9, 0).arg(10, nr)
           .arg(11, partBuf).arg(12, splitsA).arg(13, nsplit);
@@ -754,8 +755,9 @@ public final class DeviceSkvqCache implements AutoCloseable {
     for (int i = 0; i < events.size(); i++) {
       long e = events.get(i).elapsedNanos();
       t += e;
-      // The events: the code pass (absent without codes), the window pass, then the reduction.
-      lastPass[i == events.size() - 1 ? 2 : nsA > 0 ? i : 1] = e;
+      // The events: the code pass (absent without codes), the window pass, then the reduction; the
+      // tensor-core kernel does the first two in one launch (its time in the first count).
+      lastPass[i == events.size() - 1 ? 2 : mma || nsA > 0 ? i : 1] = e;
       events.get(i).close();
     }
     events.clear();

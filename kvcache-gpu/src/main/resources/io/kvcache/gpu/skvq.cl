@@ -126,17 +126,23 @@ void skvq_decode_partial(__global const uint* kq, __global const half* ksc, __gl
 //
 // Codes are small integers, exact in binary16, so they go straight into mma.sync operands: two fields
 // masked into the mantissas of 1024.0 (0x6400) and 1024 subtracted, one f16x2 pair per mask. Keys are the
-// A operand (16 tokens x 16 channels) against the queries as B (16 channels x 8 query heads, G used),
-// split into a binary16 head and remainder as the prefill kernel does, so the products carry f32-level
-// precision; the key scale and zero point apply per token to the f32 result. Values: the A operand is
-// the codes times the token's scale (exact: codes are 0, 1 or 2), 16 channels x 16 tokens, against
-// 2^12 * p as B (16 tokens x 8 heads, head and remainder); the zero points add sum_j p_j z_j.
+// A operand (16 tokens x 16 channels) against the queries as B (16 channels x 8 columns). Each query is
+// split into a binary16 head and remainder as the prefill kernel does, so that the products carry
+// f32-level precision, and the two parts are neighbouring columns: a tile of 8 columns holds 4 heads
+// (NT tiles for G heads), one product per 16 channels for a GQA group of 4 where head and remainder in
+// separate products took two (and left half the columns empty). A lane's result columns 2t, 2t+1 are
+// then one head's two parts, added in f32. The key scale and zero point apply per token to the f32
+// result. Values: the A operand is the codes times the token's scale (exact: codes are 0, 1 or 2),
+// 16 channels x 16 tokens, against 2^12 * p as B (16 tokens x 8 columns, head and remainder side by
+// side again); the zero points add sum_j p_j z_j.
 //
 // Work-group of 4 warps; each warp walks `ppw` pages with its own online softmax, without barriers;
 // at the end the work-group merges its warps' results through local memory into one split for
 // decode_reduce (a split per warp wrote and read back a quarter of the codes' bytes again at 32K tokens).
 #define MMA_WARPS 4
 #define STEPS (D / 16)
+// Result tiles of 8 columns: 4 query heads each, every head as two columns (binary16 head, remainder).
+#define NT ((G + 3) / 4)
 
 // Two 2-bit fields (at bits 0 and 16 of x) as an exact f16x2 pair.
 inline uint codes_f16x2(uint x) {
@@ -291,80 +297,114 @@ inline void ring_page(__local const half* kp, __global const int* pos, int qpos,
   }
 }
 
-// The binary16 window and sinks of KV head h on tensor-core devices: a warp per ring page, its split at
-// splitBase + page. (A separate launch: folded into skvq_decode_mma, its registers cost that kernel
-// occupancy, 120 against 80 us at 128K tokens on an H100.)
-__kernel __attribute__((reqd_work_group_size(128, 1, 1)))
-void skvq_ring(__global const half* ring, __global const int* ringPos, int ringPages, int qpos,
-               __global const float* q, float scale, __global float* part, int splitBase, int nsplitAll) {
-  __local float qsl[G * D];
-  __local float pt[MMA_WARPS][8 * 17];
-  __local uint4 stage[MMA_WARPS][4 * D]; // a warp's page: 2 * D * 16 halves
-  const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
-  const int h = get_group_id(1);
-  const int r = get_group_id(0) * MMA_WARPS + warp;
+// The binary16 window and sinks of KV head h on tensor-core devices: the first work-groups of
+// skvq_decode_mma, a warp per ring page, its split at the page's index. (Their own launch cost ~8 us of
+// device time at every length on an H100; as a path of this kernel they run beside the code pass. A
+// warp walking ring pages after its code pages instead cost the code pass occupancy, its registers
+// 120 against 80 us at 128K tokens.)
+inline void ring_group(__global const half* ring, __global const int* ringPos, int ringPages, int qpos,
+                       __global const float* q, float scale, __global float* part, int nsplitAll,
+                       __local uint4* lmem, int r0, int h, int lid) {
+  const int lane = lid & 31, warp = lid >> 5, r = r0 + warp;
+  __local uint4* stage = lmem + warp * 4 * D; // a warp's page: 2 * D * 16 halves
+  __local float* qsl = (__local float*) (lmem + MMA_WARPS * 4 * D);
+  __local float* pt = qsl + G * D + warp * 8 * 17;
   if (r < ringPages) {
     __global const uint4* src = (__global const uint4*) (ring + ((size_t) h * ringPages + r) * 2 * D * 16);
     uint4 w[D / 8];
 #pragma unroll
     for (int i = 0; i < D / 8; i++) w[i] = src[lane + 32 * i];
 #pragma unroll
-    for (int i = 0; i < D / 8; i++) stage[warp][lane + 32 * i] = w[i];
+    for (int i = 0; i < D / 8; i++) stage[lane + 32 * i] = w[i];
   }
   for (int x = lid; x < G * D; x += 128) qsl[x] = q[h * G * D + x] * scale;
   barrier(CLK_LOCAL_MEM_FENCE);
   if (r >= ringPages) return;
-  ring_page((__local const half*) stage[warp], ringPos + r * 16, qpos, qsl, pt[warp], lane,
-            part + ((size_t) h * nsplitAll + splitBase + r) * G * (D + 2));
+  ring_page((__local const half*) stage, ringPos + r * 16, qpos, qsl, pt, lane,
+            part + ((size_t) h * nsplitAll + r) * G * (D + 2));
 }
+
+// Local memory of skvq_decode_mma, one buffer for its two paths (declared apart, the driver would
+// reserve both and cost occupancy), in bytes: the ring path's staged pages, scaled queries and
+// transposition rows; the code path's pages in flight, warps' outputs, transposition rows, maxima and
+// sums, query factors and sums.
+#define PIPE_BUFS (PIPE > 0 ? PIPE : 0)
+#define RING_LMEM (16 * MMA_WARPS * 4 * D + 4 * (G * D + MMA_WARPS * 8 * 17))
+#define CODE_LMEM (16 * MMA_WARPS * PIPE_BUFS * PAGE_CHUNKS + 4 * (MMA_WARPS * G * D + MMA_WARPS * 8 * 17 \
+                   + 2 * MMA_WARPS * 8 + G + G * NKG))
+#define MMA_LMEM (RING_LMEM > CODE_LMEM ? RING_LMEM : CODE_LMEM)
 
 __kernel __attribute__((reqd_work_group_size(128, 1, 1)))
 void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global const half* kzr,
                      __global const uint* vq, __global const uint* vsc, __global const half* vzr,
                      __global const ushort* qmask, int n, int capPages, __global const float* q,
-                     __global const float* qaux, float scale, int ppw, int nsA, __global float* part,
-                     int splitBase, int nsplitAll) {
-  __local float pt[MMA_WARPS][8 * 17]; // a warp's 2^12 p, [head][token], padded against bank conflicts
-  __local float qf[G];                 // per query head: the power of two that brings max |q| to [2^13, 2^14)
-  __local float qsum[G * NKG];
-  __local float mw[MMA_WARPS][8], lw[MMA_WARPS][8]; // the warps' running max and sum per head
-  __local float ow[MMA_WARPS][G * D];               // the warps' outputs, rescaled to the common max
+                     __global const float* qaux, float scale, int ppw, int nsA, __global const half* ring,
+                     __global const int* ringPos, int ringPages, int qpos, __global float* part,
+                     int nsplitAll) {
+  __local uint4 lmem[(MMA_LMEM + 15) / 16];
+  // Work-groups [0, ringGroups) take the window, four ring pages each; the rest the codes.
+  const int ringGroups = (ringPages + MMA_WARPS - 1) / MMA_WARPS;
+  if ((int) get_group_id(0) < ringGroups) {
+    ring_group(ring, ringPos, ringPages, qpos, q, scale, part, nsplitAll, lmem, get_group_id(0) * MMA_WARPS,
+               get_group_id(1), get_local_id(0));
+    return;
+  }
+  const int cgroup = get_group_id(0) - ringGroups;
 #if PIPE > 0
-  __local uint4 stg[MMA_WARPS][PIPE][PAGE_CHUNKS];  // each warp's pages in flight
+  __local uint4 (*stg)[PIPE][PAGE_CHUNKS] = (__local uint4 (*)[PIPE][PAGE_CHUNKS]) lmem; // each warp's pages in flight
 #endif
+  __local float (*ow)[G * D] = (__local float (*)[G * D]) (lmem + MMA_WARPS * PIPE_BUFS * PAGE_CHUNKS); // the warps' outputs, rescaled to the common max
+  __local float (*pt)[8 * 17] = (__local float (*)[8 * 17]) (ow + MMA_WARPS); // a warp's 2^12 p, [head][token], padded against bank conflicts
+  __local float (*mw)[8] = (__local float (*)[8]) (pt + MMA_WARPS); // the warps' running max per head
+  __local float (*lw)[8] = mw + MMA_WARPS;                          // and sum
+  __local float* qf = (__local float*) (lw + MMA_WARPS); // per query head: the power of two that brings max |q| to [2^13, 2^14)
+  __local float* qsum = qf + G;
   const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
   const int gq = lane >> 2, tq = lane & 3;
   const int h = get_group_id(1);
-  const int split = get_group_id(0) * MMA_WARPS + warp; // a warp past nsA walks no page
+  const int split = cgroup * MMA_WARPS + warp; // a warp past nsA walks no page
   // qaux, from the host: sum(q * scale) per head and key group, then the heads' powers of two.
   if (lid < G) qf[lid] = qaux[KVH * G * NKG + h * G + lid];
   for (int x = lid; x < G * NKG; x += 128) qsum[x] = qaux[h * G * NKG + x];
   barrier(CLK_LOCAL_MEM_FENCE);
 
-  // B fragments of the queries: (channels 16s + 2tq + {0,1} | +8) x (head gq), head and remainder.
-  uint qbh[STEPS][2], qbl[STEPS][2];
-  const float f = gq < G ? qf[gq] * scale : 0.0f;
+  // B fragments of the queries, tile t: (channels 16s + 2tq + {0,1} | +8) x column gq, which is head
+  // 4t + gq/2, its binary16 head (gq even) or remainder (gq odd).
+  uint qb[NT][STEPS][2];
 #pragma unroll
-  for (int st = 0; st < STEPS; st++) {
-    float a0 = 0, a1 = 0, a8 = 0, a9 = 0;
-    if (gq < G) {
-      __global const float* qr = q + (h * G + gq) * D + 16 * st + 2 * tq;
-      a0 = qr[0] * f; a1 = qr[1] * f; a8 = qr[8] * f; a9 = qr[9] * f;
+  for (int t = 0; t < NT; t++) {
+    const int hb = 4 * t + (gq >> 1);
+    const float f = hb < G ? qf[hb] * scale : 0.0f;
+#pragma unroll
+    for (int st = 0; st < STEPS; st++) {
+      float a0 = 0, a1 = 0, a8 = 0, a9 = 0;
+      if (hb < G) {
+        __global const float* qr = q + (h * G + hb) * D + 16 * st + 2 * tq;
+        a0 = qr[0] * f; a1 = qr[1] * f; a8 = qr[8] * f; a9 = qr[9] * f;
+      }
+      uint hi0, lo0, hi1, lo1;
+      split_f16x2(a0, a1, &hi0, &lo0);
+      split_f16x2(a8, a9, &hi1, &lo1);
+      qb[t][st][0] = (gq & 1) ? lo0 : hi0;
+      qb[t][st][1] = (gq & 1) ? lo1 : hi1;
     }
-    split_f16x2(a0, a1, &qbh[st][0], &qbl[st][0]);
-    split_f16x2(a8, a9, &qbh[st][1], &qbl[st][1]);
   }
-  // This lane's score columns are heads 2tq and 2tq + 1 (valid below G).
-  const int c0 = 2 * tq, c1 = 2 * tq + 1;
-  const float inv0 = c0 < G ? 1.0f / qf[c0] : 0.0f, inv1 = c1 < G ? 1.0f / qf[c1] : 0.0f;
+  // This lane's result columns in tile t are 2tq and 2tq + 1: head 4t + tq, its head and remainder parts.
+  float inv[NT];
+#pragma unroll
+  for (int t = 0; t < NT; t++) inv[t] = 4 * t + tq < G ? 1.0f / qf[4 * t + tq] : 0.0f;
 
-  float O[STEPS][4];
+  float O[NT][STEPS][4];
+  float mrun[NT], l[NT], z[NT][NVG];
 #pragma unroll
-  for (int mt = 0; mt < STEPS; mt++) O[mt][0] = O[mt][1] = O[mt][2] = O[mt][3] = 0.0f;
-  float mrun0 = -INFINITY, mrun1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-  float z0[NVG], z1[NVG];
+  for (int t = 0; t < NT; t++) {
 #pragma unroll
-  for (int v = 0; v < NVG; v++) z0[v] = z1[v] = 0.0f;
+    for (int mt = 0; mt < STEPS; mt++) O[t][mt][0] = O[t][mt][1] = O[t][mt][2] = O[t][mt][3] = 0.0f;
+    mrun[t] = -INFINITY;
+    l[t] = 0.0f;
+#pragma unroll
+    for (int v = 0; v < NVG; v++) z[t][v] = 0.0f;
+  }
 
   const int pages = (n + 15) >> 4;
   const int first = split * ppw, last = split < nsA ? min(pages, first + ppw) : first;
@@ -418,64 +458,73 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
     LOAD_WORDS(kw + gq * STEPS, k0, STEPS);
     LOAD_WORDS(kw + (gq + 8) * STEPS, k1, STEPS);
     LOAD_WORDS(vwp + gq * (D / 8), vw, D / 8);
-    // Scores of tokens gq and gq + 8 for heads c0, c1.
-    float s00 = 0, s01 = 0, s10 = 0, s11 = 0; // s[token row][head col]
+    // Scores of tokens gq (s[t][0]) and gq + 8 (s[t][1]) for head 4t + tq.
+    float s[NT][2];
+#pragma unroll
+    for (int t = 0; t < NT; t++) s[t][0] = s[t][1] = 0.0f;
 #pragma unroll
     for (int kg = 0; kg < NKG; kg++) {
-      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      float acc[NT][4];
+#pragma unroll
+      for (int t = 0; t < NT; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
 #pragma unroll
       for (int st = kg * KGRP / 16; st < (kg + 1) * KGRP / 16; st++) {
         uint w0 = k0[st] >> (2 * tq), w1 = k1[st] >> (2 * tq);
         uint a[4] = {codes_f16x2(w0), codes_f16x2(w1), codes_f16x2(w0 >> 8), codes_f16x2(w1 >> 8)};
-        MMA_F16(acc, a, qbh[st][0], qbh[st][1]);
-        MMA_F16(acc, a, qbl[st][0], qbl[st][1]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) MMA_F16(acc[t], a, qb[t][st][0], qb[t][st][1]);
       }
       const float sc0 = vload_half(gq, kscp + kg * 16), sc1 = vload_half(gq + 8, kscp + kg * 16);
       const float zr0 = vload_half(gq, kzrp + kg * 16), zr1 = vload_half(gq + 8, kzrp + kg * 16);
-      const float qs0 = c0 < G ? qsum[c0 * NKG + kg] : 0.0f, qs1 = c1 < G ? qsum[c1 * NKG + kg] : 0.0f;
-      s00 += sc0 * acc[0] * inv0 + zr0 * qs0;
-      s01 += sc0 * acc[1] * inv1 + zr0 * qs1;
-      s10 += sc1 * acc[2] * inv0 + zr1 * qs0;
-      s11 += sc1 * acc[3] * inv1 + zr1 * qs1;
+#pragma unroll
+      for (int t = 0; t < NT; t++) {
+        const float qs = 4 * t + tq < G ? qsum[(4 * t + tq) * NKG + kg] : 0.0f;
+        s[t][0] += sc0 * (acc[t][0] + acc[t][1]) * inv[t] + zr0 * qs;
+        s[t][1] += sc1 * (acc[t][2] + acc[t][3]) * inv[t] + zr1 * qs;
+      }
     }
     const bool v0 = (mask >> gq) & 1, v1 = (mask >> (gq + 8)) & 1;
-    if (!v0) s00 = s01 = -INFINITY;
-    if (!v1) s10 = s11 = -INFINITY;
-    // Online softmax per head column: the page's max over the 16 tokens (8 lanes x 2 rows).
-    float pm0 = fmax(s00, s10), pm1 = fmax(s01, s11);
-    pm0 = fmax(pm0, shfl_xor_f(pm0, 4)); pm1 = fmax(pm1, shfl_xor_f(pm1, 4));
-    pm0 = fmax(pm0, shfl_xor_f(pm0, 8)); pm1 = fmax(pm1, shfl_xor_f(pm1, 8));
-    pm0 = fmax(pm0, shfl_xor_f(pm0, 16)); pm1 = fmax(pm1, shfl_xor_f(pm1, 16));
-    const float mn0 = fmax(mrun0, pm0), mn1 = fmax(mrun1, pm1);
-    const float al0 = mn0 == -INFINITY ? 1.0f : exp(mrun0 - mn0), al1 = mn1 == -INFINITY ? 1.0f : exp(mrun1 - mn1);
-    mrun0 = mn0;
-    mrun1 = mn1;
-    const float p00 = v0 ? exp(s00 - mn0) : 0.0f, p01 = v0 ? exp(s01 - mn1) : 0.0f;
-    const float p10 = v1 ? exp(s10 - mn0) : 0.0f, p11 = v1 ? exp(s11 - mn1) : 0.0f;
-    l0 = l0 * al0 + p00 + p10;
-    l1 = l1 * al1 + p01 + p11;
+    float p[NT][2];
 #pragma unroll
-    for (int v = 0; v < NVG; v++) {
-      const float zt0 = vload_half(gq, vzrp + v * 16), zt1 = vload_half(gq + 8, vzrp + v * 16);
-      z0[v] = z0[v] * al0 + p00 * zt0 + p10 * zt1;
-      z1[v] = z1[v] * al1 + p01 * zt0 + p11 * zt1;
-    }
+    for (int t = 0; t < NT; t++) {
+      // Online softmax per head: the page's max over its 16 tokens (8 lanes x 2 rows).
+      float pm = fmax(v0 ? s[t][0] : -INFINITY, v1 ? s[t][1] : -INFINITY);
+      pm = fmax(pm, shfl_xor_f(pm, 4));
+      pm = fmax(pm, shfl_xor_f(pm, 8));
+      pm = fmax(pm, shfl_xor_f(pm, 16));
+      const float mn = fmax(mrun[t], pm);
+      const float al = mn == -INFINITY ? 1.0f : exp(mrun[t] - mn);
+      mrun[t] = mn;
+      p[t][0] = v0 ? exp(s[t][0] - mn) : 0.0f;
+      p[t][1] = v1 ? exp(s[t][1] - mn) : 0.0f;
+      l[t] = l[t] * al + p[t][0] + p[t][1];
 #pragma unroll
-    for (int mt = 0; mt < STEPS; mt++) {
-      O[mt][0] *= al0; O[mt][1] *= al1; O[mt][2] *= al0; O[mt][3] *= al1;
+      for (int v = 0; v < NVG; v++) {
+        const float zt0 = vload_half(gq, vzrp + v * 16), zt1 = vload_half(gq + 8, vzrp + v * 16);
+        z[t][v] = z[t][v] * al + p[t][0] * zt0 + p[t][1] * zt1;
+      }
+#pragma unroll
+      for (int mt = 0; mt < STEPS; mt++) {
+        O[t][mt][0] *= al; O[t][mt][1] *= al; O[t][mt][2] *= al; O[t][mt][3] *= al;
+      }
     }
-    // 2^12 p transposed through local memory into the B layout: (tokens 2tq + {0,1} | +8) x (head gq).
+    // 2^12 p transposed through local memory into the B layout: (tokens 2tq + {0,1} | +8) x column gq.
     warp_sync();
-    pt[warp][c0 * 17 + gq] = 4096.0f * p00;
-    pt[warp][c1 * 17 + gq] = 4096.0f * p01;
-    pt[warp][c0 * 17 + gq + 8] = 4096.0f * p10;
-    pt[warp][c1 * 17 + gq + 8] = 4096.0f * p11;
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+      pt[warp][(4 * t + tq) * 17 + gq] = 4096.0f * p[t][0];
+      pt[warp][(4 * t + tq) * 17 + gq + 8] = 4096.0f * p[t][1];
+    }
     warp_sync();
-    uint bh0, bl0, bh1, bl1;
-    {
-      __local const float* row = pt[warp] + gq * 17 + 2 * tq;
-      split_f16x2(row[0], row[1], &bh0, &bl0);
-      split_f16x2(row[8], row[9], &bh1, &bl1);
+    uint pb[NT][2];
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+      __local const float* row = pt[warp] + (4 * t + (gq >> 1)) * 17 + 2 * tq;
+      uint hi0, lo0, hi1, lo1;
+      split_f16x2(row[0], row[1], &hi0, &lo0);
+      split_f16x2(row[8], row[9], &hi1, &lo1);
+      pb[t][0] = (gq & 1) ? lo0 : hi0;
+      pb[t][1] = (gq & 1) ? lo1 : hi1;
     }
     // Values: m-tile mt is channels 16mt .. 16mt+15; this lane's rows are channels 16mt + gq (+8).
 #pragma unroll
@@ -486,48 +535,48 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
       const uint wa = vw[2 * mt] >> (2 * tq), wb = vw[2 * mt + 1] >> (2 * tq);
       uint a[4] = {mul_f16x2(codes_f16x2(wa), sl), mul_f16x2(codes_f16x2(wb), sl),
                    mul_f16x2(codes_f16x2(wa >> 8), sh), mul_f16x2(codes_f16x2(wb >> 8), sh)};
-      MMA_F16(O[mt], a, bh0, bh1);
-      MMA_F16(O[mt], a, bl0, bl1);
+#pragma unroll
+      for (int t = 0; t < NT; t++) MMA_F16(O[t][mt], a, pb[t][0], pb[t][1]);
     }
   }
-  // The sums over the 8 lanes that share a head column.
-  l0 += shfl_xor_f(l0, 4); l0 += shfl_xor_f(l0, 8); l0 += shfl_xor_f(l0, 16);
-  l1 += shfl_xor_f(l1, 4); l1 += shfl_xor_f(l1, 8); l1 += shfl_xor_f(l1, 16);
+  // The sums over the 8 lanes that share a head.
 #pragma unroll
-  for (int v = 0; v < NVG; v++) {
-    z0[v] += shfl_xor_f(z0[v], 4); z0[v] += shfl_xor_f(z0[v], 8); z0[v] += shfl_xor_f(z0[v], 16);
-    z1[v] += shfl_xor_f(z1[v], 4); z1[v] += shfl_xor_f(z1[v], 8); z1[v] += shfl_xor_f(z1[v], 16);
+  for (int t = 0; t < NT; t++) {
+    l[t] += shfl_xor_f(l[t], 4); l[t] += shfl_xor_f(l[t], 8); l[t] += shfl_xor_f(l[t], 16);
+#pragma unroll
+    for (int v = 0; v < NVG; v++) {
+      z[t][v] += shfl_xor_f(z[t][v], 4); z[t][v] += shfl_xor_f(z[t][v], 8); z[t][v] += shfl_xor_f(z[t][v], 16);
+    }
   }
   // Merge the four warps: the common max per head, each warp's output rescaled to it in local memory.
   if (gq == 0) {
-    mw[warp][c0] = mrun0; mw[warp][c1] = mrun1;
-    lw[warp][c0] = l0; lw[warp][c1] = l1;
-  }
-  barrier(CLK_LOCAL_MEM_FENCE);
-  float M0 = -INFINITY, M1 = -INFINITY;
 #pragma unroll
-  for (int w = 0; w < MMA_WARPS; w++) {
-    M0 = fmax(M0, mw[w][c0]);
-    M1 = fmax(M1, mw[w][c1]);
-  }
-  // (A warp that saw nothing has max -inf and output 0: factor 0, never exp(-inf + inf).)
-  const float f0 = (mrun0 == -INFINITY ? 0.0f : exp(mrun0 - M0)) * (1.0f / 4096.0f);
-  const float f1 = (mrun1 == -INFINITY ? 0.0f : exp(mrun1 - M1)) * (1.0f / 4096.0f);
-#pragma unroll
-  for (int mt = 0; mt < STEPS; mt++) {
-    const int ch0 = 16 * mt + gq, ch1 = ch0 + 8;
-    const int vgi = 16 * mt / VGRP;
-    if (c0 < G) {
-      ow[warp][c0 * D + ch0] = (O[mt][0] + 4096.0f * z0[vgi]) * f0;
-      ow[warp][c0 * D + ch1] = (O[mt][2] + 4096.0f * z0[vgi]) * f0;
-    }
-    if (c1 < G) {
-      ow[warp][c1 * D + ch0] = (O[mt][1] + 4096.0f * z1[vgi]) * f1;
-      ow[warp][c1 * D + ch1] = (O[mt][3] + 4096.0f * z1[vgi]) * f1;
+    for (int t = 0; t < NT; t++) {
+      mw[warp][4 * t + tq] = mrun[t];
+      lw[warp][4 * t + tq] = l[t];
     }
   }
   barrier(CLK_LOCAL_MEM_FENCE);
-  __global float* out = part + ((size_t) h * nsplitAll + splitBase + get_group_id(0)) * G * (D + 2);
+#pragma unroll
+  for (int t = 0; t < NT; t++) {
+    const int hd = 4 * t + tq;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < MMA_WARPS; w++) M = fmax(M, mw[w][hd]);
+    // (A warp that saw nothing has max -inf and output 0: factor 0, never exp(-inf + inf).)
+    const float f = (mrun[t] == -INFINITY ? 0.0f : exp(mrun[t] - M)) * (1.0f / 4096.0f);
+    if (hd < G) {
+#pragma unroll
+      for (int mt = 0; mt < STEPS; mt++) {
+        const int ch0 = 16 * mt + gq;
+        const float zv = 4096.0f * z[t][16 * mt / VGRP];
+        ow[warp][hd * D + ch0] = (O[t][mt][0] + O[t][mt][1] + zv) * f;
+        ow[warp][hd * D + ch0 + 8] = (O[t][mt][2] + O[t][mt][3] + zv) * f;
+      }
+    }
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __global float* out = part + ((size_t) h * nsplitAll + ringPages + cgroup) * G * (D + 2);
   for (int x = lid; x < G * D; x += 128) {
     float acc = 0.0f;
 #pragma unroll

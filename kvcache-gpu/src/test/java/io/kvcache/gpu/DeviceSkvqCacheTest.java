@@ -143,7 +143,11 @@ class DeviceSkvqCacheTest {
             + c.quantizedTokens(layer) + " as codes)");
         long[] pass = c.lastPassNanos();
         assertEquals(c.lastKernelNanos(), pass[0] + pass[1] + pass[2], "the passes add up to the decode's time");
-        assertEquals(c.quantizedTokens(layer) > 0, pass[0] > 0, "a code pass ran exactly when there were codes");
+        if (c.decodeKernel().equals("mma-f16")) {
+          assertTrue(pass[0] > 0 && pass[1] == 0, "one launch for the window and the codes: " + Arrays.toString(pass));
+        } else {
+          assertEquals(c.quantizedTokens(layer) > 0, pass[0] > 0, "a code pass ran exactly when there were codes");
+        }
       }
       assertTrue(c.quantizedTokens(layer) > 0, "the code pass ran");
       int held = c.size(layer);
