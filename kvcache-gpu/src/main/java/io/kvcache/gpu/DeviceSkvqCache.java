@@ -67,13 +67,13 @@ public final class DeviceSkvqCache implements AutoCloseable {
   /** The stores' permutations per layer and KV head: identity until calibration, then final. */
   private final int[][][] kPerm, vPerm;
   /** Decode scratch: the permuted query, its per-group sums and factors, the permuted output. */
-  private final float[] qScratch, auxScratch, outScratch;
+  private final float[] qScratch, outScratch;
   private final ClBuffer[] kq, ksc, kzr, vq, vsc, vzr, qmask, ringKv, ringPos;
   private final ClKernel skvq, dense, reduce;
   private final ClBuffer dummyMap;
   private final GpuTuning tuning;
   private final int chunkMax;
-  private ClBuffer qPerm, qAux, outBuf, partBuf;
+  private ClBuffer qPerm, outBuf, partBuf;
   private final List<ClEvent> events = new ArrayList<>();
   private long lastNanos;
   private final long[] lastPass = new long[3];
@@ -178,8 +178,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
       refreshPermutations(l);
     }
     int hq = shape.queryHeads();
-    qScratch = new float[hq * d];
-    auxScratch = new float[hq * nkg + hq];
+    // The permuted queries, then (one upload with them) the kernels' per-head sums and factors.
+    qScratch = new float[hq * d + hq * nkg + hq];
     outScratch = new float[hq * d];
     kq = new ClBuffer[layers];
     ksc = new ClBuffer[layers];
@@ -698,7 +698,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
     // Per query head: sum(q * scale) over each key group (the zero points' term) and, for the tensor-core
     // pass, the power of two that brings max |q * scale| into [2^13, 2^14) before the f16 split.
     float scale = shape.scale();
-    float[] aux = auxScratch;
+    float[] aux = qp; // after the queries, from a = hq * d
+    int a = hq * d;
     int kGroup = Math.min(config.keyGroup(), d);
     for (int r = 0; r < hq; r++) {
       float mq = 0f;
@@ -709,29 +710,27 @@ public final class DeviceSkvqCache implements AutoCloseable {
           t += x;
           mq = Math.max(mq, Math.abs(x));
         }
-        aux[r * nkg + kg] = t;
+        aux[a + r * nkg + kg] = t;
       }
       // (Capped at 2^126 so that a query of subnormal size does not make the factor infinite.)
-      aux[hq * nkg + r] = mq > 0f && Float.isFinite(mq) ? Math.scalb(1f, Math.min(126, 13 - Math.getExponent(mq))) : 1f;
+      aux[a + hq * nkg + r] = mq > 0f && Float.isFinite(mq) ? Math.scalb(1f, Math.min(126, 13 - Math.getExponent(mq))) : 1f;
     }
-    qAux = DeviceKVCache.ensure(cl, qAux, 4L * aux.length);
-    cl.write(qAux, 0, aux);
-    qPerm = DeviceKVCache.ensure(cl, qPerm, 4L * hq * d);
+    qPerm = DeviceKVCache.ensure(cl, qPerm, 4L * qp.length);
     outBuf = DeviceKVCache.ensure(cl, outBuf, 4L * hq * d);
     partBuf = DeviceKVCache.ensure(cl, partBuf, 4L * kvh * nsplit * group * (d + 2));
     cl.write(qPerm, 0, qp);
     if (mma) {
       // One launch: the window's work-groups, a warp per ring page, then the code pass's (none without codes).
       skvq.arg(0, kq[layer]).arg(1, ksc[layer]).arg(2, kzr[layer]).arg(3, vq[layer]).arg(4, vsc[layer])
-          .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, qAux)
-          .arg(11, scale).arg(12, Math.max(1, chunkA)).arg(13, nsA).arg(14, ringKv[layer]).arg(15, ringPos[layer])
-          .arg(16, ringPages).arg(17, position).arg(18, partBuf).arg(19, nsplit);
+          .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, scale)
+          .arg(11, Math.max(1, chunkA)).arg(12, nsA).arg(13, ringKv[layer]).arg(14, ringPos[layer]).arg(15, ringPages)
+          .arg(16, position).arg(17, partBuf).arg(18, nsplit);
       events.add(skvq.launch(new long[] {((ringPages + 3) / 4 + splitsA) * 128L, kvh}, new long[] {128, 1}));
     } else {
       if (nsA > 0) {
         skvq.arg(0, kq[layer]).arg(1, ksc[layer]).arg(2, kzr[layer]).arg(3, vq[layer]).arg(4, vsc[layer])
-            .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, qAux)
-            .arg(11, scale).arg(12, chunkA).arg(13, partBuf).arg(14, 0).arg(15, nsplit);
+            .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, scale)
+            .arg(11, chunkA).arg(12, partBuf).arg(13, 0).arg(14, nsplit);
         events.add(skvq.launch(new long[] {(long) nsA * wg, kvh}, new long[] {wg, 1}));
       }
       dense.arg(0, ringKv[layer]).arg(1, ringPos[layer]).arg(2, nr).arg(3, ringPages).arg(4, qPerm)
@@ -774,7 +773,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
     for (ClEvent e : events) {
       e.close();
     }
-    for (AutoCloseable c : new AutoCloseable[] {skvq, dense, reduce, dummyMap, qPerm, qAux, outBuf, partBuf}) {
+    for (AutoCloseable c : new AutoCloseable[] {skvq, dense, reduce, dummyMap, qPerm, outBuf, partBuf}) {
       DeviceKVCache.closeQuietly(c);
     }
     for (ClBuffer[] bs : new ClBuffer[][] {kq, ksc, kzr, vq, vsc, vzr, qmask, ringKv, ringPos}) {

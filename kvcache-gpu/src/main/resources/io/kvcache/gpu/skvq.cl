@@ -29,8 +29,8 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void skvq_decode_partial(__global const uint* kq, __global const half* ksc, __global const half* kzr,
                          __global const uint* vq, __global const half* vsc, __global const half* vzr,
                          __global const ushort* qmask, int n, int capPages, __global const float* q,
-                         __global const float* qaux, float scale, int chunk, __global float* part,
-                         int splitBase, int nsplitAll) {
+                         float scale, int chunk, __global float* part, int splitBase, int nsplitAll) {
+  __global const float* qaux = q + KVH * G * D; // the host's per-head sums and factors, after the queries
   __local float qs[D * G]; // field order: qs[(16s + FIELD(i)/2)*G + g] = q[g][16s + i]
   __local float qsum[G * NKG];
   __local float s[SLEN];
@@ -338,7 +338,7 @@ __kernel __attribute__((reqd_work_group_size(128, 1, 1)))
 void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global const half* kzr,
                      __global const uint* vq, __global const uint* vsc, __global const half* vzr,
                      __global const ushort* qmask, int n, int capPages, __global const float* q,
-                     __global const float* qaux, float scale, int ppw, int nsA, __global const half* ring,
+                     float scale, int ppw, int nsA, __global const half* ring,
                      __global const int* ringPos, int ringPages, int qpos, __global float* part,
                      int nsplitAll) {
   __local uint4 lmem[(MMA_LMEM + 15) / 16];
@@ -363,7 +363,9 @@ void skvq_decode_mma(__global const uint* kq, __global const half* ksc, __global
   const int gq = lane >> 2, tq = lane & 3;
   const int h = get_group_id(1);
   const int split = cgroup * MMA_WARPS + warp; // a warp past nsA walks no page
-  // qaux, from the host: sum(q * scale) per head and key group, then the heads' powers of two.
+  // qaux, from the host after the queries: sum(q * scale) per head and key group, then the heads' powers
+  // of two.
+  __global const float* qaux = q + KVH * G * D;
   if (lid < G) qf[lid] = qaux[KVH * G * NKG + h * G + lid];
   for (int x = lid; x < G * NKG; x += 128) qsum[x] = qaux[h * G * NKG + x];
   barrier(CLK_LOCAL_MEM_FENCE);
