@@ -30,7 +30,8 @@ import java.util.List;
  * binary16 scales and zero points, and the full-precision tokens (sinks and the window) go to a small
  * ring of binary16 pages. {@link #decode} runs a flash-decoding pass over the codes (on tensor cores on
  * NVIDIA devices of compute capability 8.0 or more, {@code skvq_decode_mma}; elsewhere in portable f32,
- * {@code skvq_decode_partial}), one over the ring, and the shared reduction; queries are permuted into
+ * {@code skvq_decode_partial}), one over the ring (on tensor cores, the first work-groups of the same
+ * launch), and the shared reduction; queries are permuted into
  * the stores' channel order and outputs permuted back. Both passes are exact up to f32 rounding against
  * attention over the dequantized cache ({@code DeviceSkvqCacheTest}).
  *
