@@ -318,7 +318,19 @@ public final class GgufFile {
     int hidden = intKey("llama.embedding_length", null);
     int heads = intKey("llama.attention.head_count", null);
     int kvHeads = intKey("llama.attention.head_count_kv", heads);
-    int headDim = intKey("llama.rope.dimension_count", hidden / Math.max(1, heads));
+    // The head size is llama.attention.key_length where the file has it (models whose head size is not
+    // hidden / heads), else hidden / heads; the rotary dimensions must cover the whole head.
+    int headDim = intKey("llama.attention.key_length", hidden / Math.max(1, heads));
+    int valueDim = intKey("llama.attention.value_length", headDim);
+    if (valueDim != headDim) {
+      throw new ModelFormatException(file + ": key llama.attention.value_length is " + valueDim
+          + ", expected the key length " + headDim + " (keys and values of different head sizes are not supported)");
+    }
+    int rotary = intKey("llama.rope.dimension_count", headDim);
+    if (rotary != headDim) {
+      throw new ModelFormatException(file + ": key llama.rope.dimension_count is " + rotary + ", expected the head size "
+          + headDim + " (partial rotary embeddings are not supported)");
+    }
     Weight embd = tensors.get("token_embd.weight");
     if (embd == null) {
       throw new ModelFormatException(file + ": missing tensor token_embd.weight");

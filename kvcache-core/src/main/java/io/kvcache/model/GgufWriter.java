@@ -254,6 +254,8 @@ public final class GgufWriter {
     g.putU32("llama.feed_forward_length", c.intermediate());
     g.putU32("llama.attention.head_count", c.heads());
     g.putU32("llama.attention.head_count_kv", c.kvHeads());
+    g.putU32("llama.attention.key_length", c.headDim());
+    g.putU32("llama.attention.value_length", c.headDim());
     g.putU32("llama.rope.dimension_count", c.headDim());
     g.putU32("llama.vocab_size", c.vocabSize());
     g.putF32("llama.rope.freq_base", (float) c.ropeTheta());

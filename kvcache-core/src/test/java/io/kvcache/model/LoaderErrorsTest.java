@@ -237,6 +237,29 @@ class LoaderErrorsTest {
     assertMessage(() -> LlamaWeights.loadGguf(k), "k.gguf", "llama.expert_count", "mixture-of-experts");
   }
 
+  @Test
+  void ggufHeadSizeComesFromKeyLengthAndPartialRotaryIsRefused() throws IOException {
+    Path k = tmp.resolve("h.gguf");
+    // Hidden 64 over 4 heads would be 16; rotary over 8 of them is partial.
+    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
+        .putU32("llama.attention.head_count", 4).putU32("llama.rope.dimension_count", 8)
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "llama.rope.dimension_count is 8", "head size 16",
+        "partial rotary");
+    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
+        .putU32("llama.attention.head_count", 4).putU32("llama.attention.key_length", 32)
+        .putU32("llama.attention.value_length", 16)
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "llama.attention.value_length is 16", "key length 32");
+    // A head size that is not hidden / heads (as in Mistral-Nemo) is read from key_length: the config says
+    // 32 (rotary 32 matches), and loading goes on to the next thing this file lacks.
+    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
+        .putU32("llama.attention.head_count", 4).putU32("llama.attention.key_length", 32)
+        .putU32("llama.rope.dimension_count", 32)
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "missing key llama.feed_forward_length");
+  }
+
   static int indexOf(byte[] hay, byte[] needle, int from) {
     outer:
     for (int i = from; i <= hay.length - needle.length; i++) {
