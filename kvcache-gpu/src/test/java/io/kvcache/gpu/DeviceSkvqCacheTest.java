@@ -91,8 +91,8 @@ class DeviceSkvqCacheTest {
    * A prompt in two appends, then decode steps each appending one token (tokens cross from the window
    * into codes as they go), every decode checked against the reference. {@code kernel} "simt" forces the
    * portable pass (on PoCL it is the only one; on an NVIDIA card "auto" takes the tensor cores);
-   * {@code stride} spaces the positions; {@code spc} is the tuning's splits per compute unit (64 gives
-   * the reduction more splits than one block of its work-group).
+   * {@code stride} spaces the positions; {@code spc} is the tuning's splits per compute unit (64: many
+   * short splits; the reduction's several blocks are {@code DeviceKVCacheTest}'s 625-split case).
    */
   @ParameterizedTest(name = "{0} {1} d={2} kv={3} g={4} groups={5} window={6} sinks={7} prompt={8} stride={9} spc={10}")
   @CsvSource({
