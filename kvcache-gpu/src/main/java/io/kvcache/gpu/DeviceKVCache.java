@@ -75,6 +75,7 @@ public final class DeviceKVCache implements AutoCloseable {
   private final ClBuffer[] kv;
   private final ClBuffer[] pos;
   private final int[] size;
+  private final short[] staged1; // one token's keys and values in binary16, for a decode's append
   private final ClKernel append;
   private final ClKernel partial;
   private final ClKernel reduce;
@@ -158,6 +159,7 @@ public final class DeviceKVCache implements AutoCloseable {
     kv = new ClBuffer[layers];
     pos = new ClBuffer[layers];
     size = new int[layers];
+    staged1 = new short[2 * kvh * d];
     ClKernel a = null, p = null, r = null, f = null;
     ClBuffer m = null;
     try {
@@ -371,7 +373,8 @@ public final class DeviceKVCache implements AutoCloseable {
         throw new IllegalArgumentException("positions[" + t + "] must be >= 0, got " + positions[t]);
       }
     }
-    short[] staged = new short[tokens * 2 * w];
+    // A decode's one token reuses the cache's staging array; a prompt's chunk gets its own.
+    short[] staged = tokens == 1 ? staged1 : new short[tokens * 2 * w];
     for (int t = 0; t < tokens; t++) {
       for (int h = 0; h < kvh; h++) {
         int dst = (t * kvh + h) * 2 * d;
@@ -385,7 +388,7 @@ public final class DeviceKVCache implements AutoCloseable {
     stage = ensure(stage, 2L * staged.length);
     stagePos = ensure(stagePos, 4L * tokens);
     cl.write(stage, 0, staged);
-    cl.write(stagePos, 0, java.util.Arrays.copyOf(positions, tokens));
+    cl.write(stagePos, 0, positions.length == tokens ? positions : java.util.Arrays.copyOf(positions, tokens));
     long items = (long) tokens * w;
     append.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, stage).arg(3, stagePos).arg(4, size[layer]).arg(5, tokens)
         .arg(6, capPages);
@@ -518,7 +521,7 @@ public final class DeviceKVCache implements AutoCloseable {
     outBuf = ensure(outBuf, 4L * tokens * w);
     stagePos = ensure(stagePos, 4L * tokens);
     cl.write(qBuf, 0, tokens * w == q.length ? q : java.util.Arrays.copyOf(q, tokens * w));
-    cl.write(stagePos, 0, java.util.Arrays.copyOf(positions, tokens));
+    cl.write(stagePos, 0, positions.length == tokens ? positions : java.util.Arrays.copyOf(positions, tokens));
     prefill.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, size[layer]).arg(3, capPages).arg(4, qBuf).arg(5, stagePos)
         .arg(6, tokens).arg(7, shape.scale()).arg(8, outBuf);
     if (prefillKind != GpuTuning.Prefill.SIMT) { // (query head, 64-row block), blocks reversed in the kernel

@@ -13,6 +13,9 @@ final class GpuKVCache implements KVCache {
   private final TopKDecoder topk;
   private final AttentionShape shape;
   private final int[] next;
+  // One decoded token's key, value, query and output, and its position (reused by every decode).
+  private final float[] kTok, vTok, qTok, oTok;
+  private final int[] posTok = new int[1];
   private boolean ended;
   private boolean closed;
 
@@ -31,6 +34,10 @@ final class GpuKVCache implements KVCache {
     }
     this.topk = t;
     this.next = new int[shape.layers()];
+    this.kTok = new float[shape.kvWidth()];
+    this.vTok = new float[shape.kvWidth()];
+    this.qTok = new float[shape.queryWidth()];
+    this.oTok = new float[shape.queryWidth()];
   }
 
   @Override
@@ -150,10 +157,15 @@ final class GpuKVCache implements KVCache {
       endPrefill();
     }
     int p = next[layer];
-    dev.append(layer, 1, Arrays.copyOfRange(k, kOff, kOff + kw), Arrays.copyOfRange(v, vOff, vOff + kw), new int[] {p});
+    // One token's arrays at offset 0 for the device calls, in scratch kept by the cache: nothing is
+    // allocated per decoded token.
+    System.arraycopy(k, kOff, kTok, 0, kw);
+    System.arraycopy(v, vOff, vTok, 0, kw);
+    posTok[0] = p;
+    dev.append(layer, 1, kTok, vTok, posTok);
     next[layer] = p + 1;
-    float[] qq = Arrays.copyOfRange(q, qOff, qOff + qw);
-    float[] o = new float[qw];
+    float[] qq = qTok, o = oTok;
+    System.arraycopy(q, qOff, qq, 0, qw);
     if (topk != null) {
       topk.decode(layer, qq, p, o);
     } else {
@@ -202,8 +214,8 @@ final class GpuKVCache implements KVCache {
     if (p < 0) {
       throw new IllegalStateException("layer " + layer + " holds no token to attend to");
     }
-    float[] qq = Arrays.copyOfRange(q, qOff, qOff + qw);
-    float[] o = new float[qw];
+    float[] qq = qTok, o = oTok;
+    System.arraycopy(q, qOff, qq, 0, qw);
     if (topk != null) {
       topk.decode(layer, qq, p, o);
     } else {
