@@ -8,7 +8,10 @@ import io.kvcache.gpu.DeviceSkvqCache;
 import io.kvcache.gpu.GpuTuning;
 import io.kvcache.gpu.OpenClProbe;
 import io.kvcache.gpu.TopKDecoder;
+import io.kvcache.gpu.cl.ClBuffer;
 import io.kvcache.gpu.cl.ClContext;
+import io.kvcache.gpu.cl.ClEvent;
+import io.kvcache.gpu.cl.ClKernel;
 import io.kvcache.gpu.cl.OpenCl;
 import io.kvcache.kernel.Kernels;
 import io.kvcache.reader.PagedAttention;
@@ -140,6 +143,7 @@ final class GpuCommand implements Runnable {
         return;
       }
       List<String[]> rows = new ArrayList<>();
+      rows.add(emptyLaunchRow(cl));
       for (int n : decode) {
         rows.addAll(decodeRows(cl, n, base));
       }
@@ -295,6 +299,26 @@ final class GpuCommand implements Runnable {
       rows.add(new String[] {"call skvq " + skvq.decodeKernel(), "" + n, f("%.1f", Stats.median(quantCall)), "-", "-"});
     }
     return rows;
+  }
+
+  /**
+   * The device time of a launch that does nothing, over as many work-groups as a decode's (four per
+   * compute unit, 128 work-items each): the floor under every kernel's time in the table, since each
+   * time is a profiling event around one launch. Median of 200.
+   */
+  private static String[] emptyLaunchRow(ClContext cl) {
+    Object program = cl.program("bench:empty", "__kernel void empty(__global float* x) { }\n", "");
+    try (ClBuffer b = cl.buffer(4); ClKernel k = cl.kernel(program, "empty")) {
+      k.arg(0, b);
+      long items = 4L * cl.computeUnits() * 128;
+      double[] us = new double[200];
+      for (int i = 0; i < us.length; i++) {
+        try (ClEvent e = k.launch(new long[] {items}, new long[] {128})) {
+          us[i] = e.elapsedNanos() / 1e3;
+        }
+      }
+      return new String[] {"empty launch", "-", f("%.1f", Stats.median(us)), "-", "-"};
+    }
   }
 
   private String[] prefillRow(ClContext cl, int n, GpuTuning tuning) {
