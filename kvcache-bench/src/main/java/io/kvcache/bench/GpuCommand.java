@@ -98,7 +98,7 @@ final class GpuCommand implements Runnable {
     if (probeOnly || !probe.usable()) {
       return;
     }
-    try (ClContext cl = OpenCl.open(binding, platform, device)) {
+    try (ClContext cl = open()) {
       System.out.printf("device: %s / %s via %s, %d compute units, %d KiB local memory%n", cl.platformName(),
           cl.deviceName(), cl.binding(), cl.computeUnits(), cl.localMemBytes() / 1024);
       GpuTuning base = GpuTuning.fromSystemProperties();
@@ -299,6 +299,18 @@ final class GpuCommand implements Runnable {
       rows.add(new String[] {"call skvq " + skvq.decodeKernel(), "" + n, f("%.1f", Stats.median(quantCall)), "-", "-"});
     }
     return rows;
+  }
+
+  /** Opens the device the options name; a name that matches none is a bad argument (one line, exit 2). */
+  private ClContext open() {
+    try {
+      return OpenCl.open(binding, platform, device);
+    } catch (io.kvcache.gpu.cl.ClException e) {
+      if (e.getMessage().startsWith("no OpenCL device matches")) {
+        throw new IllegalArgumentException("--platform / --device: " + e.getMessage());
+      }
+      throw e;
+    }
   }
 
   /**
