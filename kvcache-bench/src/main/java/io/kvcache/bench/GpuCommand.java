@@ -314,18 +314,19 @@ final class GpuCommand implements Runnable {
   }
 
   /**
-   * The device time of a launch that does nothing, over as many work-groups as a decode's (four per
-   * compute unit, 128 work-items each): the floor under every kernel's time in the table, since each
-   * time is a profiling event around one launch. Median of 200.
+   * The device time of a launch that does nothing, over four work-groups per compute unit (what the
+   * decode kernels aim for at the default tuning) of up to 128 work-items: the floor under every kernel's
+   * time in the table, since each time is a profiling event around one launch. Median of 200.
    */
   private static String[] emptyLaunchRow(ClContext cl) {
     Object program = cl.program("bench:empty", "__kernel void empty(__global float* x) { }\n", "");
     try (ClBuffer b = cl.buffer(4); ClKernel k = cl.kernel(program, "empty")) {
       k.arg(0, b);
-      long items = 4L * cl.computeUnits() * 128;
+      int wg = Math.min(128, cl.maxWorkGroupSize());
+      long items = 4L * cl.computeUnits() * wg;
       double[] us = new double[200];
       for (int i = 0; i < us.length; i++) {
-        try (ClEvent e = k.launch(new long[] {items}, new long[] {128})) {
+        try (ClEvent e = k.launch(new long[] {items}, new long[] {wg})) {
           us[i] = e.elapsedNanos() / 1e3;
         }
       }

@@ -329,7 +329,7 @@ public final class GgufFile {
     int rotary = intKey("llama.rope.dimension_count", headDim);
     if (rotary != headDim) {
       throw new ModelFormatException(file + ": key llama.rope.dimension_count is " + rotary + ", expected the head size "
-          + headDim + " (partial rotary embeddings are not supported)");
+          + headDim + " (rotary embeddings over part of the head are not supported)");
     }
     Weight embd = tensors.get("token_embd.weight");
     if (embd == null) {

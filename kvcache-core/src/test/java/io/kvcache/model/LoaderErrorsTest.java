@@ -245,7 +245,7 @@ class LoaderErrorsTest {
         .putU32("llama.attention.head_count", 4).putU32("llama.rope.dimension_count", 8)
         .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
     assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "llama.rope.dimension_count is 8", "head size 16",
-        "partial rotary");
+        "part of the head");
     new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
         .putU32("llama.attention.head_count", 4).putU32("llama.attention.key_length", 32)
         .putU32("llama.attention.value_length", 16)
@@ -258,6 +258,39 @@ class LoaderErrorsTest {
         .putU32("llama.rope.dimension_count", 32)
         .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
     assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "missing key llama.feed_forward_length");
+  }
+
+  /**
+   * A head size other than hidden / heads (32 against 64 / 4): loaded from key_length, it runs, and
+   * written back by {@link GgufWriter#writeLlama} and loaded again it gives the same logits (the writer
+   * records the length; without it the reload would take 16 and refuse the weights' shapes).
+   */
+  @Test
+  void aHeadSizeOtherThanHiddenOverHeadsLoadsRunsAndRoundTrips() throws IOException {
+    long seed = TinyModels.seed();
+    Path f = TinyModels.write(tmp.resolve("wide.gguf"), seed, 2, DType.F32, -1, 32);
+    int[] tokens = {5, 17, 42, 99, 7};
+    float[] first;
+    try (LlamaWeights w = LlamaWeights.loadGguf(f)) {
+      org.junit.jupiter.api.Assertions.assertEquals(32, w.config().headDim());
+      first = lastLogits(w, tokens);
+      GgufWriter.writeLlama(w, tmp.resolve("again.gguf"), DType.F32);
+    }
+    try (LlamaWeights w = LlamaWeights.loadGguf(tmp.resolve("again.gguf"))) {
+      org.junit.jupiter.api.Assertions.assertEquals(32, w.config().headDim());
+      org.junit.jupiter.api.Assertions.assertArrayEquals(first, lastLogits(w, tokens), "seed " + seed);
+    }
+    for (float x : first) {
+      org.junit.jupiter.api.Assertions.assertTrue(Float.isFinite(x));
+    }
+  }
+
+  static float[] lastLogits(LlamaWeights w, int[] tokens) {
+    float[] logits = new float[w.config().vocabSize()];
+    try (LlamaModel.Sequence s = LlamaModel.of(w).newSequence(GenerationTest.F32, tokens.length)) {
+      s.prefill(tokens, logits);
+    }
+    return logits;
   }
 
   static int indexOf(byte[] hay, byte[] needle, int from) {

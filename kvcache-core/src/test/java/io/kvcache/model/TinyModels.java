@@ -33,16 +33,26 @@ final class TinyModels {
    * and K/V projections, so both layers compute the same keys and values.
    */
   static Path write(Path file, long seed, int layers, DType type, int twin) throws IOException {
+    return write(file, seed, layers, type, twin, 16);
+  }
+
+  /**
+   * As {@link #write(Path, long, int, DType, int)} with head size {@code hd}; one other than hidden / heads
+   * (16) is recorded as {@code llama.attention.key_length}, as llama.cpp does for such models.
+   */
+  static Path write(Path file, long seed, int layers, DType type, int twin, int hd) throws IOException {
     SplittableRandom r = new SplittableRandom(seed);
     int h = 64;
     int f = 96;
     int v = 300;
-    int hd = 16;
     GgufWriter g = new GgufWriter().putString("general.architecture", "llama")
         .putU32("llama.embedding_length", h).putU32("llama.block_count", layers)
         .putU32("llama.feed_forward_length", f).putU32("llama.attention.head_count", 4)
         .putU32("llama.attention.head_count_kv", 2).putF32("llama.rope.freq_base", 10000f)
         .putF32("llama.attention.layer_norm_rms_epsilon", 1e-5f).putU32("llama.context_length", 2048);
+    if (hd != h / 4) {
+      g.putU32("llama.attention.key_length", hd).putU32("llama.rope.dimension_count", hd);
+    }
     g.addTensor("token_embd.weight", type, v, h, gaussian(r, v * h, 1, 0));
     float[] norm = null;
     float[] wk = null;
