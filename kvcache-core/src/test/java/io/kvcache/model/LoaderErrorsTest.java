@@ -175,13 +175,10 @@ class LoaderErrorsTest {
   @Test
   void ggufMissingKeyAndTensorAreNamed() throws IOException {
     Path f = tmp.resolve("k.gguf");
-    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
-        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(f);
+    llama64().write(f);
     assertMessage(() -> LlamaWeights.loadGguf(f), "k.gguf", "missing key llama.attention.head_count");
-    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
-        .putU32("llama.attention.head_count", 4).putU32("llama.feed_forward_length", 96)
-        .putU32("llama.block_count", 1)
-        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(f);
+    llama64().putU32("llama.attention.head_count", 4).putU32("llama.feed_forward_length", 96)
+        .putU32("llama.block_count", 1).write(f);
     assertMessage(() -> LlamaWeights.loadGguf(f), "k.gguf", "missing tensor output_norm.weight");
   }
 
@@ -241,22 +238,16 @@ class LoaderErrorsTest {
   void ggufHeadSizeComesFromKeyLengthAndPartialRotaryIsRefused() throws IOException {
     Path k = tmp.resolve("h.gguf");
     // Hidden 64 over 4 heads would be 16; rotary over 8 of them is partial.
-    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
-        .putU32("llama.attention.head_count", 4).putU32("llama.rope.dimension_count", 8)
-        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    llama64().putU32("llama.attention.head_count", 4).putU32("llama.rope.dimension_count", 8).write(k);
     assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "llama.rope.dimension_count is 8", "head size 16",
         "part of the head");
-    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
-        .putU32("llama.attention.head_count", 4).putU32("llama.attention.key_length", 32)
-        .putU32("llama.attention.value_length", 16)
-        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    llama64().putU32("llama.attention.head_count", 4).putU32("llama.attention.key_length", 32)
+        .putU32("llama.attention.value_length", 16).write(k);
     assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "llama.attention.value_length is 16", "key length 32");
     // A head size that is not hidden / heads (as in Mistral-Nemo) is read from key_length: the config says
     // 32 (rotary 32 matches), and loading goes on to the next thing this file lacks.
-    new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
-        .putU32("llama.attention.head_count", 4).putU32("llama.attention.key_length", 32)
-        .putU32("llama.rope.dimension_count", 32)
-        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]).write(k);
+    llama64().putU32("llama.attention.head_count", 4).putU32("llama.attention.key_length", 32)
+        .putU32("llama.rope.dimension_count", 32).write(k);
     assertMessage(() -> LlamaWeights.loadGguf(k), "h.gguf", "missing key llama.feed_forward_length");
   }
 
@@ -291,6 +282,12 @@ class LoaderErrorsTest {
       s.prefill(tokens, logits);
     }
     return logits;
+  }
+
+  /** A GGUF of the llama architecture with hidden size 64 and a token embedding, for a test's keys. */
+  static GgufWriter llama64() {
+    return new GgufWriter().putString("general.architecture", "llama").putU32("llama.embedding_length", 64)
+        .addTensor("token_embd.weight", DType.F32, 10, 64, new float[640]);
   }
 
   static int indexOf(byte[] hay, byte[] needle, int from) {
