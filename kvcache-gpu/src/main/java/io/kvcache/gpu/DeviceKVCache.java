@@ -61,6 +61,17 @@ public final class DeviceKVCache implements AutoCloseable {
     return reduce.launch(new long[] {(long) hq * rwg, (d + 15) / 16}, new long[] {rwg, 1});
   }
 
+  /** The {@code kvcache.gpu.buildOptions} property with a leading space, or "" where it is unset. */
+  static String extraBuildOptions() {
+    String o = System.getProperty("kvcache.gpu.buildOptions", "");
+    return o.isBlank() ? "" : " " + o;
+  }
+
+  /** The first {@code tokens} positions, the array itself where it holds exactly that many. */
+  private static int[] firstPositions(int[] positions, int tokens) {
+    return positions.length == tokens ? positions : java.util.Arrays.copyOf(positions, tokens);
+  }
+
   /** Largest finite binary16 value. */
   static final float F16_MAX = 65504f;
   private static final String SOURCE = "/io/kvcache/gpu/attention.cl";
@@ -153,8 +164,7 @@ public final class DeviceKVCache implements AutoCloseable {
       case MMA -> GpuTuning.Prefill.MMA;
     };
     opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
-        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRWG=" + reduceGroup(cl)
-        + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? "" : " " + System.getProperty("kvcache.gpu.buildOptions"));
+        + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRWG=" + reduceGroup(cl) + extraBuildOptions();
     int layers = shape.layers();
     kv = new ClBuffer[layers];
     pos = new ClBuffer[layers];
@@ -388,7 +398,7 @@ public final class DeviceKVCache implements AutoCloseable {
     stage = ensure(stage, 2L * staged.length);
     stagePos = ensure(stagePos, 4L * tokens);
     cl.write(stage, 0, staged);
-    cl.write(stagePos, 0, positions.length == tokens ? positions : java.util.Arrays.copyOf(positions, tokens));
+    cl.write(stagePos, 0, firstPositions(positions, tokens));
     long items = (long) tokens * w;
     append.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, stage).arg(3, stagePos).arg(4, size[layer]).arg(5, tokens)
         .arg(6, capPages);
@@ -521,7 +531,7 @@ public final class DeviceKVCache implements AutoCloseable {
     outBuf = ensure(outBuf, 4L * tokens * w);
     stagePos = ensure(stagePos, 4L * tokens);
     cl.write(qBuf, 0, tokens * w == q.length ? q : java.util.Arrays.copyOf(q, tokens * w));
-    cl.write(stagePos, 0, positions.length == tokens ? positions : java.util.Arrays.copyOf(positions, tokens));
+    cl.write(stagePos, 0, firstPositions(positions, tokens));
     prefill.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, size[layer]).arg(3, capPages).arg(4, qBuf).arg(5, stagePos)
         .arg(6, tokens).arg(7, shape.scale()).arg(8, outBuf);
     if (prefillKind != GpuTuning.Prefill.SIMT) { // (query head, 64-row block), blocks reversed in the kernel

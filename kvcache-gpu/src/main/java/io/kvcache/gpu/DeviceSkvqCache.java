@@ -151,8 +151,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
         + " -DWG=" + wg + " -DCHUNK=" + chunk
         + " -DVW=" + vw + " -DSLEN=" + DeviceKVCache.decodeScoreFloats(group, d, wg, vw, chunk) + " -DKGRP=" + kGroup + " -DNKG=" + nkg
         + " -DVGRP=" + vGroup + " -DNVG=" + nvg + " -DRWG=" + DeviceKVCache.reduceGroup(cl)
-        + (System.getProperty("kvcache.gpu.buildOptions", "").isBlank() ? ""
-            : " " + System.getProperty("kvcache.gpu.buildOptions"));
+        + DeviceKVCache.extraBuildOptions();
     int layers = shape.layers();
     stores = new HeadStore[layers][kvh];
     SkvqCodec codec = SkvqCodec.of(config);
@@ -699,8 +698,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
     // Per query head: sum(q * scale) over each key group (the zero points' term) and, for the tensor-core
     // pass, the power of two that brings max |q * scale| into [2^13, 2^14) before the f16 split.
     float scale = shape.scale();
-    float[] aux = qp; // after the queries, from a = hq * d
-    int a = hq * d;
+    int a = hq * d; // in qp after the queries
     int kGroup = Math.min(config.keyGroup(), d);
     for (int r = 0; r < hq; r++) {
       float mq = 0f;
@@ -711,10 +709,10 @@ public final class DeviceSkvqCache implements AutoCloseable {
           t += x;
           mq = Math.max(mq, Math.abs(x));
         }
-        aux[a + r * nkg + kg] = t;
+        qp[a + r * nkg + kg] = t;
       }
       // (Capped at 2^126 so that a query of subnormal size does not make the factor infinite.)
-      aux[a + hq * nkg + r] = mq > 0f && Float.isFinite(mq) ? Math.scalb(1f, Math.min(126, 13 - Math.getExponent(mq))) : 1f;
+      qp[a + hq * nkg + r] = mq > 0f && Float.isFinite(mq) ? Math.scalb(1f, Math.min(126, 13 - Math.getExponent(mq))) : 1f;
     }
     qPerm = DeviceKVCache.ensure(cl, qPerm, 4L * qp.length);
     outBuf = DeviceKVCache.ensure(cl, outBuf, 4L * hq * d);

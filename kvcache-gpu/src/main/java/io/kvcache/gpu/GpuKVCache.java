@@ -164,14 +164,19 @@ final class GpuKVCache implements KVCache {
     posTok[0] = p;
     dev.append(layer, 1, kTok, vTok, posTok);
     next[layer] = p + 1;
-    float[] qq = qTok, o = oTok;
-    System.arraycopy(q, qOff, qq, 0, qw);
+    attendOne(layer, q, qOff, p, out, outOff);
+  }
+
+  /** One query at position {@code p} against what {@code layer} holds, top-k or dense, through the scratch. */
+  private void attendOne(int layer, float[] q, int qOff, int p, float[] out, int outOff) {
+    int qw = shape.queryWidth();
+    System.arraycopy(q, qOff, qTok, 0, qw);
     if (topk != null) {
-      topk.decode(layer, qq, p, o);
+      topk.decode(layer, qTok, p, oTok);
     } else {
-      dev.decode(layer, qq, p, o);
+      dev.decode(layer, qTok, p, oTok);
     }
-    System.arraycopy(o, 0, out, outOff, qw);
+    System.arraycopy(oTok, 0, out, outOff, qw);
   }
 
   /** Attention of the chunk against what {@code layer} holds on the device, uploading nothing (AcrossKV). */
@@ -214,14 +219,7 @@ final class GpuKVCache implements KVCache {
     if (p < 0) {
       throw new IllegalStateException("layer " + layer + " holds no token to attend to");
     }
-    float[] qq = qTok, o = oTok;
-    System.arraycopy(q, qOff, qq, 0, qw);
-    if (topk != null) {
-      topk.decode(layer, qq, p, o);
-    } else {
-      dev.decode(layer, qq, p, o);
-    }
-    System.arraycopy(o, 0, out, outOff, qw);
+    attendOne(layer, q, qOff, p, out, outOff);
   }
 
   @Override
