@@ -304,7 +304,9 @@ final class GpuCommand implements Runnable {
   /** Opens the device the options name; a name that matches none is a bad argument (one line, exit 2). */
   private ClContext open() {
     try {
-      return OpenCl.open(binding, platform, device);
+      // Profiling on: the table's figures are device times. The "call" rows therefore include a profiling
+      // queue's host cost; `jmh --include GpuDecode` times the call on a queue without it.
+      return OpenCl.open(binding, platform, device, true);
     } catch (io.kvcache.gpu.cl.ClException e) {
       if (e.getMessage().startsWith("no OpenCL device matches")) {
         throw new IllegalArgumentException("--platform / --device: " + e.getMessage());

@@ -6,8 +6,6 @@ import io.kvcache.gpu.DeviceSkvqCache;
 import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.gpu.cl.OpenCl;
 import io.kvcache.skvq.SkvqConfig;
-import java.util.Arrays;
-import java.util.Locale;
 import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
@@ -28,9 +26,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * One decode step of one layer of a Llama-3-8B-shaped model (32 query heads, 8 KV heads, head dim 128)
  * on an OpenCL device: the dense f16 cache ({@link DeviceKVCache}) against SKVQ K2/V1.5
  * ({@link DeviceSkvqCache}, groups of 128, window 128, 5 sinks) holding the same random tokens. JMH times
- * the whole Java call (query upload, launches, read-back); the device time of the kernels (profiling
- * events) is printed at the end of each trial as its median, the figure {@code kvcache-bench gpu}
- * reports. Not in the default JMH selection: {@code jmh --include GpuDecode} on a machine with OpenCL
+ * the whole Java call (query upload, launches, read-back) as a server would make it, on a queue without
+ * profiling; {@code kvcache-bench gpu} reports the kernels' device times. Not in the default JMH selection: {@code jmh --include GpuDecode} on a machine with OpenCL
  * ({@code -Dkvcache.opencl.platform=NVIDIA} through {@code --jvm-arg} picks the card where PoCL is
  * registered too).
  */
@@ -60,13 +57,12 @@ public class GpuDecodeBenchmark {
   private DeviceSkvqCache skvq;
   private float[] q;
   private float[] out;
-  private long[] deviceNanos = new long[1 << 16];
-  private int calls;
 
   /** Opens the device named by the OpenCL system properties and fills the cache with random tokens. */
   @Setup(Level.Trial)
   public void setUp() {
-    cl = OpenCl.open(System.getProperty(OpenCl.PLATFORM_PROPERTY, ""), System.getProperty(OpenCl.DEVICE_PROPERTY, ""));
+    cl = OpenCl.open(System.getProperty(OpenCl.BINDING_PROPERTY, "lwjgl"), System.getProperty(OpenCl.PLATFORM_PROPERTY, ""),
+        System.getProperty(OpenCl.DEVICE_PROPERTY, ""), false);
     AttentionShape shape = new AttentionShape(1, QUERY_HEADS, KV_HEADS, HEAD_DIM);
     if (codec.equals("skvq")) {
       skvq = new DeviceSkvqCache(cl, shape, context, SkvqConfig.paperDefault());
@@ -89,29 +85,17 @@ public class GpuDecodeBenchmark {
   /** @return an output element, so that the call is not dead code */
   @Benchmark
   public float decode() {
-    long ns;
     if (skvq != null) {
       skvq.decode(0, q, context - 1, out);
-      ns = skvq.lastKernelNanos();
     } else {
       dense.decode(0, q, context - 1, out);
-      ns = dense.lastKernelNanos();
-    }
-    if (calls < deviceNanos.length) {
-      deviceNanos[calls++] = ns;
     }
     return out[0];
   }
 
-  /** Prints the median device time of the trial's calls, then frees the device memory. */
+  /** Frees the device memory. */
   @TearDown(Level.Trial)
   public void tearDown() {
-    long[] d = Arrays.copyOf(deviceNanos, calls);
-    Arrays.sort(d);
-    if (calls > 0) {
-      System.out.printf(Locale.ROOT, "%n%s at %d tokens on %s: device time median %.1f us over %d calls%n", codec,
-          context, cl.deviceName(), d[calls / 2] / 1e3, calls);
-    }
     if (skvq != null) {
       skvq.close();
     }

@@ -55,10 +55,31 @@ public final class DeviceKVCache implements AutoCloseable {
   }
 
   /** Launches decode_reduce over {@code nsplit} splits into {@code out} ({@code hq * d} floats). */
-  static ClEvent launchReduce(ClContext cl, ClKernel reduce, ClBuffer part, int nsplit, ClBuffer out, int hq, int d) {
+  static void launchReduce(ClContext cl, ClKernel reduce, ClBuffer part, int nsplit, ClBuffer out, int hq, int d,
+      List<ClEvent> events) {
     reduce.arg(0, part).arg(1, nsplit).arg(2, out);
     int rwg = reduceGroup(cl);
-    return reduce.launch(new long[] {(long) hq * rwg, (d + 15) / 16}, new long[] {rwg, 1});
+    launch(cl, reduce, new long[] {(long) hq * rwg, (d + 15) / 16}, new long[] {rwg, 1}, events);
+  }
+
+  /**
+   * Enqueues a kernel: with an event kept for its device time where the context profiles, else without
+   * one (an event costs host time per launch that nobody would read).
+   */
+  static void launch(ClContext cl, ClKernel k, long[] global, long[] local, List<ClEvent> events) {
+    if (cl.profiling()) {
+      events.add(k.launch(global, local));
+    } else {
+      k.run(global, local);
+    }
+  }
+
+  /** Device times exist only on a profiling queue; say so rather than report zero. */
+  static void requireProfiling(ClContext cl) {
+    if (!cl.profiling()) {
+      throw new IllegalStateException("kernel times need a context opened with profiling (OpenCl.open(binding, "
+          + "platform, device, true) or -D" + io.kvcache.gpu.cl.OpenCl.PROFILING_PROPERTY + "=true)");
+    }
   }
 
   /** The {@code kvcache.gpu.buildOptions} property with a leading space, or "" where it is unset. */
@@ -316,8 +337,10 @@ public final class DeviceKVCache implements AutoCloseable {
    * excluding the uploads and the read-back.
    *
    * @return nanoseconds
+   * @throws IllegalStateException when the context was opened without profiling
    */
   public long lastKernelNanos() {
+    requireProfiling(cl);
     return lastNanos;
   }
 
@@ -463,8 +486,8 @@ public final class DeviceKVCache implements AutoCloseable {
     part.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, n).arg(3, capPages).arg(4, qBuf).arg(5, shape.scale())
         .arg(6, position).arg(7, chunk).arg(8, map).arg(9, mapStride).arg(10, size[layer]).arg(11, partBuf)
         .arg(12, 0).arg(13, nsplit);
-    events.add(part.launch(new long[] {(long) nsplit * wg, kvh}, new long[] {wg, 1}));
-    events.add(launchReduce(cl, reduce, partBuf, nsplit, outBuf, hq, d));
+    launch(cl, part, new long[] {(long) nsplit * wg, kvh}, new long[] {wg, 1}, events);
+    launchReduce(cl, reduce, partBuf, nsplit, outBuf, hq, d, events);
     cl.read(outBuf, 0, out);
     collect();
   }
@@ -490,8 +513,9 @@ public final class DeviceKVCache implements AutoCloseable {
     return opts;
   }
 
-  void addEvent(ClEvent e) {
-    events.add(e);
+  /** Enqueues a kernel of this cache's decode (the top-k decoder's passes), timed with the rest. */
+  void launch(ClKernel k, long[] global, long[] local) {
+    launch(cl, k, global, local, events);
   }
 
   /** Sums the device time of the events of this call, then releases them. */
@@ -535,9 +559,10 @@ public final class DeviceKVCache implements AutoCloseable {
     prefill.arg(0, kv[layer]).arg(1, pos[layer]).arg(2, size[layer]).arg(3, capPages).arg(4, qBuf).arg(5, stagePos)
         .arg(6, tokens).arg(7, shape.scale()).arg(8, outBuf);
     if (prefillKind != GpuTuning.Prefill.SIMT) { // (query head, 64-row block), blocks reversed in the kernel
-      events.add(prefill.launch(new long[] {128L * shape.queryHeads(), roundUp(tokens, 64) / 64}, new long[] {128, 1}));
+      launch(cl, prefill, new long[] {128L * shape.queryHeads(), roundUp(tokens, 64) / 64}, new long[] {128, 1},
+          events);
     } else {
-      events.add(prefill.launch(new long[] {roundUp(tokens, 32) / 32 * 128, shape.queryHeads()}, new long[] {128, 1}));
+      launch(cl, prefill, new long[] {roundUp(tokens, 32) / 32 * 128, shape.queryHeads()}, new long[] {128, 1}, events);
     }
     float[] res = new float[tokens * w];
     cl.read(outBuf, 0, res);

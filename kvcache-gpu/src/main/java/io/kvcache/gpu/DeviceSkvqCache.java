@@ -67,6 +67,12 @@ public final class DeviceSkvqCache implements AutoCloseable {
   private final boolean[] calibrated;
   /** The stores' permutations per layer and KV head: identity until calibration, then final. */
   private final int[][][] kPerm, vPerm;
+  /**
+   * Per layer: whether every KV head's key (value) permutation is the identity, as it is whenever a
+   * group spans the head (the default groups of 128 at head dim 128: nothing to reorder), so that decode
+   * copies the query and reads the outputs straight into place instead of gathering and scattering.
+   */
+  private final boolean[] kIdentity, vIdentity;
   /** Decode scratch: the permuted query, its per-group sums and factors, the permuted output. */
   private final float[] qScratch, outScratch;
   private final ClBuffer[] kq, ksc, kzr, vq, vsc, vzr, qmask, ringKv, ringPos;
@@ -174,6 +180,8 @@ public final class DeviceSkvqCache implements AutoCloseable {
     calibrated = new boolean[layers];
     kPerm = new int[layers][kvh][];
     vPerm = new int[layers][kvh][];
+    kIdentity = new boolean[layers];
+    vIdentity = new boolean[layers];
     for (int l = 0; l < layers; l++) {
       refreshPermutations(l);
     }
@@ -333,8 +341,10 @@ public final class DeviceSkvqCache implements AutoCloseable {
    * query and the read-back.
    *
    * @return nanoseconds
+   * @throws IllegalStateException when the context was opened without profiling
    */
   public long lastKernelNanos() {
+    DeviceKVCache.requireProfiling(cl);
     return lastNanos;
   }
 
@@ -345,8 +355,10 @@ public final class DeviceSkvqCache implements AutoCloseable {
    * launch: its time is the first count, and the second is 0.
    *
    * @return three nanosecond counts, a new array
+   * @throws IllegalStateException when the context was opened without profiling
    */
   public long[] lastPassNanos() {
+    DeviceKVCache.requireProfiling(cl);
     return lastPass.clone();
   }
 
@@ -442,10 +454,24 @@ public final class DeviceSkvqCache implements AutoCloseable {
   }
 
   private void refreshPermutations(int layer) {
+    boolean ki = true, vi = true;
     for (int h = 0; h < kvh; h++) {
       kPerm[layer][h] = ((SkvqPages) stores[layer][h]).keyPermutation();
       vPerm[layer][h] = ((SkvqPages) stores[layer][h]).valuePermutation();
+      ki &= isIdentity(kPerm[layer][h]);
+      vi &= isIdentity(vPerm[layer][h]);
     }
+    kIdentity[layer] = ki;
+    vIdentity[layer] = vi;
+  }
+
+  private static boolean isIdentity(int[] perm) {
+    for (int i = 0; i < perm.length; i++) {
+      if (perm[i] != i) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Uploads every page whose quantized slots changed, in runs of consecutive pages, one write per array. */
@@ -686,12 +712,16 @@ public final class DeviceSkvqCache implements AutoCloseable {
     int splitsA = mma ? (nsA + 3) / 4 : nsA;
     int nsplit = splitsA + nsB;
     float[] qp = qScratch;
-    for (int h = 0; h < kvh; h++) {
-      int[] kp = kPerm[layer][h];
-      for (int g = 0; g < group; g++) {
-        int row = (h * group + g) * d;
-        for (int c = 0; c < d; c++) {
-          qp[row + c] = q[row + kp[c]];
+    if (kIdentity[layer]) {
+      System.arraycopy(q, 0, qp, 0, hq * d);
+    } else {
+      for (int h = 0; h < kvh; h++) {
+        int[] kp = kPerm[layer][h];
+        for (int g = 0; g < group; g++) {
+          int row = (h * group + g) * d;
+          for (int c = 0; c < d; c++) {
+            qp[row + c] = q[row + kp[c]];
+          }
         }
       }
     }
@@ -724,27 +754,32 @@ public final class DeviceSkvqCache implements AutoCloseable {
           .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, scale)
           .arg(11, Math.max(1, chunkA)).arg(12, nsA).arg(13, ringKv[layer]).arg(14, ringPos[layer]).arg(15, ringPages)
           .arg(16, position).arg(17, partBuf).arg(18, nsplit);
-      events.add(skvq.launch(new long[] {((ringPages + 3) / 4 + splitsA) * 128L, kvh}, new long[] {128, 1}));
+      DeviceKVCache.launch(cl, skvq, new long[] {((ringPages + 3) / 4 + splitsA) * 128L, kvh}, new long[] {128, 1},
+          events);
     } else {
       if (nsA > 0) {
         skvq.arg(0, kq[layer]).arg(1, ksc[layer]).arg(2, kzr[layer]).arg(3, vq[layer]).arg(4, vsc[layer])
             .arg(5, vzr[layer]).arg(6, qmask[layer]).arg(7, nq).arg(8, capPages).arg(9, qPerm).arg(10, scale)
             .arg(11, chunkA).arg(12, partBuf).arg(13, 0).arg(14, nsplit);
-        events.add(skvq.launch(new long[] {(long) nsA * wg, kvh}, new long[] {wg, 1}));
+        DeviceKVCache.launch(cl, skvq, new long[] {(long) nsA * wg, kvh}, new long[] {wg, 1}, events);
       }
       dense.arg(0, ringKv[layer]).arg(1, ringPos[layer]).arg(2, nr).arg(3, ringPages).arg(4, qPerm)
           .arg(5, scale).arg(6, position).arg(7, chunkB).arg(8, dummyMap).arg(9, 0).arg(10, nr)
           .arg(11, partBuf).arg(12, splitsA).arg(13, nsplit);
-      events.add(dense.launch(new long[] {(long) nsB * wg, kvh}, new long[] {wg, 1}));
+      DeviceKVCache.launch(cl, dense, new long[] {(long) nsB * wg, kvh}, new long[] {wg, 1}, events);
     }
-    events.add(DeviceKVCache.launchReduce(cl, reduce, partBuf, nsplit, outBuf, hq, d));
-    float[] o = outScratch;
-    cl.read(outBuf, 0, o);
-    for (int h = 0; h < kvh; h++) {
-      for (int g = 0; g < group; g++) {
-        int row = (h * group + g) * d;
-        for (int c = 0; c < d; c++) {
-          out[row + vPerm[layer][h][c]] = o[row + c];
+    DeviceKVCache.launchReduce(cl, reduce, partBuf, nsplit, outBuf, hq, d, events);
+    if (vIdentity[layer]) {
+      cl.read(outBuf, 0, out);
+    } else {
+      float[] o = outScratch;
+      cl.read(outBuf, 0, o);
+      for (int h = 0; h < kvh; h++) {
+        for (int g = 0; g < group; g++) {
+          int row = (h * group + g) * d;
+          for (int c = 0; c < d; c++) {
+            out[row + vPerm[layer][h][c]] = o[row + c];
+          }
         }
       }
     }

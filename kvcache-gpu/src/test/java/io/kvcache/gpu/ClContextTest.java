@@ -45,6 +45,126 @@ class ClContextTest {
   }
 
   /**
+   * Small writes go through pinned staging without waiting: many of them, overlapping, of every element
+   * type and more than one staging area's worth (so the area is reused after a wait), land in queue
+   * order, last write wins; a kernel enqueued after a staged write sees it; a large write and read take
+   * the direct path. Checked against a host copy written the same way.
+   */
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void stagedWritesLandInQueueOrder(String binding) {
+    java.util.SplittableRandom rnd = new java.util.SplittableRandom(Gpu.seed());
+    String src = "__kernel void twice(__global float* x) { int i = get_global_id(0); x[i] = 2 * x[i]; }";
+    try (ClContext cl = Gpu.open(binding); ClBuffer f = cl.buffer(4 * 4096); ClBuffer n = cl.buffer(4 * 4096);
+        ClBuffer h = cl.buffer(2 * 4096); ClKernel k = cl.kernel(cl.program("twice", src, ""), "twice")) {
+      float[] fw = new float[4096];
+      int[] nw = new int[4096];
+      short[] hw = new short[4096];
+      cl.write(f, 0, fw);
+      cl.write(n, 0, nw);
+      cl.write(h, 0, hw);
+      long staged = 0;
+      for (int i = 0; staged < 3L * 1024 * 1024; i++) { // three staging areas' worth, no read between
+        int len = 1 + rnd.nextInt(1024), at = rnd.nextInt(4096 - len + 1);
+        float[] x = new float[len];
+        int[] y = new int[len];
+        short[] z = new short[len];
+        for (int j = 0; j < len; j++) {
+          x[j] = (float) rnd.nextGaussian();
+          y[j] = rnd.nextInt();
+          z[j] = (short) rnd.nextInt();
+        }
+        cl.write(f, 4L * at, x);
+        cl.write(n, 4L * at, y);
+        cl.write(h, 2L * at, z);
+        System.arraycopy(x, 0, fw, at, len);
+        System.arraycopy(y, 0, nw, at, len);
+        System.arraycopy(z, 0, hw, at, len);
+        java.util.Arrays.fill(x, Float.NaN); // the caller may reuse its array at once
+        if (i % 97 == 0) {
+          k.arg(0, f).run(new long[] {4096}, new long[] {64}); // sees every write before it
+          for (int j = 0; j < fw.length; j++) {
+            fw[j] *= 2;
+          }
+        }
+        staged += 10L * len;
+      }
+      float[] fr = new float[4096];
+      int[] nr = new int[4096];
+      cl.read(f, 0, fr);
+      cl.read(n, 0, nr);
+      assertTrue(java.util.Arrays.equals(fw, fr), "floats");
+      assertTrue(java.util.Arrays.equals(nw, nr), "ints");
+      // Halves: read back as the ints they pack into.
+      int[] hr = new int[2048];
+      cl.read(h, 0, hr);
+      for (int j = 0; j < 2048; j++) {
+        assertEquals((hw[2 * j] & 0xFFFF) | (hw[2 * j + 1] << 16), hr[j], "halves at " + 2 * j);
+      }
+    }
+    try (ClContext cl = Gpu.open(binding); ClBuffer big = cl.buffer(4L * 200_000)) {
+      float[] x = new float[200_000]; // 800 KB: past the staging limit, written and read from the array
+      for (int j = 0; j < x.length; j++) {
+        x[j] = (float) rnd.nextGaussian();
+      }
+      cl.write(big, 0, x);
+      float[] y = new float[x.length];
+      cl.read(big, 0, y);
+      assertTrue(java.util.Arrays.equals(x, y), "large transfer");
+    }
+  }
+
+  /**
+   * A context opened without profiling (the default) runs the caches with the same results and refuses
+   * to report device times instead of reporting zero.
+   */
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void withoutProfilingResultsAreTheSameAndKernelTimesAreRefused(String binding) {
+    Gpu.open(binding).close(); // skips where there is no OpenCL
+    AttentionShape s = new AttentionShape(1, 8, 2, 64);
+    int n = 700;
+    java.util.SplittableRandom rnd = new java.util.SplittableRandom(Gpu.seed());
+    float[] k = new float[n * 2 * 64], v = new float[k.length], q = new float[8 * 64];
+    int[] pos = new int[n];
+    for (int i = 0; i < k.length; i++) {
+      k[i] = (float) rnd.nextGaussian();
+      v[i] = (float) rnd.nextGaussian();
+    }
+    for (int i = 0; i < q.length; i++) {
+      q[i] = (float) rnd.nextGaussian();
+    }
+    for (int t = 0; t < n; t++) {
+      pos[t] = t;
+    }
+    float[][] out = new float[2][q.length];
+    for (int p = 0; p < 2; p++) {
+      boolean profiling = p == 0;
+      try (ClContext cl = OpenCl.open(binding, System.getProperty(OpenCl.PLATFORM_PROPERTY, ""),
+          System.getProperty(OpenCl.DEVICE_PROPERTY, ""), profiling);
+          DeviceKVCache dev = new DeviceKVCache(cl, s, n)) {
+        assertEquals(profiling, cl.profiling());
+        dev.append(0, n, k, v, pos);
+        dev.decode(0, q, n - 1, out[p]);
+        if (profiling) {
+          assertTrue(dev.lastKernelNanos() > 0, "kernel time with profiling");
+        } else {
+          IllegalStateException e = assertThrows(IllegalStateException.class, dev::lastKernelNanos);
+          assertTrue(e.getMessage().contains("profiling"), e.getMessage());
+          String src = "__kernel void nop(__global float* x) { }";
+          try (ClBuffer b = cl.buffer(4); ClKernel kn = cl.kernel(cl.program("nop", src, ""), "nop");
+              io.kvcache.gpu.cl.ClEvent ev = kn.arg(0, b).launch(new long[] {1}, new long[] {1})) {
+            ev.await();
+            e = assertThrows(IllegalStateException.class, ev::elapsedNanos);
+            assertTrue(e.getMessage().contains("profiling") && e.getMessage().contains("nop"), e.getMessage());
+          }
+        }
+      }
+    }
+    assertTrue(java.util.Arrays.equals(out[0], out[1]), "same outputs with and without profiling");
+  }
+
+  /**
    * After close, every call that would hand the driver a released queue, kernel or event throws
    * instead: the context's transfers and launches, a closed kernel's arguments, a closed event's wait.
    */

@@ -28,8 +28,9 @@ final class Gpu {
     }
     // PoCL in CI and here; on a GPU machine the tests run on whatever -Dkvcache.opencl.platform names.
     try {
+      // Profiling on: tests read kernel times; ClContextTest covers a context without it.
       return OpenCl.open(binding, System.getProperty(OpenCl.PLATFORM_PROPERTY, ""),
-          System.getProperty(OpenCl.DEVICE_PROPERTY, ""));
+          System.getProperty(OpenCl.DEVICE_PROPERTY, ""), true);
     } catch (ClException e) {
       // JOCL needs the unversioned libOpenCL.so, which CI installs (ocl-icd-opencl-dev); elsewhere skip.
       if (!CI && e.getMessage().startsWith("JOCL cannot load")) {

@@ -2,7 +2,8 @@ package io.kvcache.gpu.cl;
 
 /**
  * The narrow seam between kvcache's GPU code and an OpenCL binding: one device, its context and an
- * in-order profiling command queue, buffers, programs built from {@code .cl} resources (built once per
+ * in-order command queue (recording device times only when opened with profiling, which costs host
+ * time on every command), buffers, programs built from {@code .cl} resources (built once per
  * context and option string, then cached) and kernels. Two implementations, LWJGL 3 and JOCL, are
  * chosen by {@link OpenCl}; nothing outside this package sees either binding.
  *
@@ -11,6 +12,14 @@ package io.kvcache.gpu.cl;
  * One thread at a time.
  */
 public interface ClContext extends AutoCloseable {
+
+  /**
+   * Whether the queue records device times: {@link ClEvent#elapsedNanos()} (and the caches' kernel
+   * times) need it and refuse otherwise. See {@link OpenCl#open(String, String, String, boolean)}.
+   *
+   * @return whether the context was opened with profiling
+   */
+  boolean profiling();
 
   /** @return "lwjgl" or "jocl" */
   String binding();
@@ -46,7 +55,9 @@ public interface ClContext extends AutoCloseable {
   ClBuffer buffer(long bytes);
 
   /**
-   * Blocking write of a whole array.
+   * Writes a whole array. The array may be reused as soon as the call returns; the transfer runs in
+   * queue order, before any command enqueued later. Arrays of up to 256 KiB are copied into pinned
+   * staging memory and enqueued without waiting for the device; larger ones block until written.
    *
    * @param dst        device buffer
    * @param byteOffset where in {@code dst}
@@ -55,7 +66,9 @@ public interface ClContext extends AutoCloseable {
   void write(ClBuffer dst, long byteOffset, short[] src);
 
   /**
-   * Blocking write of a whole array.
+   * Writes a whole array. The array may be reused as soon as the call returns; the transfer runs in
+   * queue order, before any command enqueued later. Arrays of up to 256 KiB are copied into pinned
+   * staging memory and enqueued without waiting for the device; larger ones block until written.
    *
    * @param dst        device buffer
    * @param byteOffset where in {@code dst}
@@ -64,7 +77,9 @@ public interface ClContext extends AutoCloseable {
   void write(ClBuffer dst, long byteOffset, float[] src);
 
   /**
-   * Blocking write of a whole array.
+   * Writes a whole array. The array may be reused as soon as the call returns; the transfer runs in
+   * queue order, before any command enqueued later. Arrays of up to 256 KiB are copied into pinned
+   * staging memory and enqueued without waiting for the device; larger ones block until written.
    *
    * @param dst        device buffer
    * @param byteOffset where in {@code dst}
@@ -73,7 +88,8 @@ public interface ClContext extends AutoCloseable {
   void write(ClBuffer dst, long byteOffset, int[] src);
 
   /**
-   * Blocking read filling a whole array.
+   * Blocking read filling a whole array (through pinned staging memory up to 256 KiB). When it returns,
+   * every command enqueued before it has completed.
    *
    * @param src        device buffer
    * @param byteOffset where in {@code src}
@@ -82,7 +98,8 @@ public interface ClContext extends AutoCloseable {
   void read(ClBuffer src, long byteOffset, float[] dst);
 
   /**
-   * Blocking read filling a whole array.
+   * Blocking read filling a whole array (through pinned staging memory up to 256 KiB). When it returns,
+   * every command enqueued before it has completed.
    *
    * @param src        device buffer
    * @param byteOffset where in {@code src}

@@ -10,6 +10,7 @@ public interface ClEvent extends AutoCloseable {
    * Waits for the command, then reads its device-side duration from the profiling counters.
    *
    * @return nanoseconds between the command's start and end on the device
+   * @throws IllegalStateException on a context opened without profiling
    */
   long elapsedNanos();
 

@@ -40,15 +40,13 @@ public interface ClKernel extends AutoCloseable {
   ClEvent launch(long[] global, long[] local);
 
   /**
-   * Enqueues the kernel and releases the event at once (the queue is in order, so later reads see
-   * its results).
+   * Enqueues the kernel without an event, the cheaper call where nobody times or awaits it (the queue
+   * is in order, so later reads see its results).
    *
    * @param global global work size per dimension
    * @param local  work-group size per dimension
    */
-  default void run(long[] global, long[] local) {
-    launch(global, local).close();
-  }
+  void run(long[] global, long[] local);
 
   /** Releases the kernel object. Idempotent. */
   @Override

@@ -2,6 +2,7 @@ package io.kvcache.gpu.cl;
 
 import static org.jocl.CL.*;
 
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import org.jocl.CL;
 import org.jocl.Pointer;
@@ -32,8 +33,13 @@ final class JoclContext extends AbstractContext {
   private final int units;
   private final int capability;
 
+  /** Pinned staging buffers and their mappings, unmapped and released with the queue. */
+  private final java.util.List<cl_mem> pinned = new java.util.ArrayList<>();
+  private final java.util.List<ByteBuffer> pinnedMaps = new java.util.ArrayList<>();
+
   private JoclContext(cl_device_id device, cl_context context, cl_command_queue queue, String platformName,
-      String deviceName) {
+      String deviceName, boolean profiling) {
+    super(profiling);
     this.device = device;
     this.context = context;
     this.queue = queue;
@@ -57,7 +63,7 @@ final class JoclContext extends AbstractContext {
     }
   }
 
-  static JoclContext open(String platformWanted, String deviceWanted) {
+  static JoclContext open(String platformWanted, String deviceWanted, boolean profiling) {
     try {
       CL.setExceptionsEnabled(false);
     } catch (LinkageError e) {
@@ -111,12 +117,12 @@ final class JoclContext extends AbstractContext {
     cl_context ctx = clCreateContext(props, 1, new cl_device_id[] {chosenDevice}, null, null, e);
     ClException.check("clCreateContext(" + dName + ")", e[0]);
     @SuppressWarnings("deprecation")
-    cl_command_queue q = clCreateCommandQueue(ctx, chosenDevice, CL_QUEUE_PROFILING_ENABLE, e);
+    cl_command_queue q = clCreateCommandQueue(ctx, chosenDevice, profiling ? CL_QUEUE_PROFILING_ENABLE : 0, e);
     if (e[0] != CL_SUCCESS) {
       clReleaseContext(ctx);
       ClException.check("clCreateCommandQueue(" + dName + ")", e[0]);
     }
-    return new JoclContext(chosenDevice, ctx, q, pName, dName);
+    return new JoclContext(chosenDevice, ctx, q, pName, dName, profiling);
   }
 
   private static String platformString(cl_platform_id p, int param) {
@@ -244,28 +250,55 @@ final class JoclContext extends AbstractContext {
   }
 
   @Override
-  public void write(ClBuffer dst, long byteOffset, short[] src) {
+  protected void writeDirect(ClBuffer dst, long byteOffset, short[] src) {
     write(dst, byteOffset, 2L * src.length, Pointer.to(src));
   }
 
   @Override
-  public void write(ClBuffer dst, long byteOffset, float[] src) {
+  protected void writeDirect(ClBuffer dst, long byteOffset, float[] src) {
     write(dst, byteOffset, 4L * src.length, Pointer.to(src));
   }
 
   @Override
-  public void write(ClBuffer dst, long byteOffset, int[] src) {
+  protected void writeDirect(ClBuffer dst, long byteOffset, int[] src) {
     write(dst, byteOffset, 4L * src.length, Pointer.to(src));
   }
 
   @Override
-  public void read(ClBuffer src, long byteOffset, float[] dst) {
+  protected void readDirect(ClBuffer src, long byteOffset, float[] dst) {
     read(src, byteOffset, 4L * dst.length, Pointer.to(dst));
   }
 
   @Override
-  public void read(ClBuffer src, long byteOffset, int[] dst) {
+  protected void readDirect(ClBuffer src, long byteOffset, int[] dst) {
     read(src, byteOffset, 4L * dst.length, Pointer.to(dst));
+  }
+
+  @Override
+  protected ByteBuffer mapPinned(int bytes) {
+    int[] e = new int[1];
+    cl_mem m = clCreateBuffer(context, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, bytes, null, e);
+    ClException.check("clCreateBuffer(" + bytes + " bytes, ALLOC_HOST_PTR)", e[0]);
+    ByteBuffer map = clEnqueueMapBuffer(queue, m, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, bytes, 0, null, null, e);
+    if (e[0] != CL_SUCCESS || map == null) {
+      clReleaseMemObject(m);
+      ClException.check("clEnqueueMapBuffer(" + bytes + " bytes)", e[0] != CL_SUCCESS ? e[0] : CL_MAP_FAILURE);
+    }
+    pinned.add(m);
+    pinnedMaps.add(map);
+    return map;
+  }
+
+  @Override
+  protected void writeFromPinned(ClBuffer dst, long byteOffset, ByteBuffer from, int at, int len) {
+    ClException.check("clEnqueueWriteBuffer", clEnqueueWriteBuffer(queue, mem(dst, byteOffset, len), CL_FALSE,
+        byteOffset, len, Pointer.to(from).withByteOffset(at), 0, null, null));
+  }
+
+  @Override
+  protected void readToPinned(ClBuffer src, long byteOffset, ByteBuffer to, int len) {
+    ClException.check("clEnqueueReadBuffer", clEnqueueReadBuffer(queue, mem(src, byteOffset, len), CL_TRUE,
+        byteOffset, len, Pointer.to(to), 0, null, null));
   }
 
   @Override
@@ -302,6 +335,15 @@ final class JoclContext extends AbstractContext {
 
   @Override
   protected void releaseQueueAndContext() {
+    for (int i = 0; i < pinned.size(); i++) {
+      clEnqueueUnmapMemObject(queue, pinned.get(i), pinnedMaps.get(i), 0, null, null);
+    }
+    clFinish(queue);
+    for (cl_mem m : pinned) {
+      clReleaseMemObject(m);
+    }
+    pinned.clear();
+    pinnedMaps.clear();
     clReleaseCommandQueue(queue);
     clReleaseContext(context);
   }
@@ -316,8 +358,7 @@ final class JoclContext extends AbstractContext {
   }
 
   @Override
-  public void finish() {
-    ensureOpen();
+  protected void finishQueue() {
     ClException.check("clFinish", clFinish(queue));
   }
 
@@ -380,6 +421,14 @@ final class JoclContext extends AbstractContext {
     }
 
     @Override
+    public void run(long[] global, long[] local) {
+      live();
+      checkLaunch(global, local);
+      ClException.check("clEnqueueNDRangeKernel(" + name + ")",
+          clEnqueueNDRangeKernel(queue, kernel, global.length, null, global, local, 0, null, null));
+    }
+
+    @Override
     public void close() {
       if (!released) {
         released = true;
@@ -415,6 +464,7 @@ final class JoclContext extends AbstractContext {
         throw new IllegalStateException("event of " + what + " is closed");
       }
       ensureOpen();
+      requireProfiling(what);
       await();
       long[] t = new long[1];
       ClException.check("clGetEventProfilingInfo(" + what + ")",

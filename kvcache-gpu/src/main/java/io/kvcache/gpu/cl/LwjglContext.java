@@ -26,7 +26,13 @@ final class LwjglContext extends AbstractContext {
   private final int units;
   private final int capability;
 
-  private LwjglContext(long device, long context, long queue, String platformName, String deviceName) {
+  /** Pinned staging buffers and their mappings, unmapped and released with the queue. */
+  private final java.util.List<long[]> pinned = new java.util.ArrayList<>();
+  private final java.util.List<ByteBuffer> pinnedMaps = new java.util.ArrayList<>();
+
+  private LwjglContext(long device, long context, long queue, String platformName, String deviceName,
+      boolean profiling) {
+    super(profiling);
     this.device = device;
     this.context = context;
     this.queue = queue;
@@ -51,7 +57,7 @@ final class LwjglContext extends AbstractContext {
     }
   }
 
-  static LwjglContext open(String platformWanted, String deviceWanted) {
+  static LwjglContext open(String platformWanted, String deviceWanted, boolean profiling) {
     configure();
     long chosenPlatform = 0, chosenDevice = 0;
     String pName = null, dName = null;
@@ -100,12 +106,12 @@ final class LwjglContext extends AbstractContext {
       PointerBuffer props = stack.mallocPointer(3).put(CL_CONTEXT_PLATFORM).put(chosenPlatform).put(0).flip();
       long ctx = clCreateContext(props, chosenDevice, null, 0, errBuf);
       ClException.check("clCreateContext(" + dName + ")", errBuf.get(0));
-      long q = clCreateCommandQueue(ctx, chosenDevice, CL_QUEUE_PROFILING_ENABLE, errBuf);
+      long q = clCreateCommandQueue(ctx, chosenDevice, profiling ? CL_QUEUE_PROFILING_ENABLE : 0, errBuf);
       if (errBuf.get(0) != CL_SUCCESS) {
         clReleaseContext(ctx);
         ClException.check("clCreateCommandQueue(" + dName + ")", errBuf.get(0));
       }
-      return new LwjglContext(chosenDevice, ctx, q, pName, dName);
+      return new LwjglContext(chosenDevice, ctx, q, pName, dName, profiling);
     }
   }
 
@@ -242,33 +248,62 @@ final class LwjglContext extends AbstractContext {
   }
 
   @Override
-  public void write(ClBuffer dst, long byteOffset, short[] src) {
+  protected void writeDirect(ClBuffer dst, long byteOffset, short[] src) {
     ClException.check("clEnqueueWriteBuffer", clEnqueueWriteBuffer(queue, mem(dst, byteOffset, 2L * src.length), true,
         byteOffset, src, null, null));
   }
 
   @Override
-  public void write(ClBuffer dst, long byteOffset, float[] src) {
+  protected void writeDirect(ClBuffer dst, long byteOffset, float[] src) {
     ClException.check("clEnqueueWriteBuffer", clEnqueueWriteBuffer(queue, mem(dst, byteOffset, 4L * src.length), true,
         byteOffset, src, null, null));
   }
 
   @Override
-  public void write(ClBuffer dst, long byteOffset, int[] src) {
+  protected void writeDirect(ClBuffer dst, long byteOffset, int[] src) {
     ClException.check("clEnqueueWriteBuffer", clEnqueueWriteBuffer(queue, mem(dst, byteOffset, 4L * src.length), true,
         byteOffset, src, null, null));
   }
 
   @Override
-  public void read(ClBuffer src, long byteOffset, float[] dst) {
+  protected void readDirect(ClBuffer src, long byteOffset, float[] dst) {
     ClException.check("clEnqueueReadBuffer", clEnqueueReadBuffer(queue, mem(src, byteOffset, 4L * dst.length), true,
         byteOffset, dst, null, null));
   }
 
   @Override
-  public void read(ClBuffer src, long byteOffset, int[] dst) {
+  protected void readDirect(ClBuffer src, long byteOffset, int[] dst) {
     ClException.check("clEnqueueReadBuffer", clEnqueueReadBuffer(queue, mem(src, byteOffset, 4L * dst.length), true,
         byteOffset, dst, null, null));
+  }
+
+  @Override
+  protected ByteBuffer mapPinned(int bytes) {
+    try (MemoryStack stack = MemoryStack.stackPush()) {
+      IntBuffer err = stack.mallocInt(1);
+      long mem = clCreateBuffer(context, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, bytes, err);
+      ClException.check("clCreateBuffer(" + bytes + " bytes, ALLOC_HOST_PTR)", err.get(0));
+      ByteBuffer map = clEnqueueMapBuffer(queue, mem, true, CL_MAP_READ | CL_MAP_WRITE, 0, bytes, null, null, err, null);
+      if (err.get(0) != CL_SUCCESS || map == null) {
+        clReleaseMemObject(mem);
+        ClException.check("clEnqueueMapBuffer(" + bytes + " bytes)", err.get(0) != CL_SUCCESS ? err.get(0) : CL_MAP_FAILURE);
+      }
+      pinned.add(new long[] {mem});
+      pinnedMaps.add(map);
+      return map;
+    }
+  }
+
+  @Override
+  protected void writeFromPinned(ClBuffer dst, long byteOffset, ByteBuffer from, int at, int len) {
+    ClException.check("clEnqueueWriteBuffer", nclEnqueueWriteBuffer(queue, mem(dst, byteOffset, len), CL_FALSE,
+        byteOffset, len, MemoryUtil.memAddress(from) + at, 0, MemoryUtil.NULL, MemoryUtil.NULL));
+  }
+
+  @Override
+  protected void readToPinned(ClBuffer src, long byteOffset, ByteBuffer to, int len) {
+    ClException.check("clEnqueueReadBuffer", nclEnqueueReadBuffer(queue, mem(src, byteOffset, len), CL_TRUE,
+        byteOffset, len, MemoryUtil.memAddress(to), 0, MemoryUtil.NULL, MemoryUtil.NULL));
   }
 
   @Override
@@ -313,6 +348,15 @@ final class LwjglContext extends AbstractContext {
 
   @Override
   protected void releaseQueueAndContext() {
+    for (int i = 0; i < pinned.size(); i++) {
+      clEnqueueUnmapMemObject(queue, pinned.get(i)[0], pinnedMaps.get(i), null, null);
+    }
+    clFinish(queue);
+    for (long[] m : pinned) {
+      clReleaseMemObject(m[0]);
+    }
+    pinned.clear();
+    pinnedMaps.clear();
     clReleaseCommandQueue(queue);
     clReleaseContext(context);
   }
@@ -329,8 +373,7 @@ final class LwjglContext extends AbstractContext {
   }
 
   @Override
-  public void finish() {
-    ensureOpen();
+  protected void finishQueue() {
     ClException.check("clFinish", clFinish(queue));
   }
 
@@ -399,6 +442,22 @@ final class LwjglContext extends AbstractContext {
     }
 
     @Override
+    public void run(long[] global, long[] local) {
+      live();
+      checkLaunch(global, local);
+      try (MemoryStack stack = MemoryStack.stackPush()) {
+        PointerBuffer g = stack.mallocPointer(global.length);
+        PointerBuffer l = stack.mallocPointer(local.length);
+        for (int i = 0; i < global.length; i++) {
+          g.put(i, global[i]);
+          l.put(i, local[i]);
+        }
+        ClException.check("clEnqueueNDRangeKernel(" + name + ")",
+            clEnqueueNDRangeKernel(queue, kernel, global.length, null, g, l, null, null));
+      }
+    }
+
+    @Override
     public void close() {
       if (!released) {
         released = true;
@@ -434,6 +493,7 @@ final class LwjglContext extends AbstractContext {
         throw new IllegalStateException("event of " + what + " is closed");
       }
       ensureOpen();
+      requireProfiling(what);
       await();
       try (MemoryStack stack = MemoryStack.stackPush()) {
         LongBuffer t = stack.mallocLong(1);

@@ -12,6 +12,11 @@ import java.util.Optional;
  * (never by index: the H100 machine registers PoCL and NVIDIA, in an order nobody promises). Empty
  * substrings match anything; among the matches a GPU is preferred over other device types. The
  * defaults come from {@value #PLATFORM_PROPERTY} and {@value #DEVICE_PROPERTY}.
+ *
+ * <p>Contexts are opened without profiling unless asked ({@link #open(String, String, String, boolean)},
+ * or {@value #PROFILING_PROPERTY}{@code =true} for the other methods): on an H100 a profiling queue
+ * added about 25 us of host time to a decode call's upload, two launches and read-back (67 us against
+ * 42 us with blocking transfers), so only benchmarks that report device times ask for it.
  */
 public final class OpenCl {
 
@@ -21,6 +26,8 @@ public final class OpenCl {
   public static final String PLATFORM_PROPERTY = "kvcache.opencl.platform";
   /** System property: substring of the device name to use (default: any). */
   public static final String DEVICE_PROPERTY = "kvcache.opencl.device";
+  /** System property: {@code true} opens contexts with a profiling queue where no argument says (default false). */
+  public static final String PROFILING_PROPERTY = "kvcache.opencl.profiling";
 
   private static final System.Logger LOG = System.getLogger("io.kvcache.gpu");
 
@@ -39,6 +46,8 @@ public final class OpenCl {
   }
 
   /**
+   * As {@link #open(String, String, String, boolean)}, with profiling from {@value #PROFILING_PROPERTY}.
+   *
    * @param binding  "lwjgl" or "jocl"
    * @param platform substring of the platform name, "" for any
    * @param device   substring of the device name, "" for any
@@ -47,11 +56,25 @@ public final class OpenCl {
    * @throws ClException when no device matches or an OpenCL call fails
    */
   public static ClContext open(String binding, String platform, String device) {
+    return open(binding, platform, device, Boolean.getBoolean(PROFILING_PROPERTY));
+  }
+
+  /**
+   * @param binding   "lwjgl" or "jocl"
+   * @param platform  substring of the platform name, "" for any
+   * @param device    substring of the device name, "" for any
+   * @param profiling whether the queue records device times ({@link ClEvent#elapsedNanos()}), at a cost
+   *                  in host time per command
+   * @return a context the caller closes
+   * @throws IllegalArgumentException for an unknown binding
+   * @throws ClException when no device matches or an OpenCL call fails
+   */
+  public static ClContext open(String binding, String platform, String device, boolean profiling) {
     String p = platform.toLowerCase(Locale.ROOT);
     String d = device.toLowerCase(Locale.ROOT);
     return switch (binding.toLowerCase(Locale.ROOT)) {
-      case "lwjgl" -> LwjglContext.open(p, d);
-      case "jocl" -> JoclContext.open(p, d);
+      case "lwjgl" -> LwjglContext.open(p, d, profiling);
+      case "jocl" -> JoclContext.open(p, d, profiling);
       default -> throw new IllegalArgumentException(
           BINDING_PROPERTY + " must be \"lwjgl\" or \"jocl\", got \"" + binding + "\"");
     };
