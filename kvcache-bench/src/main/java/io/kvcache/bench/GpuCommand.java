@@ -254,7 +254,10 @@ final class GpuCommand implements Runnable {
       double[] dense = new double[reps], sparse = new double[reps], quant = new double[reps];
       double[] denseCall = new double[reps], quantCall = new double[reps];
       double[][] passes = new double[3][reps];
-      for (int i = 0; i < 3; i++) {
+      // Enough calls for the JIT to compile the host side (the query's sums are a loop over every element):
+      // with three, the "call" rows timed the interpreter (hundreds of microseconds, erratic).
+      long until = System.nanoTime() + 2_000_000_000L; // slow devices (PoCL) stop after two seconds
+      for (int i = 0; i < WARMUP_CALLS && System.nanoTime() < until; i++) {
         dev.decode(0, q, n - 1, out);
         topk.decode(0, q, n - 1, out);
         skvq.decode(0, q, n - 1, out);
@@ -300,6 +303,9 @@ final class GpuCommand implements Runnable {
     }
     return rows;
   }
+
+  /** Decode calls of each kind before the timed ones (at most two seconds of them). */
+  static final int WARMUP_CALLS = 200;
 
   /** Opens the device the options name; a name that matches none is a bad argument (one line, exit 2). */
   private ClContext open() {
