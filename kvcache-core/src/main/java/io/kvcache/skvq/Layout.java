@@ -40,9 +40,10 @@ final class Layout {
   final int vChunks;
   final int vNv;
   /**
-   * Ternary values: for unit {@code u = j * vChunks + k}, where its 8 bytes start in the page's trits
-   * ({@code (u % vNv) * UNIT}) and the power of 3 that brings its digit to the top ({@code 3^(u / vNv)}),
-   * so the vector kernel's inner loop reads them instead of dividing.
+   * Ternary values: for the unit of token {@code j} and chunk {@code k} ({@code u = j * vChunks + k}),
+   * at {@code [k * P + j]}, where its 8 bytes start in the page's trits ({@code (u % vNv) * UNIT}) and
+   * the power of 3 that brings its digit to the top ({@code 3^(u / vNv)}), so the vector kernel's inner
+   * loop (over the tokens of one chunk) reads them at unit stride instead of dividing.
    */
   final int[] vUnitByte;
   final int[] vUnitPow;
@@ -65,8 +66,9 @@ final class Layout {
     this.vUnitByte = new int[units];
     this.vUnitPow = new int[units];
     for (int u = 0; u < units; u++) {
-      vUnitByte[u] = (u % vNv) * UNIT;
-      vUnitPow[u] = Ternary.POW3[u / vNv];
+      int at = (u % vChunks) * P + u / vChunks;
+      vUnitByte[at] = (u % vNv) * UNIT;
+      vUnitPow[at] = Ternary.POW3[u / vNv];
     }
   }
 

@@ -221,14 +221,17 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
   }
 
   // ---- accumulate --------------------------------------------------------------------------------
+  // The inner loops run over the 16 tokens of one chunk of 8 channels with every index at unit stride in
+  // the token (weights group-major in tmp, the ternary unit tables chunk-major in Layout), so that C2
+  // hoists their bounds checks; with strides known only at run time it checked all seven on every token,
+  // and that scalar work, not the FMAs, set the speed. No token is skipped: a zero weight adds zero.
 
   @Override
   void accumulate(Layout lay, Layout.QPage p, float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz,
       float[] o, int oOff, float[] tmp) {
     int G = lay.vGroups, d = lay.d;
-    // tmp[(r * P + j) * G + g] = w_rj * scale_jg; tmp[zBase + r * G + g] = sum_j w_rj * zero_jg.
+    // tmp[(g * rows + r) * P + j] = w_rj * scale_jg; tmp[zBase + r * G + g] = sum_j w_rj * zero_jg.
     int zBase = rows * P * G;
-    int live = 0; // a bit per token with a nonzero weight in some row
     if (G == 1) {
       // One group per token (group >= head dim, the default): the same in vectors, 16 weights a row.
       FloatVector s0 = FloatVector.fromArray(F, vs, 0), s1 = FloatVector.fromArray(F, vs, L);
@@ -239,22 +242,20 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
         x0.mul(s0).intoArray(tmp, r * P);
         x1.mul(s1).intoArray(tmp, r * P + L);
         tmp[zBase + r] = sum(x0.mul(z0).add(x1.mul(z1)));
-        live |= (int) x0.compare(VectorOperators.NE, 0f).toLong()
-            | (int) x1.compare(VectorOperators.NE, 0f).toLong() << L;
       }
     } else {
-      live = prepare(w, wOff, wStride, rows, vs, vz, tmp, G, zBase);
+      prepare(w, wOff, wStride, rows, vs, vz, tmp, G, zBase);
     }
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
       if (lay.vb.ternary()) {
-        accumulate4Ternary(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+        accumulate4Ternary(lay, p, tmp, rows, r, zBase, o, oOff + r * d);
       } else {
-        accumulate4Packed(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+        accumulate4Packed(lay, p, tmp, rows, r, zBase, o, oOff + r * d);
       }
     }
     for (; r < rows; r++) {
-      accumulate1(lay, p, tmp, r, zBase, live, o, oOff + r * d);
+      accumulate1(lay, p, tmp, rows, r, zBase, o, oOff + r * d);
     }
   }
 
@@ -273,81 +274,67 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     return v.add(v.rearrange(SWAP4)).lane(0);
   }
 
-  /** The weights times each group's scale, and each row's zero-point terms; returns the live-token bits. */
-  private static int prepare(float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz, float[] tmp, int G,
+  /** The weights times each group's scale (group-major), and each row's zero-point terms. */
+  private static void prepare(float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz, float[] tmp, int G,
       int zBase) {
-    int live = 0;
     for (int r = 0; r < rows; r++) {
       for (int g = 0; g < G; g++) {
-        tmp[zBase + r * G + g] = 0f;
-      }
-      for (int j = 0; j < P; j++) {
-        float wj = w[wOff + r * wStride + j];
-        if (wj != 0f) {
-          live |= 1 << j;
+        float z = 0f;
+        for (int j = 0; j < P; j++) {
+          float wj = w[wOff + r * wStride + j];
+          tmp[(g * rows + r) * P + j] = wj * vs[j * G + g];
+          z += wj * vz[j * G + g];
         }
-        for (int g = 0; g < G; g++) {
-          tmp[(r * P + j) * G + g] = wj * vs[j * G + g];
-          tmp[zBase + r * G + g] += wj * vz[j * G + g];
-        }
+        tmp[zBase + r * G + g] = z;
       }
     }
-    return live;
   }
 
-  private static void accumulate4Packed(Layout lay, Layout.QPage p, float[] tmp, int r, int zBase, int live,
+  private static void accumulate4Packed(Layout lay, Layout.QPage p, float[] tmp, int rows, int r, int zBase,
       float[] o, int o0) {
     int d = lay.d, G = lay.vGroups;
-    int w0 = r * P * G, w1 = w0 + P * G, w2 = w1 + P * G, w3 = w2 + P * G;
     int w = lay.vb.width, mask = lay.vb.levels, rowWords = lay.vRowWords;
     int[] words = p.vw;
     IntVector step = LANE.mul(w);
     for (int k = 0; k < lay.vChunks; k++) {
       int g = k * L / lay.vGroup;
+      int w0 = (g * rows + r) * P, w1 = w0 + P, w2 = w1 + P, w3 = w2 + P;
       FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
       FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
       int bit = k * L * w;
       IntVector shift = step.add(bit & 31);
       int word = bit >>> 5;
       for (int j = 0; j < P; j++) {
-        if ((live & (1 << j)) == 0) {
-          continue;
-        }
         FloatVector v = (FloatVector) IntVector.broadcast(I, words[j * rowWords + word])
             .lanewise(VectorOperators.LSHR, shift).and(mask).convertShape(VectorOperators.I2F, F, 0);
-        int t = j * G + g;
-        a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + t]), a0);
-        a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + t]), a1);
-        a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + t]), a2);
-        a3 = v.fma(FloatVector.broadcast(F, tmp[w3 + t]), a3);
+        a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + j]), a0);
+        a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + j]), a1);
+        a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + j]), a2);
+        a3 = v.fma(FloatVector.broadcast(F, tmp[w3 + j]), a3);
       }
       add4(a0, a1, a2, a3, tmp, zBase, r, G, g, o, o0 + k * L, d);
     }
   }
 
-  private static void accumulate4Ternary(Layout lay, Layout.QPage p, float[] tmp, int r, int zBase, int live,
+  private static void accumulate4Ternary(Layout lay, Layout.QPage p, float[] tmp, int rows, int r, int zBase,
       float[] o, int o0) {
     int d = lay.d, G = lay.vGroups;
-    int w0 = r * P * G, w1 = w0 + P * G, w2 = w1 + P * G, w3 = w2 + P * G;
-    int chunks = lay.vChunks;
     byte[] trits = p.vt;
     int[] unitByte = lay.vUnitByte, unitPow = lay.vUnitPow;
-    for (int k = 0; k < chunks; k++) {
+    for (int k = 0; k < lay.vChunks; k++) {
       int g = k * L / lay.vGroup;
+      int w0 = (g * rows + r) * P, w1 = w0 + P, w2 = w1 + P, w3 = w2 + P, u0 = k * P;
       FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
       FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
-      for (int j = 0, u = k; j < P; j++, u += chunks) {
-        if ((live & (1 << j)) != 0) {
-          IntVector c = (IntVector) ByteVector.fromArray(B, trits, unitByte[u])
-              .convertShape(VectorOperators.ZERO_EXTEND_B2I, I, 0);
-          FloatVector v = (FloatVector) c.mul(unitPow[u]).and(0xFF).mul(3)
-              .lanewise(VectorOperators.LSHR, 8).convertShape(VectorOperators.I2F, F, 0);
-          int t = j * G + g;
-          a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + t]), a0);
-          a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + t]), a1);
-          a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + t]), a2);
-          a3 = v.fma(FloatVector.broadcast(F, tmp[w3 + t]), a3);
-        }
+      for (int j = 0; j < P; j++) {
+        IntVector c = (IntVector) ByteVector.fromArray(B, trits, unitByte[u0 + j])
+            .convertShape(VectorOperators.ZERO_EXTEND_B2I, I, 0);
+        FloatVector v = (FloatVector) c.mul(unitPow[u0 + j]).and(0xFF).mul(3)
+            .lanewise(VectorOperators.LSHR, 8).convertShape(VectorOperators.I2F, F, 0);
+        a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + j]), a0);
+        a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + j]), a1);
+        a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + j]), a2);
+        a3 = v.fma(FloatVector.broadcast(F, tmp[w3 + j]), a3);
       }
       add4(a0, a1, a2, a3, tmp, zBase, r, G, g, o, o0 + k * L, d);
     }
@@ -363,15 +350,12 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
   }
 
   /** One row (left over from blocks of 4): plain loops over the codes, with the factored dequantization. */
-  private static void accumulate1(Layout lay, Layout.QPage p, float[] tmp, int r, int zBase, int live, float[] o,
+  private static void accumulate1(Layout lay, Layout.QPage p, float[] tmp, int rows, int r, int zBase, float[] o,
       int o0) {
-    int G = lay.vGroups, w0 = r * P * G;
+    int G = lay.vGroups;
     for (int j = 0; j < P; j++) {
-      if ((live & (1 << j)) == 0) {
-        continue;
-      }
       for (int c = 0; c < lay.d; c++) {
-        o[o0 + c] += tmp[w0 + j * G + c / lay.vGroup] * lay.vCode(p, j, c);
+        o[o0 + c] += tmp[((c / lay.vGroup) * rows + r) * P + j] * lay.vCode(p, j, c);
       }
     }
     for (int c = 0; c < lay.d; c++) {
