@@ -27,9 +27,9 @@ import org.openjdk.jmh.annotations.Warmup;
  * on an OpenCL device: the dense f16 cache ({@link DeviceKVCache}) against SKVQ K2/V1.5
  * ({@link DeviceSkvqCache}, groups of 128, window 128, 5 sinks) holding the same random tokens. JMH times
  * the whole Java call (query upload, launches, read-back) as a server would make it, on a queue without
- * profiling; {@code kvcache-bench gpu} reports the kernels' device times. Not in the default JMH selection: {@code jmh --include GpuDecode} on a machine with OpenCL
- * ({@code -Dkvcache.opencl.platform=NVIDIA} through {@code --jvm-arg} picks the card where PoCL is
- * registered too).
+ * profiling; {@code kvcache-bench gpu} reports the kernels' device times. Not in the default JMH
+ * selection: {@code jmh --include GpuDecode} on a machine with OpenCL ({@code -Dkvcache.opencl.platform=NVIDIA}
+ * through {@code --jvm-arg} picks the card where PoCL is registered too).
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)
@@ -61,8 +61,8 @@ public class GpuDecodeBenchmark {
   /** Opens the device named by the OpenCL system properties and fills the cache with random tokens. */
   @Setup(Level.Trial)
   public void setUp() {
-    cl = OpenCl.open(System.getProperty(OpenCl.BINDING_PROPERTY, "lwjgl"), System.getProperty(OpenCl.PLATFORM_PROPERTY, ""),
-        System.getProperty(OpenCl.DEVICE_PROPERTY, ""), false);
+    cl = OpenCl.open(System.getProperty(OpenCl.BINDING_PROPERTY, "lwjgl"),
+        System.getProperty(OpenCl.PLATFORM_PROPERTY, ""), System.getProperty(OpenCl.DEVICE_PROPERTY, ""), false);
     AttentionShape shape = new AttentionShape(1, QUERY_HEADS, KV_HEADS, HEAD_DIM);
     if (codec.equals("skvq")) {
       skvq = new DeviceSkvqCache(cl, shape, context, SkvqConfig.paperDefault());

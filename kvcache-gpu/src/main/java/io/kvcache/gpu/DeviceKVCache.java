@@ -6,6 +6,7 @@ import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.gpu.cl.ClEvent;
 import io.kvcache.gpu.cl.ClException;
 import io.kvcache.gpu.cl.ClKernel;
+import io.kvcache.gpu.cl.OpenCl;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -78,7 +79,7 @@ public final class DeviceKVCache implements AutoCloseable {
   static void requireProfiling(ClContext cl) {
     if (!cl.profiling()) {
       throw new IllegalStateException("kernel times need a context opened with profiling (OpenCl.open(binding, "
-          + "platform, device, true) or -D" + io.kvcache.gpu.cl.OpenCl.PROFILING_PROPERTY + "=true)");
+          + "platform, device, true) or -D" + OpenCl.PROFILING_PROPERTY + "=true)");
     }
   }
 

@@ -115,6 +115,37 @@ class ClContextTest {
   }
 
   /**
+   * The upload area is not reused while the queue still holds uploads that were staged in it: a kernel
+   * that spins for a while holds the queue, then more than one area's worth of uploads to distinct
+   * regions (the area fills mid-way) must all land. Reusing the area without waiting fails this on PoCL
+   * too.
+   */
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void stagingWaitsForTheQueueBeforeReusingItsArea(String binding) {
+    String src = "__kernel void spin(__global float* x, int n) { float a = x[0];"
+        + " for (int i = 0; i < n; i++) { a = a * 0.999999f + 1e-6f; } x[0] = a; }";
+    int region = 16384, regions = 24; // 64 KiB each, 1.5 MiB in all
+    try (ClContext cl = Gpu.open(binding); ClBuffer slow = cl.buffer(4); ClBuffer big = cl.buffer(4L * region * regions);
+        ClKernel spin = cl.kernel(cl.program("spin", src, ""), "spin")) {
+      cl.write(slow, 0, new float[] {1f});
+      spin.arg(0, slow).arg(1, 100_000_000).run(new long[] {1}, new long[] {1});
+      float[] x = new float[region];
+      for (int i = 0; i < regions; i++) {
+        java.util.Arrays.fill(x, i + 1);
+        cl.write(big, 4L * i * region, x);
+      }
+      float[] back = new float[region * regions];
+      cl.read(big, 0, back);
+      for (int i = 0; i < regions; i++) {
+        for (int j = 0; j < region; j += 997) {
+          assertEquals(i + 1f, back[i * region + j], 0f, "region " + i + " element " + j);
+        }
+      }
+    }
+  }
+
+  /**
    * A context opened without profiling (the default) runs the caches with the same results and refuses
    * to report device times instead of reporting zero.
    */
@@ -138,19 +169,27 @@ class ClContextTest {
       pos[t] = t;
     }
     float[][] out = new float[2][q.length];
+    float[][] outQ = new float[2][q.length];
     for (int p = 0; p < 2; p++) {
       boolean profiling = p == 0;
       try (ClContext cl = OpenCl.open(binding, System.getProperty(OpenCl.PLATFORM_PROPERTY, ""),
           System.getProperty(OpenCl.DEVICE_PROPERTY, ""), profiling);
-          DeviceKVCache dev = new DeviceKVCache(cl, s, n)) {
+          DeviceKVCache dev = new DeviceKVCache(cl, s, n);
+          DeviceSkvqCache skvq = new DeviceSkvqCache(cl, s, n, io.kvcache.skvq.SkvqConfig.paperDefault())) {
         assertEquals(profiling, cl.profiling());
         dev.append(0, n, k, v, pos);
         dev.decode(0, q, n - 1, out[p]);
+        skvq.append(0, n, k, v, pos);
+        skvq.decode(0, q, n - 1, outQ[p]);
         if (profiling) {
           assertTrue(dev.lastKernelNanos() > 0, "kernel time with profiling");
+          assertTrue(skvq.lastKernelNanos() > 0, "SKVQ kernel time with profiling");
         } else {
           IllegalStateException e = assertThrows(IllegalStateException.class, dev::lastKernelNanos);
           assertTrue(e.getMessage().contains("profiling"), e.getMessage());
+          e = assertThrows(IllegalStateException.class, skvq::lastKernelNanos);
+          assertTrue(e.getMessage().contains("profiling"), e.getMessage());
+          assertThrows(IllegalStateException.class, skvq::lastPassNanos);
           String src = "__kernel void nop(__global float* x) { }";
           try (ClBuffer b = cl.buffer(4); ClKernel kn = cl.kernel(cl.program("nop", src, ""), "nop");
               io.kvcache.gpu.cl.ClEvent ev = kn.arg(0, b).launch(new long[] {1}, new long[] {1})) {
@@ -162,6 +201,7 @@ class ClContextTest {
       }
     }
     assertTrue(java.util.Arrays.equals(out[0], out[1]), "same outputs with and without profiling");
+    assertTrue(java.util.Arrays.equals(outQ[0], outQ[1]), "same SKVQ outputs with and without profiling");
   }
 
   /**

@@ -26,7 +26,7 @@ import java.util.Map;
  */
 abstract class AbstractContext implements ClContext {
 
-  /** Bytes of each pinned staging area (one for uploads, one for read-backs). */
+  /** Bytes of the pinned upload area (read-backs have one of {@link #STAGED_MAX} bytes). */
   static final int STAGING_BYTES = 1 << 20;
   /** Arrays of up to this many bytes go through staging; larger ones are transferred from the array. */
   static final int STAGED_MAX = 256 << 10;
@@ -69,8 +69,9 @@ abstract class AbstractContext implements ClContext {
     ensureOpen();
     long len = 2L * src.length;
     if (len == 0 || len > STAGED_MAX) {
+      // Blocking, but that promises only that the array may be reused, not that earlier commands (and
+      // so earlier staged uploads) have run: the staging area is not reset here.
       writeDirect(dst, byteOffset, src);
-      upUsed = 0; // blocking: the queue is drained up to here
       return;
     }
     int at = stage((int) len);
@@ -84,7 +85,6 @@ abstract class AbstractContext implements ClContext {
     long len = 4L * src.length;
     if (len == 0 || len > STAGED_MAX) {
       writeDirect(dst, byteOffset, src);
-      upUsed = 0;
       return;
     }
     int at = stage((int) len);
@@ -98,7 +98,6 @@ abstract class AbstractContext implements ClContext {
     long len = 4L * src.length;
     if (len == 0 || len > STAGED_MAX) {
       writeDirect(dst, byteOffset, src);
-      upUsed = 0;
       return;
     }
     int at = stage((int) len);
@@ -157,7 +156,7 @@ abstract class AbstractContext implements ClContext {
 
   private ByteBuffer downArea() {
     if (down == null) {
-      down = mapPinned(STAGING_BYTES).order(ByteOrder.nativeOrder());
+      down = mapPinned(STAGED_MAX).order(ByteOrder.nativeOrder());
       downF = down.asFloatBuffer();
       downI = down.asIntBuffer();
     }
@@ -247,7 +246,7 @@ abstract class AbstractContext implements ClContext {
   final void requireProfiling(String what) {
     if (!profiling) {
       throw new IllegalStateException("device times need a context opened with profiling (OpenCl.open(binding, "
-          + "platform, device, true)); " + what + " ran on one without");
+          + "platform, device, true) or -D" + OpenCl.PROFILING_PROPERTY + "=true); " + what + " ran on one without");
     }
   }
 

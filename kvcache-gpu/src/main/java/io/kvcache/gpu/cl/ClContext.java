@@ -57,7 +57,7 @@ public interface ClContext extends AutoCloseable {
   /**
    * Writes a whole array. The array may be reused as soon as the call returns; the transfer runs in
    * queue order, before any command enqueued later. Arrays of up to 256 KiB are copied into pinned
-   * staging memory and enqueued without waiting for the device; larger ones block until written.
+   * staging memory and enqueued without waiting for the device; larger ones block until the array may be reused.
    *
    * @param dst        device buffer
    * @param byteOffset where in {@code dst}
@@ -68,7 +68,7 @@ public interface ClContext extends AutoCloseable {
   /**
    * Writes a whole array. The array may be reused as soon as the call returns; the transfer runs in
    * queue order, before any command enqueued later. Arrays of up to 256 KiB are copied into pinned
-   * staging memory and enqueued without waiting for the device; larger ones block until written.
+   * staging memory and enqueued without waiting for the device; larger ones block until the array may be reused.
    *
    * @param dst        device buffer
    * @param byteOffset where in {@code dst}
@@ -79,7 +79,7 @@ public interface ClContext extends AutoCloseable {
   /**
    * Writes a whole array. The array may be reused as soon as the call returns; the transfer runs in
    * queue order, before any command enqueued later. Arrays of up to 256 KiB are copied into pinned
-   * staging memory and enqueued without waiting for the device; larger ones block until written.
+   * staging memory and enqueued without waiting for the device; larger ones block until the array may be reused.
    *
    * @param dst        device buffer
    * @param byteOffset where in {@code dst}

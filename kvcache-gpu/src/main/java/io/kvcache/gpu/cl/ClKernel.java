@@ -35,7 +35,7 @@ public interface ClKernel extends AutoCloseable {
    *
    * @param global global work size per dimension (multiples of {@code local})
    * @param local  work-group size per dimension
-   * @return the command's event, to await, time, then close
+   * @return the command's event, to await, time (on a context opened with profiling), then close
    */
   ClEvent launch(long[] global, long[] local);
 

@@ -4,6 +4,8 @@ import static org.jocl.CL.*;
 
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
 import org.jocl.CL;
 import org.jocl.Pointer;
 import org.jocl.Sizeof;
@@ -34,8 +36,8 @@ final class JoclContext extends AbstractContext {
   private final int capability;
 
   /** Pinned staging buffers and their mappings, unmapped and released with the queue. */
-  private final java.util.List<cl_mem> pinned = new java.util.ArrayList<>();
-  private final java.util.List<ByteBuffer> pinnedMaps = new java.util.ArrayList<>();
+  private final List<cl_mem> pinned = new ArrayList<>();
+  private final List<ByteBuffer> pinnedMaps = new ArrayList<>();
 
   private JoclContext(cl_device_id device, cl_context context, cl_command_queue queue, String platformName,
       String deviceName, boolean profiling) {

@@ -6,6 +6,8 @@ import io.kvcache.gpu.OpenClProbe;
 import java.nio.ByteBuffer;
 import java.nio.IntBuffer;
 import java.nio.LongBuffer;
+import java.util.ArrayList;
+import java.util.List;
 import org.lwjgl.PointerBuffer;
 import org.lwjgl.system.Configuration;
 import org.lwjgl.system.MemoryStack;
@@ -27,8 +29,8 @@ final class LwjglContext extends AbstractContext {
   private final int capability;
 
   /** Pinned staging buffers and their mappings, unmapped and released with the queue. */
-  private final java.util.List<long[]> pinned = new java.util.ArrayList<>();
-  private final java.util.List<ByteBuffer> pinnedMaps = new java.util.ArrayList<>();
+  private final List<Long> pinned = new ArrayList<>();
+  private final List<ByteBuffer> pinnedMaps = new ArrayList<>();
 
   private LwjglContext(long device, long context, long queue, String platformName, String deviceName,
       boolean profiling) {
@@ -288,7 +290,7 @@ final class LwjglContext extends AbstractContext {
         clReleaseMemObject(mem);
         ClException.check("clEnqueueMapBuffer(" + bytes + " bytes)", err.get(0) != CL_SUCCESS ? err.get(0) : CL_MAP_FAILURE);
       }
-      pinned.add(new long[] {mem});
+      pinned.add(mem);
       pinnedMaps.add(map);
       return map;
     }
@@ -349,11 +351,11 @@ final class LwjglContext extends AbstractContext {
   @Override
   protected void releaseQueueAndContext() {
     for (int i = 0; i < pinned.size(); i++) {
-      clEnqueueUnmapMemObject(queue, pinned.get(i)[0], pinnedMaps.get(i), null, null);
+      clEnqueueUnmapMemObject(queue, pinned.get(i), pinnedMaps.get(i), null, null);
     }
     clFinish(queue);
-    for (long[] m : pinned) {
-      clReleaseMemObject(m[0]);
+    for (long m : pinned) {
+      clReleaseMemObject(m);
     }
     pinned.clear();
     pinnedMaps.clear();

@@ -34,7 +34,8 @@ public final class OpenCl {
   private OpenCl() {}
 
   /**
-   * Opens a device through the binding chosen by {@value #BINDING_PROPERTY}.
+   * Opens a device through the binding chosen by {@value #BINDING_PROPERTY}, with profiling as
+   * {@value #PROFILING_PROPERTY} says (default off).
    *
    * @param platform substring of the platform name, "" for any
    * @param device   substring of the device name, "" for any
