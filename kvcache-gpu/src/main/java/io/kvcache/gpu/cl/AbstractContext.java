@@ -66,43 +66,35 @@ abstract class AbstractContext implements ClContext {
 
   @Override
   public final void write(ClBuffer dst, long byteOffset, short[] src) {
-    ensureOpen();
-    long len = 2L * src.length;
-    if (len == 0 || len > STAGED_MAX) {
-      // Blocking, but that promises only that the array may be reused, not that earlier commands (and
-      // so earlier staged uploads) have run: the staging area is not reset here.
+    int at = stage(2L * src.length);
+    if (at < 0) {
       writeDirect(dst, byteOffset, src);
-      return;
+    } else {
+      upS.put(at >> 1, src);
+      writeFromPinned(dst, byteOffset, up, at, 2 * src.length);
     }
-    int at = stage((int) len);
-    upS.put(at >> 1, src);
-    writeFromPinned(dst, byteOffset, up, at, (int) len);
   }
 
   @Override
   public final void write(ClBuffer dst, long byteOffset, float[] src) {
-    ensureOpen();
-    long len = 4L * src.length;
-    if (len == 0 || len > STAGED_MAX) {
+    int at = stage(4L * src.length);
+    if (at < 0) {
       writeDirect(dst, byteOffset, src);
-      return;
+    } else {
+      upF.put(at >> 2, src);
+      writeFromPinned(dst, byteOffset, up, at, 4 * src.length);
     }
-    int at = stage((int) len);
-    upF.put(at >> 2, src);
-    writeFromPinned(dst, byteOffset, up, at, (int) len);
   }
 
   @Override
   public final void write(ClBuffer dst, long byteOffset, int[] src) {
-    ensureOpen();
-    long len = 4L * src.length;
-    if (len == 0 || len > STAGED_MAX) {
+    int at = stage(4L * src.length);
+    if (at < 0) {
       writeDirect(dst, byteOffset, src);
-      return;
+    } else {
+      upI.put(at >> 2, src);
+      writeFromPinned(dst, byteOffset, up, at, 4 * src.length);
     }
-    int at = stage((int) len);
-    upI.put(at >> 2, src);
-    writeFromPinned(dst, byteOffset, up, at, (int) len);
   }
 
   @Override
@@ -138,8 +130,17 @@ abstract class AbstractContext implements ClContext {
     upUsed = 0;
   }
 
-  /** @return where in the upload area {@code len} bytes go, after waiting for the queue if it is full */
-  private int stage(int len) {
+  /**
+   * @return where in the upload area an upload of {@code len} bytes goes (after waiting for the queue
+   *     if the area is full), or -1 when it takes the direct path: empty, or over {@link #STAGED_MAX}. A
+   *     direct write is blocking, but that promises only that the array may be reused, not that earlier
+   *     commands (and so earlier staged uploads) have run, so it leaves the area as it is.
+   */
+  private int stage(long len) {
+    ensureOpen();
+    if (len == 0 || len > STAGED_MAX) {
+      return -1;
+    }
     if (up == null) {
       up = mapPinned(STAGING_BYTES).order(ByteOrder.nativeOrder());
       upF = up.asFloatBuffer();
@@ -150,7 +151,7 @@ abstract class AbstractContext implements ClContext {
       finish();
     }
     int at = upUsed;
-    upUsed = (at + len + 63) & ~63;
+    upUsed = (int) ((at + len + 63) & ~63);
     return at;
   }
 

@@ -427,24 +427,16 @@ final class LwjglContext extends AbstractContext {
 
     @Override
     public ClEvent launch(long[] global, long[] local) {
-      live();
-      checkLaunch(global, local);
-      try (MemoryStack stack = MemoryStack.stackPush()) {
-        PointerBuffer g = stack.mallocPointer(global.length);
-        PointerBuffer l = stack.mallocPointer(local.length);
-        for (int i = 0; i < global.length; i++) {
-          g.put(i, global[i]);
-          l.put(i, local[i]);
-        }
-        PointerBuffer ev = stack.mallocPointer(1);
-        ClException.check("clEnqueueNDRangeKernel(" + name + ")",
-            clEnqueueNDRangeKernel(queue, kernel, global.length, null, g, l, null, ev));
-        return new Event(ev.get(0), name);
-      }
+      return new Event(enqueue(global, local, true), name);
     }
 
     @Override
     public void run(long[] global, long[] local) {
+      enqueue(global, local, false);
+    }
+
+    /** @return the command's event where {@code withEvent}, else 0 */
+    private long enqueue(long[] global, long[] local, boolean withEvent) {
       live();
       checkLaunch(global, local);
       try (MemoryStack stack = MemoryStack.stackPush()) {
@@ -454,8 +446,10 @@ final class LwjglContext extends AbstractContext {
           g.put(i, global[i]);
           l.put(i, local[i]);
         }
+        PointerBuffer ev = withEvent ? stack.mallocPointer(1) : null;
         ClException.check("clEnqueueNDRangeKernel(" + name + ")",
-            clEnqueueNDRangeKernel(queue, kernel, global.length, null, g, l, null, null));
+            clEnqueueNDRangeKernel(queue, kernel, global.length, null, g, l, null, ev));
+        return withEvent ? ev.get(0) : 0;
       }
     }
 
