@@ -62,8 +62,6 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     for (; r + 4 <= rows; r += 4) {
       if (lay.kb.ternary()) {
         scores4Ternary(lay, p, q, qSum, r, ks, kz, s, sOff + r * sStride, sStride);
-      } else if (lay.kb.width == 2 || lay.kb.width == 4) {
-        scores4Words(lay, p, q, qSum, r, ks, kz, s, sOff + r * sStride, sStride);
       } else {
         scores4Packed(lay, p, q, qSum, r, ks, kz, s, sOff + r * sStride, sStride);
       }
@@ -80,83 +78,31 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     int w = lay.kb.width, mask = lay.kb.levels;
     int[] words = p.kw;
     IntVector step = LANE.mul(w);
+    // At 2 and 4 bits a channel's 16 codes fill whole words (one at 2 bits, tokens 8-15 in its upper
+    // half; two at 4), so the shifts are two constant vectors instead of rebuilt from the bit offset per
+    // channel: the loop C2 makes of that branch is half the instructions.
+    boolean whole = w == 2 || w == 4;
+    int wpc = Math.max(1, w / 2);
+    IntVector lo = step, hi = w == 2 ? step.add(16) : step;
     for (int g = 0; g < G; g++) {
       FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
       FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
       FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
       FloatVector a30 = FloatVector.zero(F), a31 = FloatVector.zero(F);
       for (int c = g * lay.kGroup, e = Math.min(d, c + lay.kGroup); c < e; c++) {
-        int b0 = c * P * w, b1 = b0 + L * w;
-        FloatVector k0 = (FloatVector) IntVector.broadcast(I, words[b0 >>> 5])
-            .lanewise(VectorOperators.LSHR, step.add(b0 & 31)).and(mask).convertShape(VectorOperators.I2F, F, 0);
-        FloatVector k1 = (FloatVector) IntVector.broadcast(I, words[b1 >>> 5])
-            .lanewise(VectorOperators.LSHR, step.add(b1 & 31)).and(mask).convertShape(VectorOperators.I2F, F, 0);
-        FloatVector b = FloatVector.broadcast(F, q[q0 + c]);
-        a00 = k0.fma(b, a00);
-        a01 = k1.fma(b, a01);
-        b = FloatVector.broadcast(F, q[q1 + c]);
-        a10 = k0.fma(b, a10);
-        a11 = k1.fma(b, a11);
-        b = FloatVector.broadcast(F, q[q2 + c]);
-        a20 = k0.fma(b, a20);
-        a21 = k1.fma(b, a21);
-        b = FloatVector.broadcast(F, q[q3 + c]);
-        a30 = k0.fma(b, a30);
-        a31 = k1.fma(b, a31);
-      }
-      // s = (first group ? 0 : s) + scale * acc + zero * sum(q over the group), written out (see above)
-      FloatVector sc0 = FloatVector.fromArray(F, ks, g * P), sc1 = FloatVector.fromArray(F, ks, g * P + L);
-      FloatVector z0 = FloatVector.fromArray(F, kz, g * P), z1 = FloatVector.fromArray(F, kz, g * P + L);
-      int r0 = s0, r1 = s0 + sStride, r2 = r1 + sStride, r3 = r2 + sStride;
-      FloatVector y00 = z0.mul(qSum[r * G + g]), y01 = z1.mul(qSum[r * G + g]);
-      FloatVector y10 = z0.mul(qSum[(r + 1) * G + g]), y11 = z1.mul(qSum[(r + 1) * G + g]);
-      FloatVector y20 = z0.mul(qSum[(r + 2) * G + g]), y21 = z1.mul(qSum[(r + 2) * G + g]);
-      FloatVector y30 = z0.mul(qSum[(r + 3) * G + g]), y31 = z1.mul(qSum[(r + 3) * G + g]);
-      if (g > 0) {
-        y00 = y00.add(FloatVector.fromArray(F, s, r0));
-        y01 = y01.add(FloatVector.fromArray(F, s, r0 + L));
-        y10 = y10.add(FloatVector.fromArray(F, s, r1));
-        y11 = y11.add(FloatVector.fromArray(F, s, r1 + L));
-        y20 = y20.add(FloatVector.fromArray(F, s, r2));
-        y21 = y21.add(FloatVector.fromArray(F, s, r2 + L));
-        y30 = y30.add(FloatVector.fromArray(F, s, r3));
-        y31 = y31.add(FloatVector.fromArray(F, s, r3 + L));
-      }
-      a00.fma(sc0, y00).intoArray(s, r0);
-      a01.fma(sc1, y01).intoArray(s, r0 + L);
-      a10.fma(sc0, y10).intoArray(s, r1);
-      a11.fma(sc1, y11).intoArray(s, r1 + L);
-      a20.fma(sc0, y20).intoArray(s, r2);
-      a21.fma(sc1, y21).intoArray(s, r2 + L);
-      a30.fma(sc0, y30).intoArray(s, r3);
-      a31.fma(sc1, y31).intoArray(s, r3 + L);
-    }
-  }
-
-  /**
-   * Widths 2 and 4, where a channel's codes are whole words, so the shifts are two constant vectors
-   * rather than recomputed from the bit offset per channel (about half the instructions per channel of
-   * {@link #scores4Packed}, which serves 1 bit).
-   */
-  private static void scores4Words(Layout lay, Layout.QPage p, float[] q, float[] qSum, int r, float[] ks,
-      float[] kz, float[] s, int s0, int sStride) {
-    int d = lay.d, G = lay.kGroups;
-    int q0 = r * d, q1 = q0 + d, q2 = q1 + d, q3 = q2 + d;
-    int mask = lay.kb.levels;
-    int[] words = p.kw;
-    // A channel's 16 codes fill whole words: one at 2 bits (tokens 8-15 in its upper half), two at 4 bits.
-    int wpc = lay.kb.width / 2;
-    IntVector lo = LANE.mul(lay.kb.width), hi = wpc == 1 ? lo.add(16) : lo;
-    for (int g = 0; g < G; g++) {
-      FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
-      FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
-      FloatVector a20 = FloatVector.zero(F), a21 = FloatVector.zero(F);
-      FloatVector a30 = FloatVector.zero(F), a31 = FloatVector.zero(F);
-      for (int c = g * lay.kGroup, e = Math.min(d, c + lay.kGroup); c < e; c++) {
-        FloatVector k0 = (FloatVector) IntVector.broadcast(I, words[c * wpc])
-            .lanewise(VectorOperators.LSHR, lo).and(mask).convertShape(VectorOperators.I2F, F, 0);
-        FloatVector k1 = (FloatVector) IntVector.broadcast(I, words[c * wpc + wpc - 1])
-            .lanewise(VectorOperators.LSHR, hi).and(mask).convertShape(VectorOperators.I2F, F, 0);
+        FloatVector k0, k1;
+        if (whole) {
+          k0 = (FloatVector) IntVector.broadcast(I, words[c * wpc])
+              .lanewise(VectorOperators.LSHR, lo).and(mask).convertShape(VectorOperators.I2F, F, 0);
+          k1 = (FloatVector) IntVector.broadcast(I, words[c * wpc + wpc - 1])
+              .lanewise(VectorOperators.LSHR, hi).and(mask).convertShape(VectorOperators.I2F, F, 0);
+        } else {
+          int b0 = c * P * w, b1 = b0 + L * w;
+          k0 = (FloatVector) IntVector.broadcast(I, words[b0 >>> 5])
+              .lanewise(VectorOperators.LSHR, step.add(b0 & 31)).and(mask).convertShape(VectorOperators.I2F, F, 0);
+          k1 = (FloatVector) IntVector.broadcast(I, words[b1 >>> 5])
+              .lanewise(VectorOperators.LSHR, step.add(b1 & 31)).and(mask).convertShape(VectorOperators.I2F, F, 0);
+        }
         FloatVector b = FloatVector.broadcast(F, q[q0 + c]);
         a00 = k0.fma(b, a00);
         a01 = k1.fma(b, a01);
