@@ -11,6 +11,7 @@ import io.kvcache.gpu.TopKDecoder;
 import io.kvcache.gpu.cl.ClBuffer;
 import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.gpu.cl.ClEvent;
+import io.kvcache.gpu.cl.ClException;
 import io.kvcache.gpu.cl.ClKernel;
 import io.kvcache.gpu.cl.OpenCl;
 import io.kvcache.kernel.Kernels;
@@ -313,7 +314,7 @@ final class GpuCommand implements Runnable {
       // Profiling on: the table's figures are device times. The "call" rows therefore include a profiling
       // queue's host cost; `jmh --include GpuDecode` times the call on a queue without it.
       return OpenCl.open(binding, platform, device, true);
-    } catch (io.kvcache.gpu.cl.ClException e) {
+    } catch (ClException e) {
       if (e.getMessage().startsWith("no OpenCL device matches")) {
         throw new IllegalArgumentException("--platform / --device: " + e.getMessage());
       }

@@ -100,11 +100,10 @@ abstract class AbstractContext implements ClContext {
   @Override
   public final void read(ClBuffer src, long byteOffset, float[] dst) {
     ensureOpen();
-    long len = 4L * dst.length;
-    if (len == 0 || len > STAGED_MAX) {
+    if (direct(4L * dst.length)) {
       readDirect(src, byteOffset, dst);
     } else {
-      readToPinned(src, byteOffset, downArea(), (int) len);
+      readToPinned(src, byteOffset, downArea(), 4 * dst.length);
       downF.get(0, dst);
     }
     upUsed = 0; // a blocking read returns after every earlier command of the in-order queue
@@ -113,11 +112,10 @@ abstract class AbstractContext implements ClContext {
   @Override
   public final void read(ClBuffer src, long byteOffset, int[] dst) {
     ensureOpen();
-    long len = 4L * dst.length;
-    if (len == 0 || len > STAGED_MAX) {
+    if (direct(4L * dst.length)) {
       readDirect(src, byteOffset, dst);
     } else {
-      readToPinned(src, byteOffset, downArea(), (int) len);
+      readToPinned(src, byteOffset, downArea(), 4 * dst.length);
       downI.get(0, dst);
     }
     upUsed = 0;
@@ -138,7 +136,7 @@ abstract class AbstractContext implements ClContext {
    */
   private int stage(long len) {
     ensureOpen();
-    if (len == 0 || len > STAGED_MAX) {
+    if (direct(len)) {
       return -1;
     }
     if (up == null) {
@@ -153,6 +151,11 @@ abstract class AbstractContext implements ClContext {
     int at = upUsed;
     upUsed = (int) ((at + len + 63) & ~63);
     return at;
+  }
+
+  /** Whether a transfer of {@code len} bytes bypasses staging: empty, or over {@link #STAGED_MAX}. */
+  private static boolean direct(long len) {
+    return len == 0 || len > STAGED_MAX;
   }
 
   private ByteBuffer downArea() {
