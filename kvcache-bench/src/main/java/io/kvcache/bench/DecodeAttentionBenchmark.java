@@ -66,6 +66,12 @@ public class DecodeAttentionBenchmark {
   private PagedAttention[] work;
   private float[] q;
   private float[] out;
+  /**
+   * Tokens per prefill chunk the stores are filled in: each chunk's pages are reserved together, as
+   * {@code PagedKVCache} does for a prefill or append call, so they lie in one block of memory.
+   */
+  static final int PREFILL_CHUNK = 2048;
+
   private ExecutorService pool;
 
   /** Fills one layer's stores with random keys and values; no attention is computed here. */
@@ -82,6 +88,9 @@ public class DecodeAttentionBenchmark {
       stores[h] = c.newStore(HEAD_DIM);
       work[h] = new PagedAttention(k, HEAD_DIM);
       for (int t = 0; t < context; t++) {
+        if (t % PREFILL_CHUNK == 0) {
+          stores[h].reserve(Math.min(PREFILL_CHUNK, context - t));
+        }
         for (int i = 0; i < HEAD_DIM; i++) {
           kv[i] = (float) rnd.nextGaussian();
           vv[i] = (float) rnd.nextGaussian();

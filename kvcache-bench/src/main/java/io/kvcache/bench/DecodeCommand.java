@@ -74,6 +74,9 @@ final class DecodeCommand implements Runnable {
     for (int h = 0; h < kvHeads; h++) {
       stores[h] = codec.newStore(d);
       for (int t = 0; t < context; t++) {
+        if (t % DecodeAttentionBenchmark.PREFILL_CHUNK == 0) {
+          stores[h].reserve(Math.min(DecodeAttentionBenchmark.PREFILL_CHUNK, context - t));
+        }
         for (int i = 0; i < d; i++) {
           k[i] = (float) rnd.nextGaussian();
           v[i] = (float) rnd.nextGaussian();

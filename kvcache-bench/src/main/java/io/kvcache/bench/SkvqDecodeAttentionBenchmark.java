@@ -70,6 +70,9 @@ public class SkvqDecodeAttentionBenchmark {
       stores[h] = c.newStore(HEAD_DIM);
       work[h] = new PagedAttention(Kernels.vector(), HEAD_DIM);
       for (int t = 0; t < context; t++) {
+        if (t % DecodeAttentionBenchmark.PREFILL_CHUNK == 0) {
+          stores[h].reserve(Math.min(DecodeAttentionBenchmark.PREFILL_CHUNK, context - t));
+        }
         for (int i = 0; i < HEAD_DIM; i++) {
           kv[i] = (float) rnd.nextGaussian();
           vv[i] = (float) rnd.nextGaussian();

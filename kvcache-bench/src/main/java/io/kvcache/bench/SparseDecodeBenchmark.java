@@ -68,6 +68,9 @@ public class SparseDecodeBenchmark {
       stores[h] = StorageCodec.f16().newStore(d);
       work[h] = new PagedAttention(Kernels.get(), d);
       for (int t = 0; t < context; t++) {
+        if (t % DecodeAttentionBenchmark.PREFILL_CHUNK == 0) {
+          stores[h].reserve(Math.min(DecodeAttentionBenchmark.PREFILL_CHUNK, context - t));
+        }
         for (int c = 0; c < d; c++) {
           k[c] = (float) rnd.nextGaussian();
           v[c] = (float) rnd.nextGaussian();

@@ -1,7 +1,6 @@
 package io.kvcache.codec;
 
 import io.kvcache.kernel.AttentionKernels;
-import java.util.Arrays;
 
 /**
  * Stores keys and values as IEEE binary16, rounded to nearest even. Values beyond +-65504 cannot be
@@ -56,7 +55,7 @@ final class F16Codec implements StorageCodec {
 
     private static final boolean IN_PLACE = !"false".equalsIgnoreCase(System.getProperty(IN_PLACE_PROPERTY, "true"));
 
-    private short[][] pages = new short[4][];
+    private final PageBlocks<short[]> pages;
     // Scratch of the in-place kernels, sized on first use to the tile (a decode group: 2 KiB at 4 heads of
     // 128), so a cache of many stores that never decodes holds none.
     private float[] qScaled = new float[0];
@@ -65,6 +64,7 @@ final class F16Codec implements StorageCodec {
 
     Store(int headDim) {
       super(headDim);
+      pages = new PageBlocks<>(short[]::new, 2 * headDim * PAGE_TOKENS);
     }
 
     @Override
@@ -83,27 +83,39 @@ final class F16Codec implements StorageCodec {
       }
     }
 
+    private int pageLen() {
+      return 2 * headDim * PAGE_TOKENS;
+    }
+
+    @Override
+    protected void reservePages(int first, int count) {
+      pages.reserve(first, count);
+    }
+
     @Override
     protected void allocate(int page) {
-      if (page == pages.length) {
-        pages = Arrays.copyOf(pages, page * 2);
-      }
-      pages[page] = new short[2 * headDim * PAGE_TOKENS];
+      pages.allocate(page);
     }
 
     @Override
     protected void release(int page) {
-      pages[page] = null;
+      pages.release(page);
+    }
+
+    @Override
+    protected void compacted() {
+      pages.compacted(pageCount());
     }
 
     @Override
     protected void write(int page, int idx, float[] key, int kOff, float[] value, int vOff) {
-      short[] p = pages[page];
+      short[] p = pages.array(page);
+      int o = pages.base(page);
       for (int c = 0; c < headDim; c++) {
-        p[c * PAGE_TOKENS + idx] = Float.floatToFloat16(key[kOff + c]);
+        p[o + c * PAGE_TOKENS + idx] = Float.floatToFloat16(key[kOff + c]);
       }
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        int run = valueRunStart(idx, b), n = valueRunLength(b);
+        int run = o + valueRunStart(idx, b), n = valueRunLength(b);
         for (int c = 0; c < n; c++) {
           p[run + c] = Float.floatToFloat16(value[vOff + b + c]);
         }
@@ -112,30 +124,33 @@ final class F16Codec implements StorageCodec {
 
     @Override
     protected void move(int fromPage, int fromIdx, int toPage, int toIdx) {
-      short[] src = pages[fromPage], dst = pages[toPage];
+      short[] src = pages.array(fromPage), dst = pages.array(toPage);
+      int so = pages.base(fromPage), d0 = pages.base(toPage);
       for (int c = 0; c < headDim; c++) {
-        dst[c * PAGE_TOKENS + toIdx] = src[c * PAGE_TOKENS + fromIdx];
+        dst[d0 + c * PAGE_TOKENS + toIdx] = src[so + c * PAGE_TOKENS + fromIdx];
       }
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        System.arraycopy(src, valueRunStart(fromIdx, b), dst, valueRunStart(toIdx, b), valueRunLength(b));
+        System.arraycopy(src, so + valueRunStart(fromIdx, b), dst, d0 + valueRunStart(toIdx, b),
+            valueRunLength(b));
       }
     }
 
     @Override
     public void readKey(int slot, float[] dst, int off) {
-      short[] p = pages[slot / PAGE_TOKENS];
-      int idx = slot % PAGE_TOKENS;
+      short[] p = pages.array(slot / PAGE_TOKENS);
+      int o = pages.base(slot / PAGE_TOKENS) + slot % PAGE_TOKENS;
       for (int c = 0; c < headDim; c++) {
-        dst[off + c] = Float.float16ToFloat(p[c * PAGE_TOKENS + idx]);
+        dst[off + c] = Float.float16ToFloat(p[o + c * PAGE_TOKENS]);
       }
     }
 
     @Override
     public void readValue(int slot, float[] dst, int off) {
-      short[] p = pages[slot / PAGE_TOKENS];
+      short[] p = pages.array(slot / PAGE_TOKENS);
       int idx = slot % PAGE_TOKENS;
+      int o = pages.base(slot / PAGE_TOKENS);
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        int run = valueRunStart(idx, b), n = valueRunLength(b);
+        int run = o + valueRunStart(idx, b), n = valueRunLength(b);
         for (int c = 0; c < n; c++) {
           dst[off + b + c] = Float.float16ToFloat(p[run + c]);
         }
@@ -144,7 +159,7 @@ final class F16Codec implements StorageCodec {
 
     @Override
     public float[] page(int page, float[] buf, AttentionKernels kernels) {
-      kernels.f16ToF32(pages[page], 0, buf, 0, 2 * headDim * PAGE_TOKENS);
+      kernels.f16ToF32(pages.array(page), pages.base(page), buf, 0, pageLen());
       return buf;
     }
 
@@ -179,7 +194,8 @@ final class F16Codec implements StorageCodec {
 
     @Override
     public void pageScores(int page, int rows, float[] s, int sOff, int sStride, AttentionKernels kernels) {
-      kernels.scoresHalf(qScaled, 0, rows, headDim, pages[page], 0, PAGE_TOKENS, s, sOff, sStride);
+      kernels.scoresHalf(qScaled, 0, rows, headDim, pages.array(page), pages.base(page), PAGE_TOKENS, s, sOff,
+          sStride);
     }
 
     @Override
@@ -190,13 +206,14 @@ final class F16Codec implements StorageCodec {
           pScaled[r * PAGE_TOKENS + j] = p[pOff + r * pStride + j] * AttentionKernels.HALF_FACTOR;
         }
       }
-      kernels.accumulateHalf(pScaled, 0, PAGE_TOKENS, rows, pages[page], valuesOffset(), PAGE_TOKENS, headDim, o,
-          oOff);
+      kernels.accumulateHalf(pScaled, 0, PAGE_TOKENS, rows, pages.array(page), pages.base(page) + valuesOffset(),
+          PAGE_TOKENS, headDim, o, oOff);
     }
 
     @Override
     public long payloadBytes() {
-      return (long) pageCount() * PAGE_TOKENS * headDim * 2 * Short.BYTES;
+      // Pages of a reservation that appends have not reached yet are held too.
+      return (long) (pageCount() + pages.pending(pageCount())) * PAGE_TOKENS * headDim * 2 * Short.BYTES;
     }
   }
 }

@@ -1,7 +1,6 @@
 package io.kvcache.codec;
 
 import io.kvcache.kernel.AttentionKernels;
-import java.util.Arrays;
 
 /** Stores keys and values as 32-bit floats: exact; the kernels read the pages in place. */
 final class F32Codec implements StorageCodec {
@@ -30,75 +29,95 @@ final class F32Codec implements StorageCodec {
     return name();
   }
 
-  /** One float[] per page: keys transposed, then values in column blocks ({@link AttentionKernels#valueIndex}). */
+  /**
+   * Keys transposed, then values in column blocks ({@link AttentionKernels#valueIndex}), per page; the
+   * pages of a reservation in one block ({@link PageBlocks}).
+   */
   private static final class Store extends HeadStore {
-    private float[][] pages = new float[4][];
+    private final PageBlocks<float[]> pages;
 
     Store(int headDim) {
       super(headDim);
+      pages = new PageBlocks<>(float[]::new, 2 * headDim * PAGE_TOKENS);
+    }
+
+    @Override
+    protected void reservePages(int first, int count) {
+      pages.reserve(first, count);
     }
 
     @Override
     protected void allocate(int page) {
-      if (page == pages.length) {
-        pages = Arrays.copyOf(pages, page * 2);
-      }
-      pages[page] = new float[2 * headDim * PAGE_TOKENS];
+      pages.allocate(page);
     }
 
     @Override
     protected void release(int page) {
-      pages[page] = null;
+      pages.release(page);
+    }
+
+    @Override
+    protected void compacted() {
+      pages.compacted(pageCount());
     }
 
     @Override
     protected void write(int page, int idx, float[] key, int kOff, float[] value, int vOff) {
-      float[] p = pages[page];
+      float[] p = pages.array(page);
+      int o = pages.base(page);
       for (int c = 0; c < headDim; c++) {
-        p[c * PAGE_TOKENS + idx] = key[kOff + c];
+        p[o + c * PAGE_TOKENS + idx] = key[kOff + c];
       }
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        System.arraycopy(value, vOff + b, p, valueRunStart(idx, b), valueRunLength(b));
+        System.arraycopy(value, vOff + b, p, o + valueRunStart(idx, b), valueRunLength(b));
       }
     }
 
     @Override
     protected void move(int fromPage, int fromIdx, int toPage, int toIdx) {
-      float[] src = pages[fromPage], dst = pages[toPage];
+      float[] src = pages.array(fromPage), dst = pages.array(toPage);
+      int so = pages.base(fromPage), d0 = pages.base(toPage);
       for (int c = 0; c < headDim; c++) {
-        dst[c * PAGE_TOKENS + toIdx] = src[c * PAGE_TOKENS + fromIdx];
+        dst[d0 + c * PAGE_TOKENS + toIdx] = src[so + c * PAGE_TOKENS + fromIdx];
       }
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        System.arraycopy(src, valueRunStart(fromIdx, b), dst, valueRunStart(toIdx, b), valueRunLength(b));
+        System.arraycopy(src, so + valueRunStart(fromIdx, b), dst, d0 + valueRunStart(toIdx, b),
+            valueRunLength(b));
       }
     }
 
     @Override
     public void readKey(int slot, float[] dst, int off) {
-      float[] p = pages[slot / PAGE_TOKENS];
-      int idx = slot % PAGE_TOKENS;
+      float[] p = pages.array(slot / PAGE_TOKENS);
+      int o = pages.base(slot / PAGE_TOKENS) + slot % PAGE_TOKENS;
       for (int c = 0; c < headDim; c++) {
-        dst[off + c] = p[c * PAGE_TOKENS + idx];
+        dst[off + c] = p[o + c * PAGE_TOKENS];
       }
     }
 
     @Override
     public void readValue(int slot, float[] dst, int off) {
-      float[] p = pages[slot / PAGE_TOKENS];
+      float[] p = pages.array(slot / PAGE_TOKENS);
+      int o = pages.base(slot / PAGE_TOKENS);
       int idx = slot % PAGE_TOKENS;
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        System.arraycopy(p, valueRunStart(idx, b), dst, off + b, valueRunLength(b));
+        System.arraycopy(p, o + valueRunStart(idx, b), dst, off + b, valueRunLength(b));
       }
     }
 
     @Override
     public float[] page(int page, float[] buf, AttentionKernels kernels) {
-      return pages[page];
+      return pages.array(page);
+    }
+
+    @Override
+    public int pageOffset(int page) {
+      return pages.base(page);
     }
 
     @Override
     public long payloadBytes() {
-      return (long) pageCount() * PAGE_TOKENS * headDim * 2 * Float.BYTES;
+      return (long) (pageCount() + pages.pending(pageCount())) * PAGE_TOKENS * headDim * 2 * Float.BYTES;
     }
   }
 }

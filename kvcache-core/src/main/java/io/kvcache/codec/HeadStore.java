@@ -144,6 +144,32 @@ public abstract class HeadStore {
   }
 
   /**
+   * Says that the next {@code tokens} appends come together (a prefill chunk), so that the store can
+   * give their pages one block of memory. Nothing else changes: the pages are still allocated one by
+   * one as appends reach them, and a store may ignore the hint (the default). Why it matters: pages
+   * allocated one by one are separate arrays, and a collector that copies them with parallel workers
+   * (G1, Parallel) scatters them across the heap; a decode step then reads a KV head's pages in no
+   * order the hardware prefetcher can follow, and on a 2-core Zen 3 f16 decode from memory ran
+   * 1.2-1.5x slower (see docs/benchmarks.md).
+   *
+   * @param tokens appends that follow, at least 0
+   * @throws IllegalArgumentException for a negative count
+   */
+  public final void reserve(int tokens) {
+    if (tokens < 0) {
+      throw new IllegalArgumentException("tokens must be >= 0, got " + tokens);
+    }
+    long slots = (long) tokens - freeCount; // appends fill freed slots first
+    if (slots <= 0) {
+      return;
+    }
+    long newPages = (fresh + slots - 1) / PAGE_TOKENS + 1 - pages;
+    if (newPages >= 2) {
+      reservePages(pages, (int) Math.min(newPages, Integer.MAX_VALUE / PAGE_TOKENS));
+    }
+  }
+
+  /**
    * Removes the token in {@code slot}; its slot is reused by a later append.
    *
    * @param slot a slot that holds a token
@@ -188,11 +214,15 @@ public abstract class HeadStore {
       pageVersion[sp]++;
       dst++;
     }
+    boolean released = target < pages;
     for (int p = target; p < pages; p++) {
       release(p);
       positions[p] = null;
     }
     pages = target;
+    if (released) {
+      compacted();
+    }
     fresh = pages * PAGE_TOKENS;
     freeCount = 0;
     for (int p = 0; p < pages; p++) {
@@ -237,9 +267,21 @@ public abstract class HeadStore {
    * @param page    a page index
    * @param buf     a buffer of {@code 2 * headDim * PAGE_TOKENS} floats the store may decode into
    * @param kernels the kernels that decode (scalar or vector), so a caller picks one path end to end
-   * @return {@code buf}, or the page's own array when it is stored as f32 (read it, do not write it)
+   * @return {@code buf}, or the array holding the page when it is stored as f32 (read it, do not write
+   *     it); the page starts at {@link #pageOffset} in it
    */
   public abstract float[] page(int page, float[] buf, AttentionKernels kernels);
+
+  /**
+   * Where {@link #page} puts the page in the array it returns: 0 for a store that decodes into the
+   * caller's buffer (the default), the page's place in its block for one that returns its own array.
+   *
+   * @param page a page index
+   * @return offset of the page's first key element
+   */
+  public int pageOffset(int page) {
+    return 0;
+  }
 
   /**
    * Whether attention must score and accumulate {@code page} through the store's
@@ -355,6 +397,22 @@ public abstract class HeadStore {
    * @param page a page index
    */
   protected abstract void release(int page);
+
+  /**
+   * The hint of {@link #reserve}: pages {@code first} to {@code first + count - 1} are the next ones
+   * {@link #allocate} will be asked for, in order. The default does nothing.
+   *
+   * @param first the next page's index ({@link #pageCount()})
+   * @param count pages, at least 2
+   */
+  protected void reservePages(int first, int count) {}
+
+  /**
+   * Called at the end of a {@link #compact} that released pages, so that a store which gave several
+   * pages one block can copy the survivors out of blocks that released pages would otherwise keep
+   * alive. The default does nothing.
+   */
+  protected void compacted() {}
 
   /**
    * Encodes one token into entry {@code idx} of page {@code page}.

@@ -148,6 +148,7 @@ final class PagedKVCache implements KVCache {
     int kw = shape.kvWidth();
     for (int h = 0; h < shape.kvHeads(); h++) {
       HeadStore store = stores[layer][h];
+      store.reserve(tokens);
       for (int t = 0; t < tokens; t++) {
         store.append(k, kOff + t * kw + h * d, v, vOff + t * kw + h * d, pos[t]);
       }

@@ -176,11 +176,13 @@ public final class PagedAttention {
   private void page(HeadStore store, int page, int rows, int minPos) {
     boolean fused = store.fusedPage(page);
     float[] kv = null;
+    int kvOff = 0;
     if (fused) {
       ((HeadStore.FusedPages) store).pageScores(page, rows, s, 0, P, kernels);
     } else {
       kv = store.page(page, pageBuf, kernels);
-      kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+      kvOff = store.pageOffset(page);
+      kernels.scores(qs, 0, rows, d, kv, kvOff, P, s, 0, P);
     }
     mask(store.pagePositions(page), rows, minPos);
     for (int r = 0; r < rows; r++) {
@@ -205,7 +207,7 @@ public final class PagedAttention {
     if (fused) {
       ((HeadStore.FusedPages) store).pageAccumulate(page, s, 0, P, rows, o, 0, kernels);
     } else {
-      kernels.accumulate(s, 0, P, rows, kv, vOff, P, d, o, 0);
+      kernels.accumulate(s, 0, P, rows, kv, kvOff + vOff, P, d, o, 0);
     }
   }
 
@@ -343,7 +345,7 @@ public final class PagedAttention {
       ((HeadStore.FusedPages) store).pageScores(page, rows, s, 0, P, kernels);
     } else {
       float[] kv = store.page(page, pageBuf, kernels);
-      kernels.scores(qs, 0, rows, d, kv, 0, P, s, 0, P);
+      kernels.scores(qs, 0, rows, d, kv, store.pageOffset(page), P, s, 0, P);
     }
     mask(store.pagePositions(page), rows, pos);
   }

@@ -189,6 +189,7 @@ public final class HybridSparseReader implements AttentionReader {
         }
         int[] pos = store.pagePositions(p);
         float[] kT = store.page(p, buf, kernels);
+        int k0 = store.pageOffset(p);
         int count = 0, newest = Integer.MIN_VALUE;
         for (int j = 0; j < P; j++) {
           if (pos[j] != HeadStore.EMPTY) {
@@ -200,7 +201,7 @@ public final class HybridSparseReader implements AttentionReader {
           float lo = Float.POSITIVE_INFINITY, hi = Float.NEGATIVE_INFINITY;
           for (int j = 0; j < P; j++) {
             if (pos[j] != HeadStore.EMPTY) {
-              float x = kT[c * P + j];
+              float x = kT[k0 + c * P + j];
               lo = Math.min(lo, x);
               hi = Math.max(hi, x);
             }

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvcache.kernel.AttentionKernels;
 import io.kvcache.kernel.Kernels;
+import io.kvcache.reader.PagedAttention;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -138,6 +139,130 @@ class HeadStoreTest {
     }
     assertEquals(2L * 16 * d * 2 * bytesPerValue, store.payloadBytes());
     assertEquals(2L * 16 * Integer.BYTES, store.metadataBytes());
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"f32", "f16"})
+  void reservedPagesShareABlockAndHoldWhatSeparatePagesHold(String codecName) {
+    int d = 40; // two full value blocks and a narrower one
+    HeadStore plain = codec(codecName).newStore(d);
+    HeadStore reserved = codec(codecName).newStore(d);
+    SplittableRandom rnd = new SplittableRandom(11);
+    reserved.reserve(70);
+    for (int t = 0; t < 70; t++) {
+      float[] k = row(rnd, d), v = row(rnd, d);
+      assertEquals(plain.append(k, 0, v, 0, t), reserved.append(k, 0, v, 0, t));
+    }
+    assertEquals(5, reserved.pageCount());
+    assertEquals(plain.payloadBytes(), reserved.payloadBytes());
+    int len = 2 * d * HeadStore.PAGE_TOKENS;
+    float[] a = new float[len], b = new float[len];
+    for (int page = 0; page < 5; page++) {
+      float[] pa = plain.page(page, a, Kernels.scalar());
+      float[] pb = reserved.page(page, b, Kernels.scalar());
+      int oa = plain.pageOffset(page), ob = reserved.pageOffset(page);
+      for (int i = 0; i < len; i++) {
+        assertEquals(Float.floatToRawIntBits(pa[oa + i]), Float.floatToRawIntBits(pb[ob + i]),
+            "page " + page + " element " + i);
+      }
+      if (codecName.equals("f32")) { // f32 hands out its own array: one block, the pages in order
+        assertEquals(5 * len, pb.length, "one block for the reservation");
+        assertEquals(page * len, ob, "page " + page + " in the block");
+      }
+    }
+    float[] key = new float[d], value = new float[d], key2 = new float[d], value2 = new float[d];
+    for (int slot = 0; slot < 70; slot++) {
+      plain.readKey(slot, key, 0);
+      reserved.readKey(slot, key2, 0);
+      assertArrayEquals(key, key2, "key of slot " + slot);
+      plain.readValue(slot, value, 0);
+      reserved.readValue(slot, value2, 0);
+      assertArrayEquals(value, value2, "value of slot " + slot);
+    }
+    // Decode over both (the f16 store reads its pages in place with the vector kernels).
+    int group = 4;
+    float[] q = row(rnd, group * d);
+    float[] o1 = new float[group * d], o2 = new float[group * d];
+    new PagedAttention(Kernels.get(), d).decode(plain, group, q, 0, 70, 0.125f, o1, 0);
+    new PagedAttention(Kernels.get(), d).decode(reserved, group, q, 0, 70, 0.125f, o2, 0);
+    assertArrayEquals(o1, o2, "decode over a reserved block");
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"f32", "f16"})
+  void compactionCopiesTheSurvivorsOutOfTheirBlock(String codecName) {
+    int d = 24;
+    HeadStore store = codec(codecName).newStore(d);
+    SplittableRandom rnd = new SplittableRandom(5);
+    Map<Integer, float[]> keys = new HashMap<>();
+    Map<Integer, float[]> values = new HashMap<>();
+    store.reserve(64);
+    for (int t = 0; t < 64; t++) {
+      float[] k = row(rnd, d), v = row(rnd, d);
+      int slot = store.append(k, 0, v, 0, t);
+      if (t % 4 == 0) {
+        keys.put(t, stored(codecName, k));
+        values.put(t, stored(codecName, v));
+      } else {
+        store.evict(slot);
+      }
+    }
+    store.compact();
+    assertEquals(1, store.pageCount(), "16 tokens in one page");
+    assertEquals(16L * d * 2 * (codecName.equals("f32") ? 4 : 2), store.payloadBytes(), "one page held");
+    if (codecName.equals("f32")) {
+      float[] page = store.page(0, new float[2 * d * HeadStore.PAGE_TOKENS], Kernels.scalar());
+      assertEquals(2 * d * HeadStore.PAGE_TOKENS, page.length, "a block of the one surviving page");
+    }
+    float[] buf = new float[d];
+    for (int slot = 0; slot < HeadStore.PAGE_TOKENS; slot++) {
+      int p = store.position(slot);
+      store.readKey(slot, buf, 0);
+      assertArrayEquals(keys.get(p), buf, "key of position " + p);
+      store.readValue(slot, buf, 0);
+      assertArrayEquals(values.get(p), buf, "value of position " + p);
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"f32", "f16"})
+  void aReservationIsHeldUntilUsedAndFreedSlotsComeFirst(String codecName) {
+    int d = 16;
+    HeadStore store = codec(codecName).newStore(d);
+    long page = 16L * d * 2 * (codecName.equals("f32") ? 4 : 2);
+    float[] z = new float[d];
+    store.reserve(100); // 7 pages
+    for (int t = 0; t < 20; t++) {
+      store.append(z, 0, z, 0, t);
+    }
+    assertEquals(2, store.pageCount());
+    assertEquals(7 * page, store.payloadBytes(), "the reservation's block is held");
+    for (int t = 20; t < 100; t++) {
+      store.append(z, 0, z, 0, t);
+    }
+    assertEquals(7, store.pageCount());
+    assertEquals(7 * page, store.payloadBytes());
+    for (int slot = 0; slot < 10; slot++) {
+      store.evict(slot);
+    }
+    store.reserve(10); // fills freed slots: nothing to reserve
+    for (int t = 100; t < 110; t++) {
+      assertTrue(store.append(z, 0, z, 0, t) < 10, "a freed slot");
+    }
+    assertEquals(7 * page, store.payloadBytes());
+    store.reserve(40); // 12 fresh slots left in page 6, then 28: two new pages
+    assertEquals(9 * page, store.payloadBytes());
+    store.append(z, 0, z, 0, 110);
+    store.compact(); // releases nothing: the reservation stays for the appends to come
+    assertEquals(9 * page, store.payloadBytes());
+    for (int slot = 0; slot < 30; slot++) {
+      store.evict(slot);
+    }
+    store.compact(); // 71 tokens: pages 5 and 6 released, and what was left of the reservation with them
+    assertEquals(5, store.pageCount());
+    assertEquals(5 * page, store.payloadBytes());
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> store.reserve(-1));
+    assertTrue(e.getMessage().contains("tokens") && e.getMessage().contains("-1"), e.getMessage());
   }
 
   @ParameterizedTest

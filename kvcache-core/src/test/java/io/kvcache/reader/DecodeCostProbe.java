@@ -24,8 +24,10 @@ import jdk.incubator.vector.VectorSpecies;
  * last column is the share of the streaming bandwidth a kernel would reach with C = F (nothing but its
  * multiply-adds) under the rule this run measured, M = r (C + T): T / (r (F + T)). Run from
  * {@code kvcache-core} with {@code java --add-modules jdk.incubator.vector -Xmx12g -cp
- * target/classes:target/test-classes io.kvcache.reader.DecodeCostProbe [tokens] [repetitions]}
- * (defaults 32768 and 30; the last two thirds are averaged).
+ * target/classes:target/test-classes io.kvcache.reader.DecodeCostProbe [tokens] [repetitions]
+ * [no-reserve]} (defaults 32768 and 30; the last two thirds are averaged). The stores are filled as
+ * prefill chunks of 2,048 tokens, each {@link HeadStore#reserve reserved}, as {@code PagedKVCache}
+ * does; {@code no-reserve} gives every page its own array instead.
  */
 public final class DecodeCostProbe {
 
@@ -33,6 +35,7 @@ public final class DecodeCostProbe {
   private static final int D = 128;
   private static final int GROUP = 4;
   private static final int HEADS = 8;
+  private static final int PREFILL_CHUNK = 2048;
 
   private DecodeCostProbe() {}
 
@@ -44,14 +47,16 @@ public final class DecodeCostProbe {
   public static void main(String[] args) {
     int tokens = args.length > 0 ? Integer.parseInt(args[0]) : 32768;
     int reps = args.length > 1 ? Integer.parseInt(args[1]) : 30;
-    System.out.printf("%s, %d lanes; per page of one KV head: C in cache, M from memory (%d KV heads x %d tokens), "
-        + "T streamed, F multiply-adds at peak; ns%n", Kernels.get().name(), F.length(), HEADS, tokens);
+    boolean reserve = !(args.length > 2 && args[2].equals("no-reserve"));
+    System.out.printf("%s, %d lanes; per page of one KV head: C in cache, M from memory (%d KV heads x %d tokens, %s), "
+        + "T streamed, F multiply-adds at peak; ns%n", Kernels.get().name(), F.length(), HEADS, tokens,
+        reserve ? "reserved in chunks of " + PREFILL_CHUNK : "page by page");
     for (StorageCodec codec : new StorageCodec[] {StorageCodec.f16(), StorageCodec.f32()}) {
-      run(codec, tokens, reps);
+      run(codec, tokens, reps, reserve);
     }
   }
 
-  private static void run(StorageCodec codec, int tokens, int reps) {
+  private static void run(StorageCodec codec, int tokens, int reps, boolean reserve) {
     SplittableRandom rnd = new SplittableRandom(3);
     HeadStore[] small = {fill(codec.newStore(D), 1024, rnd)};
     HeadStore[] large = new HeadStore[HEADS];
@@ -60,6 +65,11 @@ public final class DecodeCostProbe {
     }
     float[] k = new float[D], v = new float[D];
     for (int t = 0; t < tokens; t++) { // interleaved over heads, as a model appends them
+      if (reserve && t % PREFILL_CHUNK == 0) { // as PagedKVCache does for each prefill call
+        for (HeadStore s : large) {
+          s.reserve(Math.min(PREFILL_CHUNK, tokens - t));
+        }
+      }
       for (HeadStore s : large) {
         random(k, rnd);
         random(v, rnd);
