@@ -38,7 +38,7 @@ final class F32Codec implements StorageCodec {
 
     Store(int headDim) {
       super(headDim);
-      pages = new PageBlocks<>(float[]::new, 2 * headDim * PAGE_TOKENS);
+      pages = new PageBlocks<>(float[]::new, 2 * headDim * PAGE_TOKENS, Float.BYTES);
     }
 
     @Override

@@ -5,7 +5,8 @@ package io.kvcache.core;
  *
  * <p>Bytes are exact: {@code payloadBytes} is every allocated page's keys and values as the codec
  * stores them (pages are allocated whole, so a partly filled page counts in full);
- * {@code metadataBytes} is the cache's bookkeeping (one int position per allocated slot). The
+ * {@code metadataBytes} is the cache's bookkeeping (one int position per allocated slot, plus what a
+ * codec keeps beside its pages: SKVQ's page masks, channel permutations and clipping ratios). The
  * reference for {@link #compressionRatio()} is a dense f16 cache of every token seen, with no
  * metadata: {@code sum over layers of tokensSeen * kvHeads * headDim * 2 (K and V) * 2 bytes}.
  *

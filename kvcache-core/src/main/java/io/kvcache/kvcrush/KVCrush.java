@@ -20,7 +20,7 @@ import java.util.SplittableRandom;
  * <ol>
  *   <li><b>Budget split.</b> The tokens the importance policy always keeps (SnapKV's observation
  *       window) count inside {@code budget}, so that KVCrush holds exactly as many tokens as SnapKV at
- *       the same budget; of the rest, {@code crush = floor(crushShare * (budget - window))} are
+ *       the same budget; of the rest, {@code crush = max(1, floor(crushShare * (budget - window)))} are
  *       representatives (the vLLM integration's {@code kvcrush_ratio} of the budget outside the
  *       always-kept tokens). With H2O, whose recent tokens are part of its own budget, the share is of
  *       {@code budget}. SnapKV keeps its window plus its top-scored earlier tokens; H2O keeps half of its

@@ -250,19 +250,57 @@ class HeadStoreTest {
       assertTrue(store.append(z, 0, z, 0, t) < 10, "a freed slot");
     }
     assertEquals(7 * page, store.payloadBytes());
-    store.reserve(40); // 12 fresh slots left in page 6, then 28: two new pages
-    assertEquals(9 * page, store.payloadBytes());
-    store.append(z, 0, z, 0, 110);
-    store.compact(); // releases nothing: the reservation stays for the appends to come
+    store.reserve(40); // 12 fresh slots left in page 6, then 28: two new pages, one block when reached
+    assertEquals(7 * page, store.payloadBytes(), "nothing allocated before the appends reach it");
+    for (int t = 110; t < 123; t++) { // 12 into page 6, the 13th opens page 7
+      store.append(z, 0, z, 0, t);
+    }
+    assertEquals(8, store.pageCount());
+    assertEquals(9 * page, store.payloadBytes(), "page 8 is held in page 7's block");
+    store.compact(); // 113 tokens in 8 pages: releases nothing, the block stays for the appends to come
     assertEquals(9 * page, store.payloadBytes());
     for (int slot = 0; slot < 30; slot++) {
       store.evict(slot);
     }
-    store.compact(); // 71 tokens: pages 5 and 6 released, and what was left of the reservation with them
-    assertEquals(5, store.pageCount());
-    assertEquals(5 * page, store.payloadBytes());
+    store.compact(); // 83 tokens: pages 6 and 7 released, and what was left of the reservation with them
+    assertEquals(6, store.pageCount());
+    assertEquals(6 * page, store.payloadBytes());
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> store.reserve(-1));
     assertTrue(e.getMessage().contains("tokens") && e.getMessage().contains("-1"), e.getMessage());
+  }
+
+  @org.junit.jupiter.api.Test
+  void longReservationsTakeBlocksOfAtMostMaxBlockBytesEachAllocatedWhenReached() {
+    int d = 128; // f32 pages of 16 KiB: 16 pages a block
+    int len = 2 * d * HeadStore.PAGE_TOKENS, perBlock = PageBlocks.MAX_BLOCK_BYTES / (len * Float.BYTES);
+    assertEquals(16, perBlock);
+    HeadStore store = StorageCodec.f32().newStore(d);
+    float[] z = new float[d];
+    float[] buf = new float[len];
+    store.reserve(1000); // 63 pages: 3 blocks of 16 and one of 15
+    for (int t = 0; t < 17 * HeadStore.PAGE_TOKENS; t++) {
+      store.append(z, 0, z, 0, t);
+    }
+    assertEquals(17, store.pageCount());
+    assertEquals(32L * len * Float.BYTES, store.payloadBytes(), "the second block is held, the third not yet");
+    for (int t = 17 * HeadStore.PAGE_TOKENS; t < 1000; t++) {
+      store.append(z, 0, z, 0, t);
+    }
+    for (int page = 0; page < 63; page++) {
+      float[] a = store.page(page, buf, Kernels.scalar());
+      assertEquals((page < 48 ? 16 : 15) * len, a.length, "block of page " + page);
+      assertEquals((page % 16) * len, store.pageOffset(page), "page " + page + " in its block");
+    }
+    assertEquals(63L * len * Float.BYTES, store.payloadBytes());
+    for (int slot = 0; slot < 400; slot++) {
+      store.evict(slot);
+    }
+    store.compact(); // 600 tokens: 38 pages, copied into blocks of 16, 16 and 6
+    assertEquals(38, store.pageCount());
+    for (int page = 0; page < 38; page++) {
+      assertEquals((page < 32 ? 16 : 6) * len, store.page(page, buf, Kernels.scalar()).length, "block of page " + page);
+    }
+    assertEquals(38L * len * Float.BYTES, store.payloadBytes());
   }
 
   @ParameterizedTest

@@ -12,6 +12,8 @@ import io.kvcache.retention.H2O;
 import io.kvcache.retention.LayerAccess;
 import io.kvcache.retention.RetentionPolicy;
 import io.kvcache.retention.SnapKV;
+import io.kvcache.skvq.SkvqCodec;
+import io.kvcache.skvq.SkvqConfig;
 import java.util.Arrays;
 import java.util.SplittableRandom;
 import java.util.TreeSet;
@@ -30,6 +32,9 @@ import org.junit.jupiter.params.provider.MethodSource;
 class RetentionPoliciesTest {
 
   static final AttentionShape SHAPE = new AttentionShape(2, 8, 2, 32);
+
+  /** Attention through 8-bit SKVQ codes against exact attention over the same tokens (measured worst: see the test). */
+  static final double SKVQ_8_BIT_TOLERANCE = 0.05;
 
   /** Wraps a policy and records, per layer and KV head, the positions held after each of its calls. */
   static final class Recorder implements RetentionPolicy {
@@ -153,6 +158,70 @@ class RetentionPoliciesTest {
         }
       }
     }
+  }
+
+  static Stream<Arguments> budgetedOverSkvq() {
+    return Stream.of(
+        Arguments.of("snapKV", SnapKV.of(96, 16, 7), SnapKV.of(4096, 16, 7), 96, false),
+        Arguments.of("h2o", new H2O(48, 48), new H2O(2048, 2048), 96, true),
+        Arguments.of("kvCrush-snapKV", KVCrush.builder(96).window(16).build(), KVCrush.builder(4096).window(16).build(),
+            96, false),
+        Arguments.of("kvCrush-h2o", KVCrush.builder(80).importance(KVCrush.Importance.H2O).build(),
+            KVCrush.builder(4096).importance(KVCrush.Importance.H2O).build(), 80, false));
+  }
+
+  /**
+   * SKVQ's codes under the budgeted policies, which must compose with any codec: the budget holds with
+   * codes as with floats; each decode attends to what the policy holds (8-bit codes with a 16-token
+   * window, so within the codes' error of exact attention over the held tokens: pages of codes are
+   * compacted at the end of the prompt and, under H2O, evicted from and refilled during decode); and a
+   * budget above the length changes nothing, bit for bit against SKVQ alone.
+   */
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("budgetedOverSkvq")
+  void skvqCodesComposeWithTheBudgetedPolicies(String label, RetentionPolicy policy, RetentionPolicy unbounded,
+      int budget, boolean holdsBudgetInDecode) {
+    long seed = TestData.seed();
+    int prompt = 300, decode = 24;
+    StorageCodec codes = SkvqCodec.of(SkvqConfig.of(8, 8).withWindow(16, 2));
+    Inputs in = Inputs.random(seed, prompt + decode);
+    Recorder rec = new Recorder(policy);
+    double worst = 0;
+    try (KVCache cache = KVCacheStrategy.builder().codec(codes).retention(rec).build().newCache(SHAPE)) {
+      in.prefill(cache, prompt, 37);
+      cache.endPrefill();
+      for (int[] layer : cache.stats().retained()) {
+        for (int held : layer) {
+          assertEquals(budget, held, label + " over SKVQ after the prompt, seed " + seed);
+        }
+      }
+      for (int t = prompt; t < prompt + decode; t++) {
+        for (int layer = 0; layer < SHAPE.layers(); layer++) {
+          cache.decode(layer, in.q, t * SHAPE.queryWidth(), in.k, t * SHAPE.kvWidth(), in.v, t * SHAPE.kvWidth(),
+              in.out, t * SHAPE.queryWidth());
+          worst = Math.max(worst, in.maxError(rec.held[layer][0], t));
+        }
+        int expected = holdsBudgetInDecode ? budget : budget + t - prompt + 1;
+        for (int[] layer : cache.stats().retained()) {
+          for (int held : layer) {
+            assertEquals(expected, held, label + " over SKVQ at decode token " + t + ", seed " + seed);
+          }
+        }
+      }
+    }
+    System.out.printf("%s over SKVQ K8/V8: worst relative error against exact attention over the held tokens %.2e%n",
+        label, worst);
+    assertTrue(worst < SKVQ_8_BIT_TOLERANCE, label + ": attention over the held tokens through 8-bit codes, worst "
+        + "relative error " + worst + ", seed " + seed);
+
+    Inputs alone = in.copyWithOut(new float[in.out.length]);
+    Inputs under = in.copyWithOut(new float[in.out.length]);
+    try (KVCache a = KVCacheStrategy.builder().codec(codes).build().newCache(SHAPE);
+        KVCache b = KVCacheStrategy.builder().codec(codes).retention(unbounded).build().newCache(SHAPE)) {
+      alone.run(a, prompt, decode, 37);
+      under.run(b, prompt, decode, 37);
+    }
+    assertArrayEquals(alone.out, under.out, label + " with a budget above the length, seed " + seed);
   }
 
   /** With an executor the KV heads of a layer are scored and compressed in parallel: same tokens, same outputs. */
@@ -516,6 +585,17 @@ class RetentionPoliciesTest {
           cache.decode(layer, q, t * qw, k, t * kw, v, t * kw, out, t * qw);
         }
       }
+    }
+
+    /** The largest relative error of decode token {@code t}'s rows of KV head 0 against exact attention over {@code held}. */
+    double maxError(int[] heldKvHead0, int t) {
+      int[] keys = Arrays.stream(heldKvHead0).sorted().distinct().toArray();
+      double worst = 0;
+      for (int head = 0; head < SHAPE.groupSize(); head++) {
+        double[] ref = Reference.row(SHAPE, q, t, head, k, v, keys, keys.length);
+        worst = Math.max(worst, Reference.rowError(out, t * SHAPE.queryWidth() + head * SHAPE.headDim(), ref));
+      }
+      return worst;
     }
 
     /** Asserts that decode token {@code t}'s output equals exact attention over {@code held} (all heads). */
