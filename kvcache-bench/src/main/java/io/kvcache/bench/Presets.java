@@ -21,7 +21,11 @@ import java.util.regex.Pattern;
  *
  * <p>Combination grammar: axis choices joined by {@code +}, e.g. {@code f32+sinks(4,1020)}. Codecs:
  * {@code f16}, {@code f32}, {@code skvq} (K2/V1.5, the paper's default), {@code skvq(K,V,G)} (key and value
- * bits, channels per quantization group, the paper's window and sinks). Retention: {@code keepAll}, {@code sinks(S,W)}. Readers: {@code dense},
+ * bits, channels per quantization group, the paper's window and sinks). Retention: {@code keepAll},
+ * {@code sinks(S,W)}, {@code snapKV(B,W,P)} (budget, observation window, pooling kernel), {@code h2o(H,R)}
+ * (heavy hitters, recent tokens), {@code kvCrush(B)} (budget, the defaults otherwise: SnapKV importance,
+ * window 32, share 0.25), so that e.g. {@code skvq+kvCrush(1024)} runs KVCrush over SKVQ's codes.
+ * Readers: {@code dense},
  * {@code hybrid(K)} (RocketKV's stage 2 attending to K tokens per step, a quarter of the channels for
  * the estimate, the 16 most recent tokens always).
  * Unnamed axes keep the full-cache defaults (f16, keep-all, dense, full schedule).
@@ -94,6 +98,9 @@ final class Presets {
         Matcher sinks = Pattern.compile("sinks\\((\\d+),(\\d+)\\)").matcher(p);
         Matcher hybrid = Pattern.compile("hybrid\\((\\d+)\\)").matcher(p);
         Matcher skvq = Pattern.compile("skvq\\(([0-9.]+),([0-9.]+),(\\d+)\\)").matcher(p);
+        Matcher snap = Pattern.compile("snapkv\\((\\d+),(\\d+),(\\d+)\\)").matcher(p);
+        Matcher h2o = Pattern.compile("h2o\\((\\d+),(\\d+)\\)").matcher(p);
+        Matcher crush = Pattern.compile("kvcrush\\((\\d+)\\)").matcher(p);
         String axis;
         switch (p) {
           case "f16" -> {
@@ -121,6 +128,17 @@ final class Presets {
               axis = "retention";
               b.retention(RetentionPolicy.sinksAndWindow(Integer.parseInt(sinks.group(1)),
                   Integer.parseInt(sinks.group(2))));
+            } else if (snap.matches()) {
+              axis = "retention";
+              b.retention(io.kvcache.retention.SnapKV.of(Integer.parseInt(snap.group(1)),
+                  Integer.parseInt(snap.group(2)), Integer.parseInt(snap.group(3))));
+            } else if (h2o.matches()) {
+              axis = "retention";
+              b.retention(new io.kvcache.retention.H2O(Integer.parseInt(h2o.group(1)),
+                  Integer.parseInt(h2o.group(2))));
+            } else if (crush.matches()) {
+              axis = "retention";
+              b.retention(io.kvcache.kvcrush.KVCrush.builder(Integer.parseInt(crush.group(1))).build());
             } else if (skvq.matches()) {
               axis = "codec";
               int g = Integer.parseInt(skvq.group(3));
@@ -132,7 +150,8 @@ final class Presets {
             } else {
               throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + part.trim()
                   + "'; expected a preset (" + String.join(", ", all().keySet()) + ") or axis choices joined by "
-                  + "'+': f16, f32, skvq, skvq(KBITS,VBITS,GROUP), keepAll, sinks(S,W), dense, hybrid(K)");
+                  + "'+': f16, f32, skvq, skvq(KBITS,VBITS,GROUP), keepAll, sinks(S,W), snapKV(B,W,P), h2o(H,R), "
+                  + "kvCrush(B), dense, hybrid(K)");
             }
           }
         }

@@ -167,6 +167,21 @@ class CompareCommandTest {
     assertEquals("sinks4+window60", s.retention().name());
   }
 
+  @Test
+  void theBudgetedPoliciesComposeWithSkvqInTheGrammar() {
+    assertEquals(io.kvcache.retention.SnapKV.of(96, 16, 7).name(),
+        Presets.resolve("skvq+snapKV(96,16,7)", 10).retention().name());
+    assertEquals(new io.kvcache.retention.H2O(48, 48).name(), Presets.resolve("skvq+h2o(48,48)", 10).retention().name());
+    KVCacheStrategy c = Presets.resolve("skvq(2,1.5,32)+kvCrush(512)", 10);
+    assertEquals(io.kvcache.kvcrush.KVCrush.builder(512).build().name(), c.retention().name());
+    assertTrue(c.codec().name().contains("g32"), c.codec().name());
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+        () -> Presets.resolve("skvq+kvCrush(20)", 10));
+    assertTrue(e.getMessage().contains("window"), e.getMessage()); // the policy's own check: 20 <= window 32
+    e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("snapKV(96,16,7)+h2o(8,8)", 10));
+    assertTrue(e.getMessage().contains("retention is chosen twice"), e.getMessage());
+  }
+
   /** Options a user can get wrong fail at once with one line and a non-zero exit, before any work. */
   @Test
   void badOptionsFailBeforeTheRun(@TempDir Path tmp) {
