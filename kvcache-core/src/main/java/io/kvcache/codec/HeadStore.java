@@ -145,12 +145,15 @@ public abstract class HeadStore {
 
   /**
    * Says that the next {@code tokens} appends come together (a prefill chunk), so that the store can
-   * give their pages one block of memory. Nothing else changes: the pages are still allocated one by
-   * one as appends reach them, and a store may ignore the hint (the default). Why it matters: pages
-   * allocated one by one are separate arrays, and a collector that copies them with parallel workers
-   * (G1, Parallel) scatters them across the heap; a decode step then reads a KV head's pages in no
-   * order the hardware prefetcher can follow, and on a 2-core Zen 3 f16 decode from memory ran
-   * 1.2-1.5x slower (see docs/benchmarks.md).
+   * give the pages they will open shared blocks of memory (the f16 and f32 stores: blocks of at most
+   * 256 KiB, each allocated when the appends reach its first page, and counted whole in
+   * {@link #payloadBytes} from then on; pages not yet reached cost nothing). Nothing else changes:
+   * slots, pages and results are what they would be without the hint, and a store may ignore it (the
+   * default; also when the appends open fewer than two pages). Why it matters: pages allocated one by
+   * one are separate arrays, and a collector that copies them with parallel workers (G1, Parallel)
+   * scatters them across the heap; a decode step then reads a KV head's pages in no order the hardware
+   * prefetcher can follow, and on a 2-core Zen 3 f16 decode from memory ran 1.3-1.4x slower (see
+   * docs/benchmarks.md).
    *
    * @param tokens appends that follow, at least 0
    * @throws IllegalArgumentException for a negative count
@@ -259,10 +262,11 @@ public abstract class HeadStore {
   public abstract void readValue(int slot, float[] dst, int off);
 
   /**
-   * One page's keys and values as floats, in one array: the keys transposed at offset 0,
-   * {@code kT[c * PAGE_TOKENS + j]}, then the values at offset {@link #valuesOffset()} in column
-   * blocks, {@code v[valuesOffset() + AttentionKernels.valueIndex(j, c, headDim, PAGE_TOKENS)]}. Keys
-   * and values of a page sit side by side so a decode step streams through memory in one direction.
+   * One page's keys and values as floats, in one array from {@code o = pageOffset(page)}: the keys
+   * transposed, {@code kT[o + c * PAGE_TOKENS + j]}, then the values {@link #valuesOffset()} further on
+   * in column blocks, {@code v[o + valuesOffset() + AttentionKernels.valueIndex(j, c, headDim,
+   * PAGE_TOKENS)]}. Keys and values of a page sit side by side so a decode step streams through memory
+   * in one direction.
    *
    * @param page    a page index
    * @param buf     a buffer of {@code 2 * headDim * PAGE_TOKENS} floats the store may decode into
@@ -320,7 +324,7 @@ public abstract class HeadStore {
    */
   public void attentionDone() {}
 
-  /** @return where a page's values start in the array {@link #page} returns: {@code headDim * PAGE_TOKENS} */
+  /** @return where a page's values start, from the page's start: {@code headDim * PAGE_TOKENS} */
   public final int valuesOffset() {
     return headDim * PAGE_TOKENS;
   }
@@ -330,7 +334,7 @@ public abstract class HeadStore {
    *
    * @param idx the token's index within its page
    * @param c   the channel
-   * @return the value's offset in the page's array
+   * @return the value's offset from the page's start
    */
   protected final int valueAt(int idx, int c) {
     return valuesOffset() + AttentionKernels.valueIndex(idx, c, headDim, PAGE_TOKENS);
@@ -343,7 +347,7 @@ public abstract class HeadStore {
    *
    * @param idx the token's index within its page
    * @param b   the block's first channel, a multiple of {@link AttentionKernels#VALUE_BLOCK}
-   * @return the run's offset in the page's array
+   * @return the run's offset from the page's start
    */
   protected final int valueRunStart(int idx, int b) {
     return valuesOffset() + b * PAGE_TOKENS + idx * valueRunLength(b);
@@ -358,7 +362,8 @@ public abstract class HeadStore {
   }
 
   /**
-   * Bytes of key and value payload held: every allocated page, full or not, as its codec encodes it.
+   * Bytes of key and value payload held: every allocated page, full or not, as its codec encodes it,
+   * and the pages of a block that {@link #reserve} made and the appends have not reached yet.
    *
    * @return payload bytes
    */

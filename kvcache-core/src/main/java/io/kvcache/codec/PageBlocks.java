@@ -1,6 +1,7 @@
 package io.kvcache.codec;
 
 import java.util.Arrays;
+import java.util.IdentityHashMap;
 import java.util.function.IntFunction;
 
 /**
@@ -27,7 +28,7 @@ final class PageBlocks<A> {
   private int[] base = new int[4];
   private int reservedFirst;
   private int reservedCount; // 0: no reservation
-  private A block; // the reservation's current block
+  private A block; // the last block made: pages blockFirst .. blockFirst + blockCount - 1, some maybe not yet allocated
   private int blockFirst; // its first page
   private int blockCount;
 
@@ -57,37 +58,34 @@ final class PageBlocks<A> {
   void reserve(int first, int count) {
     reservedFirst = first;
     reservedCount = count;
-    block = null;
   }
 
-  /** {@link HeadStore#allocate}: the reservation's next page, or an array of its own. */
+  /**
+   * {@link HeadStore#allocate}: the current block's next page while it has one (whether or not a
+   * reservation still covers it: its pages are held either way), else a new block for a reserved page,
+   * else an array of its own.
+   */
   void allocate(int page) {
     if (page == arrays.length) {
       arrays = Arrays.copyOf(arrays, page * 2);
       base = Arrays.copyOf(base, page * 2);
     }
-    int k = page - reservedFirst;
-    if (k < 0 || k >= reservedCount) {
-      dropReservation(); // none, or one the appends did not follow
-      arrays[page] = newArray.apply(pageLen);
-      base[page] = 0;
-      return;
-    }
     if (block == null || page >= blockFirst + blockCount) {
+      block = null;
+      int k = page - reservedFirst;
+      if (k < 0 || k >= reservedCount) {
+        arrays[page] = newArray.apply(pageLen);
+        base[page] = 0;
+        return;
+      }
+      int n = Math.min(blockPages, reservedCount - k);
+      A fresh = newArray.apply(n * pageLen); // before any field changes: a failed allocation leaves no trace
+      block = fresh;
       blockFirst = page;
-      blockCount = Math.min(blockPages, reservedCount - k);
-      block = newArray.apply(blockCount * pageLen);
+      blockCount = n;
     }
     arrays[page] = block;
     base[page] = (page - blockFirst) * pageLen;
-    if (k == reservedCount - 1) {
-      dropReservation();
-    }
-  }
-
-  private void dropReservation() {
-    reservedCount = 0;
-    block = null;
   }
 
   /** {@link HeadStore#release}. */
@@ -96,20 +94,40 @@ final class PageBlocks<A> {
   }
 
   /**
-   * {@link HeadStore#compacted}: the first {@code pages} pages survived, and their blocks may also hold
-   * released pages, which would stay allocated; copies the survivors into new blocks of their size.
+   * {@link HeadStore#compacted}: the first {@code pages} pages survived. An array that held a released
+   * page, or pages not yet allocated, would keep them allocated: the survivors in such arrays are copied
+   * into new blocks (at most {@link #MAX_BLOCK_BYTES} each, consecutive pages together), the others stay.
    */
   void compacted(int pages) {
-    dropReservation();
-    for (int first = 0; first < pages; first += blockPages) {
-      int n = Math.min(blockPages, pages - first);
-      A copy = newArray.apply(n * pageLen);
-      for (int p = first; p < first + n; p++) {
-        System.arraycopy(arrays[p], base[p], copy, (p - first) * pageLen, pageLen);
-        arrays[p] = copy;
-        base[p] = (p - first) * pageLen;
-      }
+    block = null;
+    reservedCount = 0;
+    IdentityHashMap<Object, Integer> refs = new IdentityHashMap<>();
+    for (int p = 0; p < pages; p++) {
+      refs.merge(arrays[p], 1, Integer::sum);
     }
+    int p = 0;
+    while (p < pages) {
+      if (!partlyUsed(arrays[p], refs)) {
+        p++;
+        continue;
+      }
+      int end = p;
+      while (end < pages && end - p < blockPages && partlyUsed(arrays[end], refs)) {
+        end++;
+      }
+      A copy = newArray.apply((end - p) * pageLen);
+      for (int q = p; q < end; q++) {
+        System.arraycopy(arrays[q], base[q], copy, (q - p) * pageLen, pageLen);
+        arrays[q] = copy;
+        base[q] = (q - p) * pageLen;
+      }
+      p = end;
+    }
+  }
+
+  private boolean partlyUsed(Object array, IdentityHashMap<Object, Integer> refs) {
+    Integer n = refs.get(array);
+    return n != null && (long) n * pageLen < java.lang.reflect.Array.getLength(array);
   }
 
   /**
@@ -117,6 +135,6 @@ final class PageBlocks<A> {
    * @return pages of the current block not allocated yet: memory held, not in use
    */
   int pending(int pages) {
-    return block == null ? 0 : blockFirst + blockCount - pages;
+    return block == null ? 0 : Math.max(0, blockFirst + blockCount - pages);
   }
 }

@@ -4,7 +4,8 @@ package io.kvcache.core;
  * A snapshot of what a {@link KVCache} holds.
  *
  * <p>Bytes are exact: {@code payloadBytes} is every allocated page's keys and values as the codec
- * stores them (pages are allocated whole, so a partly filled page counts in full);
+ * stores them (pages are allocated whole, so a partly filled page counts in full, as do the not yet
+ * used pages of a block a prefill chunk reserved);
  * {@code metadataBytes} is the cache's bookkeeping (one int position per allocated slot, plus what a
  * codec keeps beside its pages: SKVQ's page masks, channel permutations and clipping ratios). The
  * reference for {@link #compressionRatio()} is a dense f16 cache of every token seen, with no

@@ -118,10 +118,11 @@ class HeadStoreTest {
       int page = t / HeadStore.PAGE_TOKENS, j = t % HeadStore.PAGE_TOKENS;
       float[] kT = store.page(page, kBuf, Kernels.scalar());
       float[] vv = kT;
+      int o = store.pageOffset(page);
       float[] ks = stored(codecName, k[t]), vs = stored(codecName, v[t]);
       for (int c = 0; c < d; c++) {
-        assertEquals(ks[c], kT[c * HeadStore.PAGE_TOKENS + j], "key token " + t + " channel " + c);
-        assertEquals(vs[c], vv[store.valuesOffset() + AttentionKernels.valueIndex(j, c, d, HeadStore.PAGE_TOKENS)],
+        assertEquals(ks[c], kT[o + c * HeadStore.PAGE_TOKENS + j], "key token " + t + " channel " + c);
+        assertEquals(vs[c], vv[o + store.valuesOffset() + AttentionKernels.valueIndex(j, c, d, HeadStore.PAGE_TOKENS)],
             "value token " + t + " channel " + c);
       }
     }
@@ -179,13 +180,16 @@ class HeadStoreTest {
       reserved.readValue(slot, value2, 0);
       assertArrayEquals(value, value2, "value of slot " + slot);
     }
-    // Decode over both (the f16 store reads its pages in place with the vector kernels).
+    // Decode over both, with each kernel set: the f16 store reads its pages in place where the kernels
+    // allow a group of 4 (the scalar ones always, 256-bit vectors too), else through page().
     int group = 4;
     float[] q = row(rnd, group * d);
-    float[] o1 = new float[group * d], o2 = new float[group * d];
-    new PagedAttention(Kernels.get(), d).decode(plain, group, q, 0, 70, 0.125f, o1, 0);
-    new PagedAttention(Kernels.get(), d).decode(reserved, group, q, 0, 70, 0.125f, o2, 0);
-    assertArrayEquals(o1, o2, "decode over a reserved block");
+    for (AttentionKernels kernels : new AttentionKernels[] {Kernels.scalar(), Kernels.get()}) {
+      float[] o1 = new float[group * d], o2 = new float[group * d];
+      new PagedAttention(kernels, d).decode(plain, group, q, 0, 70, 0.125f, o1, 0);
+      new PagedAttention(kernels, d).decode(reserved, group, q, 0, 70, 0.125f, o2, 0);
+      assertArrayEquals(o1, o2, "decode over a reserved block, " + kernels.name());
+    }
   }
 
   @ParameterizedTest
