@@ -212,7 +212,7 @@ final class F16Codec implements StorageCodec {
 
     @Override
     public long payloadBytes() {
-      // Pages of a reservation that appends have not reached yet are held too.
+      // The current block's pages not allocated yet are held too.
       return (long) (pageCount() + pages.pending(pageCount())) * PAGE_TOKENS * headDim * 2 * Short.BYTES;
     }
   }

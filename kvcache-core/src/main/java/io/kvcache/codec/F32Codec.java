@@ -31,7 +31,7 @@ final class F32Codec implements StorageCodec {
 
   /**
    * Keys transposed, then values in column blocks ({@link AttentionKernels#valueIndex}), per page; the
-   * pages of a reservation in one block ({@link PageBlocks}).
+   * pages of a reservation in shared blocks ({@link PageBlocks}).
    */
   private static final class Store extends HeadStore {
     private final PageBlocks<float[]> pages;

@@ -6,8 +6,8 @@ import java.util.function.IntFunction;
 
 /**
  * Where the pages of a store live: page {@code p} is {@code pageLen} elements of {@link #array}
- * from {@link #base}. The pages of one {@link HeadStore#reserve reservation} share one block, the
- * others have an array each. Why blocks: a collector that copies live objects with parallel workers
+ * from {@link #base}. The pages of a {@link HeadStore#reserve reservation} share blocks, and a page
+ * allocated while the last block still has room takes its next page; the others have an array each. Why blocks: a collector that copies live objects with parallel workers
  * (G1, Parallel) scatters pages that are separate arrays across the heap, and decode then reads a KV
  * head's pages in an order the hardware prefetcher cannot follow; a block moves as one object.
  * Blocks hold at most {@link #MAX_BLOCK_BYTES}: a longer reservation takes several, each allocated when
