@@ -224,6 +224,52 @@ class RetentionPoliciesTest {
     assertArrayEquals(alone.out, under.out, label + " with a budget above the length, seed " + seed);
   }
 
+  /**
+   * The cache reserves each prefill chunk's pages ({@code HeadStore.reserve}), so an f32 store hands
+   * them out in shared blocks, in order; a decode token that opens a page takes an array of its own
+   * once the block is full. (Seen through a policy that keeps everything and looks at the stores.)
+   */
+  @Test
+  void aPrefillChunksPagesShareABlock() {
+    HeadStore[][] seen = new HeadStore[SHAPE.layers()][SHAPE.kvHeads()];
+    RetentionPolicy looker = new RetentionPolicy() {
+      @Override
+      public String name() {
+        return "looker";
+      }
+
+      @Override
+      public State newState(AttentionShape shape) {
+        return (layer, decode) -> {
+          for (int h = 0; h < shape.kvHeads(); h++) {
+            seen[layer.layer()][h] = layer.store(h);
+          }
+        };
+      }
+    };
+    int prompt = 100; // 7 pages of 16, one chunk
+    Inputs in = Inputs.random(TestData.seed(), prompt + 16);
+    try (KVCache cache = KVCacheStrategy.builder().codec(StorageCodec.f32()).retention(looker).build()
+        .newCache(SHAPE)) {
+      in.run(cache, prompt, 16, prompt);
+    }
+    int len = 2 * SHAPE.headDim() * HeadStore.PAGE_TOKENS;
+    float[] buf = new float[len];
+    for (int layer = 0; layer < SHAPE.layers(); layer++) {
+      for (int h = 0; h < SHAPE.kvHeads(); h++) {
+        HeadStore store = seen[layer][h];
+        assertEquals(8, store.pageCount(), "116 tokens");
+        for (int page = 0; page < 7; page++) {
+          assertEquals(7 * len, store.page(page, buf, io.kvcache.kernel.Kernels.scalar()).length,
+              "layer " + layer + " head " + h + " page " + page + ": the prompt's block");
+          assertEquals(page * len, store.pageOffset(page), "page " + page + " in order in its block");
+        }
+        assertEquals(len, store.page(7, buf, io.kvcache.kernel.Kernels.scalar()).length,
+            "the page decode opened after the block");
+      }
+    }
+  }
+
   /** With an executor the KV heads of a layer are scored and compressed in parallel: same tokens, same outputs. */
   @ParameterizedTest(name = "{0}")
   @MethodSource("budgeted")
