@@ -66,12 +66,6 @@ public class DecodeAttentionBenchmark {
   private PagedAttention[] work;
   private float[] q;
   private float[] out;
-  /**
-   * Tokens per prefill chunk the stores are filled in: each chunk's pages are reserved together, as
-   * {@code PagedKVCache} does for a prefill or append call, so they lie in one block of memory.
-   */
-  static final int PREFILL_CHUNK = 2048;
-
   private ExecutorService pool;
 
   /** Fills one layer's stores with random keys and values; no attention is computed here. */
@@ -82,21 +76,10 @@ public class DecodeAttentionBenchmark {
     SplittableRandom rnd = new SplittableRandom(1);
     stores = new HeadStore[KV_HEADS];
     work = new PagedAttention[KV_HEADS];
-    float[] kv = new float[HEAD_DIM];
-    float[] vv = new float[HEAD_DIM];
     for (int h = 0; h < KV_HEADS; h++) {
       stores[h] = c.newStore(HEAD_DIM);
       work[h] = new PagedAttention(k, HEAD_DIM);
-      for (int t = 0; t < context; t++) {
-        if (t % PREFILL_CHUNK == 0) {
-          stores[h].reserve(Math.min(PREFILL_CHUNK, context - t));
-        }
-        for (int i = 0; i < HEAD_DIM; i++) {
-          kv[i] = (float) rnd.nextGaussian();
-          vv[i] = (float) rnd.nextGaussian();
-        }
-        stores[h].append(kv, 0, vv, 0, t);
-      }
+      RandomStores.fill(stores[h], context, rnd);
     }
     q = new float[QUERY_HEADS * HEAD_DIM];
     for (int i = 0; i < q.length; i++) {

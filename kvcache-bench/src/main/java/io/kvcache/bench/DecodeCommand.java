@@ -70,19 +70,9 @@ final class DecodeCommand implements Runnable {
   static HeadStore[] fill(StorageCodec codec, int kvHeads, int d, int context) {
     SplittableRandom rnd = new SplittableRandom(1);
     HeadStore[] stores = new HeadStore[kvHeads];
-    float[] k = new float[d], v = new float[d];
     for (int h = 0; h < kvHeads; h++) {
       stores[h] = codec.newStore(d);
-      for (int t = 0; t < context; t++) {
-        if (t % DecodeAttentionBenchmark.PREFILL_CHUNK == 0) {
-          stores[h].reserve(Math.min(DecodeAttentionBenchmark.PREFILL_CHUNK, context - t));
-        }
-        for (int i = 0; i < d; i++) {
-          k[i] = (float) rnd.nextGaussian();
-          v[i] = (float) rnd.nextGaussian();
-        }
-        stores[h].append(k, 0, v, 0, t);
-      }
+      RandomStores.fill(stores[h], context, rnd);
     }
     return stores;
   }

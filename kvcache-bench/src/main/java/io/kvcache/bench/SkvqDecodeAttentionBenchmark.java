@@ -64,21 +64,10 @@ public class SkvqDecodeAttentionBenchmark {
     SplittableRandom rnd = new SplittableRandom(1);
     stores = new HeadStore[KV_HEADS];
     work = new PagedAttention[KV_HEADS];
-    float[] kv = new float[HEAD_DIM];
-    float[] vv = new float[HEAD_DIM];
     for (int h = 0; h < KV_HEADS; h++) {
       stores[h] = c.newStore(HEAD_DIM);
       work[h] = new PagedAttention(Kernels.vector(), HEAD_DIM);
-      for (int t = 0; t < context; t++) {
-        if (t % DecodeAttentionBenchmark.PREFILL_CHUNK == 0) {
-          stores[h].reserve(Math.min(DecodeAttentionBenchmark.PREFILL_CHUNK, context - t));
-        }
-        for (int i = 0; i < HEAD_DIM; i++) {
-          kv[i] = (float) rnd.nextGaussian();
-          vv[i] = (float) rnd.nextGaussian();
-        }
-        stores[h].append(kv, 0, vv, 0, t);
-      }
+      RandomStores.fill(stores[h], context, rnd);
       stores[h].attentionDone();
     }
     q = new float[QUERY_HEADS * HEAD_DIM];

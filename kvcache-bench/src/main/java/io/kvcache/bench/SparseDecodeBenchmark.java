@@ -63,20 +63,10 @@ public class SparseDecodeBenchmark {
     int d = SHAPE.headDim();
     stores = new HeadStore[SHAPE.kvHeads()];
     work = new PagedAttention[SHAPE.kvHeads()];
-    float[] k = new float[d], v = new float[d];
     for (int h = 0; h < stores.length; h++) {
       stores[h] = StorageCodec.f16().newStore(d);
       work[h] = new PagedAttention(Kernels.get(), d);
-      for (int t = 0; t < context; t++) {
-        if (t % DecodeAttentionBenchmark.PREFILL_CHUNK == 0) {
-          stores[h].reserve(Math.min(DecodeAttentionBenchmark.PREFILL_CHUNK, context - t));
-        }
-        for (int c = 0; c < d; c++) {
-          k[c] = (float) rnd.nextGaussian();
-          v[c] = (float) rnd.nextGaussian();
-        }
-        stores[h].append(k, 0, v, 0, t);
-      }
+      RandomStores.fill(stores[h], context, rnd);
     }
     AttentionReader r = reader.equals("dense") ? AttentionReader.dense() : HybridSparseReader.of(2048, 0.25, 16);
     state = r.newState(SHAPE);
