@@ -153,7 +153,8 @@ public abstract class HeadStore {
    * one are separate arrays, and a collector that copies them with parallel workers (G1, Parallel)
    * scatters them across the heap; a decode step then reads a KV head's pages in no order the hardware
    * prefetcher can follow, and on a 2-core Zen 3 f16 decode from memory ran 1.3-1.4x slower (see
-   * docs/benchmarks.md).
+   * docs/benchmarks.md). Without the hint (decode's appends) the f16 and f32 stores copy each eight
+   * such pages in a row into one block once the next page opens, which holds nothing ahead.
    *
    * @param tokens appends that follow, at least 0
    * @throws IllegalArgumentException for a negative count

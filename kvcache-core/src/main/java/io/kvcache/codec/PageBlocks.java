@@ -7,9 +7,12 @@ import java.util.function.IntFunction;
 /**
  * Where the pages of a store live: page {@code p} is {@code pageLen} elements of {@link #array}
  * from {@link #base}. The pages of a {@link HeadStore#reserve reservation} share blocks, and a page
- * allocated while the last block still has room takes its next page; the others have an array each. Why blocks: a collector that copies live objects with parallel workers
- * (G1, Parallel) scatters pages that are separate arrays across the heap, and decode then reads a KV
- * head's pages in an order the hardware prefetcher cannot follow; a block moves as one object.
+ * allocated while the last block still has room takes its next page; the others (pages that decode
+ * opens one token at a time) start as an array each, and every {@link #MERGE_PAGES} of them in a row
+ * are then copied into one block, so that no memory is held ahead of the appends. Why blocks: a
+ * collector that copies live objects with parallel workers (G1, Parallel) scatters pages that are
+ * separate arrays across the heap, and decode then reads a KV head's pages in an order the hardware
+ * prefetcher cannot follow; a block moves as one object.
  * Blocks hold at most {@link #MAX_BLOCK_BYTES}: a longer reservation takes several, each allocated when
  * the appends reach it, and none is large enough to be a humongous object for G1 (half a region, and
  * regions are at least 1 MiB), which would pad it to whole regions.
@@ -21,6 +24,14 @@ final class PageBlocks<A> {
   /** Largest block, in bytes. */
   static final int MAX_BLOCK_BYTES = 256 * 1024;
 
+  /**
+   * Pages with an array each that are merged into one block once that many follow one another: 128
+   * tokens, 64 KiB of f16 at head dim 128. A copy of that size every 128 decode steps costs far less
+   * than the steps' reads; runs of 4 pages already recovered most of the in-order speed on a Zen 3
+   * core (docs/benchmarks.md).
+   */
+  static final int MERGE_PAGES = 8;
+
   private final IntFunction<A> newArray;
   private final int pageLen;
   private final int blockPages;
@@ -31,6 +42,7 @@ final class PageBlocks<A> {
   private A block; // the last block made: pages blockFirst .. blockFirst + blockCount - 1, some maybe not yet allocated
   private int blockFirst; // its first page
   private int blockCount;
+  private int singles; // pages with an array each, in a row, ending at the last allocated page
 
   /**
    * @param newArray     makes an array of the given length
@@ -63,7 +75,8 @@ final class PageBlocks<A> {
   /**
    * {@link HeadStore#allocate}: the current block's next page while it has one (whether or not a
    * reservation still covers it: its pages are held either way), else a new block for a reserved page,
-   * else an array of its own.
+   * else an array of its own; when the {@link #MERGE_PAGES} pages before it have an array each, they
+   * are first copied into one block.
    */
   void allocate(int page) {
     if (page == arrays.length) {
@@ -74,8 +87,14 @@ final class PageBlocks<A> {
       block = null;
       int k = page - reservedFirst;
       if (k < 0 || k >= reservedCount) {
-        arrays[page] = newArray.apply(pageLen);
+        A own = newArray.apply(pageLen);
+        if (singles == MERGE_PAGES) {
+          mergePages(page - MERGE_PAGES);
+          singles = 0;
+        }
+        arrays[page] = own;
         base[page] = 0;
+        singles++;
         return;
       }
       int n = Math.min(blockPages, reservedCount - k);
@@ -86,6 +105,29 @@ final class PageBlocks<A> {
     }
     arrays[page] = block;
     base[page] = (page - blockFirst) * pageLen;
+    singles = 0;
+  }
+
+  /**
+   * Copies pages {@code first .. first + MERGE_PAGES - 1}, each in an array of its own, into one block.
+   * The block is allocated before any field changes: a failed allocation leaves the pages as they were.
+   *
+   * Leaves them as they are when one has been released since.
+   */
+  private void mergePages(int first) {
+    for (int p = first; p < first + MERGE_PAGES; p++) {
+      if (arrays[p] == null) {
+        return;
+      }
+    }
+    A merged = newArray.apply(MERGE_PAGES * pageLen);
+    for (int i = 0; i < MERGE_PAGES; i++) {
+      System.arraycopy(arrays[first + i], 0, merged, i * pageLen, pageLen);
+    }
+    for (int i = 0; i < MERGE_PAGES; i++) {
+      arrays[first + i] = merged;
+      base[first + i] = i * pageLen;
+    }
   }
 
   /** {@link HeadStore#release}. */
@@ -101,6 +143,7 @@ final class PageBlocks<A> {
   void compacted(int pages) {
     block = null;
     reservedCount = 0;
+    singles = 0;
     IdentityHashMap<Object, Integer> refs = new IdentityHashMap<>();
     for (int p = 0; p < pages; p++) {
       refs.merge(arrays[p], 1, Integer::sum);

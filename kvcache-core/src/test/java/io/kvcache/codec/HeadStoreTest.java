@@ -156,39 +156,74 @@ class HeadStoreTest {
     }
     assertEquals(5, reserved.pageCount());
     assertEquals(plain.payloadBytes(), reserved.payloadBytes());
+    assertSameContents(plain, reserved, d, 70, rnd, "a reserved block");
+    if (codecName.equals("f32")) { // f32 hands out its own array: one block, the pages in order
+      int len = 2 * d * HeadStore.PAGE_TOKENS;
+      for (int page = 0; page < 5; page++) {
+        assertEquals(5 * len, reserved.page(page, null, Kernels.scalar()).length, "one block for the reservation");
+        assertEquals(page * len, reserved.pageOffset(page), "page " + page + " in the block");
+      }
+    }
+  }
+
+  /**
+   * Same page bits, slot reads and decode output (with the scalar kernels, which read f16 pages in place
+   * on every machine, and the chosen ones) in {@code actual} as in {@code expected}.
+   */
+  private static void assertSameContents(HeadStore expected, HeadStore actual, int d, int tokens,
+      SplittableRandom rnd, String what) {
     int len = 2 * d * HeadStore.PAGE_TOKENS;
     float[] a = new float[len], b = new float[len];
-    for (int page = 0; page < 5; page++) {
-      float[] pa = plain.page(page, a, Kernels.scalar());
-      float[] pb = reserved.page(page, b, Kernels.scalar());
-      int oa = plain.pageOffset(page), ob = reserved.pageOffset(page);
+    for (int page = 0; page < expected.pageCount(); page++) {
+      float[] pa = expected.page(page, a, Kernels.scalar());
+      float[] pb = actual.page(page, b, Kernels.scalar());
+      int oa = expected.pageOffset(page), ob = actual.pageOffset(page);
       for (int i = 0; i < len; i++) {
         assertEquals(Float.floatToRawIntBits(pa[oa + i]), Float.floatToRawIntBits(pb[ob + i]),
-            "page " + page + " element " + i);
-      }
-      if (codecName.equals("f32")) { // f32 hands out its own array: one block, the pages in order
-        assertEquals(5 * len, pb.length, "one block for the reservation");
-        assertEquals(page * len, ob, "page " + page + " in the block");
+            what + ": page " + page + " element " + i);
       }
     }
     float[] key = new float[d], value = new float[d], key2 = new float[d], value2 = new float[d];
-    for (int slot = 0; slot < 70; slot++) {
-      plain.readKey(slot, key, 0);
-      reserved.readKey(slot, key2, 0);
-      assertArrayEquals(key, key2, "key of slot " + slot);
-      plain.readValue(slot, value, 0);
-      reserved.readValue(slot, value2, 0);
-      assertArrayEquals(value, value2, "value of slot " + slot);
+    for (int slot = 0; slot < tokens; slot++) {
+      expected.readKey(slot, key, 0);
+      actual.readKey(slot, key2, 0);
+      assertArrayEquals(key, key2, what + ": key of slot " + slot);
+      expected.readValue(slot, value, 0);
+      actual.readValue(slot, value2, 0);
+      assertArrayEquals(value, value2, what + ": value of slot " + slot);
     }
-    // Decode over both, with each kernel set: the f16 store reads its pages in place where the kernels
-    // allow a group of 4 (the scalar ones always, 256-bit vectors too), else through page().
     int group = 4;
     float[] q = row(rnd, group * d);
     for (AttentionKernels kernels : new AttentionKernels[] {Kernels.scalar(), Kernels.get()}) {
       float[] o1 = new float[group * d], o2 = new float[group * d];
-      new PagedAttention(kernels, d).decode(plain, group, q, 0, 70, 0.125f, o1, 0);
-      new PagedAttention(kernels, d).decode(reserved, group, q, 0, 70, 0.125f, o2, 0);
-      assertArrayEquals(o1, o2, "decode over a reserved block, " + kernels.name());
+      new PagedAttention(kernels, d).decode(expected, group, q, 0, tokens, 0.125f, o1, 0);
+      new PagedAttention(kernels, d).decode(actual, group, q, 0, tokens, 0.125f, o2, 0);
+      assertArrayEquals(o1, o2, what + ": decode, " + kernels.name());
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"f32", "f16"})
+  void pagesOpenedOneTokenAtATimeAreMergedAndHoldWhatTheyHeld(String codecName) {
+    int d = 40;
+    int tokens = 20 * HeadStore.PAGE_TOKENS - 5; // 20 pages: two groups of 8 merged, 4 pages not yet
+    HeadStore decoded = codec(codecName).newStore(d); // appended as decode does, no reservation
+    HeadStore reserved = codec(codecName).newStore(d);
+    reserved.reserve(tokens);
+    SplittableRandom rnd = new SplittableRandom(12);
+    for (int t = 0; t < tokens; t++) {
+      float[] k = row(rnd, d), v = row(rnd, d);
+      assertEquals(reserved.append(k, 0, v, 0, t), decoded.append(k, 0, v, 0, t));
+    }
+    assertEquals(reserved.payloadBytes(), decoded.payloadBytes(), "merging holds nothing ahead");
+    assertSameContents(reserved, decoded, d, tokens, rnd, "merged pages");
+    if (codecName.equals("f32")) { // f32 hands out its own array
+      int len = 2 * d * HeadStore.PAGE_TOKENS;
+      for (int page = 0; page < 20; page++) {
+        assertEquals(page < 16 ? 8 * len : len, decoded.page(page, null, Kernels.scalar()).length,
+            "page " + page + ": merged in groups of 8");
+        assertEquals(page < 16 ? (page % 8) * len : 0, decoded.pageOffset(page), "page " + page + " in order");
+      }
     }
   }
 

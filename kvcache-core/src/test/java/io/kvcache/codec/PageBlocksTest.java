@@ -112,4 +112,48 @@ class PageBlocksTest {
     assertNotSame(b.array(0), b.array(16), "page 16 must not land on page 0's memory");
     assertEquals(0, b.base(16));
   }
+  @Test
+  void pagesWithAnArrayEachAreMergedIntoABlockOnceEightFollowOneAnother() {
+    PageBlocks<float[]> b = blocks();
+    int m = PageBlocks.MERGE_PAGES;
+    for (int p = 0; p < 2 * m + 1; p++) { // no reservation, as decode opens pages
+      b.allocate(p);
+      b.array(p)[b.base(p)] = p; // a mark at each page's start and end
+      b.array(p)[b.base(p) + LEN - 1] = -p;
+      assertEquals(0, b.pending(p + 1), "nothing is held ahead, page " + p);
+    }
+    for (int g = 0; g < 2; g++) {
+      float[] merged = b.array(g * m);
+      assertEquals(m * LEN, merged.length, "group " + g + " is one block");
+      for (int p = g * m; p < (g + 1) * m; p++) {
+        assertSame(merged, b.array(p), "page " + p);
+        assertEquals((p - g * m) * LEN, b.base(p), "page " + p + " in order");
+        assertEquals(p, b.array(p)[b.base(p)], "page " + p + " keeps its data");
+        assertEquals(-p, b.array(p)[b.base(p) + LEN - 1], "page " + p + " keeps its data");
+      }
+    }
+    assertEquals(LEN, b.array(2 * m).length, "the newest page waits for its group");
+  }
+
+  @Test
+  void onlyRunsOfPagesWithAnArrayEachAreMerged() {
+    PageBlocks<float[]> b = blocks();
+    int m = PageBlocks.MERGE_PAGES;
+    b.reserve(0, 3);
+    for (int p = 0; p < 3 + m + 1; p++) {
+      b.allocate(p);
+    }
+    assertEquals(3 * LEN, b.array(0).length, "the reservation's block stays as it was");
+    assertEquals(m * LEN, b.array(3).length, "the pages after it merge from page 3");
+    assertEquals(0, b.base(3));
+    assertEquals(LEN, b.array(3 + m).length);
+    b.release(3 + m);
+    b.compacted(3 + m); // counting starts again after a compaction
+    for (int p = 3 + m; p < 3 + 2 * m; p++) {
+      b.allocate(p);
+      assertEquals(LEN, b.array(p).length, "page " + p + " not merged yet");
+    }
+    b.allocate(3 + 2 * m);
+    assertEquals(m * LEN, b.array(3 + m).length, "merged once eight follow one another again");
+  }
 }

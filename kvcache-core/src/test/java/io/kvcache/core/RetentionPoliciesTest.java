@@ -248,24 +248,31 @@ class RetentionPoliciesTest {
       }
     };
     int prompt = 100; // 7 pages of 16, one chunk
-    Inputs in = Inputs.random(TestData.seed(), prompt + 16);
+    int decode = 144; // opens pages 7 to 15 one token at a time
+    Inputs in = Inputs.random(TestData.seed(), prompt + decode);
     try (KVCache cache = KVCacheStrategy.builder().codec(StorageCodec.f32()).retention(looker).build()
         .newCache(SHAPE)) {
-      in.run(cache, prompt, 16, prompt);
+      in.run(cache, prompt, decode, prompt);
     }
     int len = 2 * SHAPE.headDim() * HeadStore.PAGE_TOKENS;
     float[] buf = new float[len];
+    int m = 8; // PageBlocks.MERGE_PAGES
     for (int layer = 0; layer < SHAPE.layers(); layer++) {
       for (int h = 0; h < SHAPE.kvHeads(); h++) {
         HeadStore store = seen[layer][h];
-        assertEquals(8, store.pageCount(), "116 tokens");
+        assertEquals(16, store.pageCount(), "244 tokens");
         for (int page = 0; page < 7; page++) {
           assertEquals(7 * len, store.page(page, buf, io.kvcache.kernel.Kernels.scalar()).length,
               "layer " + layer + " head " + h + " page " + page + ": the prompt's block");
           assertEquals(page * len, store.pageOffset(page), "page " + page + " in order in its block");
         }
-        assertEquals(len, store.page(7, buf, io.kvcache.kernel.Kernels.scalar()).length,
-            "the page decode opened after the block");
+        for (int page = 7; page < 7 + m; page++) {
+          assertEquals(m * len, store.page(page, buf, io.kvcache.kernel.Kernels.scalar()).length,
+              "layer " + layer + " head " + h + " page " + page + ": decode's pages, merged");
+          assertEquals((page - 7) * len, store.pageOffset(page), "page " + page + " in order in its block");
+        }
+        assertEquals(len, store.page(7 + m, buf, io.kvcache.kernel.Kernels.scalar()).length,
+            "the newest page decode opened waits for seven more");
       }
     }
   }

@@ -27,7 +27,8 @@ import jdk.incubator.vector.VectorSpecies;
  * target/classes:target/test-classes io.kvcache.reader.DecodeCostProbe [tokens] [repetitions]
  * [no-reserve]} (defaults 32768 and 30; the last two thirds are averaged). The stores are filled as
  * prefill chunks of 2,048 tokens, each {@link HeadStore#reserve reserved}, as {@code PagedKVCache}
- * does; {@code no-reserve} gives every page its own array instead.
+ * does; {@code no-reserve} appends without a reservation, one token at a time as decode does: every
+ * page starts as an array of its own and each eight in a row are merged into a block.
  */
 public final class DecodeCostProbe {
 
