@@ -34,6 +34,7 @@ public abstract class HeadStore {
 
   private int[][] positions = new int[4][];
   private int[] pageMinPos = new int[4];
+  private int[] pageMaxPos = new int[4];
   private int[] pageVersion = new int[4];
   private int pages;
   private int fresh; // next never-used slot
@@ -96,6 +97,20 @@ public abstract class HeadStore {
   }
 
   /**
+   * Largest position over a page's slots, an empty slot counting as {@link #EMPTY}: a query at
+   * position {@code p} sees every slot of a page whose maximum is at most {@code p}, so its mask has
+   * nothing to hide. Kept with the pages' other summaries in one array per store: reading it costs no
+   * access to the page's own positions, which sit apart in the heap and, in a decode over a long
+   * context, have left the caches since the previous step.
+   *
+   * @param page a page index
+   * @return the largest position, {@link #EMPTY} while any slot is empty
+   */
+  public final int pageMaxPosition(int page) {
+    return pageMaxPos[page];
+  }
+
+  /**
    * A counter that changes whenever a page's contents change (append, evict, compaction), so that
    * readers can cache per-page summaries and know when to refresh them.
    *
@@ -137,7 +152,7 @@ public abstract class HeadStore {
     int idx = slot % PAGE_TOKENS;
     write(page, idx, k, kOff, v, vOff);
     positions[page][idx] = position;
-    pageMinPos[page] = Math.min(pageMinPos[page], position);
+    refreshBounds(page); // 16 ints just written: the page's last empty slot may have been this one
     pageVersion[page]++;
     live++;
     return slot;
@@ -185,7 +200,7 @@ public abstract class HeadStore {
     }
     int page = slot / PAGE_TOKENS;
     positions[page][slot % PAGE_TOKENS] = EMPTY;
-    refreshMin(page);
+    refreshBounds(page);
     pageVersion[page]++;
     if (freeCount == freeSlots.length) {
       freeSlots = Arrays.copyOf(freeSlots, freeCount * 2);
@@ -230,7 +245,7 @@ public abstract class HeadStore {
     fresh = pages * PAGE_TOKENS;
     freeCount = 0;
     for (int p = 0; p < pages; p++) {
-      refreshMin(p);
+      refreshBounds(p);
       pageVersion[p]++;
     }
     // Holes left below the last page (fewer tokens than holes above) stay reusable.
@@ -447,23 +462,28 @@ public abstract class HeadStore {
       int n = pages * 2;
       positions = Arrays.copyOf(positions, n);
       pageMinPos = Arrays.copyOf(pageMinPos, n);
+      pageMaxPos = Arrays.copyOf(pageMaxPos, n);
       pageVersion = Arrays.copyOf(pageVersion, n);
     }
     int[] pos = new int[PAGE_TOKENS];
     Arrays.fill(pos, EMPTY);
     positions[pages] = pos;
     pageMinPos[pages] = EMPTY;
+    pageMaxPos[pages] = EMPTY;
     allocate(pages);
     pages++;
   }
 
-  private void refreshMin(int page) {
-    int m = EMPTY;
+  private void refreshBounds(int page) {
+    int lo = EMPTY, hi = Integer.MIN_VALUE;
     for (int p : positions[page]) {
-      m = Math.min(m, p);
+      lo = Math.min(lo, p);
+      hi = Math.max(hi, p);
     }
-    pageMinPos[page] = m;
+    pageMinPos[page] = lo;
+    pageMaxPos[page] = hi;
   }
+
 
   /**
    * Attention kernels over a store's own page encoding, for the pages where {@link #fusedPage} is

@@ -184,7 +184,9 @@ public final class PagedAttention {
       kvOff = store.pageOffset(page);
       kernels.scores(qs, 0, rows, d, kv, kvOff, P, s, 0, P);
     }
-    mask(store.pagePositions(page), rows, minPos);
+    if (store.pageMaxPosition(page) > minPos) { // else every slot is visible to every row
+      mask(store.pagePositions(page), rows);
+    }
     for (int r = 0; r < rows; r++) {
       int sr = r * P;
       float pm = kernels.max(s, sr, P);
@@ -211,15 +213,8 @@ public final class PagedAttention {
     }
   }
 
-  /** Hides slots that are empty or later than a row's position; a no-op for pages wholly visible. */
-  private void mask(int[] pos, int rows, int minPos) {
-    int pageMax = Integer.MIN_VALUE;
-    for (int j = 0; j < P; j++) {
-      pageMax = Math.max(pageMax, pos[j]);
-    }
-    if (pageMax <= minPos) {
-      return;
-    }
+  /** Hides slots that are empty or later than a row's position. */
+  private void mask(int[] pos, int rows) {
     for (int r = 0; r < rows; r++) {
       int limit = rowPos[r];
       int sr = r * P;
@@ -230,6 +225,7 @@ public final class PagedAttention {
       }
     }
   }
+
 
   /**
    * Attention weights (softmax probabilities) that query rows give each slot, summed over tokens:
@@ -347,7 +343,9 @@ public final class PagedAttention {
       float[] kv = store.page(page, pageBuf, kernels);
       kernels.scores(qs, 0, rows, d, kv, store.pageOffset(page), P, s, 0, P);
     }
-    mask(store.pagePositions(page), rows, pos);
+    if (store.pageMaxPosition(page) > pos) {
+      mask(store.pagePositions(page), rows);
+    }
   }
 
   private void ensure(int rows) {

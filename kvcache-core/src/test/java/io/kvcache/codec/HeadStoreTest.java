@@ -342,6 +342,38 @@ class HeadStoreTest {
     assertEquals(38L * len * Float.BYTES, store.payloadBytes());
   }
 
+  @org.junit.jupiter.api.Test
+  void pageBoundsFollowEveryAppendEvictionAndCompaction() {
+    int d = 8;
+    HeadStore store = StorageCodec.f32().newStore(d);
+    SplittableRandom rnd = new SplittableRandom(io.kvcache.core.TestData.seed());
+    float[] k = new float[d], v = new float[d];
+    for (int op = 0; op < 2000; op++) {
+      int r = rnd.nextInt(100);
+      if (r < 65 || store.size() == 0) {
+        store.append(k, 0, v, 0, rnd.nextInt(1_000_000)); // into a freed slot where there is one
+      } else if (r < 97) {
+        int slot;
+        do {
+          slot = rnd.nextInt(store.pageCount() * HeadStore.PAGE_TOKENS);
+        } while (store.position(slot) == HeadStore.EMPTY);
+        store.evict(slot);
+      } else {
+        store.compact();
+      }
+      for (int page = 0; page < store.pageCount(); page++) {
+        int lo = HeadStore.EMPTY, hi = Integer.MIN_VALUE;
+        for (int j = 0; j < HeadStore.PAGE_TOKENS; j++) {
+          int pos = store.position(page * HeadStore.PAGE_TOKENS + j);
+          lo = Math.min(lo, pos);
+          hi = Math.max(hi, pos);
+        }
+        assertEquals(lo, store.pageMinPosition(page), "min of page " + page + " after operation " + op);
+        assertEquals(hi, store.pageMaxPosition(page), "max of page " + page + " after operation " + op);
+      }
+    }
+  }
+
   @ParameterizedTest
   @ValueSource(strings = {"f32", "f16"})
   void evictingAnEmptySlotIsRejected(String codecName) {
