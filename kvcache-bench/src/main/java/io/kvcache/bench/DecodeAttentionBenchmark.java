@@ -62,6 +62,15 @@ public class DecodeAttentionBenchmark {
   @Param({"1", "2"})
   public int threads;
 
+  /**
+   * How the stores were filled: {@code prefill}, in reserved chunks of {@link RandomStores#PREFILL_CHUNK}
+   * tokens (a prompt), or {@code decode}, one token at a time interleaved over the KV heads with no
+   * reservation, as a long generation appends them (the stores merge such pages in eights). Only
+   * {@code prefill} runs by default; {@code --param fill=prefill,decode} compares the two.
+   */
+  @Param({"prefill"})
+  public String fill;
+
   private HeadStore[] stores;
   private PagedAttention[] work;
   private float[] q;
@@ -74,12 +83,20 @@ public class DecodeAttentionBenchmark {
     AttentionKernels k = kernels.equals("scalar") ? Kernels.scalar() : Kernels.vector();
     StorageCodec c = codec.equals("f32") ? StorageCodec.f32() : StorageCodec.f16();
     SplittableRandom rnd = new SplittableRandom(1);
+    if (!fill.equals("prefill") && !fill.equals("decode")) {
+      throw new IllegalArgumentException("fill must be prefill or decode, got \"" + fill + "\"");
+    }
     stores = new HeadStore[KV_HEADS];
     work = new PagedAttention[KV_HEADS];
     for (int h = 0; h < KV_HEADS; h++) {
       stores[h] = c.newStore(HEAD_DIM);
       work[h] = new PagedAttention(k, HEAD_DIM);
-      RandomStores.fill(stores[h], context, rnd);
+      if (fill.equals("prefill")) {
+        RandomStores.fill(stores[h], context, rnd);
+      }
+    }
+    if (fill.equals("decode")) {
+      RandomStores.fillAsDecode(stores, context, rnd);
     }
     q = new float[QUERY_HEADS * HEAD_DIM];
     for (int i = 0; i < q.length; i++) {
@@ -95,6 +112,11 @@ public class DecodeAttentionBenchmark {
     if (pool != null) {
       pool.shutdownNow();
     }
+  }
+
+  /** @return the last step's output (tests) */
+  float[] output() {
+    return out;
   }
 
   /** @return bytes of K/V one decode step reads */

@@ -127,7 +127,7 @@ final class JmhCommand implements Runnable {
 
     System.out.println();
     System.out.println("decode attention, one layer, 32 query / 8 KV heads, dim 128");
-    System.out.printf(Locale.ROOT, "%-8s %-6s %-8s %-8s %12s %9s %10s %12s%n", "context", "codec", "kernels", "threads",
+    System.out.printf(Locale.ROOT, "%-8s %-10s %-8s %-8s %12s %9s %10s %12s%n", "context", "codec", "kernels", "threads",
         "median us", "GB/s", "% of bw", "vs scalar");
     List<String[]> rows = new ArrayList<>();
     for (RunResult r : results) {
@@ -141,6 +141,10 @@ final class JmhCommand implements Runnable {
       String threads = r.getParams().getParam("threads");
       double us = medianScore(r);
       double bytes = (double) context * 8 * 128 * 2 * (codec.equals("f32") ? 4 : 2);
+      String fill = r.getParams().getParam("fill");
+      if (fill != null && !fill.equals("prefill")) {
+        codec += "/" + fill; // stores filled as decode appends: a row of their own
+      }
       double gbs = bytes / (us * 1e3);
       decodeGbs.put(context + "/" + codec + "/" + kernels + "/" + threads, gbs);
       rows.add(new String[] {String.valueOf(context), codec, kernels, threads, String.valueOf(us)});
@@ -149,7 +153,7 @@ final class JmhCommand implements Runnable {
       double gbs = decodeGbs.get(row[0] + "/" + row[1] + "/" + row[2] + "/" + row[3]);
       Double bw = bandwidth.get(row[3]);
       Double scalar = decodeGbs.get(row[0] + "/" + row[1] + "/scalar/" + row[3]);
-      System.out.printf(Locale.ROOT, "%-8s %-6s %-8s %-8s %12.1f %9.2f %10s %12s%n", row[0], row[1], row[2], row[3],
+      System.out.printf(Locale.ROOT, "%-8s %-10s %-8s %-8s %12.1f %9.2f %10s %12s%n", row[0], row[1], row[2], row[3],
           Double.parseDouble(row[4]), gbs, bw == null ? "-" : String.format(Locale.ROOT, "%.0f%%", 100 * gbs / bw),
           scalar == null ? "-" : String.format(Locale.ROOT, "%.2fx", gbs / scalar));
     }

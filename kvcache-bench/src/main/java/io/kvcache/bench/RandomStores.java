@@ -36,4 +36,26 @@ final class RandomStores {
       store.append(k, 0, v, 0, t);
     }
   }
+  /**
+   * Appends {@code tokens} tokens at positions {@code 0 .. tokens - 1} to every store, one token per
+   * store in turn and without a reservation, as decode appends a generation's tokens to a layer's KV
+   * heads.
+   *
+   * @param stores the stores to fill, of one head dimension
+   * @param tokens tokens to append to each
+   * @param rnd    the source of the values
+   */
+  static void fillAsDecode(HeadStore[] stores, int tokens, SplittableRandom rnd) {
+    int d = stores[0].headDim();
+    float[] k = new float[d], v = new float[d];
+    for (int t = 0; t < tokens; t++) {
+      for (HeadStore store : stores) {
+        for (int i = 0; i < d; i++) {
+          k[i] = (float) rnd.nextGaussian();
+          v[i] = (float) rnd.nextGaussian();
+        }
+        store.append(k, 0, v, 0, t);
+      }
+    }
+  }
 }
