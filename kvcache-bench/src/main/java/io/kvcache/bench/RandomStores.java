@@ -36,6 +36,7 @@ final class RandomStores {
       store.append(k, 0, v, 0, t);
     }
   }
+
   /**
    * Appends {@code tokens} tokens at positions {@code 0 .. tokens - 1} to every store, one token per
    * store in turn and without a reservation, as decode appends a generation's tokens to a layer's KV

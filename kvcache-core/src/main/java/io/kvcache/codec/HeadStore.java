@@ -484,7 +484,6 @@ public abstract class HeadStore {
     pageMaxPos[page] = hi;
   }
 
-
   /**
    * Attention kernels over a store's own page encoding, for the pages where {@link #fusedPage} is
    * true. A store implements this interface exactly when it can have such pages (SKVQ, f16). Both

@@ -9,7 +9,7 @@ import java.util.function.IntFunction;
  * from {@link #base}. The pages of a {@link HeadStore#reserve reservation} share blocks, and a page
  * allocated while the last block still has room takes its next page; the others (pages that decode
  * opens one token at a time) start as an array each, and every {@link #MERGE_PAGES} of them in a row
- * are then copied into one block, so that no memory is held ahead of the appends. Why blocks: a
+ * (fewer for large pages) are then copied into one block, so that no memory is held ahead of the appends. Why blocks: a
  * collector that copies live objects with parallel workers (G1, Parallel) scatters pages that are
  * separate arrays across the heap, and decode then reads a KV head's pages in an order the hardware
  * prefetcher cannot follow; a block moves as one object.
@@ -25,16 +25,18 @@ final class PageBlocks<A> {
   static final int MAX_BLOCK_BYTES = 256 * 1024;
 
   /**
-   * Pages with an array each that are merged into one block once that many follow one another: 128
-   * tokens, 64 KiB of f16 at head dim 128. A copy of that size every 128 decode steps costs far less
-   * than the steps' reads; runs of 4 pages already recovered most of the in-order speed on a Zen 3
-   * core (docs/benchmarks.md).
+   * Pages with an array each that are merged into one block once that many follow one another (fewer
+   * where a block of {@link #MAX_BLOCK_BYTES} holds fewer; none where it holds one page): 128 tokens,
+   * 64 KiB of f16 at head dim 128. A copy of that size every 128 decode steps costs far less than the
+   * steps' reads. Every KV head of every layer opens its pages in the same decode steps, so a model's
+   * stores all merge in one step: for 32 layers of 8 KV heads, 16 MiB copied once every 128 steps.
    */
   static final int MERGE_PAGES = 8;
 
   private final IntFunction<A> newArray;
   private final int pageLen;
   private final int blockPages;
+  private final int mergePages; // min(MERGE_PAGES, blockPages)
   private Object[] arrays = new Object[4];
   private int[] base = new int[4];
   private int reservedFirst;
@@ -53,6 +55,7 @@ final class PageBlocks<A> {
     this.newArray = newArray;
     this.pageLen = pageLen;
     this.blockPages = Math.max(1, MAX_BLOCK_BYTES / (pageLen * elementBytes));
+    this.mergePages = Math.min(MERGE_PAGES, blockPages);
   }
 
   /** @return the array holding page {@code page} */
@@ -75,8 +78,8 @@ final class PageBlocks<A> {
   /**
    * {@link HeadStore#allocate}: the current block's next page while it has one (whether or not a
    * reservation still covers it: its pages are held either way), else a new block for a reserved page,
-   * else an array of its own; when the {@link #MERGE_PAGES} pages before it have an array each, they
-   * are first copied into one block.
+   * else an array of its own; when the {@link #MERGE_PAGES} pages before it (fewer for large pages)
+   * have an array each, they are first copied into one block.
    */
   void allocate(int page) {
     if (page == arrays.length) {
@@ -88,8 +91,8 @@ final class PageBlocks<A> {
       int k = page - reservedFirst;
       if (k < 0 || k >= reservedCount) {
         A own = newArray.apply(pageLen);
-        if (singles == MERGE_PAGES) {
-          mergePages(page - MERGE_PAGES);
+        if (singles == mergePages && mergePages > 1) {
+          merge(page - mergePages);
           singles = 0;
         }
         arrays[page] = own;
@@ -109,22 +112,22 @@ final class PageBlocks<A> {
   }
 
   /**
-   * Copies pages {@code first .. first + MERGE_PAGES - 1}, each in an array of its own, into one block.
-   * The block is allocated before any field changes: a failed allocation leaves the pages as they were.
-   *
-   * Leaves them as they are when one has been released since.
+   * Copies pages {@code first .. first + mergePages - 1} into one block, where each still has an array
+   * of its own (a compaction resets the count of such pages, so this holds; checked rather than
+   * assumed, since a page that shares an array would keep that array alive). The block is allocated
+   * before any field changes: a failed allocation leaves the pages as they were.
    */
-  private void mergePages(int first) {
-    for (int p = first; p < first + MERGE_PAGES; p++) {
-      if (arrays[p] == null) {
+  private void merge(int first) {
+    for (int p = first; p < first + mergePages; p++) {
+      if (arrays[p] == null || java.lang.reflect.Array.getLength(arrays[p]) != pageLen) {
         return;
       }
     }
-    A merged = newArray.apply(MERGE_PAGES * pageLen);
-    for (int i = 0; i < MERGE_PAGES; i++) {
-      System.arraycopy(arrays[first + i], 0, merged, i * pageLen, pageLen);
+    A merged = newArray.apply(mergePages * pageLen);
+    for (int i = 0; i < mergePages; i++) {
+      System.arraycopy(arrays[first + i], base[first + i], merged, i * pageLen, pageLen);
     }
-    for (int i = 0; i < MERGE_PAGES; i++) {
+    for (int i = 0; i < mergePages; i++) {
       arrays[first + i] = merged;
       base[first + i] = i * pageLen;
     }

@@ -226,7 +226,6 @@ public final class PagedAttention {
     }
   }
 
-
   /**
    * Attention weights (softmax probabilities) that query rows give each slot, summed over tokens:
    * {@code acc[g * accStride + slot] += sum_t A[(t, g)][slot]}. Retention policies score tokens with

@@ -112,6 +112,7 @@ class PageBlocksTest {
     assertNotSame(b.array(0), b.array(16), "page 16 must not land on page 0's memory");
     assertEquals(0, b.base(16));
   }
+
   @Test
   void pagesWithAnArrayEachAreMergedIntoABlockOnceEightFollowOneAnother() {
     PageBlocks<float[]> b = blocks();
@@ -142,18 +143,59 @@ class PageBlocksTest {
     b.reserve(0, 3);
     for (int p = 0; p < 3 + m + 1; p++) {
       b.allocate(p);
+      mark(b, p);
     }
     assertEquals(3 * LEN, b.array(0).length, "the reservation's block stays as it was");
     assertEquals(m * LEN, b.array(3).length, "the pages after it merge from page 3");
-    assertEquals(0, b.base(3));
     assertEquals(LEN, b.array(3 + m).length);
+    assertMarked(b, 3 + m + 1);
     b.release(3 + m);
     b.compacted(3 + m); // counting starts again after a compaction
     for (int p = 3 + m; p < 3 + 2 * m; p++) {
       b.allocate(p);
+      mark(b, p);
       assertEquals(LEN, b.array(p).length, "page " + p + " not merged yet");
     }
     b.allocate(3 + 2 * m);
+    mark(b, 3 + 2 * m);
     assertEquals(m * LEN, b.array(3 + m).length, "merged once eight follow one another again");
+    for (int p = 3 + m; p < 3 + 2 * m; p++) {
+      assertSame(b.array(3 + m), b.array(p));
+      assertEquals((p - 3 - m) * LEN, b.base(p), "page " + p + " in order");
+    }
+    assertMarked(b, 3 + 2 * m + 1);
   }
+
+  @Test
+  void largePagesMergeInBlocksOfAtMostMaxBlockBytes() {
+    int len = PageBlocks.MAX_BLOCK_BYTES / Float.BYTES / 4; // four pages fill a block
+    PageBlocks<float[]> b = new PageBlocks<>(float[]::new, len, Float.BYTES);
+    for (int p = 0; p < 9; p++) {
+      b.allocate(p);
+    }
+    for (int p = 0; p < 8; p++) {
+      assertEquals(4 * len, b.array(p).length, "page " + p + ": merged in fours");
+      assertEquals((p % 4) * len, b.base(p));
+    }
+    int whole = PageBlocks.MAX_BLOCK_BYTES / Float.BYTES; // one page fills a block: never merged
+    PageBlocks<float[]> one = new PageBlocks<>(float[]::new, whole, Float.BYTES);
+    for (int p = 0; p < 2 * PageBlocks.MERGE_PAGES + 1; p++) {
+      one.allocate(p);
+      assertEquals(whole, one.array(p).length, "page " + p);
+    }
+  }
+
+  /** Writes the page's number at its first and last element. */
+  private static void mark(PageBlocks<float[]> b, int p) {
+    b.array(p)[b.base(p)] = p;
+    b.array(p)[b.base(p) + LEN - 1] = -p;
+  }
+
+  private static void assertMarked(PageBlocks<float[]> b, int pages) {
+    for (int p = 0; p < pages; p++) {
+      assertEquals(p, b.array(p)[b.base(p)], "page " + p + " keeps its data");
+      assertEquals(-p, b.array(p)[b.base(p) + LEN - 1], "page " + p + " keeps its data");
+    }
+  }
+
 }
