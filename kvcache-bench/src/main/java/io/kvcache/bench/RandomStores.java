@@ -29,10 +29,7 @@ final class RandomStores {
       if (t % PREFILL_CHUNK == 0) {
         store.reserve(Math.min(PREFILL_CHUNK, tokens - t));
       }
-      for (int i = 0; i < d; i++) {
-        k[i] = (float) rnd.nextGaussian();
-        v[i] = (float) rnd.nextGaussian();
-      }
+      draw(k, v, rnd);
       store.append(k, 0, v, 0, t);
     }
   }
@@ -51,12 +48,17 @@ final class RandomStores {
     float[] k = new float[d], v = new float[d];
     for (int t = 0; t < tokens; t++) {
       for (HeadStore store : stores) {
-        for (int i = 0; i < d; i++) {
-          k[i] = (float) rnd.nextGaussian();
-          v[i] = (float) rnd.nextGaussian();
-        }
+        draw(k, v, rnd);
         store.append(k, 0, v, 0, t);
       }
+    }
+  }
+
+  /** One token: key and value channel by channel, each key element then its value's. */
+  private static void draw(float[] k, float[] v, SplittableRandom rnd) {
+    for (int i = 0; i < k.length; i++) {
+      k[i] = (float) rnd.nextGaussian();
+      v[i] = (float) rnd.nextGaussian();
     }
   }
 }

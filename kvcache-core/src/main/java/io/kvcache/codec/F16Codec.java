@@ -64,7 +64,7 @@ final class F16Codec implements StorageCodec {
 
     Store(int headDim) {
       super(headDim);
-      pages = new PageBlocks<>(short[]::new, 2 * headDim * PAGE_TOKENS, Short.BYTES);
+      pages = new PageBlocks<>(short[]::new, pageLen(), Short.BYTES);
     }
 
     @Override

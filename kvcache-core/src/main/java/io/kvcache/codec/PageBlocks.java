@@ -9,11 +9,10 @@ import java.util.function.IntFunction;
  * from {@link #base}. The pages of a {@link HeadStore#reserve reservation} share blocks, and a page
  * allocated while the last block still has room takes its next page; the others (pages that decode
  * opens one token at a time) start as an array each, and every {@link #MERGE_PAGES} of them in a row
- * (fewer for large pages) are then copied into one block, so that no memory is held ahead of the appends. Why blocks: a
- * collector that copies live objects with parallel workers (G1, Parallel) scatters pages that are
- * separate arrays across the heap, and decode then reads a KV head's pages in an order the hardware
- * prefetcher cannot follow; a block moves as one object.
- * Blocks hold at most {@link #MAX_BLOCK_BYTES}: a longer reservation takes several, each allocated when
+ * (fewer for large pages) are then copied into one block, so that no memory is held ahead of the
+ * appends. Why blocks: a collector that copies live objects with parallel workers (G1, Parallel)
+ * scatters pages that are separate arrays across the heap, and decode then reads a KV head's pages in
+ * an order the hardware prefetcher cannot follow; a block moves as one object. Blocks hold at most {@link #MAX_BLOCK_BYTES}: a longer reservation takes several, each allocated when
  * the appends reach it, and none is large enough to be a humongous object for G1 (half a region, and
  * regions are at least 1 MiB), which would pad it to whole regions.
  *
@@ -114,8 +113,7 @@ final class PageBlocks<A> {
   /**
    * Copies pages {@code first .. first + mergePages - 1} into one block, where each still has an array
    * of its own (a compaction resets the count of such pages, so this holds; checked rather than
-   * assumed, since a page that shares an array would keep that array alive). The block is allocated
-   * before any field changes: a failed allocation leaves the pages as they were.
+   * assumed, since a page that shares an array would keep that array alive).
    */
   private void merge(int first) {
     for (int p = first; p < first + mergePages; p++) {
@@ -123,13 +121,19 @@ final class PageBlocks<A> {
         return;
       }
     }
-    A merged = newArray.apply(mergePages * pageLen);
-    for (int i = 0; i < mergePages; i++) {
-      System.arraycopy(arrays[first + i], base[first + i], merged, i * pageLen, pageLen);
-    }
-    for (int i = 0; i < mergePages; i++) {
-      arrays[first + i] = merged;
-      base[first + i] = i * pageLen;
+    copyIntoBlock(first, first + mergePages);
+  }
+
+  /**
+   * Copies pages {@code from .. to - 1} into one new block and points them at it. The block is
+   * allocated before any field changes: a failed allocation leaves the pages where they were.
+   */
+  private void copyIntoBlock(int from, int to) {
+    A copy = newArray.apply((to - from) * pageLen);
+    for (int q = from; q < to; q++) {
+      System.arraycopy(arrays[q], base[q], copy, (q - from) * pageLen, pageLen);
+      arrays[q] = copy;
+      base[q] = (q - from) * pageLen;
     }
   }
 
@@ -161,12 +165,7 @@ final class PageBlocks<A> {
       while (end < pages && end - p < blockPages && partlyUsed(arrays[end], refs)) {
         end++;
       }
-      A copy = newArray.apply((end - p) * pageLen);
-      for (int q = p; q < end; q++) {
-        System.arraycopy(arrays[q], base[q], copy, (q - p) * pageLen, pageLen);
-        arrays[q] = copy;
-        base[q] = (q - p) * pageLen;
-      }
+      copyIntoBlock(p, end);
       p = end;
     }
   }

@@ -60,7 +60,7 @@ class PageBlocksTest {
     b.reserve(0, 20);
     for (int p = 0; p < 20; p++) {
       b.allocate(p);
-      b.array(p)[b.base(p)] = p; // a mark at each page's start
+      mark(b, p);
     }
     float[] first = b.array(0), second = b.array(16);
     assertEquals(16 * LEN, first.length);
@@ -72,9 +72,7 @@ class PageBlocksTest {
     assertNotSame(second, b.array(16), "pages 16-17 leave the block that held 18-19");
     assertSame(b.array(16), b.array(17));
     assertEquals(2 * LEN, b.array(16).length);
-    for (int p = 0; p < 18; p++) {
-      assertEquals(p, b.array(p)[b.base(p)], "page " + p + " keeps its data");
-    }
+    assertMarked(b, 18);
     assertEquals(0, b.pending(18));
   }
 
@@ -119,8 +117,7 @@ class PageBlocksTest {
     int m = PageBlocks.MERGE_PAGES;
     for (int p = 0; p < 2 * m + 1; p++) { // no reservation, as decode opens pages
       b.allocate(p);
-      b.array(p)[b.base(p)] = p; // a mark at each page's start and end
-      b.array(p)[b.base(p) + LEN - 1] = -p;
+      mark(b, p);
       assertEquals(0, b.pending(p + 1), "nothing is held ahead, page " + p);
     }
     for (int g = 0; g < 2; g++) {
@@ -129,10 +126,9 @@ class PageBlocksTest {
       for (int p = g * m; p < (g + 1) * m; p++) {
         assertSame(merged, b.array(p), "page " + p);
         assertEquals((p - g * m) * LEN, b.base(p), "page " + p + " in order");
-        assertEquals(p, b.array(p)[b.base(p)], "page " + p + " keeps its data");
-        assertEquals(-p, b.array(p)[b.base(p) + LEN - 1], "page " + p + " keeps its data");
       }
     }
+    assertMarked(b, 2 * m + 1);
     assertEquals(LEN, b.array(2 * m).length, "the newest page waits for its group");
   }
 
