@@ -36,7 +36,12 @@ final class F16Codec implements StorageCodec {
   }
 
   /**
-   * One short[] per page, laid out like the f32 page: keys transposed, then values in column blocks.
+   * Pages in {@link PageBlocks}' grouped layout: in groups of up to {@link PageBlocks#GROUP_PAGES}
+   * pages, each page's keys transposed (as in the f32 page), one after another, then the group's values
+   * as one value page of all its tokens in column blocks. Decode takes a group's fully visible pages as
+   * one run ({@link #runPages}): it scores them page by page, takes one softmax step, and adds their
+   * values with one register tile per column block, reading the group front to back. {@link #page}
+   * widens a page into the f32 page's layout.
    *
    * <p>Decode reads the halves in place ({@link HeadStore.FusedPages}): the kernels widen them in
    * registers instead of writing a float copy of each page and reading it back. They read a half as its
@@ -64,7 +69,7 @@ final class F16Codec implements StorageCodec {
 
     Store(int headDim) {
       super(headDim);
-      pages = new PageBlocks<>(short[]::new, pageLen(), Short.BYTES);
+      pages = new PageBlocks<>(short[]::new, headDim, Short.BYTES, PageBlocks.GROUP_PAGES);
     }
 
     @Override
@@ -81,10 +86,6 @@ final class F16Codec implements StorageCodec {
               + x + " at index " + (off + c));
         }
       }
-    }
-
-    private int pageLen() {
-      return 2 * headDim * PAGE_TOKENS;
     }
 
     @Override
@@ -115,7 +116,7 @@ final class F16Codec implements StorageCodec {
         p[o + c * PAGE_TOKENS + idx] = Float.floatToFloat16(key[kOff + c]);
       }
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        int run = o + valueRunStart(idx, b), n = valueRunLength(b);
+        int run = pages.valueRun(page, idx, b), n = valueRunLength(b);
         for (int c = 0; c < n; c++) {
           p[run + c] = Float.floatToFloat16(value[vOff + b + c]);
         }
@@ -130,7 +131,7 @@ final class F16Codec implements StorageCodec {
         dst[d0 + c * PAGE_TOKENS + toIdx] = src[so + c * PAGE_TOKENS + fromIdx];
       }
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        System.arraycopy(src, so + valueRunStart(fromIdx, b), dst, d0 + valueRunStart(toIdx, b),
+        System.arraycopy(src, pages.valueRun(fromPage, fromIdx, b), dst, pages.valueRun(toPage, toIdx, b),
             valueRunLength(b));
       }
     }
@@ -148,9 +149,8 @@ final class F16Codec implements StorageCodec {
     public void readValue(int slot, float[] dst, int off) {
       short[] p = pages.array(slot / PAGE_TOKENS);
       int idx = slot % PAGE_TOKENS;
-      int o = pages.base(slot / PAGE_TOKENS);
       for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
-        int run = o + valueRunStart(idx, b), n = valueRunLength(b);
+        int run = pages.valueRun(slot / PAGE_TOKENS, idx, b), n = valueRunLength(b);
         for (int c = 0; c < n; c++) {
           dst[off + b + c] = Float.float16ToFloat(p[run + c]);
         }
@@ -159,7 +159,11 @@ final class F16Codec implements StorageCodec {
 
     @Override
     public float[] page(int page, float[] buf, AttentionKernels kernels) {
-      kernels.f16ToF32(pages.array(page), pages.base(page), buf, 0, pageLen());
+      short[] p = pages.array(page);
+      kernels.f16ToF32(p, pages.base(page), buf, 0, headDim * PAGE_TOKENS);
+      for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+        kernels.f16ToF32(p, pages.valueRun(page, 0, b), buf, valueRunStart(0, b), PAGE_TOKENS * valueRunLength(b));
+      }
       return buf;
     }
 
@@ -179,7 +183,7 @@ final class F16Codec implements StorageCodec {
       }
       if (qScaled.length < n) {
         qScaled = new float[n];
-        pScaled = new float[rows * PAGE_TOKENS];
+        pScaled = new float[rows * PageBlocks.GROUP_PAGES * PAGE_TOKENS];
       }
       for (int i = 0; i < n; i++) {
         qScaled[i] = q[qOff + i] * AttentionKernels.HALF_FACTOR;
@@ -201,13 +205,29 @@ final class F16Codec implements StorageCodec {
     @Override
     public void pageAccumulate(int page, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
         AttentionKernels kernels) {
+      runAccumulate(page, 1, p, pOff, pStride, rows, o, oOff, kernels);
+    }
+
+    /** The pages from {@code page} on that share its group ({@link PageBlocks}' grouped layout). */
+    @Override
+    public int runPages(int page, int limit) {
+      return Math.min(limit, pages.groupSize(page) - pages.groupIndex(page));
+    }
+
+    @Override
+    public void runAccumulate(int page, int n, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
+        AttentionKernels kernels) {
+      int tokens = n * PAGE_TOKENS;
+      if (pScaled.length < rows * tokens) {
+        pScaled = new float[rows * PageBlocks.GROUP_PAGES * PAGE_TOKENS];
+      }
       for (int r = 0; r < rows; r++) {
-        for (int j = 0; j < PAGE_TOKENS; j++) {
-          pScaled[r * PAGE_TOKENS + j] = p[pOff + r * pStride + j] * AttentionKernels.HALF_FACTOR;
+        for (int j = 0; j < tokens; j++) {
+          pScaled[r * tokens + j] = p[pOff + r * pStride + j] * AttentionKernels.HALF_FACTOR;
         }
       }
-      kernels.accumulateHalf(pScaled, 0, PAGE_TOKENS, rows, pages.array(page), pages.base(page) + valuesOffset(),
-          PAGE_TOKENS, headDim, o, oOff);
+      kernels.accumulateHalf(pScaled, 0, tokens, rows, pages.array(page), pages.valueBase(page),
+          pages.groupIndex(page) * PAGE_TOKENS, tokens, pages.groupSize(page) * PAGE_TOKENS, headDim, o, oOff);
     }
 
     @Override

@@ -520,5 +520,57 @@ public abstract class HeadStore {
      */
     void pageAccumulate(int page, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
         AttentionKernels kernels);
+
+    /**
+     * How many pages from {@code page} on {@link #runScores} and {@link #runAccumulate} read as one
+     * run: pages whose keys, and whose values, lie one after another in memory, so that a decode step
+     * can take one softmax step for all of them and still read memory front to back. Default 1.
+     *
+     * @param page  a page for which {@link #fusedPage} is true
+     * @param limit the most pages the caller takes, {@code >= 1}
+     * @return a count in {@code [1, limit]}
+     */
+    default int runPages(int page, int limit) {
+      return 1;
+    }
+
+    /**
+     * {@link #pageScores} of {@code pages} consecutive pages, page {@code page + i}'s scores from
+     * column {@code i * PAGE_TOKENS} of each row.
+     *
+     * @param page    the first page; {@code pages <= runPages(page, pages)}
+     * @param pages   number of pages
+     * @param rows    the rows last passed to {@link #prepareQueries}
+     * @param s       output scores
+     * @param sOff    offset of row 0's first score
+     * @param sStride distance between rows in {@code s}, at least {@code pages * PAGE_TOKENS}
+     * @param kernels the caller's kernels
+     */
+    default void runScores(int page, int pages, int rows, float[] s, int sOff, int sStride, AttentionKernels kernels) {
+      for (int i = 0; i < pages; i++) {
+        pageScores(page + i, rows, s, sOff + i * PAGE_TOKENS, sStride, kernels);
+      }
+    }
+
+    /**
+     * {@link #pageAccumulate} of {@code pages} consecutive pages, page {@code page + i}'s weights from
+     * column {@code i * PAGE_TOKENS} of each row.
+     *
+     * @param page    the first page; {@code pages <= runPages(page, pages)}
+     * @param pages   number of pages
+     * @param p       weights
+     * @param pOff    offset of row 0's first weight
+     * @param pStride distance between rows in {@code p}
+     * @param rows    number of rows
+     * @param o       output rows, packed, natural channel order
+     * @param oOff    offset of row 0
+     * @param kernels the caller's kernels
+     */
+    default void runAccumulate(int page, int pages, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
+        AttentionKernels kernels) {
+      for (int i = 0; i < pages; i++) {
+        pageAccumulate(page + i, p, pOff + i * PAGE_TOKENS, pStride, rows, o, oOff, kernels);
+      }
+    }
   }
 }

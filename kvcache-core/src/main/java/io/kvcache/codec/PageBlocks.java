@@ -1,5 +1,6 @@
 package io.kvcache.codec;
 
+import io.kvcache.kernel.AttentionKernels;
 import java.util.Arrays;
 import java.util.IdentityHashMap;
 import java.util.function.IntFunction;
@@ -15,6 +16,16 @@ import java.util.function.IntFunction;
  * an order the hardware prefetcher cannot follow; a block moves as one object. Blocks hold at most {@link #MAX_BLOCK_BYTES}: a longer reservation takes several, each allocated when
  * the appends reach it, and none is large enough to be a humongous object for G1 (half a region, and
  * regions are at least 1 MiB), which would pad it to whole regions.
+ *
+ * <p><b>Grouped layout</b> (the {@linkplain #PageBlocks(IntFunction, int, int, int) second
+ * constructor}): a block's pages form groups of up to {@link #GROUP_PAGES}, and a group holds its
+ * pages' keys one after another and then all of its values as one value page of {@code 16 * pages}
+ * tokens in column blocks ({@link AttentionKernels#valueIndex}). Decode can then score a group's
+ * pages one by one, take one softmax step for the group and add all of its values with one register
+ * tile, and still read the group front to back: keys K0 K1 … K7, then values. With the plain layout a
+ * page's values follow its keys (K0 V0 K1 V1 …), and a step over several pages jumps back and forth,
+ * which the prefetchers do not follow. A page with an array of its own is a group of one, laid out as
+ * in the plain layout.
  *
  * @param <A> the primitive array type of a page ({@code short[]}, {@code float[]})
  */
@@ -32,12 +43,21 @@ final class PageBlocks<A> {
    */
   static final int MERGE_PAGES = 8;
 
+  /** Pages per group in the grouped layout: 128 tokens, the same as a merge. */
+  static final int GROUP_PAGES = MERGE_PAGES;
+
   private final IntFunction<A> newArray;
   private final int pageLen;
   private final int blockPages;
   private final int mergePages; // min(MERGE_PAGES, blockPages)
+  private final int group; // pages per group: 1 for the plain layout
+  private final int headDim; // grouped layout only
+  private final int keyLen; // grouped layout only: a page's keys, headDim * PAGE_TOKENS elements
   private Object[] arrays = new Object[4];
-  private int[] base = new int[4];
+  private int[] base = new int[4]; // the page's start (plain) or its keys' start (grouped)
+  private int[] valueBase = new int[4]; // grouped: the start of the page's group's value page
+  private int[] groupSize = new int[4]; // grouped: pages in the page's group
+  private int[] groupIndex = new int[4]; // grouped: the page's index within its group
   private int reservedFirst;
   private int reservedCount; // 0: no reservation
   private A block; // the last block made: pages blockFirst .. blockFirst + blockCount - 1, some maybe not yet allocated
@@ -51,10 +71,29 @@ final class PageBlocks<A> {
    * @param elementBytes bytes per element
    */
   PageBlocks(IntFunction<A> newArray, int pageLen, int elementBytes) {
+    this(newArray, pageLen, elementBytes, 1, 0);
+  }
+
+  /**
+   * The grouped layout, for pages of {@code headDim * PAGE_TOKENS} transposed keys and as many values.
+   *
+   * @param newArray     makes an array of the given length
+   * @param headDim      channels per head
+   * @param elementBytes bytes per element
+   * @param groupPages   pages per group, {@code >= 1}
+   */
+  PageBlocks(IntFunction<A> newArray, int headDim, int elementBytes, int groupPages) {
+    this(newArray, 2 * headDim * HeadStore.PAGE_TOKENS, elementBytes, groupPages, headDim);
+  }
+
+  private PageBlocks(IntFunction<A> newArray, int pageLen, int elementBytes, int group, int headDim) {
     this.newArray = newArray;
     this.pageLen = pageLen;
     this.blockPages = Math.max(1, MAX_BLOCK_BYTES / (pageLen * elementBytes));
     this.mergePages = Math.min(MERGE_PAGES, blockPages);
+    this.group = group;
+    this.headDim = headDim;
+    this.keyLen = headDim * HeadStore.PAGE_TOKENS;
   }
 
   /** @return the array holding page {@code page} */
@@ -63,9 +102,84 @@ final class PageBlocks<A> {
     return (A) arrays[page];
   }
 
-  /** @return where page {@code page} starts in its array */
+  /** @return where page {@code page} starts in its array; in the grouped layout, where its keys start */
   int base(int page) {
     return base[page];
+  }
+
+  /**
+   * Grouped layout: where the value page of {@code page}'s group starts in its array. Token {@code j}
+   * of the group (page {@code i} of the group holds tokens {@code 16 i .. 16 i + 15}) has channel
+   * {@code c} at {@code valueBase + AttentionKernels.valueIndex(j, c, headDim, groupTokens)}.
+   *
+   * @param page a page
+   * @return the offset of the group's value page
+   */
+  int valueBase(int page) {
+    return valueBase[page];
+  }
+
+  /** @return grouped layout: pages in {@code page}'s group */
+  int groupSize(int page) {
+    return groupSize[page];
+  }
+
+  /** @return grouped layout: {@code page}'s index in its group */
+  int groupIndex(int page) {
+    return groupIndex[page];
+  }
+
+  /**
+   * Grouped layout: where token {@code idx} of {@code page} keeps its values of column block {@code b}
+   * ({@code min(VALUE_BLOCK, headDim - b)} consecutive channels).
+   *
+   * @param page a page
+   * @param idx  the token's index in its page
+   * @param b    the block's first channel, a multiple of {@link AttentionKernels#VALUE_BLOCK}
+   * @return the run's offset in the page's array
+   */
+  int valueRun(int page, int idx, int b) {
+    return valueBase[page] + AttentionKernels.valueIndex(
+        groupIndex[page] * HeadStore.PAGE_TOKENS + idx, b, headDim, groupSize[page] * HeadStore.PAGE_TOKENS);
+  }
+
+  /** Records that {@code page} is page {@code i} of a block of {@code n} pages held in {@code array}. */
+  private void place(int page, Object array, int i, int n) {
+    arrays[page] = array;
+    if (group == 1) {
+      base[page] = i * pageLen;
+      return;
+    }
+    int g = i / group;
+    int start = g * group * pageLen;
+    int size = Math.min(group, n - g * group);
+    base[page] = start + (i % group) * keyLen;
+    valueBase[page] = start + size * keyLen;
+    groupSize[page] = size;
+    groupIndex[page] = i % group;
+  }
+
+  /**
+   * Copies page {@code page} from where it is now into {@code dst}, placed as page {@code i} of a block
+   * of {@code n} pages, and records the new place.
+   */
+  private void moveInto(int page, A dst, int i, int n) {
+    Object src = arrays[page];
+    if (group == 1) {
+      System.arraycopy(src, base[page], dst, i * pageLen, pageLen);
+      place(page, dst, i, n);
+      return;
+    }
+    int srcKeys = base[page];
+    int srcValues = valueBase[page];
+    int srcTokens = groupSize[page] * HeadStore.PAGE_TOKENS;
+    int srcFirst = groupIndex[page] * HeadStore.PAGE_TOKENS;
+    place(page, dst, i, n);
+    System.arraycopy(src, srcKeys, dst, base[page], keyLen);
+    for (int b = 0; b < headDim; b += AttentionKernels.VALUE_BLOCK) {
+      System.arraycopy(src, srcValues + AttentionKernels.valueIndex(srcFirst, b, headDim, srcTokens), dst,
+          valueRun(page, 0, b), HeadStore.PAGE_TOKENS * Math.min(AttentionKernels.VALUE_BLOCK, headDim - b));
+    }
   }
 
   /** {@link HeadStore#reservePages}: pages {@code first .. first + count - 1} go into shared blocks. */
@@ -84,6 +198,9 @@ final class PageBlocks<A> {
     if (page == arrays.length) {
       arrays = Arrays.copyOf(arrays, page * 2);
       base = Arrays.copyOf(base, page * 2);
+      valueBase = Arrays.copyOf(valueBase, page * 2);
+      groupSize = Arrays.copyOf(groupSize, page * 2);
+      groupIndex = Arrays.copyOf(groupIndex, page * 2);
     }
     if (block == null || page >= blockFirst + blockCount) {
       block = null;
@@ -94,8 +211,7 @@ final class PageBlocks<A> {
           merge(page - mergePages);
           singles = 0;
         }
-        arrays[page] = own;
-        base[page] = 0;
+        place(page, own, 0, 1);
         singles++;
         return;
       }
@@ -105,8 +221,7 @@ final class PageBlocks<A> {
       blockFirst = page;
       blockCount = n;
     }
-    arrays[page] = block;
-    base[page] = (page - blockFirst) * pageLen;
+    place(page, block, page - blockFirst, blockCount);
     singles = 0;
   }
 
@@ -131,9 +246,7 @@ final class PageBlocks<A> {
   private void copyIntoBlock(int from, int to) {
     A copy = newArray.apply((to - from) * pageLen);
     for (int q = from; q < to; q++) {
-      System.arraycopy(arrays[q], base[q], copy, (q - from) * pageLen, pageLen);
-      arrays[q] = copy;
-      base[q] = (q - from) * pageLen;
+      moveInto(q, copy, q - from, to - from);
     }
   }
 

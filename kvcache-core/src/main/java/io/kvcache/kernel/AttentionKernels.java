@@ -129,8 +129,34 @@ public interface AttentionKernels {
    * @param o          output accumulators, packed rows
    * @param oOff       offset of row 0 in {@code o}
    */
-  void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int pageTokens, int d,
-      float[] o, int oOff);
+  default void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int pageTokens, int d,
+      float[] o, int oOff) {
+    accumulateHalf(p, pOff, pStride, rows, v, vOff, 0, pageTokens, pageTokens, d, o, oOff);
+  }
+
+  /**
+   * {@link #accumulateHalf} over tokens {@code first .. first + tokens - 1} of a value page of
+   * {@code pageTokens} tokens: {@code o[oOff + r * d + c] += sum_{j < tokens} p[pOff + r * pStride + j] *
+   * v[vOff + valueIndex(first + j, c, d, pageTokens)]} (halves read as in {@link #accumulateHalf}). A
+   * store that keeps several pages' values as one value page ({@code io.kvcache.codec.PageBlocks}'
+   * grouped layout) reads one page of it, or a run of consecutive pages, with one call.
+   *
+   * @param p          weights, multiplied by {@link #HALF_FACTOR}; token {@code first + j}'s at index {@code j}
+   * @param pOff       offset of row 0's first weight
+   * @param pStride    distance between consecutive rows in {@code p}
+   * @param rows       number of rows
+   * @param v          the value page in column blocks ({@link #valueIndex}), {@code pageTokens * d} halves
+   *                   from {@code vOff}
+   * @param vOff       offset of the value page
+   * @param first      the first token to add, {@code >= 0}
+   * @param tokens     how many tokens to add, {@code first + tokens <= pageTokens}
+   * @param pageTokens tokens of the value page (its layout)
+   * @param d          head dimension
+   * @param o          output accumulators, packed rows
+   * @param oOff       offset of row 0 in {@code o}
+   */
+  void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int first, int tokens,
+      int pageTokens, int d, float[] o, int oOff);
 
   /**
    * The most query rows of a tile for which this implementation reads binary16 pages in place

@@ -66,16 +66,16 @@ public final class ScalarAttentionKernels implements AttentionKernels {
   }
 
   @Override
-  public void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int pageTokens, int d,
-      float[] o, int oOff) {
+  public void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int first, int tokens,
+      int pageTokens, int d, float[] o, int oOff) {
     for (int r = 0; r < rows; r++) {
       int pr = pOff + r * pStride;
       int or = oOff + r * d;
       for (int b = 0; b < d; b += VALUE_BLOCK) {
         int w = Math.min(VALUE_BLOCK, d - b);
-        for (int j = 0; j < pageTokens; j++) {
+        for (int j = 0; j < tokens; j++) {
           float pj = p[pr + j];
-          int vj = vOff + b * pageTokens + j * w;
+          int vj = vOff + b * pageTokens + (first + j) * w;
           for (int c = 0; c < w; c++) {
             o[or + b + c] += pj * halfScaled(v[vj + c]);
           }

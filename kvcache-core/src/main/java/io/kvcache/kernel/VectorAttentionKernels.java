@@ -390,8 +390,8 @@ final class VectorAttentionKernels implements AttentionKernels {
   }
 
   @Override
-  public void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int pageTokens, int d,
-      float[] o, int oOff) {
+  public void accumulateHalf(float[] p, int pOff, int pStride, int rows, short[] v, int vOff, int first, int tokens,
+      int pageTokens, int d, float[] o, int oOff) {
     int full = d - d % VALUE_BLOCK;
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
@@ -399,24 +399,25 @@ final class VectorAttentionKernels implements AttentionKernels {
       int o0 = oOff + r * d;
       int c = 0;
       for (; c + 2 * L <= full; c += 2 * L) {
-        int x = vOff + AttentionKernels.valueIndex(0, c, d, pageTokens);
-        int y = vOff + AttentionKernels.valueIndex(0, c + L, d, pageTokens);
-        accumulateHalf4x2(p, p0, pStride, v, x, y, pageTokens, d, o, o0 + c);
+        int x = vOff + AttentionKernels.valueIndex(first, c, d, pageTokens);
+        int y = vOff + AttentionKernels.valueIndex(first, c + L, d, pageTokens);
+        accumulateHalf4x2(p, p0, pStride, v, x, y, tokens, d, o, o0 + c);
       }
       for (int rr = 0; rr < 4; rr++) {
-        accumulateHalfRest(p, p0 + rr * pStride, v, vOff, pageTokens, d, c, o, o0 + rr * d);
+        accumulateHalfRest(p, p0 + rr * pStride, v, vOff, first, tokens, pageTokens, d, c, o, o0 + rr * d);
       }
     }
     for (; r < rows; r++) {
-      accumulateHalfRest(p, pOff + r * pStride, v, vOff, pageTokens, d, 0, o, oOff + r * d);
+      accumulateHalfRest(p, pOff + r * pStride, v, vOff, first, tokens, pageTokens, d, 0, o, oOff + r * d);
     }
   }
 
   /**
-   * Four rows by {@code 2 * lanes} channels in full-width blocks, token 0 of the two halves at
-   * {@code v0} and {@code v1} (the same block for 128- and 256-bit vectors, consecutive blocks for 512-bit).
+   * Four rows by {@code 2 * lanes} channels in full-width blocks over {@code tokens} tokens, the first
+   * token of the two halves at {@code v0} and {@code v1} (the same block for 128- and 256-bit vectors,
+   * consecutive blocks for 512-bit).
    */
-  private static void accumulateHalf4x2(float[] p, int p0, int pStride, short[] v, int v0, int v1, int pageTokens, int d,
+  private static void accumulateHalf4x2(float[] p, int p0, int pStride, short[] v, int v0, int v1, int tokens, int d,
       float[] o, int oc) {
     FloatVector a00 = FloatVector.zero(F), a01 = FloatVector.zero(F);
     FloatVector a10 = FloatVector.zero(F), a11 = FloatVector.zero(F);
@@ -425,7 +426,7 @@ final class VectorAttentionKernels implements AttentionKernels {
     int p1 = p0 + pStride;
     int p2 = p1 + pStride;
     int p3 = p2 + pStride;
-    for (int j = 0, x = v0, y = v1; j < pageTokens; j++, x += VALUE_BLOCK, y += VALUE_BLOCK) {
+    for (int j = 0, x = v0, y = v1; j < tokens; j++, x += VALUE_BLOCK, y += VALUE_BLOCK) {
       FloatVector x0 = half(v, x);
       FloatVector x1 = half(v, y);
       FloatVector w0 = FloatVector.broadcast(F, p[p0 + j]);
@@ -455,26 +456,27 @@ final class VectorAttentionKernels implements AttentionKernels {
    * One row from channel {@code c} on: the rest of the full-width blocks a vector at a time, then the
    * narrower last block (width {@code d % VALUE_BLOCK}) by vectors and scalars.
    */
-  private static void accumulateHalfRest(float[] p, int pr, short[] v, int vOff, int pageTokens, int d, int c, float[] o,
-      int or) {
+  private static void accumulateHalfRest(float[] p, int pr, short[] v, int vOff, int first, int tokens, int pageTokens,
+      int d, int c, float[] o, int or) {
     int full = d - d % VALUE_BLOCK;
     for (; c + L <= d; c += L) {
       int stride = c < full ? VALUE_BLOCK : d - full;
-      accumulateHalfRow(p, pr, v, vOff + AttentionKernels.valueIndex(0, c, d, pageTokens), stride, pageTokens, o, or + c);
+      accumulateHalfRow(p, pr, v, vOff + AttentionKernels.valueIndex(first, c, d, pageTokens), stride, tokens, o,
+          or + c);
     }
-    for (int j = 0; c < d && j < pageTokens; j++) {
+    for (int j = 0; c < d && j < tokens; j++) {
       float pj = p[pr + j];
-      int vj = vOff + AttentionKernels.valueIndex(j, c, d, pageTokens) - c;
+      int vj = vOff + AttentionKernels.valueIndex(first + j, c, d, pageTokens) - c;
       for (int cc = c; cc < d; cc++) {
         o[or + cc] += pj * ScalarAttentionKernels.halfScaled(v[vj + cc]);
       }
     }
   }
 
-  private static void accumulateHalfRow(float[] p, int pr, short[] v, int x, int stride, int pageTokens, float[] o,
+  private static void accumulateHalfRow(float[] p, int pr, short[] v, int x, int stride, int tokens, float[] o,
       int oc) {
     FloatVector acc = FloatVector.zero(F);
-    for (int j = 0; j < pageTokens; j++, x += stride) {
+    for (int j = 0; j < tokens; j++, x += stride) {
       acc = half(v, x).fma(FloatVector.broadcast(F, p[pr + j]), acc);
     }
     addInto(acc, o, oc);

@@ -15,6 +15,10 @@ import java.util.Arrays;
  * the whole group (GQA). Prefill is many tokens: tiles of about {@value #TILE_ROWS} rows, and pages
  * wholly after a tile's last position are skipped (the causal triangle).
  *
+ * <p>Where a store reads several pages as one run ({@link HeadStore.FusedPages#runPages}: f16 pages of
+ * one group) and every row sees them whole, a decode tile takes one softmax step for the run instead of
+ * one per page. The result is the same attention, rounded differently.
+ *
  * <p>The mask is by position: a query at position {@code p} sees the slots whose position is
  * {@code <= p}; empty and evicted slots carry {@link HeadStore#EMPTY} and are never seen.
  *
@@ -27,6 +31,12 @@ public final class PagedAttention {
   public static final int TILE_ROWS = 64;
 
   private static final int P = HeadStore.PAGE_TOKENS;
+  /**
+   * Most pages one softmax step takes ({@link HeadStore.FusedPages#runPages}): a step's maxima, sums
+   * and rescaling, and the value tile's start and end, then happen once per 128 tokens rather than per
+   * 16. Only pages every row sees whole take part (no mask), so a run is plain attention over its tokens.
+   */
+  private static final int RUN_PAGES = 8;
   /** Query tokens whose weights one pass over the pages computes together (SnapKV's whole window). */
   private static final int WEIGHTS_TOKENS = 32;
 
@@ -152,11 +162,15 @@ public final class PagedAttention {
       Arrays.fill(o, 0, rows * d, 0f);
 
       int pages = pageList == null ? store.pageCount() : listed;
-      for (int i = 0; i < pages; i++) {
+      for (int i = 0; i < pages; ) {
         int page = pageList == null ? i : pageList[i];
-        if (store.pageMinPosition(page) <= maxPos) { // else wholly in every row's future, or empty
+        int run = pageList == null ? runLength(store, page, pages - page, minPos) : 1;
+        if (run > 1) {
+          pageRun(store, page, run, rows);
+        } else if (store.pageMinPosition(page) <= maxPos) { // else wholly in every row's future, or empty
           page(store, page, rows, minPos);
         }
+        i += run;
       }
 
       for (int t = 0; t < tt; t++) {
@@ -173,6 +187,32 @@ public final class PagedAttention {
     store.attentionDone();
   }
 
+  /**
+   * How many pages from {@code page} on form one run: fused pages the store reads together, each seen
+   * whole by every row (no empty slot, no position after {@code minPos}); 1 where there is no run.
+   */
+  private static int runLength(HeadStore store, int page, int remaining, int minPos) {
+    if (!(store instanceof HeadStore.FusedPages fp) || !store.fusedPage(page)
+        || store.pageMaxPosition(page) > minPos) {
+      return 1;
+    }
+    int limit = fp.runPages(page, Math.min(RUN_PAGES, remaining));
+    int n = 1;
+    while (n < limit && store.pageMaxPosition(page + n) <= minPos && store.fusedPage(page + n)) {
+      n++;
+    }
+    return n;
+  }
+
+  /** One softmax step over a run of {@code n} pages (see {@link #runLength}). */
+  private void pageRun(HeadStore store, int page, int n, int rows) {
+    HeadStore.FusedPages fp = (HeadStore.FusedPages) store;
+    int w = n * P;
+    fp.runScores(page, n, rows, s, 0, w, kernels);
+    softmaxStep(rows, w);
+    fp.runAccumulate(page, n, s, 0, w, rows, o, 0, kernels);
+  }
+
   private void page(HeadStore store, int page, int rows, int minPos) {
     boolean fused = store.fusedPage(page);
     float[] kv = null;
@@ -187,9 +227,23 @@ public final class PagedAttention {
     if (store.pageMaxPosition(page) > minPos) { // else every slot is visible to every row
       mask(store.pagePositions(page), rows);
     }
+    softmaxStep(rows, P);
+    if (fused) {
+      ((HeadStore.FusedPages) store).pageAccumulate(page, s, 0, P, rows, o, 0, kernels);
+    } else {
+      kernels.accumulate(s, 0, P, rows, kv, kvOff + vOff, P, d, o, 0);
+    }
+  }
+
+  /**
+   * The online softmax over the scores of one step, {@code w} per row with stride {@code w}: the row's
+   * running maximum and sum advance, the output is rescaled when the maximum grows, and the scores
+   * become the step's weights.
+   */
+  private void softmaxStep(int rows, int w) {
     for (int r = 0; r < rows; r++) {
-      int sr = r * P;
-      float pm = kernels.max(s, sr, P);
+      int sr = r * w;
+      float pm = kernels.max(s, sr, w);
       float mr = m[r];
       if (pm > mr) {
         if (l[r] > 0f) {
@@ -201,15 +255,10 @@ public final class PagedAttention {
         m[r] = pm;
       }
       if (mr == Float.NEGATIVE_INFINITY) {
-        Arrays.fill(s, sr, sr + P, 0f); // nothing visible to this row yet
+        Arrays.fill(s, sr, sr + w, 0f); // nothing visible to this row yet
       } else {
-        l[r] += kernels.expAndSum(s, sr, P, mr);
+        l[r] += kernels.expAndSum(s, sr, w, mr);
       }
-    }
-    if (fused) {
-      ((HeadStore.FusedPages) store).pageAccumulate(page, s, 0, P, rows, o, 0, kernels);
-    } else {
-      kernels.accumulate(s, 0, P, rows, kv, kvOff + vOff, P, d, o, 0);
     }
   }
 
@@ -351,7 +400,7 @@ public final class PagedAttention {
     if (qs.length < rows * d) {
       qs = new float[rows * d];
       o = new float[rows * d];
-      s = new float[rows * P];
+      s = new float[rows * P * RUN_PAGES];
       m = new float[rows];
       l = new float[rows];
       rowPos = new int[rows];

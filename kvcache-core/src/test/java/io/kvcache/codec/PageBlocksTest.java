@@ -181,6 +181,100 @@ class PageBlocksTest {
     }
   }
 
+  /**
+   * The grouped layout: within each block, groups of {@link PageBlocks#GROUP_PAGES} pages hold their
+   * keys one after another and then one value page of all their tokens; the last group of a block
+   * holds what is left.
+   */
+  @Test
+  void groupedPagesKeepAGroupsKeysTogetherThenItsValues() {
+    int d = 24; // head dim with a narrow last column block (16 + 8)
+    int keys = d * HeadStore.PAGE_TOKENS, len = 2 * keys;
+    int perBlock = PageBlocks.MAX_BLOCK_BYTES / (len * Float.BYTES); // 85 pages: 10 groups of 8 and one of 5
+    PageBlocks<float[]> b = grouped(d);
+    int pages = perBlock + 3;
+    b.reserve(0, pages);
+    for (int p = 0; p < pages; p++) {
+      b.allocate(p);
+      int i = p < perBlock ? p : p - perBlock, n = p < perBlock ? perBlock : 3;
+      int g = i / 8, size = Math.min(8, n - 8 * g);
+      assertEquals(size, b.groupSize(p), "page " + p);
+      assertEquals(i % 8, b.groupIndex(p), "page " + p);
+      assertEquals(8 * g * len + (i % 8) * keys, b.base(p), "keys of page " + p);
+      assertEquals(8 * g * len + size * keys, b.valueBase(p), "values of page " + p + "'s group");
+      assertEquals(b.valueBase(p) + 16 * 16 * size + (16 * (i % 8) + 5) * 8, b.valueRun(p, 5, 16),
+          "token 5 of page " + p + ", channels 16-23");
+    }
+    assertEquals(5, b.groupSize(perBlock - 1), "the block's last group: 85 = 10 * 8 + 5");
+    b.allocate(pages); // an array of its own: a group of one, keys then values
+    assertEquals(0, b.base(pages));
+    assertEquals(keys, b.valueBase(pages));
+    assertEquals(1, b.groupSize(pages));
+  }
+
+  /** Merges and compactions move a grouped page's keys and values to its new group's places. */
+  @Test
+  void groupedPagesKeepTheirKeysAndValuesThroughMergesAndCompaction() {
+    int d = 24;
+    PageBlocks<float[]> b = grouped(d);
+    int m = PageBlocks.MERGE_PAGES;
+    for (int p = 0; p < 2 * m + 3; p++) { // singles, merged in eights as they come
+      b.allocate(p);
+      fill(b, p, d);
+    }
+    assertEquals(m, b.groupSize(0));
+    assertEquals(1, b.groupSize(2 * m), "the newest pages wait for their group");
+    assertFilled(b, 2 * m + 3, d);
+    b.release(2 * m + 2);
+    b.release(2 * m + 1);
+    b.compacted(2 * m + 1); // the merged blocks stay, the single stays
+    assertFilled(b, 2 * m + 1, d);
+
+    PageBlocks<float[]> r = grouped(d);
+    r.reserve(0, 20);
+    for (int p = 0; p < 20; p++) {
+      r.allocate(p);
+      fill(r, p, d);
+    }
+    r.release(19);
+    r.release(18);
+    r.compacted(18);
+    assertEquals(18 * 2 * d * HeadStore.PAGE_TOKENS, r.array(0).length, "one block of the 18 survivors");
+    assertEquals(2, r.groupSize(17), "groups of 8, 8 and 2");
+    assertFilled(r, 18, d);
+  }
+
+  private static PageBlocks<float[]> grouped(int d) {
+    return new PageBlocks<>(float[]::new, d, Float.BYTES, PageBlocks.GROUP_PAGES);
+  }
+
+  /** Gives every key and value element of page {@code p} a value that names the page, token and channel. */
+  private static void fill(PageBlocks<float[]> b, int p, int d) {
+    float[] a = b.array(p);
+    for (int j = 0; j < HeadStore.PAGE_TOKENS; j++) {
+      for (int c = 0; c < d; c++) {
+        a[b.base(p) + c * HeadStore.PAGE_TOKENS + j] = code(p, j, c);
+        a[b.valueRun(p, j, c - c % 16) + c % 16] = -code(p, j, c);
+      }
+    }
+  }
+
+  private static void assertFilled(PageBlocks<float[]> b, int pages, int d) {
+    for (int p = 0; p < pages; p++) {
+      float[] a = b.array(p);
+      for (int j = 0; j < HeadStore.PAGE_TOKENS; j++) {
+        for (int c = 0; c < d; c++) {
+          assertEquals(code(p, j, c), a[b.base(p) + c * HeadStore.PAGE_TOKENS + j], "key " + p + "/" + j + "/" + c);
+          assertEquals(-code(p, j, c), a[b.valueRun(p, j, c - c % 16) + c % 16], "value " + p + "/" + j + "/" + c);
+        }
+      }
+    }
+  }
+
+  private static float code(int p, int j, int c) {
+    return 1 + p * 10000 + j * 100 + c;
+  }
+
   /** Writes the page's number at its first and last element. */
   private static void mark(PageBlocks<float[]> b, int p) {
     b.array(p)[b.base(p)] = p;

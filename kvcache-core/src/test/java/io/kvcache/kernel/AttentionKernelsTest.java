@@ -395,6 +395,41 @@ class AttentionKernelsTest {
     }
   }
 
+  /**
+   * A run of tokens inside a larger value page (the grouped layout's value page of several store pages)
+   * gives the same bits as the same tokens copied out into a value page of their own: the range only
+   * moves where the kernels start reading.
+   */
+  @ParameterizedTest(name = "rows={0}")
+  @ValueSource(ints = {1, 4, 5})
+  void accumulateHalfOverATokenRangeEqualsThoseTokensAsAPage(int rows) {
+    long seed = seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    int[][] ranges = {{128, 0, 128}, {128, 16, 16}, {128, 32, 96}, {128, 112, 16}, {48, 5, 7}, {48, 0, 1}};
+    for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
+      for (int d : new int[] {1, 7, 40, 64, 100, 128}) {
+        for (int[] range : ranges) {
+          int pageTokens = range[0], first = range[1], tokens = range[2];
+          short[] page = halves(rnd, d * pageTokens + 3);
+          short[] own = new short[d * tokens];
+          for (int j = 0; j < tokens; j++) {
+            for (int c = 0; c < d; c++) {
+              own[AttentionKernels.valueIndex(j, c, d, tokens)] =
+                  page[3 + AttentionKernels.valueIndex(first + j, c, d, pageTokens)];
+            }
+          }
+          int stride = tokens + 5;
+          float[] w = times(gaussian(rnd, rows * stride + 2), AttentionKernels.HALF_FACTOR);
+          float[] o1 = gaussian(rnd, rows * d + 1);
+          float[] o2 = o1.clone();
+          k.accumulateHalf(w, 2, stride, rows, own, 0, tokens, d, o1, 1);
+          k.accumulateHalf(w, 2, stride, rows, page, 3, first, tokens, pageTokens, d, o2, 1);
+          assertSameBits(o1, o2, k.name() + " d=" + d + " tokens " + first + "+" + tokens + " of " + pageTokens, seed);
+        }
+      }
+    }
+  }
+
   @Test
   void f16ToF32MatchesJdkForEveryFiniteValue() {
     short[] all = new short[65536];

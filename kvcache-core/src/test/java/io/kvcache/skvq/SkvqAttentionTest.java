@@ -147,7 +147,11 @@ class SkvqAttentionTest {
     }
   }
 
-  /** While every token is inside the window (and sinks), SKVQ is the f16 cache, output for output. */
+  /**
+   * While every token is inside the window (and sinks), SKVQ is the f16 cache, output for output: the
+   * same bits in prefill; in decode to rounding (1e-6 relative), since the f16 store takes one softmax
+   * step per group of up to 8 pages and SKVQ's window one per page.
+   */
   @Test
   void windowOnlyAttentionEqualsTheFullF16Cache() {
     AttentionShape shape = new AttentionShape(2, 8, 2, 64);
@@ -172,7 +176,8 @@ class SkvqAttentionTest {
             a.decode(l, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, oa, 0);
             b.decode(l, L.q(), t * qw, L.k(), t * kw, L.v(), t * kw, ob, 0);
             for (int i = 0; i < qw; i++) {
-              assertEquals(ob[i], oa[i], "decode t=" + t + " layer " + l + " " + kernels.name() + " seed " + seed);
+              assertEquals(ob[i], oa[i], 1e-6 * (1 + Math.abs(ob[i])),
+                  "decode t=" + t + " layer " + l + " " + kernels.name() + " seed " + seed);
             }
           }
         }
