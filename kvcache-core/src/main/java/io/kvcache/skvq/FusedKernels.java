@@ -22,10 +22,12 @@ abstract class FusedKernels {
   /**
    * {@code o[oOff + r * d + c] += sum_j w[wOff + r * wStride + j] * (vz + vs * code(j, c))}.
    *
-   * @param tmp scratch of at least {@code rows * (16 + 1) * valueGroups} floats
+   * @param tmp   scratch of at least {@code rows * (16 + 1) * valueGroups} floats
+   * @param codes scratch of at least {@link Layout#vCodeScratch} shorts, where a kernel may unpack the
+   *              page's value codes (small integers, not floats) once for all of its rows
    */
   abstract void accumulate(Layout lay, Layout.QPage p, float[] w, int wOff, int wStride, int rows, float[] vs,
-      float[] vz, float[] o, int oOff, float[] tmp);
+      float[] vz, float[] o, int oOff, float[] tmp, short[] codes);
 
   /** @return a short name for logs */
   abstract String name();

@@ -46,6 +46,12 @@ final class Layout {
    * loop (over the tokens of one chunk) reads them at unit stride instead of dividing.
    */
   final int[] vUnitByte;
+  /**
+   * Shorts a kernel needs to unpack a page's ternary value codes, one per code, unit {@code u}'s 8 at
+   * {@code u * 8} (so token {@code j}, channel {@code c} at {@code j * d + c}); every one of the page's
+   * 8-byte runs is unpacked for each of its 5 digits, so the last digit's runs may pass the page's units.
+   */
+  final int vCodeScratch;
   final int[] vUnitPow;
 
   Layout(int d, SkvqConfig cfg) {
@@ -64,6 +70,7 @@ final class Layout {
     this.vNv = vb.ternary() ? (P * vChunks + 4) / 5 : 0;
     int units = vb.ternary() ? P * vChunks : 0;
     this.vUnitByte = new int[units];
+    this.vCodeScratch = vb.ternary() ? 5 * vNv * UNIT : 0;
     this.vUnitPow = new int[units];
     for (int u = 0; u < units; u++) {
       int at = (u % vChunks) * P + u / vChunks;

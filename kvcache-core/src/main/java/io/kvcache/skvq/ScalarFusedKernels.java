@@ -31,7 +31,7 @@ final class ScalarFusedKernels extends FusedKernels {
 
   @Override
   void accumulate(Layout lay, Layout.QPage p, float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz,
-      float[] o, int oOff, float[] tmp) {
+      float[] o, int oOff, float[] tmp, short[] codes) {
     int d = lay.d, P = Layout.P, G = lay.vGroups;
     for (int r = 0; r < rows; r++) {
       for (int j = 0; j < P; j++) {

@@ -59,6 +59,7 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
   private float[] tmpS = new float[0];
   private float[] oPerm = new float[0];
   private float[] tmpAcc = new float[0];
+  private short[] vCodes = new short[0];
   private AttentionKernels lastKernels;
   private FusedKernels lastFused;
 
@@ -345,6 +346,7 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       tmpS = new float[rows * P];
       oPerm = new float[rows * headDim];
       tmpAcc = new float[rows * (P + 1) * lay.vGroups];
+      vCodes = new short[lay.vCodeScratch];
     }
     for (int r = 0; r < rows; r++) {
       int src = qOff + r * headDim;
@@ -415,10 +417,10 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
     }
     FusedKernels fk = fused(kernels);
     if (vIdentity) {
-      fk.accumulate(lay, q, w, wOff, wStride, rows, vs, vz, o, oOff, tmpAcc);
+      fk.accumulate(lay, q, w, wOff, wStride, rows, vs, vz, o, oOff, tmpAcc, vCodes);
     } else {
       Arrays.fill(oPerm, 0, rows * headDim, 0f);
-      fk.accumulate(lay, q, w, wOff, wStride, rows, vs, vz, oPerm, 0, tmpAcc);
+      fk.accumulate(lay, q, w, wOff, wStride, rows, vs, vz, oPerm, 0, tmpAcc, vCodes);
       for (int r = 0; r < rows; r++) {
         for (int i = 0; i < headDim; i++) {
           o[oOff + r * headDim + vPerm[i]] += oPerm[r * headDim + i];

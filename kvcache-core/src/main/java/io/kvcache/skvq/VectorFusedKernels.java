@@ -3,6 +3,7 @@ package io.kvcache.skvq;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
@@ -10,9 +11,10 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * The fused kernels with the Vector API, for 8 float lanes (AVX2). Codes are dequantized in registers:
  * a bit-packed vector of codes is one broadcast word, one variable shift and one mask; a base-3 vector
- * is one 8-byte load, two multiplies, a mask and a shift (see {@link Ternary}); then one int-to-float
- * conversion feeds the FMAs of every query row (the GQA group), so each packed code is read once for
- * the whole group. The dequantization is factored out of the inner loops:
+ * is one 8-byte load, two multiplies, a mask and a shift (see {@link Ternary}), and base-3 values are
+ * first unpacked for the whole page into small integers in a scratch array (16 codes per vector
+ * operation, once for all row blocks); then one int-to-float conversion feeds the FMAs of every query
+ * row (the GQA group), so each packed code is read once for the whole group. The dequantization is factored out of the inner loops:
  * {@code q . k = scale * (q . code) + zero * sum(q)} per key group, and
  * {@code sum_j w_j v_j = sum_j (w_j scale_j) code_j + sum_j w_j zero_j} per value group.
  *
@@ -24,6 +26,9 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
   private static final VectorSpecies<Float> F = FloatVector.SPECIES_256;
   private static final VectorSpecies<Integer> I = IntVector.SPECIES_256;
   private static final VectorSpecies<Byte> B = ByteVector.SPECIES_64;
+  private static final VectorSpecies<Byte> B16 = ByteVector.SPECIES_128;
+  private static final VectorSpecies<Short> S = ShortVector.SPECIES_256;
+  private static final VectorSpecies<Short> S8 = ShortVector.SPECIES_128;
   private static final int L = 8;
   private static final int P = Layout.P;
 
@@ -242,7 +247,7 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
 
   @Override
   void accumulate(Layout lay, Layout.QPage p, float[] w, int wOff, int wStride, int rows, float[] vs, float[] vz,
-      float[] o, int oOff, float[] tmp) {
+      float[] o, int oOff, float[] tmp, short[] codes) {
     int G = lay.vGroups, d = lay.d;
     // tmp[(g * rows + r) * P + j] = w_rj * scale_jg; tmp[zBase + r * G + g] = sum_j w_rj * zero_jg.
     int zBase = rows * P * G;
@@ -261,9 +266,12 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
       prepare(w, wOff, wStride, rows, vs, vz, tmp, G, zBase);
     }
     int r = 0;
+    if (lay.vb.ternary() && rows >= 4) {
+      unpackTernary(lay, p.vt, codes);
+    }
     for (; r + 4 <= rows; r += 4) {
       if (lay.vb.ternary()) {
-        accumulate4Ternary(lay, p, tmp, rows, r, zBase, o, oOff + r * d);
+        accumulate4Codes(lay, codes, tmp, rows, r, zBase, o, oOff + r * d);
       } else {
         accumulate4Packed(lay, p, tmp, rows, r, zBase, o, oOff + r * d);
       }
@@ -330,21 +338,74 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     }
   }
 
-  private static void accumulate4Ternary(Layout lay, Layout.QPage p, float[] tmp, int rows, int r, int zBase,
-      float[] o, int o0) {
+  /**
+   * Unpacks a page's base-3 value codes into {@code codes}, one short per code ({@link Layout#vCodeScratch}):
+   * each run of 8 bytes once per digit, 16 bytes at a time. Done once per page for all of a tile's row
+   * blocks, it replaces a multiply-and-shift decode per row block and token with one load and one
+   * conversion, and leaves registers for a 4 x 16 accumulator tile ({@link #accumulate4Codes}).
+   */
+  private static void unpackTernary(Layout lay, byte[] trits, short[] codes) {
+    int nv = lay.vNv, units = P * lay.vChunks;
+    for (int i = 0; i < 5; i++) {
+      int runs = Math.min(nv, units - i * nv); // the last digit may hold fewer units
+      short pow = (short) Ternary.POW3[i];
+      int r = 0;
+      for (; r + 2 <= runs; r += 2) {
+        ((ShortVector) ByteVector.fromArray(B16, trits, r * Layout.UNIT)
+            .convertShape(VectorOperators.ZERO_EXTEND_B2S, S, 0))
+            .mul(pow).and((short) 0xFF).mul((short) 3).lanewise(VectorOperators.LSHR, 8)
+            .intoArray(codes, (i * nv + r) * Layout.UNIT);
+      }
+      for (; r < runs; r++) {
+        for (int c = 0; c < Layout.UNIT; c++) {
+          codes[(i * nv + r) * Layout.UNIT + c] = (short) Ternary.digit(trits[r * Layout.UNIT + c], i);
+        }
+      }
+    }
+  }
+
+  /**
+   * Four rows over codes unpacked by {@link #unpackTernary}: two chunks of 8 channels of one group at a
+   * time, so each token's four weights are broadcast once for 16 channels. Every accumulator adds its
+   * tokens in order, as decoding each code where it is used did: the same floats.
+   */
+  private static void accumulate4Codes(Layout lay, short[] codes, float[] tmp, int rows, int r, int zBase, float[] o,
+      int o0) {
     int d = lay.d, G = lay.vGroups;
-    byte[] trits = p.vt;
-    int[] unitByte = lay.vUnitByte, unitPow = lay.vUnitPow;
-    for (int k = 0; k < lay.vChunks; k++) {
+    int k = 0;
+    for (; k + 1 < lay.vChunks && (k + 1) * L / lay.vGroup == k * L / lay.vGroup; k += 2) {
       int g = k * L / lay.vGroup;
-      int w0 = (g * rows + r) * P, w1 = w0 + P, w2 = w1 + P, w3 = w2 + P, u0 = k * P;
+      int w0 = (g * rows + r) * P, w1 = w0 + P, w2 = w1 + P, w3 = w2 + P;
       FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
       FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
-      for (int j = 0; j < P; j++) {
-        IntVector c = (IntVector) ByteVector.fromArray(B, trits, unitByte[u0 + j])
-            .convertShape(VectorOperators.ZERO_EXTEND_B2I, I, 0);
-        FloatVector v = (FloatVector) c.mul(unitPow[u0 + j]).and(0xFF).mul(3)
-            .lanewise(VectorOperators.LSHR, 8).convertShape(VectorOperators.I2F, F, 0);
+      FloatVector b0 = FloatVector.zero(F), b1 = FloatVector.zero(F);
+      FloatVector b2 = FloatVector.zero(F), b3 = FloatVector.zero(F);
+      for (int j = 0, x = k * L; j < P; j++, x += d) {
+        FloatVector v = (FloatVector) ShortVector.fromArray(S8, codes, x).convertShape(VectorOperators.S2F, F, 0);
+        FloatVector u = (FloatVector) ShortVector.fromArray(S8, codes, x + L).convertShape(VectorOperators.S2F, F, 0);
+        FloatVector t = FloatVector.broadcast(F, tmp[w0 + j]);
+        a0 = v.fma(t, a0);
+        b0 = u.fma(t, b0);
+        t = FloatVector.broadcast(F, tmp[w1 + j]);
+        a1 = v.fma(t, a1);
+        b1 = u.fma(t, b1);
+        t = FloatVector.broadcast(F, tmp[w2 + j]);
+        a2 = v.fma(t, a2);
+        b2 = u.fma(t, b2);
+        t = FloatVector.broadcast(F, tmp[w3 + j]);
+        a3 = v.fma(t, a3);
+        b3 = u.fma(t, b3);
+      }
+      add4(a0, a1, a2, a3, tmp, zBase, r, G, g, o, o0 + k * L, d);
+      add4(b0, b1, b2, b3, tmp, zBase, r, G, g, o, o0 + (k + 1) * L, d);
+    }
+    for (; k < lay.vChunks; k++) {
+      int g = k * L / lay.vGroup;
+      int w0 = (g * rows + r) * P, w1 = w0 + P, w2 = w1 + P, w3 = w2 + P;
+      FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
+      FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
+      for (int j = 0, x = k * L; j < P; j++, x += d) {
+        FloatVector v = (FloatVector) ShortVector.fromArray(S8, codes, x).convertShape(VectorOperators.S2F, F, 0);
         a0 = v.fma(FloatVector.broadcast(F, tmp[w0 + j]), a0);
         a1 = v.fma(FloatVector.broadcast(F, tmp[w1 + j]), a1);
         a2 = v.fma(FloatVector.broadcast(F, tmp[w2 + j]), a2);

@@ -94,9 +94,11 @@ class SkvqAttentionTest {
     Assumptions.assumeTrue(Kernels.vectorAvailable(), "needs jdk.incubator.vector");
     long seed = SkvqCodecTest.seed();
     SplittableRandom rnd = new SplittableRandom(seed);
+    // Head dim 72: 9 chunks of 8 values (one left after pairs) and 29 runs of base-3 bytes (one left
+    // after pairs when the vector kernel unpacks them), beside 128's 16 chunks and 52 runs.
     for (double[] bits : new double[][] {{2, 1.5}, {1.5, 2}, {1, 4}, {4, 1}}) {
-      for (int group : new int[] {128, 32, 8}) {
-        int d = 128;
+      for (int[] dg : new int[][] {{128, 128}, {128, 32}, {128, 8}, {72, 72}, {72, 24}}) {
+        int d = dg[0], group = dg[1];
         SkvqConfig cfg = SkvqConfig.of(bits[0], bits[1]).withGroups(group, group).withWindow(0, 0);
         SkvqStore store = (SkvqStore) SkvqCodec.of(cfg).newStore(d);
         float[] k = new float[d], v = new float[d];
