@@ -363,6 +363,20 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
     }
   }
 
+  /**
+   * Consecutive pages whose every slot is quantized: decode takes them in one softmax step (the pages
+   * themselves are still read one by one, {@link HeadStore.FusedPages}' defaults). A page with
+   * full-precision slots (the window's edge) ends a run.
+   */
+  @Override
+  public int runPages(int page, int limit) {
+    int n = 0;
+    while (n < limit && (qmask[page + n] & 0xFFFF) == 0xFFFF) {
+      n++;
+    }
+    return Math.max(1, n);
+  }
+
   @Override
   public void pageScores(int page, int rows, float[] s, int sOff, int sStride, AttentionKernels kernels) {
     if (rows > qRows) {

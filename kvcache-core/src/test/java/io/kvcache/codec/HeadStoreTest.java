@@ -169,8 +169,9 @@ class HeadStoreTest {
   /**
    * Same page bits and slot reads in {@code actual} as in {@code expected}, and the same decode output
    * (with the scalar kernels, which read f16 pages in place on every machine, and the chosen ones): the
-   * same bits for f32; for f16 within 1e-6 relative, since decode takes one softmax step per group of
-   * pages ({@link HeadStore.FusedPages#runPages}) and two stores group their pages differently.
+   * same bits for f32; for f16 within 1e-5 relative (the f32 kernel tolerance), since decode takes one
+   * softmax step per group of pages ({@link HeadStore.FusedPages#runPages}) and two stores group their
+   * pages differently.
    */
   private static void assertSameContents(HeadStore expected, HeadStore actual, int d, int tokens,
       SplittableRandom rnd, String what) {
@@ -202,7 +203,7 @@ class HeadStoreTest {
       new PagedAttention(kernels, d).decode(actual, group, q, 0, tokens, 0.125f, o2, 0);
       if (expected instanceof HeadStore.FusedPages) {
         for (int i = 0; i < o1.length; i++) {
-          assertEquals(o1[i], o2[i], 1e-6 * (1 + Math.abs(o1[i])), what + ": decode, " + kernels.name() + " " + i);
+          assertEquals(o1[i], o2[i], 1e-5 * (1 + Math.abs(o1[i])), what + ": decode, " + kernels.name() + " " + i);
         }
       } else {
         assertArrayEquals(o1, o2, what + ": decode, " + kernels.name());
