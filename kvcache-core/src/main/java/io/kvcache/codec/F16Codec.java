@@ -46,12 +46,13 @@ final class F16Codec implements StorageCodec {
    * <p>Decode reads the halves in place ({@link HeadStore.FusedPages}): the kernels widen them in
    * registers instead of writing a float copy of each page and reading it back. They read a half as its
    * value times 2^-112 ({@link AttentionKernels#HALF_FACTOR}), so the queries and weights are multiplied
-   * by 2^112 here; the products, and so the results, are the same floats as over the widened page. A
+   * by 2^112 here; the products are the same floats as over the widened page (whole results agree to
+   * rounding: a run takes one softmax step where the widened path takes one per page). A
    * tile whose scaled queries reach 2^16 in magnitude (where the factor would overflow), or of more
    * rows than the kernels read in place faster ({@link AttentionKernels#halfPageMaxRows}: a decode
    * group of up to 4 heads with 256-bit vectors, none with 512-bit ones), takes the float copy. The
-   * system property {@value #IN_PLACE_PROPERTY}{@code =false} makes every tile take it (same results;
-   * for comparing the two in benchmarks).
+   * system property {@value #IN_PLACE_PROPERTY}{@code =false} makes every tile take it (same products,
+   * results to rounding; for comparing the two in benchmarks).
    */
   static final class Store extends HeadStore implements HeadStore.FusedPages {
 

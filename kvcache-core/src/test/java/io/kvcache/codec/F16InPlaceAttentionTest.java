@@ -14,9 +14,12 @@ import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
 /**
- * f16 decode reads the halves in place; every other tile widens a page first. Both must give exactly
- * the floats that attention over an f32 store holding the same (widened) values gives: same products,
- * same order, whichever path a tile takes. Seeded from {@code -Dkvcache.test.seed} when given.
+ * f16 decode reads the halves in place; every other tile widens a page first. A tile that widens must
+ * give exactly the floats that attention over an f32 store holding the same (widened) values gives:
+ * same products, same order. A tile read in place has the same products but takes one softmax step per
+ * group of up to 8 pages ({@link HeadStore.FusedPages#runPages}) where the f32 store takes one per page,
+ * so it must agree to rounding: within 1e-5 of the output's largest magnitude. Seeded from
+ * {@code -Dkvcache.test.seed} when given.
  */
 class F16InPlaceAttentionTest {
 
@@ -38,6 +41,18 @@ class F16InPlaceAttentionTest {
       int at = i;
       assertEquals(Float.floatToRawIntBits(expected[i]), Float.floatToRawIntBits(actual[i]),
           () -> what + " element " + at + ": " + actual[at] + " vs " + expected[at]);
+    }
+  }
+
+  /** Every element within 1e-5 of the largest magnitude in {@code expected}. */
+  static void assertWithinRounding(float[] expected, float[] actual, String what) {
+    float scale = 0f;
+    for (float x : expected) {
+      scale = Math.max(scale, Math.abs(x));
+    }
+    for (int i = 0; i < expected.length; i++) {
+      int at = i;
+      assertEquals(expected[i], actual[i], 1e-5 * scale, () -> what + " element " + at);
     }
   }
 
@@ -85,9 +100,13 @@ class F16InPlaceAttentionTest {
               onHalves.decode(halves, group, q, 0, tokens - 1, scale, o2, 0);
               String what = k.name() + " d=" + d + " tokens=" + tokens + " group=" + group + " huge=" + huge
                   + " (seed " + seed + ")";
-              assertEquals(group <= k.halfPageMaxRows() && !huge, halves.fusedPage(0),
-                  "path taken: " + what);
-              assertSameBits(o1, o2, what);
+              boolean inPlace = group <= k.halfPageMaxRows() && !huge;
+              assertEquals(inPlace, halves.fusedPage(0), "path taken: " + what);
+              if (inPlace) {
+                assertWithinRounding(o1, o2, what);
+              } else {
+                assertSameBits(o1, o2, what);
+              }
             }
           }
         }
