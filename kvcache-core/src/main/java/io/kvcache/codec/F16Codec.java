@@ -218,10 +218,7 @@ final class F16Codec implements StorageCodec {
     @Override
     public void runAccumulate(int page, int n, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
         AttentionKernels kernels) {
-      int tokens = n * PAGE_TOKENS;
-      if (pScaled.length < rows * tokens) {
-        pScaled = new float[rows * PageBlocks.GROUP_PAGES * PAGE_TOKENS];
-      }
+      int tokens = n * PAGE_TOKENS; // n <= GROUP_PAGES and rows <= the prepared rows: pScaled holds them
       for (int r = 0; r < rows; r++) {
         for (int j = 0; j < tokens; j++) {
           pScaled[r * tokens + j] = p[pOff + r * pStride + j] * AttentionKernels.HALF_FACTOR;
