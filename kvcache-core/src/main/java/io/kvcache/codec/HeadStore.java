@@ -138,6 +138,9 @@ public abstract class HeadStore {
     if (position < 0 || position == EMPTY) {
       throw new IllegalArgumentException("position must be in [0, " + EMPTY + "), got " + position);
     }
+    // Before a slot is taken: a bad offset must leave the store as it was.
+    io.kvcache.core.Checks.span("k", k, kOff, headDim);
+    io.kvcache.core.Checks.span("v", v, vOff, headDim);
     checkEncodable(k, kOff, v, vOff);
     int slot;
     if (freeCount > 0) {

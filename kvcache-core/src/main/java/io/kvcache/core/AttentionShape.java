@@ -7,9 +7,9 @@ package io.kvcache.core;
  * convention of Llama, Mistral and Qwen checkpoints. Arrays at the API are row-major
  * {@code [token][head][dim]}.
  *
- * @param layers      transformer layers, at least 1
- * @param queryHeads  query heads per layer, a positive multiple of {@code kvHeads}
- * @param kvHeads     key/value heads per layer, at least 1
+ * @param layers      transformer layers, 1 to 4096
+ * @param queryHeads  query heads per layer, a positive multiple of {@code kvHeads}, at most 65536
+ * @param kvHeads     key/value heads per layer, 1 to 4096
  * @param headDim     channels per head, 1 to 1024
  */
 public record AttentionShape(int layers, int queryHeads, int kvHeads, int headDim) {

@@ -21,10 +21,64 @@ package io.kvcache.core;
 public record CacheStats(String strategy, AttentionShape shape, long[] tokensSeen, int[][] retained, long payloadBytes,
     long metadataBytes) {
 
-  /** Copies the arrays: a snapshot does not change when its caller edits what it passed in or got out. */
+  /**
+   * Validates the snapshot against its shape and copies the arrays: a snapshot does not change when its
+   * caller edits what it passed in or got out.
+   *
+   * @throws IllegalArgumentException for a null argument, arrays that do not match {@code shape} (one
+   *     entry per layer, one per KV head), or negative counts
+   */
   public CacheStats {
+    if (strategy == null || shape == null || tokensSeen == null || retained == null) {
+      throw new IllegalArgumentException("strategy, shape, tokensSeen and retained must not be null, got "
+          + strategy + ", " + shape + ", " + (tokensSeen == null ? null : "long[]") + ", "
+          + (retained == null ? null : "int[][]"));
+    }
+    if (tokensSeen.length != shape.layers() || retained.length != shape.layers()) {
+      throw new IllegalArgumentException("tokensSeen and retained must have one entry per layer (" + shape.layers()
+          + "), got " + tokensSeen.length + " and " + retained.length);
+    }
+    for (int l = 0; l < retained.length; l++) {
+      if (tokensSeen[l] < 0) {
+        throw new IllegalArgumentException("tokensSeen[" + l + "] must be >= 0, got " + tokensSeen[l]);
+      }
+      if (retained[l] == null || retained[l].length != shape.kvHeads()) {
+        throw new IllegalArgumentException("retained[" + l + "] must have one entry per KV head (" + shape.kvHeads()
+            + "), got " + (retained[l] == null ? "null" : retained[l].length));
+      }
+      for (int h = 0; h < retained[l].length; h++) {
+        if (retained[l][h] < 0) {
+          throw new IllegalArgumentException("retained[" + l + "][" + h + "] must be >= 0, got " + retained[l][h]);
+        }
+      }
+    }
+    if (payloadBytes < 0 || metadataBytes < 0) {
+      throw new IllegalArgumentException("payloadBytes and metadataBytes must be >= 0, got " + payloadBytes + " and "
+          + metadataBytes);
+    }
     tokensSeen = tokensSeen.clone();
     retained = deepCopy(retained);
+  }
+
+  /** Equal when every component is, the arrays compared by content (a record compares them by identity). */
+  @Override
+  public boolean equals(Object o) {
+    return o instanceof CacheStats c && strategy.equals(c.strategy) && shape.equals(c.shape)
+        && java.util.Arrays.equals(tokensSeen, c.tokensSeen) && java.util.Arrays.deepEquals(retained, c.retained)
+        && payloadBytes == c.payloadBytes && metadataBytes == c.metadataBytes;
+  }
+
+  @Override
+  public int hashCode() {
+    return java.util.Objects.hash(strategy, shape, java.util.Arrays.hashCode(tokensSeen),
+        java.util.Arrays.deepHashCode(retained), payloadBytes, metadataBytes);
+  }
+
+  @Override
+  public String toString() {
+    return "CacheStats[strategy=" + strategy + ", shape=" + shape + ", tokensSeen="
+        + java.util.Arrays.toString(tokensSeen) + ", retained=" + java.util.Arrays.deepToString(retained)
+        + ", payloadBytes=" + payloadBytes + ", metadataBytes=" + metadataBytes + "]";
   }
 
   private static int[][] deepCopy(int[][] a) {
@@ -64,10 +118,11 @@ public record CacheStats(String strategy, AttentionShape shape, long[] tokensSee
   }
 
   /**
-   * @param layer a layer
+   * @param layer a layer, in {@code [0, layers)}
    * @return the largest number of tokens any KV head of the layer holds
    */
   public int maxRetained(int layer) {
+    Checks.inRange("layer", layer, 0, retained.length - 1);
     int m = 0;
     for (int r : retained[layer]) {
       m = Math.max(m, r);

@@ -2,6 +2,7 @@ package io.kvcache.core;
 
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.IntConsumer;
@@ -9,7 +10,10 @@ import java.util.function.IntConsumer;
 /**
  * Runs one task per KV head on an executor, the calling thread taking a share. Heads are claimed
  * from a shared counter, so a busy executor only costs parallelism, never correctness: whatever the
- * helpers have not claimed, the caller runs.
+ * helpers have not claimed, the caller runs. An executor that rejects a helper (shut down, or a full
+ * bounded queue) is treated the same way, and {@link #run} returns only when every head is done, even
+ * if the calling thread is interrupted meanwhile (its interrupt status is restored): a cache call never
+ * returns, or fails, while helpers still write its stores.
  */
 final class HeadParallel {
 
@@ -31,15 +35,28 @@ final class HeadParallel {
         done.countDown();
       }
     };
-    for (int i = 0; i < helpers; i++) {
-      executor.execute(worker);
+    int submitted = 0;
+    try {
+      for (; submitted < helpers; submitted++) {
+        executor.execute(worker);
+      }
+    } catch (RejectedExecutionException e) {
+      for (int i = submitted; i < helpers; i++) {
+        done.countDown(); // never started: the caller claims their heads below
+      }
     }
     claim(next, heads, task, failure);
-    try {
-      done.await();
-    } catch (InterruptedException e) {
+    boolean interrupted = false;
+    while (true) {
+      try {
+        done.await();
+        break;
+      } catch (InterruptedException e) {
+        interrupted = true;
+      }
+    }
+    if (interrupted) {
       Thread.currentThread().interrupt();
-      throw new IllegalStateException("interrupted while waiting for KV-head tasks", e);
     }
     Throwable t = failure.get();
     if (t instanceof RuntimeException re) {

@@ -164,7 +164,13 @@ public interface KVCache extends AutoCloseable {
   /** @return what the cache holds now: tokens per layer and head, exact bytes, compression */
   CacheStats stats();
 
-  /** Releases the cache's memory; any later call throws {@link IllegalStateException}. Idempotent. */
+  /**
+   * Drops the cache's stores, so that their pages can be collected; any later call except
+   * {@link #shape()} and {@code close()} throws {@link IllegalStateException}. Memory the cache holds
+   * outside the stores (a retention policy's scores, a reader's summaries) is freed when the cache
+   * itself becomes unreachable; a cache on a device ({@code kvcache-gpu}) frees its device memory here.
+   * Idempotent.
+   */
   @Override
   void close();
 }

@@ -104,6 +104,9 @@ public final class KVCacheStrategy {
    * {@code executor} (the calling thread takes a share too). Worth it for long contexts served one
    * sequence at a time; a server that runs many sequences in parallel usually passes null.
    *
+   * <p>Where the strategy's backend serves the cache (an OpenCL device, {@code kvcache-gpu}), the
+   * device does the parallel work and {@code executor} is not used.
+   *
    * @param shape    the model's attention shape
    * @param executor where to run KV heads in parallel, or null for the calling thread only
    * @return a new cache; close it when the sequence ends

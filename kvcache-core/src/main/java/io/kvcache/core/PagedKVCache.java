@@ -203,8 +203,9 @@ final class PagedKVCache implements KVCache {
     Checks.finite("q", q, qOff, qw);
     Checks.finite("k", k, kOff, kw);
     Checks.finite("v", v, vOff, kw);
-    if (nextPos[layer] == Integer.MAX_VALUE - 1) {
-      throw new IllegalStateException("layer " + layer + " has reached the largest position");
+    if (nextPos[layer] >= Integer.MAX_VALUE - 1) {
+      throw new IllegalStateException("layer " + layer + " has reached the largest position (next would be "
+          + nextPos[layer] + ")");
     }
     checkEncodable(layer, 1, k, kOff, v, vOff);
     if (!prefillEnded) {

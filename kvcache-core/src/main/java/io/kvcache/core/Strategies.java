@@ -21,15 +21,17 @@ public final class Strategies {
    * @return the full cache with the given storage
    */
   public static KVCacheStrategy full(StorageCodec codec) {
+    requireNonNull("codec", codec);
     return KVCacheStrategy.builder().name("full-" + codec.name()).codec(codec).build();
   }
 
   /**
-   * StreamingLLM (arXiv 2309.17453) in f16: the first {@code sinks} tokens and the last
-   * {@code window}. The paper uses 4 sinks.
+   * StreamingLLM (arXiv 2309.17453) in f16: the tokens at the first {@code sinks} positions and within
+   * the last {@code window} positions (by position: with gaps in the positions, fewer tokens). The paper
+   * uses 4 sinks.
    *
-   * @param sinks  attention-sink tokens, {@code >= 0}
-   * @param window recent tokens, {@code >= 1}
+   * @param sinks  attention-sink positions, {@code >= 0}
+   * @param window recent positions, {@code >= 1}
    * @return the strategy
    */
   public static KVCacheStrategy streamingLLM(int sinks, int window) {
@@ -93,6 +95,7 @@ public final class Strategies {
    * @return the strategy
    */
   public static KVCacheStrategy kvCrush(io.kvcache.kvcrush.KVCrush policy) {
+    requireNonNull("policy", policy);
     return KVCacheStrategy.builder().name(policy.name()).retention(policy).build();
   }
 
@@ -122,6 +125,7 @@ public final class Strategies {
    */
   public static KVCacheStrategy rocketKV(int tokenBudget, RetentionPolicy stage1, double channelFraction,
       int recentTokens) {
+    requireNonNull("stage1", stage1);
     return KVCacheStrategy.builder()
         .name("rocketKV(" + tokenBudget + ")")
         .retention(stage1)
@@ -161,6 +165,7 @@ public final class Strategies {
    * @return the strategy, named after the settings
    */
   public static KVCacheStrategy skvq(io.kvcache.skvq.SkvqConfig config) {
+    requireNonNull("config", config);
     return KVCacheStrategy.builder().name(config.name()).codec(io.kvcache.skvq.SkvqCodec.of(config)).build();
   }
 
@@ -192,6 +197,7 @@ public final class Strategies {
    */
   public static KVCacheStrategy fastKV(io.kvcache.fastkv.TokenSelectivePropagation tsp, int kvBudget, int window,
       int pool) {
+    requireNonNull("tsp", tsp);
     return KVCacheStrategy.builder()
         .name("fastKV(" + tsp.name() + "," + kvBudget + ")")
         .schedule(tsp)
@@ -245,5 +251,11 @@ public final class Strategies {
     }
     return KVCacheStrategy.builder().name(schedule.name() + "+" + codec.name()).schedule(schedule).codec(codec)
         .build();
+  }
+
+  private static void requireNonNull(String name, Object value) {
+    if (value == null) {
+      throw new IllegalArgumentException(name + " must not be null");
+    }
   }
 }

@@ -3,7 +3,7 @@ package io.kvcache.kernel;
 import java.lang.System.Logger.Level;
 
 /**
- * Chooses the {@link AttentionKernels} implementation once, at class initialisation, and logs the
+ * Chooses the {@link AttentionKernels} implementation once, on the first {@link #get()}, and logs the
  * choice in one line.
  *
  * <p>The Vector API implementation is used when the module {@code jdk.incubator.vector} is in the
@@ -17,17 +17,42 @@ public final class Kernels {
   /** The system property that picks the implementation: {@code auto} (default), {@code scalar}, {@code vector}. */
   public static final String PROPERTY = "kvcache.kernels";
 
-  private static final AttentionKernels CHOSEN = choose();
-
   private Kernels() {}
+
+  /**
+   * The choice, made once on first use. A bad {@value #PROPERTY} is kept as the error rather than thrown
+   * from a static initialiser: that would leave this class unusable for the JVM's life ({@link #scalar()}
+   * included), every later call seeing only {@code NoClassDefFoundError} without the reason.
+   */
+  private static final class Chosen {
+    static final AttentionKernels KERNELS;
+    static final RuntimeException ERROR;
+
+    static {
+      AttentionKernels k = null;
+      RuntimeException error = null;
+      try {
+        k = choose();
+      } catch (RuntimeException e) {
+        error = e;
+      }
+      KERNELS = k;
+      ERROR = error;
+    }
+  }
 
   /**
    * The kernels this JVM uses.
    *
    * @return the chosen implementation, never null
+   * @throws IllegalStateException on every call when {@value #PROPERTY} holds an unknown value, or is
+   *     {@code vector} where the Vector API is unavailable; the message says which
    */
   public static AttentionKernels get() {
-    return CHOSEN;
+    if (Chosen.ERROR != null) {
+      throw new IllegalStateException("no attention kernels: " + Chosen.ERROR.getMessage(), Chosen.ERROR);
+    }
+    return Chosen.KERNELS;
   }
 
   /**
@@ -63,8 +88,13 @@ public final class Kernels {
   }
 
   private static AttentionKernels choose() {
+    return choose(System.getProperty(PROPERTY, "auto"));
+  }
+
+  /** The choice for a value of {@value #PROPERTY}; package-private for tests. */
+  static AttentionKernels choose(String property) {
     System.Logger log = System.getLogger("io.kvcache.kernel");
-    String mode = System.getProperty(PROPERTY, "auto").trim().toLowerCase(java.util.Locale.ROOT);
+    String mode = property.trim().toLowerCase(java.util.Locale.ROOT);
     AttentionKernels k;
     String why;
     switch (mode) {

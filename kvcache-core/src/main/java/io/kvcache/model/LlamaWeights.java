@@ -14,8 +14,9 @@ import java.util.stream.Stream;
  * The weights of a Llama-family decoder, views of memory-mapped files (weights are never copied to
  * the heap; norms and biases, a few KiB, are). Each tensor is its own mapping, so a tensor may hold
  * up to 2 GiB and a file any size. At release 21 the JDK cannot unmap a region on demand (the
- * {@code MemorySegment} API is a preview there): {@link #close()} drops the mappings and the
- * garbage collector unmaps them.
+ * {@code MemorySegment} API is a preview there): {@link #close()} only marks the weights closed,
+ * so that later reads fail; the mappings (and a {@code RandomWeights} model's direct buffers) are
+ * released when these weights become unreachable and the garbage collector frees them.
  */
 public final class LlamaWeights implements AutoCloseable {
 

@@ -137,6 +137,19 @@ public final class PagedAttention {
   private void attend(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride, int[] positions,
       int posOff, float scale, float[] out, int outOff, int outTokenStride, int[] pageList, int listed) {
     checkStore(store);
+    checkRows(tokens, group, q, qOff, qTokenStride, positions, posOff);
+    checkSpan("out", out, outOff, tokens, outTokenStride, group);
+    if (pageList != null) {
+      if (listed < 0 || listed > pageList.length) {
+        throw new IllegalArgumentException("pageCount must be in [0, " + pageList.length + "], got " + listed);
+      }
+      for (int i = 0; i < listed; i++) {
+        if (pageList[i] < 0 || pageList[i] >= store.pageCount()) {
+          throw new IllegalArgumentException("pageList[" + i + "] must be a page in [0, " + store.pageCount()
+              + "), got " + pageList[i]);
+        }
+      }
+    }
     int tileTokens = Math.max(1, TILE_ROWS / group);
     ensure(Math.min(tokens, tileTokens) * group);
     for (int t0 = 0; t0 < tokens; t0 += tileTokens) {
@@ -296,8 +309,13 @@ public final class PagedAttention {
   public void weights(HeadStore store, int tokens, int group, float[] q, int qOff, int qTokenStride, int[] positions,
       int posOff, float scale, float[] acc, int accStride) {
     checkStore(store);
+    checkRows(tokens, group, q, qOff, qTokenStride, positions, posOff);
     if (accStride < store.pageCount() * P) {
       throw new IllegalArgumentException("accStride must be >= slots (" + store.pageCount() * P + "), got " + accStride);
+    }
+    if (acc == null || (long) group * accStride > acc.length) {
+      throw new IllegalArgumentException("acc must hold group * accStride = " + (long) group * accStride
+          + " floats, got " + (acc == null ? "null" : "length " + acc.length));
     }
     // Up to WEIGHTS_TOKENS tokens' rows at once (row t * group + g), so each page is read, and for f16
     // widened, once per pass for all of them rather than once per token (SnapKV's window is 8-32
@@ -311,6 +329,34 @@ public final class PagedAttention {
           positions, posOff + t0, scale, acc, accStride);
     }
     store.attentionDone();
+  }
+
+  /** Query rows, their positions and the group: checked once per call, so a bad one is named here. */
+  private void checkRows(int tokens, int group, float[] q, int qOff, int qTokenStride, int[] positions, int posOff) {
+    if (tokens < 0) {
+      throw new IllegalArgumentException("tokens must be >= 0, got " + tokens);
+    }
+    if (group < 1) {
+      throw new IllegalArgumentException("group must be >= 1, got " + group);
+    }
+    checkSpan("q", q, qOff, tokens, qTokenStride, group);
+    if (positions == null || posOff < 0 || (long) posOff + tokens > positions.length) {
+      throw new IllegalArgumentException("positions must hold " + tokens + " ints from offset " + posOff + ", got "
+          + (positions == null ? "null" : "length " + positions.length));
+    }
+  }
+
+  /** Rows {@code (t, g)} at {@code off + t * tokenStride + g * d}, {@code d} floats each. */
+  private void checkSpan(String name, float[] a, int off, int tokens, int tokenStride, int group) {
+    if (tokens == 0) {
+      return;
+    }
+    long last = (long) off + (long) (tokens - 1) * tokenStride + (long) group * d;
+    if (a == null || off < 0 || tokenStride < 0 || last > a.length) {
+      throw new IllegalArgumentException(name + " must hold " + tokens + " tokens of " + group + " rows of " + d
+          + " floats from offset " + off + " (token stride " + tokenStride + "), got "
+          + (a == null ? "null" : "length " + a.length));
+    }
   }
 
   /** A store of another head dimension would be read with this one's strides: plausible garbage. */

@@ -63,10 +63,12 @@ public interface RetentionPolicy {
   }
 
   /**
-   * StreamingLLM: keeps the first {@code sinks} positions and the last {@code window} tokens.
+   * StreamingLLM: keeps the tokens at the first {@code sinks} positions and those within the last
+   * {@code window} positions. Both are by position, not by count: where positions have gaps (a prefill
+   * schedule that drops rows, explicit positions) fewer tokens are held.
    *
-   * @param sinks  attention-sink tokens kept from the start, {@code >= 0}
-   * @param window most recent tokens kept, {@code >= 1}
+   * @param sinks  positions kept from the start, {@code >= 0}
+   * @param window most recent positions kept, {@code >= 1}
    * @return the policy
    */
   static RetentionPolicy sinksAndWindow(int sinks, int window) {

@@ -68,10 +68,11 @@ public final class SnapKVPlusPlus implements RetentionPolicy {
   /**
    * The pooling kernel for a prompt length.
    *
-   * @param promptTokens the prompt length
+   * @param promptTokens the prompt length, {@code >= 0}
    * @return an odd kernel size from 7 to 63
    */
   public static int poolFor(int promptTokens) {
+    io.kvcache.core.Checks.inRange("promptTokens", promptTokens, 0, Integer.MAX_VALUE);
     int half = Math.max(3, Math.min(31, promptTokens / 1024));
     return 2 * half + 1;
   }
@@ -79,10 +80,11 @@ public final class SnapKVPlusPlus implements RetentionPolicy {
   /**
    * The stage-1 budget for a prompt length.
    *
-   * @param promptTokens the prompt length
+   * @param promptTokens the prompt length, {@code >= 0}
    * @return tokens kept per KV head
    */
   public int budgetFor(int promptTokens) {
+    io.kvcache.core.Checks.inRange("promptTokens", promptTokens, 0, Integer.MAX_VALUE);
     if (fixedBudget > 0) {
       return fixedBudget;
     }

@@ -12,6 +12,10 @@ import java.util.Objects;
  * group; the most recent {@code window} positions and the first {@code sinks} positions in f16. Decode
  * attention reads the codes directly (fused dequantization). Immutable and thread-safe; see
  * {@code docs/skvq.md}.
+ *
+ * <p>Keys and values must be finite and within +-32000 (a little inside binary16's +-65504, so that a
+ * group's f16 scale and zero point stay finite); an append outside that range is refused with an
+ * {@link IllegalArgumentException} naming the value, as f16 storage refuses values beyond +-65504.
  */
 public final class SkvqCodec implements StorageCodec {
 

@@ -11,10 +11,14 @@ import io.kvcache.core.Checks;
  * @param seed            the random seed; equal specs generate equal workloads
  * @param sinks           attention-sink tokens at the start whose keys every query favours
  * @param localHeadShare  share of KV heads whose queries favour recent tokens, in [0, 1]
- * @param needles         planted needle tokens, spread over {@code needleDepths}
+ * @param needles         planted needle tokens, spread over {@code needleDepths}: needle {@code i} at depth
+ *                        {@code needleDepths[i % needleDepths.length]}, so with more needles than depths
+ *                        several land on one token, whose needle direction is then added once per needle
  * @param needleDepths    depths of the needles as fractions of the prompt, each in [0, 1)
  * @param regions         topical regions the prompt is split into (contiguous, equal length), {@code >= 1}
- * @param outlierChannels key channels (per head) with a large offset and range, as in real models
+ * @param outlierChannels draws of key channels (per head) given a large offset and range, as in real
+ *                        models; drawn with replacement, so a channel drawn twice gets the transform twice
+ *                        (kept as it is: every fidelity figure in the docs was measured on it)
  */
 public record WorkloadSpec(int promptTokens, int decodeTokens, long seed, int sinks, double localHeadShare,
     int needles, double[] needleDepths, int regions, int outlierChannels) {
@@ -28,6 +32,9 @@ public record WorkloadSpec(int promptTokens, int decodeTokens, long seed, int si
       throw new IllegalArgumentException("localHeadShare must be in [0, 1], got " + localHeadShare);
     }
     Checks.inRange("needles", needles, 0, promptTokens);
+    if (needleDepths == null) {
+      throw new IllegalArgumentException("needleDepths must not be null (pass an empty array for none)");
+    }
     needleDepths = needleDepths.clone();
     if (needles > 0 && needleDepths.length == 0) {
       throw new IllegalArgumentException("needleDepths must not be empty when needles=" + needles);
@@ -53,6 +60,29 @@ public record WorkloadSpec(int promptTokens, int decodeTokens, long seed, int si
   public static WorkloadSpec standard(int promptTokens, int decodeTokens, long seed) {
     return new WorkloadSpec(promptTokens, decodeTokens, seed, Math.min(4, promptTokens), 0.25,
         Math.min(4, promptTokens), new double[] {0.10, 0.35, 0.60, 0.85}, Math.min(8, promptTokens), 4);
+  }
+
+  /** Equal when every field is, the depths compared by content (a record compares arrays by identity). */
+  @Override
+  public boolean equals(Object o) {
+    return o instanceof WorkloadSpec w && promptTokens == w.promptTokens && decodeTokens == w.decodeTokens
+        && seed == w.seed && sinks == w.sinks && Double.compare(localHeadShare, w.localHeadShare) == 0
+        && needles == w.needles && java.util.Arrays.equals(needleDepths, w.needleDepths) && regions == w.regions
+        && outlierChannels == w.outlierChannels;
+  }
+
+  @Override
+  public int hashCode() {
+    return java.util.Objects.hash(promptTokens, decodeTokens, seed, sinks, localHeadShare, needles,
+        java.util.Arrays.hashCode(needleDepths), regions, outlierChannels);
+  }
+
+  @Override
+  public String toString() {
+    return "WorkloadSpec[promptTokens=" + promptTokens + ", decodeTokens=" + decodeTokens + ", seed=" + seed
+        + ", sinks=" + sinks + ", localHeadShare=" + localHeadShare + ", needles=" + needles + ", needleDepths="
+        + java.util.Arrays.toString(needleDepths) + ", regions=" + regions + ", outlierChannels=" + outlierChannels
+        + "]";
   }
 
   /** @return a copy of the needle depths */

@@ -395,6 +395,22 @@ class HeadStoreTest {
     assertThrows(IllegalArgumentException.class, () -> store.evict(99));
   }
 
+  /** A bad offset is refused before a slot is taken: the next append gets the slot it would have. */
+  @ParameterizedTest
+  @ValueSource(strings = {"f32", "f16"})
+  void aBadOffsetIsRefusedAndTakesNoSlot(String codecName) {
+    HeadStore store = codec(codecName).newStore(4);
+    float[] z = new float[4];
+    assertEquals(0, store.append(z, 0, z, 0, 0));
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> store.append(z, 1, z, 0, 1));
+    assertTrue(e.getMessage().contains("k") && e.getMessage().contains("offset 1"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> store.append(z, 0, z, -1, 1));
+    assertTrue(e.getMessage().contains("v") && e.getMessage().contains("offset -1"), e.getMessage());
+    assertThrows(IllegalArgumentException.class, () -> store.append(null, 0, z, 0, 1));
+    assertEquals(1, store.size(), "nothing stored by the refused calls");
+    assertEquals(1, store.append(z, 0, z, 0, 1), "the next slot is still free");
+  }
+
   @org.junit.jupiter.api.Test
   void f16RejectsValuesOutsideItsRange() {
     HeadStore store = StorageCodec.f16().newStore(4);

@@ -99,6 +99,27 @@ class ArgumentChecksTest {
   }
 
   @Test
+  void statsMustMatchTheirShapeAndCompareByContent() {
+    AttentionShape shape = new AttentionShape(1, 2, 2, 4);
+    refused(() -> new CacheStats("x", shape, new long[] {100, 100, 100}, new int[][] {{1, 1}}, 10, 0), "tokensSeen",
+        "one entry per layer (1)", "3");
+    refused(() -> new CacheStats("x", shape, new long[] {5}, new int[][] {{1}}, 10, 0), "retained[0]",
+        "one entry per KV head (2)", "1");
+    refused(() -> new CacheStats("x", shape, new long[] {-1}, new int[][] {{1, 1}}, 10, 0), "tokensSeen[0]", "-1");
+    refused(() -> new CacheStats("x", shape, new long[] {5}, new int[][] {{1, -2}}, 10, 0), "retained[0][1]", "-2");
+    refused(() -> new CacheStats("x", shape, new long[] {5}, new int[][] {{1, 1}}, -10, 0), "payloadBytes", "-10");
+    refused(() -> new CacheStats("x", shape, null, new int[][] {{1, 1}}, 10, 0), "must not be null");
+    CacheStats a = new CacheStats("x", shape, new long[] {5}, new int[][] {{3, 4}}, 10, 2);
+    CacheStats b = new CacheStats("x", shape, new long[] {5}, new int[][] {{3, 4}}, 10, 2);
+    assertEquals(a, b);
+    assertEquals(a.hashCode(), b.hashCode());
+    assertTrue(a.toString().contains("retained=[[3, 4]]"), a.toString());
+    org.junit.jupiter.api.Assertions.assertNotEquals(a, new CacheStats("x", shape, new long[] {5}, new int[][] {{3, 5}},
+        10, 2));
+    refused(() -> a.maxRetained(1), "layer", "1");
+  }
+
+  @Test
   void aFidelityReferenceNeedsOneOutputRowPerDecodeStep() {
     AttentionShape shape = new AttentionShape(1, 2, 1, 4);
     SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(16, 2, 1));

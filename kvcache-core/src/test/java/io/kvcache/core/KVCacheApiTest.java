@@ -92,6 +92,68 @@ class KVCacheApiTest {
     assertArrayEquals(serial, parallel, "seed " + seed);
   }
 
+  /**
+   * A shut-down pool rejects every helper, and an interrupted caller used to give up waiting: either
+   * way the call must still run every KV head and return the single-threaded result, with the cache
+   * consistent (positions advanced once) and the interrupt status kept.
+   */
+  @Test
+  void aRejectingExecutorOrAnInterruptedCallerStillRunsEveryHead() {
+    long seed = TestData.seed();
+    int n = 50;
+    Inputs in = inputs(seed, n + 1);
+    int qw = SHAPE.queryWidth(), kw = SHAPE.kvWidth();
+    float[] serial = new float[(n + 1) * qw];
+    float[] rejected = new float[(n + 1) * qw];
+    float[] interrupted = new float[(n + 1) * qw];
+    ExecutorService dead = Executors.newSingleThreadExecutor();
+    dead.shutdown();
+    // Runs each helper on its own thread a little later, so the caller is waiting when interrupted.
+    java.util.concurrent.Executor slow = r -> new Thread(() -> {
+      try {
+        Thread.sleep(20);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+      r.run();
+    }).start();
+    try (KVCache a = Strategies.full().newCache(SHAPE); KVCache b = Strategies.full().newCache(SHAPE, dead);
+        KVCache c = Strategies.full().newCache(SHAPE, slow)) {
+      for (KVCache cache : new KVCache[] {a, b, c}) {
+        float[] out = cache == a ? serial : cache == b ? rejected : interrupted;
+        if (cache == c) {
+          Thread.currentThread().interrupt();
+        }
+        cache.prefill(0, n, null, in.q, 0, in.k, 0, in.v, 0, out, 0);
+        if (cache == c) {
+          assertTrue(Thread.interrupted(), "the interrupt status is kept (and cleared here)");
+        }
+        cache.decode(0, in.q, n * qw, in.k, n * kw, in.v, n * kw, out, n * qw);
+        assertEquals(n + 1, cache.stats().tokensSeen()[0], "positions advanced once");
+      }
+    }
+    assertArrayEquals(serial, rejected, "seed " + seed);
+    assertArrayEquals(serial, interrupted, "seed " + seed);
+  }
+
+  /** A decode past the largest position is refused before it ends the prompt or stores anything. */
+  @Test
+  void decodePastTheLargestPositionIsRefusedAndChangesNothing() {
+    Inputs in = inputs(1, 2);
+    int qw = SHAPE.queryWidth(), kw = SHAPE.kvWidth();
+    for (int last : new int[] {Integer.MAX_VALUE - 2, Integer.MAX_VALUE - 1}) {
+      try (KVCache cache = Strategies.full().newCache(SHAPE)) {
+        float[] out = new float[2 * qw];
+        cache.prefill(0, 1, new int[] {last}, in.q, 0, in.k, 0, in.v, 0, out, 0);
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+            () -> cache.decode(0, in.q, qw, in.k, kw, in.v, kw, out, qw));
+        assertTrue(e.getMessage().contains("largest position"), e.getMessage());
+        assertEquals(1, cache.stats().tokensSeen()[0], "nothing appended");
+        cache.endPrefill(); // the failed decode did not end the prompt
+      }
+    }
+  }
+
   @ParameterizedTest
   @ValueSource(strings = {"f32", "f16"})
   void statsCountBytesExactly(String codecName) {
@@ -187,6 +249,11 @@ class KVCacheApiTest {
     assertRefused(IllegalStateException.class, () -> cache.prefill(0, 1, in.q, in.k, in.v, out), "closed");
     assertRefused(IllegalStateException.class, cache::endPrefill, "closed");
     assertRefused(IllegalStateException.class, cache::stats, "closed");
+    assertRefused(IllegalStateException.class, () -> cache.append(0, 1, in.k, in.v), "closed");
+    assertRefused(IllegalStateException.class, () -> cache.attendPrefill(0, 1, new int[] {1}, in.q, 0, out, 0),
+        "closed");
+    assertRefused(IllegalStateException.class, () -> cache.attendDecode(0, in.q, 0, out, 0), "closed");
+    assertEquals(SHAPE, cache.shape(), "the shape still answers");
   }
 
   @Test

@@ -139,6 +139,19 @@ class AttentionKernelsTest {
     }
   }
 
+  /**
+   * An unknown {@code kvcache.kernels} value names the property and the value; the choice is made in
+   * {@code Kernels}' holder, so {@link Kernels#scalar()} works whatever the property says.
+   */
+  @Test
+  void anUnknownKernelsPropertyIsNamedAndTheScalarKernelsStayAvailable() {
+    IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+        () -> Kernels.choose("vectr"));
+    assertTrue(e.getMessage().contains(Kernels.PROPERTY) && e.getMessage().contains("'vectr'"), e.getMessage());
+    assertEquals("scalar", Kernels.choose(" Scalar ").name());
+    assertEquals("scalar", Kernels.scalar().name());
+  }
+
   @Test
   void valueIndexPlacesBlocksOfSixteenChannels() {
     assertEquals(16, AttentionKernels.valueIndex(1, 0, 128, 16), "token 1 follows token 0's 16 channels");

@@ -135,6 +135,9 @@ class RocketKVTest {
     assertEquals(d.meanError(), c.meanError(), 1e-6, "a budget covering every token reads the quantized cache densely");
     assertEquals(Math.round(Math.sqrt(1200.0 * 256)), s.stats().maxRetained(0) - 6, "stage 1 over SKVQ storage");
     assertTrue(s.stats().bitsPerValue() < 16, "the kept tokens stay quantized: " + s.stats().bitsPerValue());
-    assertTrue(Double.isFinite(s.meanError()) && s.meanError() < 2, "sparse reading over codes: " + s.meanError());
+    // Sparse reading over codes chooses what to read: well below a cache that holds as many tokens as it
+    // reads (sinks and window, 4 + 268 = 256 + 16 recent), over the same SKVQ storage (0.136 against 0.502).
+    Fidelity.Result win = Fidelity.compare(Strategies.streamingLLM(4, 268).toBuilder().codec(skvq).build(), ref);
+    assertTrue(s.meanError() < 0.5 * win.meanError(), "sparse over codes " + s.meanError() + ", window " + win.meanError());
   }
 }

@@ -103,5 +103,15 @@ class SyntheticWorkloadTest {
         () -> new WorkloadSpec(10, 1, 1, 0, 1.5, 0, new double[0], 1, 0));
     assertTrue(e.getMessage().contains("localHeadShare") && e.getMessage().contains("1.5"), e.getMessage());
     assertThrows(IllegalArgumentException.class, () -> new WorkloadSpec(10, 1, 1, 0, 0, 1, new double[] {1.0}, 1, 0));
+    e = assertThrows(IllegalArgumentException.class, () -> new WorkloadSpec(10, 1, 1, 0, 0, 0, null, 1, 0));
+    assertTrue(e.getMessage().contains("needleDepths"), e.getMessage());
+  }
+
+  @Test
+  void specsCompareByContent() {
+    assertEquals(WorkloadSpec.standard(10, 1, 1), WorkloadSpec.standard(10, 1, 1));
+    assertEquals(WorkloadSpec.standard(10, 1, 1).hashCode(), WorkloadSpec.standard(10, 1, 1).hashCode());
+    org.junit.jupiter.api.Assertions.assertNotEquals(WorkloadSpec.standard(10, 1, 1), WorkloadSpec.standard(10, 1, 2));
+    assertTrue(WorkloadSpec.standard(10, 1, 1).toString().contains("needleDepths=[0.1, 0.35, 0.6, 0.85]"));
   }
 }

@@ -77,8 +77,9 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
     } else if (shape.headDim() < 16 || shape.headDim() > 128 || Integer.bitCount(shape.headDim()) != 1) {
       why = "headDim " + shape.headDim() + " (the kernels take powers of two in [16, 128])";
     } else if (sharesCaches(strategy, shape.layers())) {
-      // AcrossKV needs read-only attention (KVCache.attendPrefill/attendDecode), which the device
-      // cache does not offer yet: decline here rather than fail in the middle of a prompt.
+      // AcrossKV runs its sharing layers through read-only attention (KVCache.attendPrefill/attendDecode).
+      // The device cache implements both (tested against the CPU cache), but a shared-cache schedule has
+      // not been run end to end through this backend: declined up front until it has a test.
       why = "schedule " + strategy.schedule().name() + " (layers share a cache: AcrossKV)";
     }
     if (why != null) {
