@@ -80,6 +80,16 @@ public class DecodeAttentionBenchmark {
   /** Fills one layer's stores with random keys and values; no attention is computed here. */
   @Setup(Level.Trial)
   public void setUp() {
+    if (!kernels.equals("scalar") && !kernels.equals("vector")) {
+      throw new IllegalArgumentException("kernels must be scalar or vector, got \"" + kernels + "\"");
+    }
+    if (!codec.equals("f32") && !codec.equals("f16")) {
+      throw new IllegalArgumentException("codec must be f16 or f32, got \"" + codec + "\"");
+    }
+    if (threads < 1 || threads > KV_HEADS) {
+      throw new IllegalArgumentException("threads must be in [1, " + KV_HEADS + "] (the KV heads are split across them), got "
+          + threads);
+    }
     AttentionKernels k = kernels.equals("scalar") ? Kernels.scalar() : Kernels.vector();
     StorageCodec c = codec.equals("f32") ? StorageCodec.f32() : StorageCodec.f16();
     SplittableRandom rnd = new SplittableRandom(1);
@@ -143,13 +153,13 @@ public class DecodeAttentionBenchmark {
     if (pool == null) {
       heads(0, KV_HEADS);
     } else {
-      int per = KV_HEADS / threads;
+      // Thread i takes heads [i * 8 / threads, (i + 1) * 8 / threads): as even as 8 heads split.
       Future<?>[] fs = new Future<?>[threads - 1];
       for (int i = 1; i < threads; i++) {
-        int from = i * per, to = i == threads - 1 ? KV_HEADS : from + per;
+        int from = i * KV_HEADS / threads, to = (i + 1) * KV_HEADS / threads;
         fs[i - 1] = pool.submit(() -> heads(from, to));
       }
-      heads(0, per);
+      heads(0, KV_HEADS / threads);
       for (Future<?> f : fs) {
         f.get();
       }

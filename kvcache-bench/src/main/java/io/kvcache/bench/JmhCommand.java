@@ -29,7 +29,8 @@ final class JmhCommand implements Runnable {
       description = "Regex of benchmarks to run (default: ${DEFAULT-VALUE}).")
   String include;
 
-  @Option(names = "--param", description = "JMH parameter override, name=v1,v2 (repeatable), e.g. context=32768,131072.")
+  @Option(names = "--param", description = "JMH parameter override, name=v1,v2 (repeatable), e.g. context=32768,131072 with "
+          + "--include \"bench\\.DecodeAttentionBenchmark\" (a parameter applies to every selected benchmark that has it).")
   List<String> params = new ArrayList<>();
 
   @Option(names = "--iterations", description = "Measurement iterations (default: each benchmark's own).")
@@ -59,7 +60,9 @@ final class JmhCommand implements Runnable {
       opt.warmupIterations(warmups);
     }
     if (!jvmArgs.isEmpty()) {
-      opt.jvmArgsAppend(jvmArgs.toArray(new String[0]));
+      // Prepended: JMH's runtime jvmArgsAppend would replace each benchmark's @Fork(jvmArgsAppend) (its
+      // heap size, --add-modules, native access) instead of adding to it, as it did until 2026-11-27.
+      opt.jvmArgsPrepend(jvmArgs.toArray(new String[0]));
     }
     opt.timeout(TimeValue.minutes(10));
     Collection<RunResult> results;

@@ -56,6 +56,9 @@ public class PrefillAttentionBenchmark {
   /** Random prompt. */
   @Setup(Level.Trial)
   public void setUp() {
+    if (!kernels.equals("scalar") && !kernels.equals("vector")) {
+      throw new IllegalArgumentException("kernels must be scalar or vector, got \"" + kernels + "\"");
+    }
     strategy = KVCacheStrategy.builder()
         .codec(StorageCodec.f32())
         .kernels(kernels.equals("scalar") ? Kernels.scalar() : Kernels.vector())

@@ -60,6 +60,9 @@ public class SkvqDecodeAttentionBenchmark {
   /** Fills one layer's stores with random keys and values and lets SKVQ quantize all but its window. */
   @Setup(Level.Trial)
   public void setUp() {
+    if (!codec.equals("skvq") && !codec.equals("f16")) {
+      throw new IllegalArgumentException("codec must be f16 or skvq, got \"" + codec + "\"");
+    }
     StorageCodec c = codec.equals("skvq") ? SkvqCodec.of(SkvqConfig.paperDefault()) : StorageCodec.f16();
     SplittableRandom rnd = new SplittableRandom(1);
     stores = new HeadStore[KV_HEADS];

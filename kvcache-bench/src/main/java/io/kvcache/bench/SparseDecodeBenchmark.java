@@ -68,6 +68,9 @@ public class SparseDecodeBenchmark {
       work[h] = new PagedAttention(Kernels.get(), d);
       RandomStores.fill(stores[h], context, rnd);
     }
+    if (!reader.equals("dense") && !reader.equals("hybrid2048")) {
+      throw new IllegalArgumentException("reader must be dense or hybrid2048, got \"" + reader + "\"");
+    }
     AttentionReader r = reader.equals("dense") ? AttentionReader.dense() : HybridSparseReader.of(2048, 0.25, 16);
     state = r.newState(SHAPE);
     q = new float[SHAPE.queryWidth()];

@@ -98,6 +98,40 @@ class DecodeAttentionBenchmarkTest {
   }
 
 
+  /** Every thread count from 1 to 8 covers each KV head exactly once: the output is the one-thread output. */
+  @Test
+  void everyThreadCountSplitsTheHeadsAndGivesTheOneThreadOutput() throws Exception {
+    float[] one = null;
+    for (int threads = 1; threads <= DecodeAttentionBenchmark.KV_HEADS; threads++) {
+      DecodeAttentionBenchmark b = bench("prefill", "vector");
+      b.threads = threads;
+      b.setUp();
+      try {
+        java.util.Arrays.fill(b.output(), Float.NaN); // a head left out keeps NaN
+        b.decode(BH);
+        if (one == null) {
+          one = b.output().clone();
+        }
+        org.junit.jupiter.api.Assertions.assertArrayEquals(one, b.output(), "threads " + threads);
+      } finally {
+        b.tearDown();
+      }
+    }
+  }
+
+  @Test
+  void unknownParametersAreRefusedByName() {
+    DecodeAttentionBenchmark b = bench("prefill", "scaler");
+    assertEquals("kernels must be scalar or vector, got \"scaler\"",
+        assertThrows(IllegalArgumentException.class, b::setUp).getMessage());
+    DecodeAttentionBenchmark c = bench("prefill", "vector");
+    c.codec = "bf16";
+    assertEquals("codec must be f16 or f32, got \"bf16\"", assertThrows(IllegalArgumentException.class, c::setUp).getMessage());
+    DecodeAttentionBenchmark t = bench("prefill", "vector");
+    t.threads = 16;
+    assertTrue(assertThrows(IllegalArgumentException.class, t::setUp).getMessage().startsWith("threads must be in [1, 8]"));
+  }
+
   @Test
   void anUnknownFillIsRefusedByName() {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> bench("reserved", "vector").setUp());

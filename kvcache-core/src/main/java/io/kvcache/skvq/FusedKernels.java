@@ -29,6 +29,23 @@ abstract class FusedKernels {
   abstract void accumulate(Layout lay, Layout.QPage p, float[] w, int wOff, int wStride, int rows, float[] vs,
       float[] vz, float[] o, int oOff, float[] tmp, short[] codes);
 
+  /**
+   * {@link #accumulate} over {@code n} consecutive fully quantized pages as one run of {@code n * 16}
+   * tokens, where a kernel can: one register tile per channel block for the whole run, so the outputs
+   * are read and written once per run rather than once per page (results to rounding). Weights
+   * {@code w[wOff + r * wStride + t]} and one scale and zero point per token {@code vs[t]}, {@code vz[t]}
+   * (one value group) for the run's tokens {@code t}.
+   *
+   * @param codes scratch of at least {@code (n - 1) * 16 * d + }{@link Layout#vCodeScratch} shorts
+   * @param tmp   scratch of at least {@code rows * (n * 16 + 1)} floats
+   * @return false where these kernels do not take the run (the caller then goes page by page): only the
+   *     vector kernels do, for ternary values in one group and rows in blocks of 4
+   */
+  boolean accumulateRun(Layout lay, Layout.QPage[] pages, int first, int n, float[] w, int wOff, int wStride,
+      int rows, float[] vs, float[] vz, float[] o, int oOff, float[] tmp, short[] codes) {
+    return false;
+  }
+
   /** @return a short name for logs */
   abstract String name();
 }

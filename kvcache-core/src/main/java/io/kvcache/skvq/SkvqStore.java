@@ -23,6 +23,8 @@ import java.util.Arrays;
 final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPages {
 
   private static final int P = PAGE_TOKENS;
+  /** Most pages {@link #runAccumulate} takes as one run (decode asks for up to 8). */
+  private static final int RUN_MAX = 8;
 
   private final SkvqConfig cfg;
   private final Layout lay;
@@ -60,6 +62,11 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
   private float[] oPerm = new float[0];
   private float[] tmpAcc = new float[0];
   private short[] vCodes = new short[0];
+  // A run's value codes, weights, scales and zero points (runAccumulate), sized with the tile's rows.
+  private short[] runCodes = new short[0];
+  private float[] runTmp = new float[0];
+  private final float[] runVs = new float[RUN_MAX * P];
+  private final float[] runVz = new float[RUN_MAX * P];
   private AttentionKernels lastKernels;
   private FusedKernels lastFused;
 
@@ -347,6 +354,10 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       oPerm = new float[rows * headDim];
       tmpAcc = new float[rows * (P + 1) * lay.vGroups];
       vCodes = new short[lay.vCodeScratch];
+      if (lay.vb.ternary() && lay.vGroups == 1) {
+        runCodes = new short[(RUN_MAX - 1) * P * headDim + lay.vCodeScratch];
+        runTmp = new float[rows * (RUN_MAX * P + 1)];
+      }
     }
     for (int r = 0; r < rows; r++) {
       int src = qOff + r * headDim;
@@ -375,6 +386,30 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       n++;
     }
     return Math.max(1, n);
+  }
+
+  /**
+   * A run of fully quantized pages ({@link #runPages}) whose values the vector kernels add with one register
+   * tile per channel block for the whole run (ternary values in one group, natural value order);
+   * otherwise page by page.
+   */
+  @Override
+  public void runAccumulate(int page, int pages, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
+      AttentionKernels kernels) {
+    if (pages > 1 && pages <= RUN_MAX && vIdentity && runTmp.length >= rows * (pages * P + 1)) {
+      for (int i = 0; i < pages; i++) {
+        Layout.QPage q = qp[page + i];
+        for (int j = 0; j < P; j++) {
+          runVs[i * P + j] = h(q.vs[j]);
+          runVz[i * P + j] = h(q.vz[j]);
+        }
+      }
+      if (fused(kernels).accumulateRun(lay, qp, page, pages, p, pOff, pStride, rows, runVs, runVz, o, oOff, runTmp,
+          runCodes)) {
+        return;
+      }
+    }
+    HeadStore.FusedPages.super.runAccumulate(page, pages, p, pOff, pStride, rows, o, oOff, kernels);
   }
 
   @Override

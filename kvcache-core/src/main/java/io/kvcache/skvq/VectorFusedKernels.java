@@ -345,23 +345,109 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
    * conversion, and leaves registers for a 4 x 16 accumulator tile ({@link #accumulate4Codes}).
    */
   private static void unpackTernary(Layout lay, byte[] trits, short[] codes) {
-    int nv = lay.vNv, units = P * lay.vChunks;
-    for (int i = 0; i < 5; i++) {
-      int runs = Math.min(nv, units - i * nv); // the last digit may hold fewer units
-      short pow = (short) Ternary.POW3[i];
-      int r = 0;
-      for (; r + 2 <= runs; r += 2) {
-        ((ShortVector) ByteVector.fromArray(B16, trits, r * Layout.UNIT)
-            .convertShape(VectorOperators.ZERO_EXTEND_B2S, S, 0))
-            .mul(pow).and((short) 0xFF).mul((short) 3).lanewise(VectorOperators.LSHR, 8)
-            .intoArray(codes, (i * nv + r) * Layout.UNIT);
-      }
-      for (; r < runs; r++) {
+    unpackTernary(lay, trits, codes, 0);
+  }
+
+  /** {@link #unpackTernary(Layout, byte[], short[])} into {@code codes} from {@code base} on. */
+  private static void unpackTernary(Layout lay, byte[] trits, short[] codes, int base) {
+    int nv = lay.vNv, n = nv * Layout.UNIT;
+    // Digit i of a byte q is ((q * 3^i mod 256) * 3) >> 8, so each digit follows from the one before
+    // with one multiply by 3, a shift and a mask: the bytes are loaded and widened once for all five
+    // digits. The five are written out (a vector carried round a loop may be boxed). Every run is
+    // unpacked for every digit; the last digit's runs past the page's units are never read.
+    int r = 0;
+    for (; r + 2 <= nv; r += 2) {
+      int at = r * Layout.UNIT;
+      ShortVector t = (ShortVector) ByteVector.fromArray(B16, trits, at)
+          .convertShape(VectorOperators.ZERO_EXTEND_B2S, S, 0);
+      ShortVector u = t.mul((short) 3);
+      u.lanewise(VectorOperators.LSHR, 8).intoArray(codes, base + at);
+      u = u.and((short) 0xFF).mul((short) 3);
+      u.lanewise(VectorOperators.LSHR, 8).intoArray(codes, base + n + at);
+      u = u.and((short) 0xFF).mul((short) 3);
+      u.lanewise(VectorOperators.LSHR, 8).intoArray(codes, base + 2 * n + at);
+      u = u.and((short) 0xFF).mul((short) 3);
+      u.lanewise(VectorOperators.LSHR, 8).intoArray(codes, base + 3 * n + at);
+      u = u.and((short) 0xFF).mul((short) 3);
+      u.lanewise(VectorOperators.LSHR, 8).intoArray(codes, base + 4 * n + at);
+    }
+    for (; r < nv; r++) {
+      for (int i = 0; i < 5; i++) {
         for (int c = 0; c < Layout.UNIT; c++) {
-          codes[(i * nv + r) * Layout.UNIT + c] = (short) Ternary.digit(trits[r * Layout.UNIT + c], i);
+          codes[base + i * n + r * Layout.UNIT + c] = (short) Ternary.digit(trits[r * Layout.UNIT + c], i);
         }
       }
     }
+  }
+
+  /**
+   * A run of pages as one: each page's ternary codes unpacked one after another (page {@code i}'s token
+   * {@code j} at {@code (i * 16 + j) * d}: a page's unpacking overwrites only what the page before left
+   * past its own codes), each token's weight times its scale, and one 4 x 16 register tile per two
+   * channel chunks over all of the run's tokens.
+   */
+  @Override
+  boolean accumulateRun(Layout lay, Layout.QPage[] pages, int first, int n, float[] w, int wOff, int wStride,
+      int rows, float[] vs, float[] vz, float[] o, int oOff, float[] tmp, short[] codes) {
+    if (!lay.vb.ternary() || lay.vGroups != 1 || rows % 4 != 0 || lay.vChunks % 2 != 0) {
+      return false;
+    }
+    int d = lay.d, tokens = n * P;
+    for (int i = 0; i < n; i++) {
+      unpackTernary(lay, pages[first + i].vt, codes, i * P * d);
+    }
+    int zBase = rows * tokens;
+    for (int r = 0; r < rows; r++) {
+      runWeights(w, wOff + r * wStride, vs, vz, tokens, tmp, r * tokens, zBase + r);
+    }
+    for (int r = 0; r < rows; r += 4) {
+      for (int k = 0; k < lay.vChunks; k += 2) {
+        accumulateRun4x2(codes, tmp, r * tokens, tokens, k * L, d, zBase + r, o, oOff + r * d + k * L);
+      }
+    }
+    return true;
+  }
+
+  /** One row's weights times the tokens' scales into {@code tmp[t0 + t]}, and its zero-point term. */
+  private static void runWeights(float[] w, int w0, float[] vs, float[] vz, int tokens, float[] tmp, int t0, int z) {
+    FloatVector acc = FloatVector.zero(F);
+    for (int t = 0; t < tokens; t += L) {
+      FloatVector x = FloatVector.fromArray(F, w, w0 + t);
+      x.mul(FloatVector.fromArray(F, vs, t)).intoArray(tmp, t0 + t);
+      acc = x.fma(FloatVector.fromArray(F, vz, t), acc);
+    }
+    tmp[z] = sum(acc);
+  }
+
+  /**
+   * Four rows (weights {@code tmp[w0 + i * tokens + t]}, zero-point terms {@code tmp[z + i]}) by two
+   * chunks of 8 channels from {@code c0} over a run's {@code tokens} unpacked codes.
+   */
+  private static void accumulateRun4x2(short[] codes, float[] tmp, int w0, int tokens, int c0, int d, int z,
+      float[] o, int oc) {
+    int w1 = w0 + tokens, w2 = w1 + tokens, w3 = w2 + tokens;
+    FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
+    FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
+    FloatVector b0 = FloatVector.zero(F), b1 = FloatVector.zero(F);
+    FloatVector b2 = FloatVector.zero(F), b3 = FloatVector.zero(F);
+    for (int t = 0, x = c0; t < tokens; t++, x += d) {
+      FloatVector v = (FloatVector) ShortVector.fromArray(S8, codes, x).convertShape(VectorOperators.S2F, F, 0);
+      FloatVector u = (FloatVector) ShortVector.fromArray(S8, codes, x + L).convertShape(VectorOperators.S2F, F, 0);
+      FloatVector c = FloatVector.broadcast(F, tmp[w0 + t]);
+      a0 = v.fma(c, a0);
+      b0 = u.fma(c, b0);
+      c = FloatVector.broadcast(F, tmp[w1 + t]);
+      a1 = v.fma(c, a1);
+      b1 = u.fma(c, b1);
+      c = FloatVector.broadcast(F, tmp[w2 + t]);
+      a2 = v.fma(c, a2);
+      b2 = u.fma(c, b2);
+      c = FloatVector.broadcast(F, tmp[w3 + t]);
+      a3 = v.fma(c, a3);
+      b3 = u.fma(c, b3);
+    }
+    add4(a0, a1, a2, a3, tmp, z, 0, 1, 0, o, oc, d);
+    add4(b0, b1, b2, b3, tmp, z, 0, 1, 0, o, oc + L, d);
   }
 
   /**

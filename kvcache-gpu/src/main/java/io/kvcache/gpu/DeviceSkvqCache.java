@@ -242,6 +242,18 @@ public final class DeviceSkvqCache implements AutoCloseable {
         cl.write(ringPos[l], 0, hiddenPos);
         // No slot counts as a code until its page is uploaded (page 0 never is while it holds sinks only).
         cl.write(qmask[l], 0, new short[kvh * capPages]);
+        // Yet the code pass reads page 0 whenever later pages hold codes, and its hidden slots weigh 0:
+        // with 16 sinks (a page of sinks only, never uploaded) its codes, scales and zero points must be
+        // numbers, not whatever the allocation held (0 times NaN is NaN).
+        for (int h = 0; h < kvh; h++) {
+          long first = (long) h * capPages;
+          cl.write(kq[l], 4L * first * P * (d / P), new int[P * (d / P)]);
+          cl.write(vq[l], 4L * first * d, new int[d]);
+          cl.write(ksc[l], 2L * first * nkg * P, new short[nkg * P]);
+          cl.write(kzr[l], 2L * first * nkg * P, new short[nkg * P]);
+          cl.write(vsc[l], 2L * first * nvg * P, new short[nvg * P]);
+          cl.write(vzr[l], 2L * first * nvg * P, new short[nvg * P]);
+        }
       }
     } catch (RuntimeException e) {
       for (AutoCloseable c : made) {

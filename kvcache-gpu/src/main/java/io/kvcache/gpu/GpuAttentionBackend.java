@@ -18,7 +18,9 @@ import java.util.Optional;
  * top-k sparse attention of {@link TopKDecoder}); for any other strategy or an unsupported shape it
  * declines and the strategy makes its CPU cache.
  *
- * <p>The backend owns its {@link ClContext}; close it after the caches it made.
+ * <p>The backend owns its {@link ClContext}; close it after the caches it made. Its caches share that
+ * context, which takes one thread at a time: each cache call holds it for its device work, so distinct
+ * caches may be used from distinct threads (as {@code KVCache} promises), their device work taking turns.
  */
 public final class GpuAttentionBackend implements AttentionBackend, AutoCloseable {
 
@@ -34,6 +36,9 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
    * @param topK     top-k decode configuration, or null for dense decode
    */
   public GpuAttentionBackend(ClContext cl, int capacity, TopKDecoder.Config topK) {
+    if (cl == null) {
+      throw new IllegalArgumentException("cl must not be null");
+    }
     DeviceKVCache.checkCapacity(capacity);
     this.cl = cl;
     this.capacity = capacity;
@@ -49,6 +54,7 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
    * @return a GPU backend or {@link AttentionBackend#cpu()}
    */
   public static AttentionBackend createOrCpu(int capacity, TopKDecoder.Config topK) {
+    DeviceKVCache.checkCapacity(capacity); // before a context is opened that a refused capacity would leak
     Optional<ClContext> cl = OpenCl.tryOpen();
     return cl.<AttentionBackend>map(c -> new GpuAttentionBackend(c, capacity, topK)).orElseGet(AttentionBackend::cpu);
   }
@@ -86,7 +92,9 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
       LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + strategy.name() + " runs on the CPU: unsupported " + why);
       return Optional.empty();
     }
-    return Optional.of(new GpuKVCache(strategy.name(), new DeviceKVCache(cl, shape, capacity), topK));
+    synchronized (cl) { // the context's program cache and allocations take one thread at a time (GpuKVCache)
+      return Optional.of(new GpuKVCache(strategy.name(), new DeviceKVCache(cl, shape, capacity), topK));
+    }
   }
 
   private static boolean sharesCaches(KVCacheStrategy strategy, int layers) {

@@ -16,12 +16,17 @@ final class GpuKVCache implements KVCache {
   // One decoded token's key, value, query and output, and its position (reused by every decode).
   private final float[] kTok, vTok, qTok, oTok;
   private final int[] posTok = new int[1];
+  // Every cache of a backend shares its OpenCL context (queue, pinned staging, program cache), which
+  // takes one thread at a time: each call holds the context for its whole device work, so that distinct
+  // caches may be used from distinct threads, as KVCache promises.
+  private final Object lock;
   private boolean ended;
   private boolean closed;
 
   GpuKVCache(String strategy, DeviceKVCache dev, TopKDecoder.Config topK) {
     this.strategy = strategy;
     this.dev = dev;
+    this.lock = dev.context();
     this.shape = dev.shape();
     TopKDecoder t = null;
     if (topK != null) {
@@ -67,27 +72,29 @@ final class GpuKVCache implements KVCache {
   @Override
   public void prefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] k, int kOff, float[] v,
       int vOff, float[] out, int outOff) {
-    checkOpen();
-    if (ended) {
-      throw new IllegalStateException("prefill after endPrefill (or after the first decode): a cache takes one prompt");
+    synchronized (lock) {
+      checkOpen();
+      if (ended) {
+        throw new IllegalStateException("prefill after endPrefill (or after the first decode): a cache takes one prompt");
+      }
+      checkLayer(layer);
+      if (tokens < 1) {
+        throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
+      }
+      int qw = shape.queryWidth(), kw = shape.kvWidth();
+      checkRange("q", q, qOff, (long) tokens * qw);
+      checkRange("k", k, kOff, (long) tokens * kw);
+      checkRange("v", v, vOff, (long) tokens * kw);
+      checkRange("out", out, outOff, (long) tokens * qw);
+      io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw); // before the append, so that a refused call changes nothing
+      int[] pos = positions(layer, tokens, positions);
+      dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
+          Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
+      next[layer] = pos[tokens - 1] + 1;
+      float[] o = new float[tokens * qw];
+      dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), pos, o);
+      System.arraycopy(o, 0, out, outOff, o.length);
     }
-    checkLayer(layer);
-    if (tokens < 1) {
-      throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
-    }
-    int qw = shape.queryWidth(), kw = shape.kvWidth();
-    checkRange("q", q, qOff, (long) tokens * qw);
-    checkRange("k", k, kOff, (long) tokens * kw);
-    checkRange("v", v, vOff, (long) tokens * kw);
-    checkRange("out", out, outOff, (long) tokens * qw);
-    io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw); // before the append, so that a refused call changes nothing
-    int[] pos = positions(layer, tokens, positions);
-    dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
-        Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
-    next[layer] = pos[tokens - 1] + 1;
-    float[] o = new float[tokens * qw];
-    dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), pos, o);
-    System.arraycopy(o, 0, out, outOff, o.length);
   }
 
   /**
@@ -96,23 +103,25 @@ final class GpuKVCache implements KVCache {
    */
   @Override
   public void append(int layer, int tokens, int[] positions, float[] k, int kOff, float[] v, int vOff) {
-    checkOpen();
-    if (ended) {
-      throw new IllegalStateException("append after endPrefill (or after the first decode): a cache takes one prompt");
+    synchronized (lock) {
+      checkOpen();
+      if (ended) {
+        throw new IllegalStateException("append after endPrefill (or after the first decode): a cache takes one prompt");
+      }
+      checkLayer(layer);
+      if (tokens < 1) {
+        throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
+      }
+      int kw = shape.kvWidth();
+      checkRange("k", k, kOff, (long) tokens * kw);
+      checkRange("v", v, vOff, (long) tokens * kw);
+      io.kvcache.core.Checks.finite("k", k, kOff, tokens * kw);
+      io.kvcache.core.Checks.finite("v", v, vOff, tokens * kw);
+      int[] pos = positions(layer, tokens, positions);
+      dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
+          Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
+      next[layer] = pos[tokens - 1] + 1;
     }
-    checkLayer(layer);
-    if (tokens < 1) {
-      throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
-    }
-    int kw = shape.kvWidth();
-    checkRange("k", k, kOff, (long) tokens * kw);
-    checkRange("v", v, vOff, (long) tokens * kw);
-    io.kvcache.core.Checks.finite("k", k, kOff, tokens * kw);
-    io.kvcache.core.Checks.finite("v", v, vOff, tokens * kw);
-    int[] pos = positions(layer, tokens, positions);
-    dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
-        Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
-    next[layer] = pos[tokens - 1] + 1;
   }
 
   /** The chunk's positions: given (checked to increase strictly after the layer's last) or consecutive. */
@@ -123,7 +132,15 @@ final class GpuKVCache implements KVCache {
     }
     int[] pos = new int[tokens];
     for (int t = 0; t < tokens; t++) {
-      int p = positions == null ? next[layer] + t : positions[t];
+      long implicit = (long) next[layer] + t;
+      if (positions == null && implicit >= Integer.MAX_VALUE) {
+        throw new IllegalArgumentException("positions would pass " + (Integer.MAX_VALUE - 1) + " (layer " + layer
+            + " is at " + next[layer] + ")");
+      }
+      int p = positions == null ? (int) implicit : positions[t];
+      if (p == Integer.MAX_VALUE) { // the kernels' mark of an empty slot, as HeadStore.EMPTY on the CPU
+        throw new IllegalArgumentException("positions must be < " + Integer.MAX_VALUE + ", got " + p + " at index " + t);
+      }
       if (p < (t == 0 ? next[layer] : pos[t - 1] + 1)) {
         throw new IllegalArgumentException("positions must increase strictly from >= " + next[layer] + ", got " + p
             + " at index " + t);
@@ -135,36 +152,56 @@ final class GpuKVCache implements KVCache {
 
   @Override
   public void endPrefill() {
-    checkOpen();
-    if (ended) {
-      throw new IllegalStateException("endPrefill already called (the first decode ends the prompt implicitly)");
+    synchronized (lock) {
+      checkOpen();
+      if (ended) {
+        throw new IllegalStateException("endPrefill already called (the first decode ends the prompt implicitly)");
+      }
+      ended = true; // keep-all: nothing to compress
     }
-    ended = true; // keep-all: nothing to compress
   }
 
   @Override
   public void decode(int layer, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff, float[] out,
       int outOff) {
-    checkOpen();
-    checkLayer(layer);
-    int qw = shape.queryWidth(), kw = shape.kvWidth();
-    checkRange("q", q, qOff, qw);
-    checkRange("k", k, kOff, kw);
-    checkRange("v", v, vOff, kw);
-    checkRange("out", out, outOff, qw);
-    io.kvcache.core.Checks.finite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
-    if (!ended) {
-      endPrefill();
+    synchronized (lock) {
+      checkOpen();
+      checkLayer(layer);
+      int qw = shape.queryWidth(), kw = shape.kvWidth();
+      checkRange("q", q, qOff, qw);
+      checkRange("k", k, kOff, kw);
+      checkRange("v", v, vOff, kw);
+      checkRange("out", out, outOff, qw);
+      io.kvcache.core.Checks.finite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
+      // Likewise what the device append would refuse (f16 range, capacity, the largest position): checked
+      // before endPrefill, so that a refused decode leaves the prompt open and nothing stored.
+      for (int i = 0; i < kw; i++) {
+        if (!(Math.abs(k[kOff + i]) <= DeviceKVCache.F16_MAX) || !(Math.abs(v[vOff + i]) <= DeviceKVCache.F16_MAX)) {
+          throw new IllegalArgumentException("k and v must be finite and within the f16 range (|x| <= 65504); at index "
+              + i + " k=" + k[kOff + i] + ", v=" + v[vOff + i]);
+        }
+      }
+      if (dev.size(layer) >= dev.capacity()) {
+        throw new IllegalArgumentException("layer " + layer + " holds " + dev.size(layer) + " of " + dev.capacity()
+            + " tokens; cannot decode another");
+      }
+      if (next[layer] >= Integer.MAX_VALUE - 1) {
+        throw new IllegalStateException("layer " + layer + " has reached the largest position (next would be "
+            + next[layer] + ")");
+      }
+      if (!ended) {
+        endPrefill();
+      }
+      int p = next[layer];
+      // One token's arrays at offset 0 for the device calls, in scratch kept by the cache: nothing is
+      // allocated per decoded token.
+      System.arraycopy(k, kOff, kTok, 0, kw);
+      System.arraycopy(v, vOff, vTok, 0, kw);
+      posTok[0] = p;
+      dev.append(layer, 1, kTok, vTok, posTok);
+      next[layer] = p + 1;
+      attendOne(layer, q, qOff, p, out, outOff);
     }
-    int p = next[layer];
-    // One token's arrays at offset 0 for the device calls, in scratch kept by the cache: nothing is
-    // allocated per decoded token.
-    System.arraycopy(k, kOff, kTok, 0, kw);
-    System.arraycopy(v, vOff, vTok, 0, kw);
-    posTok[0] = p;
-    dev.append(layer, 1, kTok, vTok, posTok);
-    next[layer] = p + 1;
-    attendOne(layer, q, qOff, p, out, outOff);
   }
 
   /** One query at position {@code p} against what {@code layer} holds, top-k or dense, through the scratch. */
@@ -182,77 +219,88 @@ final class GpuKVCache implements KVCache {
   /** Attention of the chunk against what {@code layer} holds on the device, uploading nothing (AcrossKV). */
   @Override
   public void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff) {
-    checkOpen();
-    checkLayer(layer);
-    if (tokens < 1) {
-      throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
-    }
-    int qw = shape.queryWidth();
-    checkRange("q", q, qOff, (long) tokens * qw);
-    checkRange("out", out, outOff, (long) tokens * qw);
-    io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw);
-    if (positions == null || positions.length < tokens) {
-      throw new IllegalArgumentException("positions must hold " + tokens + " entries, got " + (positions == null ? "null" : "length " + positions.length));
-    }
-    int last = next[layer] - 1;
-    for (int t = 0; t < tokens; t++) {
-      if (positions[t] < 0 || positions[t] > last || (t > 0 && positions[t] <= positions[t - 1])) {
-        throw new IllegalArgumentException("positions must increase strictly within [0, " + last + "] (layer " + layer
-            + "'s stored positions), got " + positions[t] + " at index " + t);
+    synchronized (lock) {
+      checkOpen();
+      checkLayer(layer);
+      if (tokens < 1) {
+        throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
       }
+      int qw = shape.queryWidth();
+      checkRange("q", q, qOff, (long) tokens * qw);
+      checkRange("out", out, outOff, (long) tokens * qw);
+      io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw);
+      if (positions == null || positions.length < tokens) {
+        throw new IllegalArgumentException("positions must hold " + tokens + " entries, got " + (positions == null ? "null" : "length " + positions.length));
+      }
+      int last = next[layer] - 1;
+      for (int t = 0; t < tokens; t++) {
+        if (positions[t] < 0 || positions[t] > last || (t > 0 && positions[t] <= positions[t - 1])) {
+          throw new IllegalArgumentException("positions must increase strictly within [0, " + last + "] (layer " + layer
+              + "'s stored positions), got " + positions[t] + " at index " + t);
+        }
+      }
+      float[] o = new float[tokens * qw];
+      dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), Arrays.copyOf(positions, tokens), o);
+      System.arraycopy(o, 0, out, outOff, o.length);
     }
-    float[] o = new float[tokens * qw];
-    dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), Arrays.copyOf(positions, tokens), o);
-    System.arraycopy(o, 0, out, outOff, o.length);
   }
 
   /** One query against what {@code layer} holds, at its last stored position, storing nothing (AcrossKV). */
   @Override
   public void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff) {
-    checkOpen();
-    checkLayer(layer);
-    int qw = shape.queryWidth();
-    checkRange("q", q, qOff, qw);
-    checkRange("out", out, outOff, qw);
-    io.kvcache.core.Checks.finite("q", q, qOff, qw);
-    int p = next[layer] - 1;
-    if (p < 0) {
-      throw new IllegalStateException("layer " + layer + " holds no token to attend to");
+    synchronized (lock) {
+      checkOpen();
+      checkLayer(layer);
+      int qw = shape.queryWidth();
+      checkRange("q", q, qOff, qw);
+      checkRange("out", out, outOff, qw);
+      io.kvcache.core.Checks.finite("q", q, qOff, qw);
+      int p = next[layer] - 1;
+      if (p < 0) {
+        throw new IllegalStateException("layer " + layer + " holds no token to attend to");
+      }
+      attendOne(layer, q, qOff, p, out, outOff);
     }
-    attendOne(layer, q, qOff, p, out, outOff);
   }
 
   @Override
   public CacheStats stats() {
-    checkOpen();
-    int layers = shape.layers();
-    long[] seen = new long[layers];
-    int[][] retained = new int[layers][shape.kvHeads()];
-    long payload = 0;
-    for (int l = 0; l < layers; l++) {
-      int n = dev.size(l);
-      seen[l] = n;
-      Arrays.fill(retained[l], n);
-      // Whole pages in use, as the CPU cache counts them (the device buffer itself is allocated to capacity).
-      long slots = (n + DeviceKVCache.PAGE - 1) / DeviceKVCache.PAGE * (long) DeviceKVCache.PAGE;
-      payload += 2L * slots * shape.kvWidth() * 2;
+    synchronized (lock) {
+      checkOpen();
+      int layers = shape.layers();
+      long[] seen = new long[layers];
+      int[][] retained = new int[layers][shape.kvHeads()];
+      long payload = 0;
+      for (int l = 0; l < layers; l++) {
+        int n = dev.size(l);
+        seen[l] = n;
+        Arrays.fill(retained[l], n);
+        // Whole pages in use, as the CPU cache counts them (the device buffer itself is allocated to capacity).
+        long slots = (n + DeviceKVCache.PAGE - 1) / DeviceKVCache.PAGE * (long) DeviceKVCache.PAGE;
+        payload += 2L * slots * shape.kvWidth() * 2;
+      }
+      long meta = 0;
+      for (int l = 0; l < layers; l++) {
+        meta += 4L * dev.size(l);
+      }
+      return new CacheStats(strategy, shape, seen, retained, payload, meta);
     }
-    long meta = 0;
-    for (int l = 0; l < layers; l++) {
-      meta += 4L * dev.size(l);
-    }
-    return new CacheStats(strategy, shape, seen, retained, payload, meta);
   }
 
   @Override
   public void close() {
-    if (closed) {
-      return;
+    synchronized (lock) {
+      if (closed) {
+        return;
+      }
+      closed = true;
+      try {
+        if (topk != null) {
+          topk.close();
+        }
+      } finally {
+        dev.close(); // even when the top-k buffers failed to release
+      }
     }
-    closed = true;
-    if (topk != null) {
-      topk.close();
-    }
-    dev.close();
   }
 }

@@ -66,6 +66,70 @@ class GpuAttentionBackendTest {
     }
   }
 
+  /**
+   * Caches of one backend share its OpenCL context: used from four threads at once, each still gives the
+   * CPU cache's outputs for its own inputs (without the lock, their uploads share pinned staging memory).
+   */
+  @Test
+  void cachesOfOneBackendMayBeUsedFromSeveralThreads() throws Exception {
+    long seed = Gpu.seed();
+    AttentionShape s = new AttentionShape(1, 8, 2, 64);
+    int prompt = 40, steps = 20, threads = 4;
+    KVCacheStrategy cpu = KVCacheStrategy.builder().kernels(Kernels.scalar()).build();
+    try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 1024, null)) {
+      KVCacheStrategy onGpu = cpu.toBuilder().backend(gpu).build();
+      java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(threads);
+      try {
+        java.util.List<java.util.concurrent.Future<?>> runs = new java.util.ArrayList<>();
+        for (int i = 0; i < threads; i++) {
+          long mine = seed + i;
+          runs.add(pool.submit(() -> {
+            Random rnd = new Random(mine);
+            try (KVCache a = cpu.newCache(s); KVCache b = onGpu.newCache(s)) {
+              float[] q = gaussian(rnd, prompt * s.queryWidth()), k = gaussian(rnd, prompt * s.kvWidth()),
+                  v = gaussian(rnd, prompt * s.kvWidth());
+              float[] oa = new float[q.length], ob = new float[q.length];
+              a.prefill(0, prompt, q, k, v, oa);
+              b.prefill(0, prompt, q, k, v, ob);
+              DeviceKVCacheTest.assertClose(oa, ob, "prefill seed=" + mine);
+              for (int step = 0; step < steps; step++) {
+                float[] q1 = gaussian(rnd, s.queryWidth()), k1 = gaussian(rnd, s.kvWidth()), v1 = gaussian(rnd, s.kvWidth());
+                float[] da = new float[q1.length], db = new float[q1.length];
+                a.decode(0, q1, k1, v1, da);
+                b.decode(0, q1, k1, v1, db);
+                DeviceKVCacheTest.assertClose(da, db, "decode step " + step + " seed=" + mine);
+              }
+            }
+            return null;
+          }));
+        }
+        for (java.util.concurrent.Future<?> f : runs) {
+          f.get();
+        }
+      } finally {
+        pool.shutdownNow();
+      }
+    }
+  }
+
+  /** A decode the device would refuse (a value beyond f16) is refused before it ends the prompt. */
+  @Test
+  void aRefusedDecodeLeavesThePromptOpen() {
+    AttentionShape s = new AttentionShape(1, 8, 2, 64);
+    try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 64, null);
+        KVCache b = KVCacheStrategy.builder().backend(gpu).build().newCache(s)) {
+      Random rnd = new Random(1);
+      float[] q = gaussian(rnd, s.queryWidth()), k = gaussian(rnd, s.kvWidth()), v = gaussian(rnd, s.kvWidth());
+      float[] out = new float[q.length];
+      b.prefill(0, 1, q, k, v, out);
+      k[3] = 1e6f;
+      IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> b.decode(0, q, k, v, out));
+      assertTrue(e.getMessage().contains("65504") && e.getMessage().contains("1000000"), e.getMessage());
+      assertEquals(1, b.stats().totalRetained() / s.kvHeads(), "nothing stored");
+      b.endPrefill(); // still open
+    }
+  }
+
   /** AcrossKV's read-only calls: attending to a stored layer without storing matches the CPU cache. */
   @Test
   void readOnlyAttentionMatchesTheCpuCache() {
