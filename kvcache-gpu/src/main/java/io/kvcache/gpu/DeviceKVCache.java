@@ -363,10 +363,13 @@ public final class DeviceKVCache implements AutoCloseable {
     if (b != null && b.bytes() >= bytes) {
       return b;
     }
+    // The new buffer first: if it cannot be had, the caller keeps its old one, still open, rather than
+    // a closed buffer that every later call would hand to the device.
+    ClBuffer bigger = cl.buffer(Math.max(bytes, 64));
     if (b != null) {
       b.close();
     }
-    return cl.buffer(Math.max(bytes, 64));
+    return bigger;
   }
 
   /**
@@ -459,6 +462,7 @@ public final class DeviceKVCache implements AutoCloseable {
    */
   public void decode(int layer, float[] q, int position, float[] out) {
     checkLayer(layer);
+    qOnDevice = false; // a top-k step that failed after uploading its query must not lend it to this one
     run(layer, q, position, out, partial, dummyMap, 0, size[layer]);
   }
 

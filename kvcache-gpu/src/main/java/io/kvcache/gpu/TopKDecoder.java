@@ -167,13 +167,17 @@ public final class TopKDecoder implements AutoCloseable {
     }
     cl.write(chan, 0, channelIdx);
     ClBuffer qb = cache.queryBuffer(q);
-    int capPages = cache.capPages();
-    score.arg(0, summ[layer]).arg(1, capPages).arg(2, pages).arg(3, qb).arg(4, chan).arg(5, r).arg(6, recent)
-        .arg(7, scores);
-    cache.launch(score, new long[] {DeviceKVCache.roundUp(pages, 64), kvh}, new long[] {64, 1});
-    topk.arg(0, scores).arg(1, capPages).arg(2, pages).arg(3, k).arg(4, map);
-    cache.launch(topk, new long[] {256L * kvh}, new long[] {256});
-    cache.run(layer, q, position, out, sparse, map, capPages, k * DeviceKVCache.PAGE);
+    try {
+      int capPages = cache.capPages();
+      score.arg(0, summ[layer]).arg(1, capPages).arg(2, pages).arg(3, qb).arg(4, chan).arg(5, r).arg(6, recent)
+          .arg(7, scores);
+      cache.launch(score, new long[] {DeviceKVCache.roundUp(pages, 64), kvh}, new long[] {64, 1});
+      topk.arg(0, scores).arg(1, capPages).arg(2, pages).arg(3, k).arg(4, map);
+      cache.launch(topk, new long[] {256L * kvh}, new long[] {256});
+      cache.run(layer, q, position, out, sparse, map, capPages, k * DeviceKVCache.PAGE);
+    } finally {
+      cache.qOnDevice = false; // run() clears it; a failure before run() must not leave it set
+    }
   }
 
   /**

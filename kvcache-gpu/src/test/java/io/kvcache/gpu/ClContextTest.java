@@ -1,6 +1,7 @@
 package io.kvcache.gpu;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -208,6 +209,27 @@ class ClContextTest {
    * After close, every call that would hand the driver a released queue, kernel or event throws
    * instead: the context's transfers and launches, a closed kernel's arguments, a closed event's wait.
    */
+  /** An empty array is a transfer of nothing (OpenCL itself refuses zero bytes), and after close still refused. */
+  @ParameterizedTest
+  @ValueSource(strings = {"lwjgl", "jocl"})
+  void emptyTransfersDoNothing(String binding) {
+    ClContext cl = Gpu.open(binding);
+    ClBuffer buf = cl.buffer(64);
+    float[] x = {1, 2, 3, 4};
+    cl.write(buf, 0, x);
+    cl.write(buf, 0, new float[0]);
+    cl.write(buf, 0, new short[0]);
+    cl.write(buf, 0, new int[0]);
+    cl.read(buf, 0, new float[0]);
+    cl.read(buf, 0, new int[0]);
+    float[] back = new float[4];
+    cl.read(buf, 0, back);
+    assertArrayEquals(x, back);
+    buf.close();
+    cl.close();
+    assertThrows(IllegalStateException.class, () -> cl.write(buf, 0, new float[0]));
+  }
+
   @ParameterizedTest
   @ValueSource(strings = {"lwjgl", "jocl"})
   void callsAfterCloseThrowInsteadOfReachingTheDriver(String binding) {

@@ -66,6 +66,10 @@ abstract class AbstractContext implements ClContext {
 
   @Override
   public final void write(ClBuffer dst, long byteOffset, short[] src) {
+    ensureOpen();
+    if (src.length == 0) {
+      return; // OpenCL refuses a transfer of zero bytes
+    }
     int at = stage(2L * src.length);
     if (at < 0) {
       writeDirect(dst, byteOffset, src);
@@ -77,6 +81,10 @@ abstract class AbstractContext implements ClContext {
 
   @Override
   public final void write(ClBuffer dst, long byteOffset, float[] src) {
+    ensureOpen();
+    if (src.length == 0) {
+      return; // OpenCL refuses a transfer of zero bytes
+    }
     int at = stage(4L * src.length);
     if (at < 0) {
       writeDirect(dst, byteOffset, src);
@@ -88,6 +96,10 @@ abstract class AbstractContext implements ClContext {
 
   @Override
   public final void write(ClBuffer dst, long byteOffset, int[] src) {
+    ensureOpen();
+    if (src.length == 0) {
+      return; // OpenCL refuses a transfer of zero bytes
+    }
     int at = stage(4L * src.length);
     if (at < 0) {
       writeDirect(dst, byteOffset, src);
@@ -100,6 +112,9 @@ abstract class AbstractContext implements ClContext {
   @Override
   public final void read(ClBuffer src, long byteOffset, float[] dst) {
     ensureOpen();
+    if (dst.length == 0) {
+      return; // OpenCL refuses a transfer of zero bytes
+    }
     if (direct(4L * dst.length)) {
       readDirect(src, byteOffset, dst);
     } else {
@@ -112,6 +127,9 @@ abstract class AbstractContext implements ClContext {
   @Override
   public final void read(ClBuffer src, long byteOffset, int[] dst) {
     ensureOpen();
+    if (dst.length == 0) {
+      return; // OpenCL refuses a transfer of zero bytes
+    }
     if (direct(4L * dst.length)) {
       readDirect(src, byteOffset, dst);
     } else {
