@@ -110,6 +110,17 @@ final class CompareCommand implements Runnable {
     OptionChecks.pngFile("--speed-chart", speedChart);
     OptionChecks.inputFile("--model", model);
     OptionChecks.inputFile("--text", text);
+    if (noModel && (model != null || text != null)) {
+      throw new IllegalArgumentException("--no-model cannot be combined with --model or --text");
+    }
+    if (text != null && model == null) {
+      throw new IllegalArgumentException("--text needs --model (the embedded model scores its own held-out code)");
+    }
+    if (speedChart != null) {
+      for (int c : contexts) {
+        io.kvcache.core.Checks.inRange("--contexts", c, 1, Integer.MAX_VALUE / 2);
+      }
+    }
     AttentionShape s = parseShape(shape);
     int b = budget != null ? budget : Math.max(8, context / 4);
     List<KVCacheStrategy> list = Presets.resolveAll(strategies, b);
@@ -117,12 +128,6 @@ final class CompareCommand implements Runnable {
     progress.draw("reference (full f32)");
     ExecutorService pool = threads > 1 ? Executors.newFixedThreadPool(threads - 1) : null;
     io.kvcache.model.LlamaWeights weights = null;
-    if (noModel && (model != null || text != null)) {
-      throw new IllegalArgumentException("--no-model cannot be combined with --model or --text");
-    }
-    if (text != null && model == null) {
-      throw new IllegalArgumentException("--text needs --model (the embedded model scores its own held-out code)");
-    }
     embedded = model == null && !noModel;
     try {
       if (model != null || embedded) {
@@ -225,23 +230,27 @@ final class CompareCommand implements Runnable {
       throw new IllegalArgumentException("--model needs --text (the bytes to score)");
     }
     io.kvcache.model.LlamaWeights w = io.kvcache.model.LlamaWeights.load(embedded ? EmbeddedModel.directory() : model);
-    loaded = io.kvcache.model.LlamaModel.of(w);
-    if (loaded.config().vocabSize() < io.kvcache.model.ByteTokenizer.VOCAB) {
-      w.close();
-      throw new IllegalArgumentException("--model must be byte-level (vocab >= " + io.kvcache.model.ByteTokenizer.VOCAB
-          + "), got vocab " + loaded.config().vocabSize());
+    try {
+      loaded = io.kvcache.model.LlamaModel.of(w);
+      if (loaded.config().vocabSize() < io.kvcache.model.ByteTokenizer.VOCAB) {
+        throw new IllegalArgumentException("--model must be byte-level (vocab >= "
+            + io.kvcache.model.ByteTokenizer.VOCAB + "), got vocab " + loaded.config().vocabSize());
+      }
+      byte[] bytes = embedded ? EmbeddedModel.heldOutText() : java.nio.file.Files.readAllBytes(text);
+      textBytes = bytes;
+      int n = Math.min(bytes.length, context + decode);
+      if (n < 2) {
+        throw new IllegalArgumentException("--text must hold at least 2 bytes, got " + bytes.length);
+      }
+      textTokens = new int[n];
+      for (int i = 0; i < n; i++) {
+        textTokens[i] = bytes[i] & 0xFF;
+      }
+      return w;
+    } catch (IOException | RuntimeException e) {
+      w.close(); // the caller gets no weights to close
+      throw e;
     }
-    byte[] bytes = embedded ? EmbeddedModel.heldOutText() : java.nio.file.Files.readAllBytes(text);
-    textBytes = bytes;
-    int n = Math.min(bytes.length, context + decode);
-    if (n < 2) {
-      throw new IllegalArgumentException("--text must hold at least 2 bytes, got " + bytes.length);
-    }
-    textTokens = new int[n];
-    for (int i = 0; i < n; i++) {
-      textTokens[i] = bytes[i] & 0xFF;
-    }
-    return w;
   }
 
   static AttentionShape parseShape(String spec) {

@@ -28,6 +28,9 @@ final class DecodeCommand implements Runnable {
   @Override
   public void run() {
     io.kvcache.core.Checks.inRange("--reps", reps, 1, 1_000_000);
+    for (int c : contexts) {
+      io.kvcache.core.Checks.inRange("--contexts", c, 1, Integer.MAX_VALUE / 2);
+    }
     int qHeads = 32, kvHeads = 8, d = 128, g = qHeads / kvHeads;
     System.out.printf(Locale.ROOT, "decode attention, one layer, 32 query / 8 KV heads, dim 128, 1 thread (%s, %d cores)%n",
         System.getProperty("os.arch"), Runtime.getRuntime().availableProcessors());

@@ -46,6 +46,23 @@ final class RetentionCommand implements Runnable {
 
   @Override
   public void run() {
+    // Checked here, by option name, rather than failing deep in a policy with its parameter's name.
+    io.kvcache.core.Checks.inRange("--seeds", seeds, 0, 1_000_000);
+    io.kvcache.core.Checks.inRange("--decode", decode, 1, 1 << 20);
+    if (!(share > 0 && share <= 1)) {
+      throw new IllegalArgumentException("--budget-share must be in (0, 1], got " + share);
+    }
+    if (seeds > 0) {
+      io.kvcache.core.Checks.inRange("--prompt", prompt, 256, 1 << 24);
+      long budget = Math.round(share * prompt);
+      if (budget < 64) { // SnapKV's and KVCrush's window of 32, plus room to choose
+        throw new IllegalArgumentException("--budget-share * --prompt must be at least 64 tokens, got " + budget
+            + " (" + share + " * " + prompt + ")");
+      }
+    }
+    if (overheadPrompt != 0) {
+      io.kvcache.core.Checks.inRange("--overhead-prompt", overheadPrompt, 1024, 1 << 24);
+    }
     if (seeds > 0) {
       fidelity();
     }

@@ -117,11 +117,44 @@ class CompareCommandTest {
     assertEquals(Math.log(z) + 997, ModelQuality.negativeLogLikelihood(logits, 2), 1e-9);
   }
 
+  /** Runs through the project's error handler; returns stderr, asserting exit code 2 (invalid input). */
+  static String refused(String... args) {
+    PrintStream old = System.err;
+    ByteArrayOutputStream buf = new ByteArrayOutputStream();
+    System.setErr(new PrintStream(buf, true, StandardCharsets.UTF_8));
+    try {
+      int rc = Main.commandLine().execute(Main.withDefaultCommand(args));
+      assertEquals(2, rc, "exit code of invalid input");
+    } finally {
+      System.setErr(old);
+    }
+    return buf.toString(StandardCharsets.UTF_8);
+  }
+
   @Test
   void modelNeedsText() {
     String model = Path.of("..", "kvcache-core", "src", "test", "resources", "tiny-llama").toString();
-    int rc = new CommandLine(new Main()).execute(Main.withDefaultCommand(concat(TINY, "--model", model)));
-    assertTrue(rc != 0, "--model without --text must fail");
+    String err = refused(concat(TINY, "--model", model));
+    assertTrue(err.contains("--model needs --text"), err);
+  }
+
+  @Test
+  void conflictingAndOutOfRangeOptionsAreNamed() throws Exception {
+    Path text = java.nio.file.Files.createTempFile("kvcache-text", ".txt");
+    try {
+      java.nio.file.Files.writeString(text, "print('hello')\n");
+      String err = refused(concat(TINY, "--no-model", "--text", text.toString()));
+      assertTrue(err.contains("--no-model cannot be combined with --model or --text"), err);
+    } finally {
+      java.nio.file.Files.deleteIfExists(text);
+    }
+    Path png = java.nio.file.Files.createTempFile("kvcache-speed", ".png");
+    try {
+      String err = refused(concat(SYNTH, "--speed-chart", png.toString(), "--contexts", "0"));
+      assertTrue(err.contains("--contexts must be in [1,") && err.contains("got 0"), err);
+    } finally {
+      java.nio.file.Files.deleteIfExists(png);
+    }
   }
 
   @Test
@@ -134,8 +167,6 @@ class CompareCommandTest {
       // 96 bytes of held-out code as context, 3 scored: the trained model is far below 8 bits per byte.
       assertTrue(bits > 0 && bits < 6, lines[i]);
     }
-    int rc = new CommandLine(new Main()).execute(Main.withDefaultCommand(concat(TINY, "--no-model", "--text", "x")));
-    assertTrue(rc != 0, "--no-model with --text must fail");
   }
 
   @Test
