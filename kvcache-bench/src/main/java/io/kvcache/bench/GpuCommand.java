@@ -87,6 +87,14 @@ final class GpuCommand implements Runnable {
   public void run() {
     OptionChecks.outputFile("--csv", csv);
     io.kvcache.core.Checks.inRange("--reps", reps, 1, 1_000_000);
+    // The top-k rows always read the 64 most recent tokens: the budget must hold them.
+    io.kvcache.core.Checks.inRange("--budget", budget, 64, 1 << 24);
+    for (int n : decode) {
+      io.kvcache.core.Checks.inRange("--decode", n, 1, 1 << 20);
+    }
+    for (int n : prefill) {
+      io.kvcache.core.Checks.inRange("--prefill", n, 1, 1 << 20);
+    }
     OpenClProbe probe = OpenClProbe.system();
     System.out.println(probe.describe());
     for (OpenClProbe.Driver d : probe.drivers()) {

@@ -54,9 +54,11 @@ final class JmhCommand implements Runnable {
       opt.param(p.substring(0, eq), p.substring(eq + 1).split(","));
     }
     if (iterations != null) {
+      io.kvcache.core.Checks.inRange("--iterations", iterations, 1, 10_000);
       opt.measurementIterations(iterations);
     }
     if (warmups != null) {
+      io.kvcache.core.Checks.inRange("--warmups", warmups, 0, 10_000);
       opt.warmupIterations(warmups);
     }
     if (!jvmArgs.isEmpty()) {
@@ -69,6 +71,9 @@ final class JmhCommand implements Runnable {
     try {
       results = new Runner(opt.build()).run();
     } catch (Exception e) {
+      if (e instanceof org.openjdk.jmh.runner.NoBenchmarksException || String.valueOf(e).contains("No benchmarks to run")) {
+        throw new IllegalArgumentException("--include '" + include + "' matches no benchmark (their names: docs/benchmarks.md)");
+      }
       throw new IllegalStateException("JMH run failed", e);
     }
     print(results);

@@ -378,13 +378,21 @@ final class PrefillCommand implements Runnable {
     return rows;
   }
 
-  /** The median; NaN when a sample is missing (-1). */
+  /** The median; NaN when any sample is missing (-1): a median of the samples that exist would mislead. */
   private static double median(long[] nanos) {
     double[] d = new double[nanos.length];
     for (int i = 0; i < d.length; i++) {
-      d[i] = nanos[i] < 0 ? Double.NaN : nanos[i];
+      if (nanos[i] < 0) {
+        return Double.NaN;
+      }
+      d[i] = nanos[i];
     }
     return Stats.median(d);
+  }
+
+  /** A number for JSON, where NaN (a CPU time the JVM did not report) is not a value: {@code null}. */
+  private static String jsonNumber(double x, int decimals) {
+    return Double.isFinite(x) ? String.format(Locale.ROOT, "%." + decimals + "f", x) : "null";
   }
 
   void print(PrintStream out, LlamaConfig c, int t, Instant started, double load, List<Row> rows) {
@@ -411,10 +419,11 @@ final class PrefillCommand implements Runnable {
         for (int i = 0; i < rows.size(); i++) {
           Row r = rows.get(i);
           out.printf(Locale.ROOT, "%s%n  {\"strategy\": \"%s\", \"prefillMs\": %.1f, \"prefillVsFull\": %.4f, "
-              + "\"prefillCpuMs\": %.1f, \"prefillCpuVsFull\": %.4f, \"prefillFlop\": %d, "
+              + "\"prefillCpuMs\": %s, \"prefillCpuVsFull\": %s, \"prefillFlop\": %d, "
               + "\"prefillFlopVsFull\": %.6f, \"ttftMs\": %.1f, \"ttftVsFull\": %.4f, \"ttftSpeedup\": %.4f, "
               + "\"promptTokensPerSecond\": %.1f, \"kvBytes\": %d, \"kvVsFull\": %.6f, \"heldBytes\": %d}",
-              i == 0 ? "" : ",", json(r.strategy()), r.prefillMs(), r.prefillVsFull(), r.cpuMs(), r.cpuVsFull(),
+              i == 0 ? "" : ",", json(r.strategy()), r.prefillMs(), r.prefillVsFull(), jsonNumber(r.cpuMs(), 1),
+              jsonNumber(r.cpuVsFull(), 4),
               r.flop(), r.flopVsFull(), r.ttftMs(), r.ttftVsFull(), r.speedup(), r.tokensPerSecond(prompt),
               r.kvBytes(), r.kvVsFull(), r.heldBytes());
         }

@@ -372,8 +372,8 @@ final class QualityCommand implements Callable<Integer> {
     if (needleTrials < 0) {
       throw new IllegalArgumentException("--needle-trials must be >= 0, got " + needleTrials);
     }
-    if (threads < 1) {
-      throw new IllegalArgumentException("--threads must be >= 1, got " + threads);
+    if (threads < 1 || threads > 1024) {
+      throw new IllegalArgumentException("--threads must be in [1, 1024], got " + threads);
     }
     if (chunk < 1 || chunk > 65536) {
       throw new IllegalArgumentException("--chunk must be in [1, 65536], got " + chunk);

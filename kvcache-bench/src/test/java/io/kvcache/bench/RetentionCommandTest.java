@@ -4,7 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.junit.jupiter.api.Test;
 
-/** The retention and decode commands name a bad option, its value and the range, before any work. */
+/** The retention, decode, jmh and gpu commands name a bad option, its value and the range, before any work. */
 class RetentionCommandTest {
 
   @Test
@@ -23,5 +23,11 @@ class RetentionCommandTest {
     assertTrue(err.contains("at least 64 tokens, got 26"), err);
     err = CompareCommandTest.refused("decode", "--contexts", "0");
     assertTrue(err.contains("--contexts must be in [1,") && err.contains("got 0"), err);
+    err = CompareCommandTest.refused("jmh", "--iterations", "0");
+    assertTrue(err.contains("--iterations must be in [1,") && err.contains("got 0"), err);
+    err = CompareCommandTest.refused("jmh", "--include", "NoSuchBenchmark");
+    assertTrue(err.contains("--include 'NoSuchBenchmark' matches no benchmark"), err);
+    err = CompareCommandTest.refused("gpu", "--budget", "16");
+    assertTrue(err.contains("--budget must be in [64,") && err.contains("got 16"), err);
   }
 }

@@ -270,6 +270,29 @@ public final class DeviceKVCache implements AutoCloseable {
     return chunkMax;
   }
 
+  /**
+   * Closes every one of {@code cs} (nulls skipped), even when some fail, then throws the first failure:
+   * one buffer the driver would not release must not leak all the others.
+   */
+  static void closeAll(java.util.List<? extends AutoCloseable> cs) {
+    RuntimeException first = null;
+    for (AutoCloseable c : cs) {
+      if (c == null) {
+        continue;
+      }
+      try {
+        c.close();
+      } catch (Exception e) {
+        if (first == null) {
+          first = e instanceof RuntimeException re ? re : new IllegalStateException(e);
+        }
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
+
   static void closeQuietly(AutoCloseable c) {
     if (c != null) {
       try {
@@ -605,9 +628,11 @@ public final class DeviceKVCache implements AutoCloseable {
         outBuf, partBuf}) {
       closeQuietly(c);
     }
+    java.util.List<AutoCloseable> layers = new java.util.ArrayList<>();
     for (int l = 0; l < kv.length; l++) {
-      kv[l].close();
-      pos[l].close();
+      layers.add(kv[l]);
+      layers.add(pos[l]);
     }
+    closeAll(layers);
   }
 }

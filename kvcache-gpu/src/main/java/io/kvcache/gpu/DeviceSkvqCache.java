@@ -152,7 +152,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
     // Tensor cores where NVIDIA's OpenCL reaches them (compute capability 8.0+), for groups of whole
     // 16-channel steps and GQA groups of at most 8 (the product's 8 columns); the portable pass elsewhere.
     boolean mma = cl.computeCapability() >= 80 && kGroup % 16 == 0 && d % kGroup == 0 && vGroup % 16 == 0
-        && d % vGroup == 0 && group <= 8 && !"simt".equals(System.getProperty("kvcache.gpu.skvqDecode"));
+        && d % vGroup == 0 && group <= 8 && !decodeForcedSimt();
     String opts = (mma ? "-DMMA " : "") + "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh
         + " -DWG=" + wg + " -DCHUNK=" + chunk
         + " -DVW=" + vw + " -DSLEN=" + DeviceKVCache.decodeScoreFloats(group, d, wg, vw, chunk) + " -DKGRP=" + kGroup + " -DNKG=" + nkg
@@ -839,5 +839,18 @@ public final class DeviceSkvqCache implements AutoCloseable {
         DeviceKVCache.closeQuietly(b);
       }
     }
+  }
+
+  /**
+   * {@code -Dkvcache.gpu.skvqDecode}: {@code simt} forces the portable pass, {@code auto} (or unset) lets
+   * the device choose; anything else is refused by name rather than read as {@code auto}.
+   */
+  static boolean decodeForcedSimt() {
+    String v = System.getProperty("kvcache.gpu.skvqDecode", "auto").trim().toLowerCase(java.util.Locale.ROOT);
+    if (!v.equals("simt") && !v.equals("auto")) {
+      throw new IllegalArgumentException("kvcache.gpu.skvqDecode must be simt or auto, got '"
+          + System.getProperty("kvcache.gpu.skvqDecode") + "'");
+    }
+    return v.equals("simt");
   }
 }

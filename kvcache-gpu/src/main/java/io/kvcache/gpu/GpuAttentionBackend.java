@@ -93,7 +93,16 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
       return Optional.empty();
     }
     synchronized (cl) { // the context's program cache and allocations take one thread at a time (GpuKVCache)
-      return Optional.of(new GpuKVCache(strategy.name(), new DeviceKVCache(cl, shape, capacity), topK));
+      DeviceKVCache dev;
+      try {
+        dev = new DeviceKVCache(cl, shape, capacity);
+      } catch (IllegalArgumentException e) {
+        // A shape this device cannot run (a GQA group whose decode tile does not fit its local memory, a
+        // kernel kind it lacks): declined like the cases above, not thrown, so the strategy still works.
+        LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + strategy.name() + " runs on the CPU: " + e.getMessage());
+        return Optional.empty();
+      }
+      return Optional.of(new GpuKVCache(strategy.name(), dev, topK));
     }
   }
 

@@ -209,15 +209,8 @@ public final class TopKDecoder implements AutoCloseable {
       return;
     }
     closed = true;
-    for (ClBuffer b : summ) {
-      b.close();
-    }
-    scores.close();
-    map.close();
-    chan.close();
-    summary.close();
-    score.close();
-    topk.close();
-    sparse.close();
+    java.util.List<AutoCloseable> all = new java.util.ArrayList<>(java.util.Arrays.asList(summ));
+    all.addAll(java.util.List.of(scores, map, chan, summary, score, topk, sparse));
+    DeviceKVCache.closeAll(all); // every buffer and kernel, even when one fails to release
   }
 }
