@@ -54,6 +54,15 @@ final class GenerateCommand implements Runnable {
     if ((prompt == null) == (tokens == null)) {
       throw new IllegalArgumentException("give exactly one of --prompt and --tokens");
     }
+    io.kvcache.core.Checks.inRange("--max-tokens", maxTokens, 1, 1 << 20);
+    io.kvcache.core.Checks.inRange("--budget", budget, 16, Integer.MAX_VALUE);
+    if (!(temperature >= 0) || Float.isInfinite(temperature)) {
+      throw new IllegalArgumentException("--temperature must be 0 (greedy) or a positive number, got " + temperature);
+    }
+    if (!(topP > 0 && topP <= 1)) {
+      throw new IllegalArgumentException("--top-p must be in (0, 1], got " + topP);
+    }
+    OptionChecks.inputFile("--model", model);
     int[] input = tokens != null ? tokens : ByteTokenizer.encode(prompt, true);
     KVCacheStrategy s = Presets.withSchedules().containsKey(strategy)
         ? Presets.withSchedules().get(strategy).apply(budget) : Presets.resolve(strategy, budget);

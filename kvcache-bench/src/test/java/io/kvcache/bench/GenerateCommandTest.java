@@ -46,7 +46,21 @@ class GenerateCommandTest {
 
   @Test
   void promptAndTokensAreExclusive() {
-    int rc = new CommandLine(new Main()).execute("generate", "--model", TINY.toString());
-    assertTrue(rc != 0, "neither --prompt nor --tokens must fail");
+    String err = CompareCommandTest.refused("generate", "--model", TINY.toString());
+    assertTrue(err.contains("give exactly one of --prompt and --tokens"), "neither: " + err);
+    err = CompareCommandTest.refused("generate", "--model", TINY.toString(), "--prompt", "x", "--tokens", "1,2");
+    assertTrue(err.contains("give exactly one of --prompt and --tokens"), "both: " + err);
+  }
+
+  @Test
+  void badOptionsAreNamed() {
+    String err = CompareCommandTest.refused("generate", "--tokens", "1,2", "--max-tokens", "0");
+    assertTrue(err.contains("--max-tokens must be in [1,") && err.contains("got 0"), err);
+    err = CompareCommandTest.refused("generate", "--tokens", "1,2", "--temperature", "NaN");
+    assertTrue(err.contains("--temperature must be 0 (greedy) or a positive number, got NaN"), err);
+    err = CompareCommandTest.refused("generate", "--tokens", "1,2", "--top-p", "0");
+    assertTrue(err.contains("--top-p must be in (0, 1], got 0.0"), err);
+    err = CompareCommandTest.refused("generate", "--tokens", "1,2", "--model", "/no/such/model");
+    assertTrue(err.contains("--model /no/such/model: no such file"), err);
   }
 }

@@ -88,7 +88,13 @@ public final class OpenCl {
    * @return a context on the device named by the system properties, or empty
    */
   public static Optional<ClContext> tryOpen() {
-    OpenClProbe probe = OpenClProbe.system();
+    OpenClProbe probe;
+    try {
+      probe = OpenClProbe.system();
+    } catch (IllegalStateException e) { // an unreadable vendors directory or .icd file: no OpenCL here
+      LOG.log(System.Logger.Level.INFO, "kvcache gpu: OpenCL unavailable (" + e.getMessage() + "); using the CPU kernels");
+      return Optional.empty();
+    }
     if (!probe.usable()) {
       LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + probe.describe());
       return Optional.empty();
