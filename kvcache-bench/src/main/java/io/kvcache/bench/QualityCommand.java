@@ -306,6 +306,10 @@ final class QualityCommand implements Callable<Integer> {
     if (chart == null) {
       throw new IllegalArgumentException("--replot needs --chart (the PNG to write)");
     }
+    OptionChecks.pngFile("--chart", chart);
+    for (Path f : replot) {
+      OptionChecks.inputFile("--replot", f);
+    }
     List<Row> rows = new ArrayList<>();
     java.util.Set<String> seen = new java.util.HashSet<>();
     for (Path f : replot) {
@@ -318,13 +322,18 @@ final class QualityCommand implements Callable<Integer> {
         if (c.length < 10 || !seen.add(c[0] + "@" + c[1])) {
           continue;
         }
-        double[] err = new double[c.length - 9];
-        for (int l = 0; l < err.length; l++) {
-          err[l] = Double.parseDouble(c[9 + l]);
+        try {
+          double[] err = new double[c.length - 9];
+          for (int l = 0; l < err.length; l++) {
+            err[l] = Double.parseDouble(c[9 + l]);
+          }
+          rows.add(new Row(c[0], c[1].isEmpty() ? -1 : Integer.parseInt(c[1]), Long.parseLong(c[2]),
+              Double.parseDouble(c[3]), Double.parseDouble(c[4]), Double.parseDouble(c[5]), Integer.parseInt(c[6]),
+              Integer.parseInt(c[7]), err));
+        } catch (NumberFormatException e) {
+          throw new IllegalArgumentException("--replot " + f + ": not a number in the row '" + line + "' ("
+              + e.getMessage() + ")");
         }
-        rows.add(new Row(c[0], c[1].isEmpty() ? -1 : Integer.parseInt(c[1]), Long.parseLong(c[2]),
-            Double.parseDouble(c[3]), Double.parseDouble(c[4]), Double.parseDouble(c[5]), Integer.parseInt(c[6]),
-            Integer.parseInt(c[7]), err));
       }
     }
     Charts.quality(chart, rows, replot.get(0).getFileName().toString());

@@ -95,6 +95,18 @@ class QualityCommandTest {
     String replot = CompareCommandTest.run("quality", "--replot", csv.toString(), "--chart", png.toString());
     assertTrue(replot.contains("(3 rows)"), replot);
     assertTrue(Files.size(png) > 1000, "a PNG was written");
+    // A missing CSV, a chart in a missing directory and a bad number are named, with exit code 2.
+    String err = CompareCommandTest.refused("quality", "--replot", tmp.resolve("none.csv").toString(), "--chart",
+        png.toString());
+    assertTrue(err.contains("--replot") && err.contains("none.csv: no such file"), err);
+    err = CompareCommandTest.refused("quality", "--replot", csv.toString(), "--chart",
+        tmp.resolve("no-dir").resolve("q.png").toString());
+    assertTrue(err.contains("--chart"), err);
+    Path bad = tmp.resolve("bad.csv");
+    String[] lines = out.strip().split("\n");
+    Files.writeString(bad, lines[0] + "\n" + lines[1].replaceFirst(",[0-9]+,", ",many,") + "\n");
+    err = CompareCommandTest.refused("quality", "--replot", bad.toString(), "--chart", png.toString());
+    assertTrue(err.contains("--replot " + bad + ": not a number"), err);
   }
 
   @Test
