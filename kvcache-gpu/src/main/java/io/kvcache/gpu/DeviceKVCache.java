@@ -491,6 +491,7 @@ public final class DeviceKVCache implements AutoCloseable {
 
   /** Runs decode_partial (dense or sparse) then decode_reduce; n is the number of logical tokens. */
   void run(int layer, float[] q, int position, float[] out, ClKernel part, ClBuffer map, int mapStride, int n) {
+    discardEvents(events);
     checkLayer(layer);
     int hq = shape.queryHeads();
     checkQuery(q, out);
@@ -549,12 +550,22 @@ public final class DeviceKVCache implements AutoCloseable {
   /** Sums the device time of the events of this call, then releases them. */
   void collect() {
     long t = 0;
+    try {
+      for (ClEvent e : events) {
+        t += e.elapsedNanos();
+      }
+      lastNanos = t;
+    } finally {
+      discardEvents(events); // also when a timing read failed: the next call starts with none
+    }
+  }
+
+  /** Closes and forgets {@code events}: a call that failed half way must not leave its events to the next. */
+  static void discardEvents(List<ClEvent> events) {
     for (ClEvent e : events) {
-      t += e.elapsedNanos();
-      e.close();
+      closeQuietly(e);
     }
     events.clear();
-    lastNanos = t;
   }
 
   /**
@@ -579,6 +590,7 @@ public final class DeviceKVCache implements AutoCloseable {
       return;
     }
     io.kvcache.core.Checks.finite("q", q, 0, tokens * w);
+    discardEvents(events);
     qBuf = ensure(qBuf, 4L * tokens * w);
     outBuf = ensure(outBuf, 4L * tokens * w);
     stagePos = ensure(stagePos, 4L * tokens);

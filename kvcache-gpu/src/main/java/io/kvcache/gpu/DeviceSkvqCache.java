@@ -768,6 +768,7 @@ public final class DeviceSkvqCache implements AutoCloseable {
       // (Capped at 2^126 so that a query of subnormal size does not make the factor infinite.)
       qp[a + hq * nkg + r] = m > 0f && Float.isFinite(m) ? Math.scalb(1f, Math.min(126, 13 - Math.getExponent(m))) : 1f;
     }
+    DeviceKVCache.discardEvents(events); // a call that failed before its timing left none behind
     qPerm = DeviceKVCache.ensure(cl, qPerm, 4L * qp.length);
     outBuf = DeviceKVCache.ensure(cl, outBuf, 4L * hq * d);
     partBuf = DeviceKVCache.ensure(cl, partBuf, 4L * kvh * nsplit * group * (d + 2));
@@ -809,16 +810,18 @@ public final class DeviceSkvqCache implements AutoCloseable {
     }
     long t = 0;
     Arrays.fill(lastPass, 0L);
-    for (int i = 0; i < events.size(); i++) {
-      long e = events.get(i).elapsedNanos();
-      t += e;
-      // The events: the code pass (absent without codes), the window pass, then the reduction; the
-      // tensor-core kernel does the first two in one launch (its time in the first count).
-      lastPass[i == events.size() - 1 ? 2 : mma || nsA > 0 ? i : 1] = e;
-      events.get(i).close();
+    try {
+      for (int i = 0; i < events.size(); i++) {
+        long e = events.get(i).elapsedNanos();
+        t += e;
+        // The events: the code pass (absent without codes), the window pass, then the reduction; the
+        // tensor-core kernel does the first two in one launch (its time in the first count).
+        lastPass[i == events.size() - 1 ? 2 : mma || nsA > 0 ? i : 1] = e;
+      }
+      lastNanos = t;
+    } finally {
+      DeviceKVCache.discardEvents(events); // also when a timing read failed
     }
-    events.clear();
-    lastNanos = t;
   }
 
   /** Releases the device memory and kernels; the context stays open. Idempotent. */
