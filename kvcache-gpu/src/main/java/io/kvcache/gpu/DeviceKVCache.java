@@ -185,6 +185,12 @@ public final class DeviceKVCache implements AutoCloseable {
       case AUTO -> cl.computeCapability() >= 80 ? GpuTuning.Prefill.MMA : GpuTuning.Prefill.SIMT;
       case MMA -> GpuTuning.Prefill.MMA;
     };
+    if (kind == GpuTuning.Prefill.SIMT && portablePrefillLocalBytes(d) > cl.localMemBytes()) {
+      // OpenCL only promises 32 KiB; the portable tile needs 35,904 bytes at head dim 128.
+      throw new IllegalArgumentException("the portable prefill kernel at headDim " + d + " needs "
+          + portablePrefillLocalBytes(d) + " bytes of local memory; " + cl.deviceName() + " has "
+          + cl.localMemBytes());
+    }
     opts = "-cl-mad-enable -DD=" + d + " -DG=" + group + " -DKVH=" + kvh + " -DWG=" + wg + " -DCHUNK="
         + chunkMax + " -DVW=" + vw + " -DSLEN=" + slen + " -DRWG=" + reduceGroup(cl) + extraBuildOptions();
     int layers = shape.layers();
@@ -301,6 +307,12 @@ public final class DeviceKVCache implements AutoCloseable {
         // already failing; the first exception is the one that matters
       }
     }
+  }
+
+  /** Local memory of the portable prefill kernel (attention.cl: Qs, Ks, Vs, S and the per-row arrays). */
+  static long portablePrefillLocalBytes(int d) {
+    int bq = 32, pt = PAGE;
+    return 4L * (bq * (d + 4) + 2L * d * pt + bq * pt + 3 * bq) + 4L * (pt + bq);
   }
 
   /** Local memory of decode_partial: the query group, the scores (or the value streams' outputs), a reduction. */

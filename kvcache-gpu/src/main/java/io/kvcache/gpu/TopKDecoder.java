@@ -83,6 +83,12 @@ public final class TopKDecoder implements AutoCloseable {
     if (config.channels() > d) {
       throw new IllegalArgumentException("channels must be <= headDim=" + d + ", got " + config.channels());
     }
+    // topk_pages holds up to 8192 page keys and 256 counters in local memory (attention.cl, TOPK_LOCAL).
+    long topkLocal = 4L * (8192 + 256 + 2);
+    if (topkLocal > cl.localMemBytes()) {
+      throw new IllegalArgumentException("top-k decode needs " + topkLocal + " bytes of local memory; "
+          + cl.deviceName() + " has " + cl.localMemBytes());
+    }
     int layers = cache.shape().layers();
     int capPages = cache.capPages();
     // What is made so far, released if a later step throws (a build error, a closed cache or context).

@@ -62,6 +62,16 @@ class DeviceKVCacheTest {
     }
   }
 
+  /** The portable prefill's local memory, counted from attention.cl's arrays: over OpenCL's promised 32 KiB at 128. */
+  @org.junit.jupiter.api.Test
+  void portablePrefillLocalMemoryIsCountedFromTheKernel() {
+    // Qs 32 x 132 + Ks 128 x 16 + Vs 16 x 128 + S 32 x 16 + alpha, lsum, mrow 3 x 32 floats; kpos 16 + rowpos 32 ints.
+    assertEquals(4L * (32 * 132 + 2 * 128 * 16 + 32 * 16 + 3 * 32) + 4L * (16 + 32),
+        DeviceKVCache.portablePrefillLocalBytes(128));
+    assertEquals(35_904L, DeviceKVCache.portablePrefillLocalBytes(128));
+    assertTrue(DeviceKVCache.portablePrefillLocalBytes(64) <= 32 * 1024, "head dim 64 fits every device");
+  }
+
   @ParameterizedTest(name = "{0}: {1}q/{2}kv heads, d={3}, n={4}")
   @CsvSource({
       "lwjgl, 4, 4, 64, 0", "lwjgl, 4, 1, 32, 1", "lwjgl, 8, 2, 64, 37", "lwjgl, 32, 8, 128, 3001",
