@@ -402,7 +402,7 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     }
     for (int r = 0; r < rows; r += 4) {
       for (int k = 0; k < lay.vChunks; k += 2) {
-        accumulateRun4x2(codes, tmp, r * tokens, tokens, k * L, d, zBase + r, o, oOff + r * d + k * L);
+        accumulateRun4x2(codes, tmp, r * tokens, tokens, k * L, d, zBase + r, 1, o, oOff + r * d + k * L);
       }
     }
     return true;
@@ -420,11 +420,12 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
   }
 
   /**
-   * Four rows (weights {@code tmp[w0 + i * tokens + t]}, zero-point terms {@code tmp[z + i]}) by two
-   * chunks of 8 channels from {@code c0} over a run's {@code tokens} unpacked codes.
+   * Four rows (weights {@code tmp[w0 + i * tokens + t]}, zero-point terms {@code tmp[z + i * zStride]}) by
+   * two chunks of 8 channels from {@code c0} over {@code tokens} unpacked codes (a page's or a run's),
+   * token {@code t} at {@code c0 + t * d}. Every accumulator adds its tokens in order.
    */
   private static void accumulateRun4x2(short[] codes, float[] tmp, int w0, int tokens, int c0, int d, int z,
-      float[] o, int oc) {
+      int zStride, float[] o, int oc) {
     int w1 = w0 + tokens, w2 = w1 + tokens, w3 = w2 + tokens;
     FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
     FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
@@ -446,8 +447,8 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
       a3 = v.fma(c, a3);
       b3 = u.fma(c, b3);
     }
-    add4(a0, a1, a2, a3, tmp, z, 0, 1, 0, o, oc, d);
-    add4(b0, b1, b2, b3, tmp, z, 0, 1, 0, o, oc + L, d);
+    add4(a0, a1, a2, a3, tmp, z, 0, zStride, 0, o, oc, d);
+    add4(b0, b1, b2, b3, tmp, z, 0, zStride, 0, o, oc + L, d);
   }
 
   /**
@@ -461,29 +462,7 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     int k = 0;
     for (; k + 1 < lay.vChunks && (k + 1) * L / lay.vGroup == k * L / lay.vGroup; k += 2) {
       int g = k * L / lay.vGroup;
-      int w0 = (g * rows + r) * P, w1 = w0 + P, w2 = w1 + P, w3 = w2 + P;
-      FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
-      FloatVector a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
-      FloatVector b0 = FloatVector.zero(F), b1 = FloatVector.zero(F);
-      FloatVector b2 = FloatVector.zero(F), b3 = FloatVector.zero(F);
-      for (int j = 0, x = k * L; j < P; j++, x += d) {
-        FloatVector v = (FloatVector) ShortVector.fromArray(S8, codes, x).convertShape(VectorOperators.S2F, F, 0);
-        FloatVector u = (FloatVector) ShortVector.fromArray(S8, codes, x + L).convertShape(VectorOperators.S2F, F, 0);
-        FloatVector t = FloatVector.broadcast(F, tmp[w0 + j]);
-        a0 = v.fma(t, a0);
-        b0 = u.fma(t, b0);
-        t = FloatVector.broadcast(F, tmp[w1 + j]);
-        a1 = v.fma(t, a1);
-        b1 = u.fma(t, b1);
-        t = FloatVector.broadcast(F, tmp[w2 + j]);
-        a2 = v.fma(t, a2);
-        b2 = u.fma(t, b2);
-        t = FloatVector.broadcast(F, tmp[w3 + j]);
-        a3 = v.fma(t, a3);
-        b3 = u.fma(t, b3);
-      }
-      add4(a0, a1, a2, a3, tmp, zBase, r, G, g, o, o0 + k * L, d);
-      add4(b0, b1, b2, b3, tmp, zBase, r, G, g, o, o0 + (k + 1) * L, d);
+      accumulateRun4x2(codes, tmp, (g * rows + r) * P, P, k * L, d, zBase + r * G + g, G, o, o0 + k * L);
     }
     for (; k < lay.vChunks; k++) {
       int g = k * L / lay.vGroup;
