@@ -124,7 +124,13 @@ final class JoclContext extends AbstractContext {
       clReleaseContext(ctx);
       ClException.check("clCreateCommandQueue(" + dName + ")", e[0]);
     }
-    return new JoclContext(chosenDevice, ctx, q, pName, dName, profiling);
+    try {
+      return new JoclContext(chosenDevice, ctx, q, pName, dName, profiling);
+    } catch (RuntimeException ex) { // a device query failed: release what was created for it
+      clReleaseCommandQueue(q);
+      clReleaseContext(ctx);
+      throw ex;
+    }
   }
 
   private static String platformString(cl_platform_id p, int param) {

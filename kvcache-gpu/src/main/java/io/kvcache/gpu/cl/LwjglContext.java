@@ -113,7 +113,13 @@ final class LwjglContext extends AbstractContext {
         clReleaseContext(ctx);
         ClException.check("clCreateCommandQueue(" + dName + ")", errBuf.get(0));
       }
-      return new LwjglContext(chosenDevice, ctx, q, pName, dName, profiling);
+      try {
+        return new LwjglContext(chosenDevice, ctx, q, pName, dName, profiling);
+      } catch (RuntimeException e) { // a device query failed: release what was created for it
+        clReleaseCommandQueue(q);
+        clReleaseContext(ctx);
+        throw e;
+      }
     }
   }
 
