@@ -15,8 +15,9 @@ import java.util.Optional;
  * Runs a strategy's caches on an OpenCL device: {@code KVCacheStrategy.builder().backend(backend)}.
  * It serves strategies with f16 storage, keep-all retention and the dense reader (their caches are
  * {@link DeviceKVCache}s behind the {@link KVCache} API; with a top-k configuration, decode is the
- * top-k sparse attention of {@link TopKDecoder}); for any other strategy or an unsupported shape it
- * declines and the strategy makes its CPU cache.
+ * top-k sparse attention of {@link TopKDecoder}), under any prefill schedule (SwiftKV's AcrossKV runs its
+ * sharing layers through the cache's read-only attention); for any other strategy or a shape the device
+ * cannot run it declines, with one log line, and the strategy makes its CPU cache.
  *
  * <p>The backend owns its {@link ClContext}; close it after the caches it made. Its caches share that
  * context, which takes one thread at a time: each cache call holds it for its device work, so distinct
@@ -82,12 +83,9 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
       why = "reader " + strategy.reader().name();
     } else if (shape.headDim() < 16 || shape.headDim() > 128 || Integer.bitCount(shape.headDim()) != 1) {
       why = "headDim " + shape.headDim() + " (the kernels take powers of two in [16, 128])";
-    } else if (sharesCaches(strategy, shape.layers())) {
-      // AcrossKV runs its sharing layers through read-only attention (KVCache.attendPrefill/attendDecode).
-      // The device cache implements both (tested against the CPU cache), but a shared-cache schedule has
-      // not been run end to end through this backend: declined up front until it has a test.
-      why = "schedule " + strategy.schedule().name() + " (layers share a cache: AcrossKV)";
     }
+    // Schedules whose layers share a cache (SwiftKV's AcrossKV) run the sharing layers through read-only
+    // attention (KVCache.attendPrefill/attendDecode), which the device cache implements.
     if (why != null) {
       LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + strategy.name() + " runs on the CPU: unsupported " + why);
       return Optional.empty();
@@ -104,15 +102,6 @@ public final class GpuAttentionBackend implements AttentionBackend, AutoCloseabl
       }
       return Optional.of(new GpuKVCache(strategy.name(), dev, topK));
     }
-  }
-
-  private static boolean sharesCaches(KVCacheStrategy strategy, int layers) {
-    for (int l = 0; l < layers; l++) {
-      if (strategy.schedule().cacheLayer(l, layers) != l) {
-        return true;
-      }
-    }
-    return false;
   }
 
   /**
