@@ -13,7 +13,8 @@ import java.util.function.IntConsumer;
  * helpers have not claimed, the caller runs. An executor that rejects a helper (shut down, or a full
  * bounded queue) is treated the same way, and {@link #run} returns only when every head is done, even
  * if the calling thread is interrupted meanwhile (its interrupt status is restored): a cache call never
- * returns, or fails, while helpers still write its stores.
+ * returns, or fails, while helpers still write its stores. It waits for heads, not for helpers, so a
+ * helper queued behind other work and never started does not hold the call up.
  */
 final class HeadParallel {
 
@@ -26,30 +27,22 @@ final class HeadParallel {
   void run(int heads, IntConsumer task) {
     AtomicInteger next = new AtomicInteger();
     AtomicReference<Throwable> failure = new AtomicReference<>();
-    int helpers = heads - 1;
-    CountDownLatch done = new CountDownLatch(helpers);
-    Runnable worker = () -> {
-      try {
-        claim(next, heads, task, failure);
-      } finally {
-        done.countDown();
-      }
-    };
-    int submitted = 0;
+    // Counts heads done, not helpers: a helper the executor queues but never starts (a busy or paused
+    // pool) claims nothing once the caller has taken every head, so nothing waits for it.
+    CountDownLatch done = new CountDownLatch(heads);
+    Runnable worker = () -> claim(next, heads, task, failure, done);
     try {
-      for (; submitted < helpers; submitted++) {
+      for (int i = 1; i < heads; i++) {
         executor.execute(worker);
       }
     } catch (RejectedExecutionException e) {
-      for (int i = submitted; i < helpers; i++) {
-        done.countDown(); // never started: the caller claims their heads below
-      }
+      // Shut down or full: the caller claims below whatever no helper took.
     }
-    claim(next, heads, task, failure);
+    claim(next, heads, task, failure, done);
     boolean interrupted = false;
     while (true) {
       try {
-        done.await();
+        done.await(); // the heads helpers claimed: they write this cache's stores
         break;
       } catch (InterruptedException e) {
         interrupted = true;
@@ -67,12 +60,15 @@ final class HeadParallel {
     }
   }
 
-  private static void claim(AtomicInteger next, int heads, IntConsumer task, AtomicReference<Throwable> failure) {
+  private static void claim(AtomicInteger next, int heads, IntConsumer task, AtomicReference<Throwable> failure,
+      CountDownLatch done) {
     for (int h = next.getAndIncrement(); h < heads; h = next.getAndIncrement()) {
       try {
         task.accept(h);
       } catch (Throwable t) {
         failure.compareAndSet(null, t);
+      } finally {
+        done.countDown();
       }
     }
   }

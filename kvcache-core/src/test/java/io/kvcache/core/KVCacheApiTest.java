@@ -93,9 +93,10 @@ class KVCacheApiTest {
   }
 
   /**
-   * A shut-down pool rejects every helper, and an interrupted caller used to give up waiting: either
-   * way the call must still run every KV head and return the single-threaded result, with the cache
-   * consistent (positions advanced once) and the interrupt status kept.
+   * A shut-down pool rejects every helper, an interrupted caller used to give up waiting, and an
+   * executor may queue helpers it never starts: in each case the call must still run every KV head and
+   * return the single-threaded result, with the cache consistent (positions advanced once) and the
+   * interrupt status kept.
    */
   @Test
   void aRejectingExecutorOrAnInterruptedCallerStillRunsEveryHead() {
@@ -117,10 +118,13 @@ class KVCacheApiTest {
       }
       r.run();
     }).start();
+    float[] neverRun = new float[(n + 1) * qw];
+    java.util.concurrent.Executor queuedForever = r -> { }; // accepts every helper and never starts one
     try (KVCache a = Strategies.full().newCache(SHAPE); KVCache b = Strategies.full().newCache(SHAPE, dead);
-        KVCache c = Strategies.full().newCache(SHAPE, slow)) {
-      for (KVCache cache : new KVCache[] {a, b, c}) {
-        float[] out = cache == a ? serial : cache == b ? rejected : interrupted;
+        KVCache c = Strategies.full().newCache(SHAPE, slow);
+        KVCache d = Strategies.full().newCache(SHAPE, queuedForever)) {
+      for (KVCache cache : new KVCache[] {a, b, c, d}) {
+        float[] out = cache == a ? serial : cache == b ? rejected : cache == c ? interrupted : neverRun;
         if (cache == c) {
           Thread.currentThread().interrupt();
         }
@@ -134,6 +138,7 @@ class KVCacheApiTest {
     }
     assertArrayEquals(serial, rejected, "seed " + seed);
     assertArrayEquals(serial, interrupted, "seed " + seed);
+    assertArrayEquals(serial, neverRun, "seed " + seed);
   }
 
   /** A decode past the largest position is refused before it ends the prompt or stores anything. */
