@@ -20,8 +20,9 @@ import org.jocl.cl_platform_id;
 import org.jocl.cl_program;
 
 /**
- * {@link ClContext} over JOCL, with JOCL's own exceptions off so that every return code is checked here
- * and the exception names the call.
+ * {@link ClContext} over JOCL, with JOCL's own exceptions off so that every return code of a call that
+ * does work is checked here and the exception names the call (the releases at close are best effort; a
+ * failed {@code clFinish} there is reported).
  */
 final class JoclContext extends AbstractContext {
 
@@ -346,7 +347,9 @@ final class JoclContext extends AbstractContext {
     for (int i = 0; i < pinned.size(); i++) {
       clEnqueueUnmapMemObject(queue, pinned.get(i), pinnedMaps.get(i), 0, null, null);
     }
-    clFinish(queue);
+    // An earlier kernel's fault may surface only here: reported after everything is released. The
+    // releases themselves are best effort (nothing could be done about a failed one at close).
+    int finished = clFinish(queue);
     for (cl_mem m : pinned) {
       clReleaseMemObject(m);
     }
@@ -354,6 +357,7 @@ final class JoclContext extends AbstractContext {
     pinnedMaps.clear();
     clReleaseCommandQueue(queue);
     clReleaseContext(context);
+    ClException.check("clFinish (at close: a kernel or transfer enqueued earlier failed)", finished);
   }
 
   @Override

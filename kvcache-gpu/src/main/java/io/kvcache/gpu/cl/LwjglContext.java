@@ -13,7 +13,10 @@ import org.lwjgl.system.Configuration;
 import org.lwjgl.system.MemoryStack;
 import org.lwjgl.system.MemoryUtil;
 
-/** {@link ClContext} over LWJGL 3: small structs on the {@link MemoryStack}, every return code checked. */
+/**
+ * {@link ClContext} over LWJGL 3: small structs on the {@link MemoryStack}, every return code of a call that
+ * does work checked (the releases at close are best effort; a failed {@code clFinish} there is reported).
+ */
 final class LwjglContext extends AbstractContext {
 
   private static volatile boolean configured;
@@ -359,7 +362,9 @@ final class LwjglContext extends AbstractContext {
     for (int i = 0; i < pinned.size(); i++) {
       clEnqueueUnmapMemObject(queue, pinned.get(i), pinnedMaps.get(i), null, null);
     }
-    clFinish(queue);
+    // An earlier kernel's fault may surface only here: reported after everything is released. The
+    // releases themselves are best effort (nothing could be done about a failed one at close).
+    int finished = clFinish(queue);
     for (long m : pinned) {
       clReleaseMemObject(m);
     }
@@ -367,6 +372,7 @@ final class LwjglContext extends AbstractContext {
     pinnedMaps.clear();
     clReleaseCommandQueue(queue);
     clReleaseContext(context);
+    ClException.check("clFinish (at close: a kernel or transfer enqueued earlier failed)", finished);
   }
 
   @Override
