@@ -90,14 +90,20 @@ final class Charts {
     }
     for (var e : byName.entrySet()) {
       List<Double> x = new ArrayList<>();
+      List<Double> xNeedles = new ArrayList<>();
       List<Double> acc = new ArrayList<>();
       List<Double> inc = new ArrayList<>();
       for (QualityCommand.Row r : e.getValue()) {
         x.add(r.kvRatio());
-        acc.add(r.needleTrials() == 0 ? 0.0 : r.needleAccuracy());
         inc.add(r.increase());
+        if (r.needleTrials() > 0) { // no trials is no point (the table prints "-"), not 0%
+          xNeedles.add(r.kvRatio());
+          acc.add(r.needleAccuracy());
+        }
       }
-      needles.addSeries(e.getKey(), x, acc).setMarker(SeriesMarkers.CIRCLE);
+      if (!xNeedles.isEmpty()) {
+        needles.addSeries(e.getKey(), xNeedles, acc).setMarker(SeriesMarkers.CIRCLE);
+      }
       bits.addSeries(e.getKey(), x, inc).setMarker(SeriesMarkers.CIRCLE);
     }
     java.awt.image.BufferedImage left = BitmapEncoder.getBufferedImage(needles);

@@ -21,7 +21,8 @@ import java.util.List;
  *   <li>exact attention (the dense flash-decoding kernel reading pages through the selection).</li>
  * </ol>
  *
- * With a budget at least the cache's size every page is selected and the result equals dense decode.
+ * With a budget at least the cache's size every page is selected and the result is dense decode's, up to float
+ * rounding (the sparse pass splits the pages into chunks at other boundaries).
  * Close it to free its device buffers (the cache stays open).
  */
 public final class TopKDecoder implements AutoCloseable {

@@ -75,10 +75,10 @@ final class JoclContext extends AbstractContext {
     }
     int[] n = new int[1];
     int err = clGetPlatformIDs(0, null, n);
-    if (err == -1001 || n[0] == 0) {
+    if (err == -1001 || (err == CL_SUCCESS && n[0] == 0)) { // CL_PLATFORM_NOT_FOUND_KHR, or none listed
       throw new ClException("no OpenCL platform found (clGetPlatformIDs: " + err + ")");
     }
-    ClException.check("clGetPlatformIDs", err);
+    ClException.check("clGetPlatformIDs", err); // any other error, by its name
     cl_platform_id[] platforms = new cl_platform_id[n[0]];
     ClException.check("clGetPlatformIDs", clGetPlatformIDs(platforms.length, platforms, null));
     cl_platform_id chosenPlatform = null;

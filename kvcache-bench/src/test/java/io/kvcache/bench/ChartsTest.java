@@ -1,0 +1,31 @@
+package io.kvcache.bench;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The quality chart draws a strategy's needle accuracy only where needle trials ran. */
+class ChartsTest {
+
+  @Test
+  void rowsWithoutNeedleTrialsLeaveTheNeedlePanelWithoutThem(@TempDir Path tmp) throws Exception {
+    double[] err = {0.1, 0.2};
+    List<QualityCommand.Row> noTrials = List.of(
+        new QualityCommand.Row("full-f32", -1, 100, 2.0, 0.8, 0.0, 0, 0, err),
+        new QualityCommand.Row("snapKV", 256, 10, 0.1, 0.9, 0.1, 0, 0, err),
+        new QualityCommand.Row("snapKV", 512, 20, 0.2, 0.85, 0.05, 0, 0, err));
+    Path png = tmp.resolve("none.png");
+    Charts.quality(png, noTrials, "no trials");
+    assertTrue(Files.size(png) > 1000, "a chart is drawn with an empty needle panel");
+    List<QualityCommand.Row> mixed = List.of(
+        new QualityCommand.Row("snapKV", 256, 10, 0.1, 0.9, 0.1, 0, 0, err),
+        new QualityCommand.Row("snapKV", 512, 20, 0.2, 0.85, 0.05, 3, 10, err));
+    Path png2 = tmp.resolve("mixed.png");
+    Charts.quality(png2, mixed, "mixed");
+    assertTrue(Files.size(png2) > 1000);
+  }
+}
