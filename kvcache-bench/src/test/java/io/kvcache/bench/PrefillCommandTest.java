@@ -225,7 +225,16 @@ class PrefillCommandTest {
     assertThrows(IllegalArgumentException.class, () -> PrefillCommand.resolve("fastKV(0)", 64));
   }
 
-  /** Just enough JSON for the command's output: objects, arrays, strings without escapes, numbers. */
+  /** The JSON check above is only as strict as its reader: a missing or trailing comma is not JSON. */
+  @org.junit.jupiter.api.Test
+  void theJsonReaderRefusesWhatIsNotJson() {
+    assertEquals(java.util.Arrays.asList(1.0, null), new MiniJson("[1, null]").parse());
+    for (String bad : new String[] {"{\"a\": 1 \"b\": 2}", "[1 2]", "[1, ]", "{\"a\": 1,}"}) {
+      org.junit.jupiter.api.Assertions.assertThrows(AssertionError.class, () -> new MiniJson(bad).parse(), bad);
+    }
+  }
+
+  /** Just enough JSON for the command's output: objects, arrays, strings, numbers and null. */
   static final class MiniJson {
     private final String s;
     private int i;
@@ -256,10 +265,7 @@ class PrefillCommandTest {
           expect(':');
           m.put(k, value());
           skip();
-          if (s.charAt(i) == ',') {
-            i++;
-          }
-          skip();
+          separator('}');
         }
         i++;
         return m;
@@ -271,10 +277,7 @@ class PrefillCommandTest {
         while (s.charAt(i) != ']') {
           l.add(value());
           skip();
-          if (s.charAt(i) == ',') {
-            i++;
-          }
-          skip();
+          separator(']');
         }
         i++;
         return l;
@@ -285,6 +288,10 @@ class PrefillCommandTest {
         i = end + 1;
         return v;
       }
+      if (s.startsWith("null", i)) {
+        i += 4;
+        return null;
+      }
       int start = i;
       while (i < s.length() && "+-0123456789.eE".indexOf(s.charAt(i)) >= 0) {
         i++;
@@ -293,6 +300,19 @@ class PrefillCommandTest {
         throw new AssertionError("unexpected '" + c + "' at " + i);
       }
       return Double.parseDouble(s.substring(start, i));
+    }
+
+    /** After a member: a comma and another member, or the closing bracket; anything else is not JSON. */
+    private void separator(char close) {
+      if (s.charAt(i) == ',') {
+        i++;
+        skip();
+        if (s.charAt(i) == close) {
+          throw new AssertionError("trailing comma at " + i);
+        }
+      } else if (s.charAt(i) != close) {
+        throw new AssertionError("expected ',' or '" + close + "' at " + i + ", got '" + s.charAt(i) + "'");
+      }
     }
 
     private void expect(char c) {

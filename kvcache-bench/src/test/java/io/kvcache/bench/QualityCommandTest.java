@@ -149,17 +149,22 @@ class QualityCommandTest {
         ModelQuality.needle(text, 1000, 3, 5, 43).answer()), "seed 43 plants another value");
   }
 
-  /** Runs a command that must fail; returns what it printed on stderr. */
+  /**
+   * Runs a command that must be refused as the tool refuses it (the project's error handler): exit code
+   * 2 and one line on stderr, no stack trace; returns that line.
+   */
   static String failure(String... args) {
     PrintStreamCapture capture = new PrintStreamCapture();
     int rc;
     try {
-      rc = new CommandLine(new Main()).execute(args);
+      rc = Main.commandLine().execute(args);
     } finally {
       capture.close();
     }
-    assertTrue(rc != 0, "must fail: " + String.join(" ", args));
-    return capture.text();
+    String err = capture.text();
+    assertEquals(2, rc, "exit code of invalid input: " + String.join(" ", args) + "\n" + err);
+    assertTrue(!err.contains("\tat "), "one line, not a stack trace:\n" + err);
+    return err;
   }
 
   /** picocli prints an exception's trace through System.err: keep it out of the build log, for the check. */
