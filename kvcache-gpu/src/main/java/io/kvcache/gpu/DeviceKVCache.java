@@ -149,7 +149,10 @@ public final class DeviceKVCache implements AutoCloseable {
    *     on a device without NVIDIA tensor-core support
    */
   public DeviceKVCache(ClContext cl, AttentionShape shape, int capacity, GpuTuning tuning) {
-    java.util.Objects.requireNonNull(tuning, "tuning");
+    if (cl == null || shape == null || tuning == null) {
+      throw new IllegalArgumentException("cl, shape and tuning must not be null, got " + cl + ", " + shape + ", "
+          + tuning);
+    }
     checkCapacity(capacity);
     int hd = shape.headDim();
     if (hd < 16 || hd > 128 || Integer.bitCount(hd) != 1) {

@@ -107,6 +107,10 @@ public final class DeviceSkvqCache implements AutoCloseable {
    *     cannot run
    */
   public DeviceSkvqCache(ClContext cl, AttentionShape shape, int capacity, SkvqConfig config, GpuTuning tuning) {
+    if (cl == null || shape == null || config == null || tuning == null) {
+      throw new IllegalArgumentException("cl, shape, config and tuning must not be null, got " + cl + ", " + shape
+          + ", " + config + ", " + tuning);
+    }
     if (config.keyBits() != 2 || config.valueBits() != 1.5) {
       throw new IllegalArgumentException("DeviceSkvqCache takes keyBits 2 and valueBits 1.5 (the paper's default),"
           + " got keyBits=" + config.keyBits() + " valueBits=" + config.valueBits());

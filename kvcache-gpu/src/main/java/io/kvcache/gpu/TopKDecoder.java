@@ -76,6 +76,9 @@ public final class TopKDecoder implements AutoCloseable {
    * @throws IllegalArgumentException when {@code channels} exceeds the head dimension
    */
   public TopKDecoder(DeviceKVCache cache, Config config) {
+    if (cache == null || config == null) {
+      throw new IllegalArgumentException("cache and config must not be null, got " + cache + ", " + config);
+    }
     this.cache = cache;
     this.cl = cache.context();
     this.config = config;
