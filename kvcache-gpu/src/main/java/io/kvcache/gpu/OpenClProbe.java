@@ -16,10 +16,12 @@ import java.util.stream.Stream;
  * (PoCL, NVIDIA, ...). A backend asks this first, so that "no OpenCL here" becomes one clear log
  * line and the CPU kernels, rather than an {@link UnsatisfiedLinkError} deep in a binding.
  *
- * @param loader  the ICD loader library, if one was found
- * @param drivers the registered drivers, in file-name order
+ * @param loader     the ICD loader library, if one was found
+ * @param drivers    the registered drivers, in file-name order
+ * @param vendorsDir the directory the drivers were looked for in ({@code OCL_ICD_VENDORS} or
+ *                   {@link #VENDORS_DIR}), named when none is found
  */
-public record OpenClProbe(Optional<Path> loader, List<Driver> drivers) {
+public record OpenClProbe(Optional<Path> loader, List<Driver> drivers, Path vendorsDir) {
 
   /** Directories searched for the loader on Linux, in order. */
   public static final List<Path> LIBRARY_DIRS = List.of(Path.of("/usr/lib/x86_64-linux-gnu"),
@@ -40,12 +42,24 @@ public record OpenClProbe(Optional<Path> loader, List<Driver> drivers) {
   public record Driver(Path icdFile, String library) {}
 
   /**
-   * @param loader  the loader, or empty
-   * @param drivers the drivers, copied
+   * @param loader     the loader, or empty
+   * @param drivers    the drivers, copied
+   * @param vendorsDir the directory searched for drivers
    */
   public OpenClProbe {
     Objects.requireNonNull(loader, "loader");
+    Objects.requireNonNull(vendorsDir, "vendorsDir");
     drivers = List.copyOf(drivers);
+  }
+
+  /**
+   * A probe of the standard vendors directory.
+   *
+   * @param loader  the loader, or empty
+   * @param drivers the drivers, copied
+   */
+  public OpenClProbe(Optional<Path> loader, List<Driver> drivers) {
+    this(loader, drivers, VENDORS_DIR);
   }
 
   /**
@@ -90,7 +104,7 @@ public record OpenClProbe(Optional<Path> loader, List<Driver> drivers) {
         throw new IllegalStateException("cannot read OpenCL vendors directory " + vendorsDir + ": " + e.getMessage(), e);
       }
     }
-    return new OpenClProbe(loader, drivers);
+    return new OpenClProbe(loader, drivers, vendorsDir);
   }
 
   /** @return true when a loader and at least one driver are present */
@@ -105,7 +119,7 @@ public record OpenClProbe(Optional<Path> loader, List<Driver> drivers) {
           + "(pocl-opencl-icd for CPUs); using the CPU kernels";
     }
     if (drivers.isEmpty()) {
-      return "OpenCL unavailable: loader " + loader.get() + " found but no driver registered in " + VENDORS_DIR
+      return "OpenCL unavailable: loader " + loader.get() + " found but no driver registered in " + vendorsDir
           + "; install pocl-opencl-icd or a GPU driver; using the CPU kernels";
     }
     StringBuilder sb = new StringBuilder("OpenCL loader ").append(loader.get()).append(", drivers:");

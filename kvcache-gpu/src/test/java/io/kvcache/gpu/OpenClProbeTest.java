@@ -45,6 +45,8 @@ class OpenClProbeTest {
     assertFalse(noDriver.usable());
     assertTrue(noDriver.describe().contains("no driver") && noDriver.describe().contains("pocl-opencl-icd"),
         noDriver.describe());
+    assertTrue(noDriver.describe().contains("registered in " + tmp), "names the directory searched: "
+        + noDriver.describe());
   }
 
   @Test
