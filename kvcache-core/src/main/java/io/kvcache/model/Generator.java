@@ -68,6 +68,7 @@ public final class Generator {
       prefillNanos = t1 - t0;
       promptTokens = prompt.length;
       while (true) {
+        checkFinite(logits, n);
         int token = config.temperature() == 0 ? argmax(logits) : sample(logits, config, random);
         out[n++] = token;
         boolean go = listener == null || listener.onToken(n - 1, token);
@@ -90,6 +91,19 @@ public final class Generator {
   /** @return decode steps per second of the last generation (0 when it decoded none) */
   public double lastDecodeTokensPerSecond() {
     return decoded == 0 ? 0 : decoded * 1e9 / decodeNanos;
+  }
+
+  /**
+   * A NaN or infinite logit (corrupt weights, an overflow) would make argmax and sampling pick a token
+   * with no meaning: refused instead, naming the step and the token.
+   */
+  static void checkFinite(float[] logits, int step) {
+    for (int i = 0; i < logits.length; i++) {
+      if (!Float.isFinite(logits[i])) {
+        throw new IllegalStateException("the model's logit for token " + i + " is " + logits[i] + " at generation step "
+            + step + ": the weights or activations are not finite");
+      }
+    }
   }
 
   static int argmax(float[] a) {

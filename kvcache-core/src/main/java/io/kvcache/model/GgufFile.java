@@ -48,7 +48,7 @@ public final class GgufFile {
     this.tensors = Collections.unmodifiableMap(tensors);
   }
 
-  /** @return metadata: numbers as Long/Double/Float/Integer, strings, booleans, arrays as lists */
+  /** @return metadata: integers as Long, floats as Double, strings, booleans, arrays as lists */
   public Map<String, Object> metadata() {
     return metadata;
   }
@@ -208,6 +208,10 @@ public final class GgufFile {
       long nkv = u64("metadata count");
       if (nt < 0 || nt > MAX_COUNT || nkv < 0 || nkv > MAX_COUNT) {
         throw error(8, "tensor count " + nt + " or metadata count " + nkv + " is absurd, expected 0 to " + MAX_COUNT);
+      }
+      if (nt > Safetensors.MAX_TENSORS) {
+        throw error(8, nt + " tensors; at most " + Safetensors.MAX_TENSORS
+            + " are read (each is mapped into memory, and the OS limits a process's mappings)");
       }
       Map<String, Object> md = new LinkedHashMap<>();
       for (long i = 0; i < nkv; i++) {

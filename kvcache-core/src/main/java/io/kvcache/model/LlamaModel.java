@@ -29,6 +29,12 @@ public final class LlamaModel {
   /**
    * @param weights the weights, kept open by the caller
    * @param kernels matrix kernels, e.g. {@link MatrixKernels#get()}
+   * <p>A sequence's calls wait for the tasks they give {@code executor}: do not make those calls from
+   * the executor's own threads (a {@link Generator} submitted to the same fixed pool, say), or every
+   * thread can end up waiting for tasks that no thread is left to run.
+   *
+   * @param weights the weights, kept open by the caller
+   * @param kernels matrix kernels, e.g. {@link MatrixKernels#get()}
    * @param executor executor for the matrix products, or null to run on the calling thread
    * @param threads tasks per matrix product, 1 to 1024 (ignored without an executor)
    */
@@ -69,7 +75,8 @@ public final class LlamaModel {
    * Starts a sequence with its own KV cache.
    *
    * @param strategy  the KV-cache strategy; its {@link PrefillSchedule} shapes how prompts run
-   * @param maxChunk  most prompt tokens run together, 1 to 65536: the activation buffers' size
+   * @param maxChunk  most prompt tokens run together, 1 to 65536 and at most {@code 2^31 / } the widest
+   *                  activation (hidden, MLP or query width): the activation buffers' size
    * @return the sequence; close it to free the cache
    * @throws IllegalArgumentException when the schedule combines hooks the decoder does not support
    */
@@ -176,6 +183,12 @@ public final class LlamaModel {
             + "; the decoder runs one at a time");
       }
       chunk = maxChunk;
+      // Every activation buffer holds chunk rows of the widest activation: each must fit one array.
+      long widest = Math.max(Math.max(config.hidden(), config.intermediate()), config.qWidth());
+      if ((long) chunk * widest > Integer.MAX_VALUE - 8) {
+        throw new IllegalArgumentException("maxChunk * the widest activation must fit one array: " + chunk + " * "
+            + widest + " = " + (long) chunk * widest + "; use maxChunk <= " + (Integer.MAX_VALUE - 8) / widest);
+      }
       xs = single < layers ? new float[chunk * config.hidden()] : null;
       flops = new long[layers + 1];
       appended = new long[layers];
@@ -263,6 +276,12 @@ public final class LlamaModel {
       int sel = schedule.selectionLayer(layers);
       int skip = schedule.skipFromLayer(layers);
       int n = tokens.length;
+      if (sel < layers - 1 && n > 1 && (long) n * Math.max(config.hidden(), config.qWidth()) > Integer.MAX_VALUE - 8) {
+        // Token-selective propagation holds the whole prompt's hidden states and queries at its layer.
+        throw new IllegalArgumentException("a prompt of " + n + " tokens is too long for token-selective propagation"
+            + " on this model: its hidden states (" + n + " x " + Math.max(config.hidden(), config.qWidth())
+            + ") must fit one array");
+      }
       counting = true;
       try {
         if (sel < layers - 1 && n > 1 && wholeSelectionLayer) {

@@ -110,6 +110,9 @@ public final class LlamaWeights implements AutoCloseable {
     if (!Files.isRegularFile(cfgFile)) {
       throw new ModelFormatException(cfgFile + ": missing; expected a Hugging Face config.json");
     }
+    if (Files.size(cfgFile) > (16 << 20)) { // a config is a few KiB: read no more than 16 MiB of one
+      throw new ModelFormatException(cfgFile + ": " + Files.size(cfgFile) + " bytes; a config.json is at most 16 MiB");
+    }
     Object cfgJson;
     try {
       cfgJson = Json.parse(Files.readString(cfgFile, StandardCharsets.UTF_8), cfgFile.toString());
@@ -117,6 +120,8 @@ public final class LlamaWeights implements AutoCloseable {
       throw e;
     } catch (IllegalArgumentException e) {
       throw new ModelFormatException(e.getMessage());
+    } catch (java.nio.charset.CharacterCodingException e) {
+      throw new ModelFormatException(cfgFile + ": not UTF-8 text (" + e + ")");
     }
     if (!(cfgJson instanceof Map<?, ?> m)) {
       throw new ModelFormatException(cfgFile + ": offset 0: expected a JSON object");
@@ -174,6 +179,10 @@ public final class LlamaWeights implements AutoCloseable {
         float[] factors = rf.toFloats();
         invFreq = config.inverseFrequencies();
         for (int i = 0; i < invFreq.length; i++) {
+          if (!(factors[i] > 0) || Float.isInfinite(factors[i])) { // a divisor: positive and finite
+            throw new ModelFormatException(file + ": tensor rope_freqs.weight element " + i + " is " + factors[i]
+                + ", expected a positive finite divisor");
+          }
           invFreq[i] = invFreq[i] / factors[i];
         }
       }

@@ -20,6 +20,11 @@ final class Safetensors {
 
   /** A header larger than this is treated as corrupt rather than read. */
   static final long MAX_HEADER = 100L << 20;
+  /**
+   * Most tensors one file may hold. Each is its own memory mapping, and the OS allows a process about
+   * 65,000 (Linux's default): past that the JVM itself fails. A Llama checkpoint has about a thousand.
+   */
+  static final int MAX_TENSORS = 16384;
 
   private Safetensors() {}
 
@@ -68,6 +73,11 @@ final class Safetensors {
     }
     long dataStart = 8 + n;
     long dataLen = size - dataStart;
+    int tensors = header.size() - (header.containsKey("__metadata__") ? 1 : 0);
+    if (tensors > MAX_TENSORS) {
+      throw new ModelFormatException(file + ": offset 8: " + tensors + " tensors; at most " + MAX_TENSORS
+          + " are read (each is mapped into memory, and the OS limits a process's mappings)");
+    }
     for (Map.Entry<?, ?> e : header.entrySet()) {
       String name = (String) e.getKey();
       if (name.equals("__metadata__")) {

@@ -172,6 +172,106 @@ class LoaderErrorsTest {
     assertMessage(() -> LlamaWeights.loadGguf(f), "m.gguf", "offset 8", "absurd");
   }
 
+  /** Each tensor is a memory mapping and the OS limits them: more than the cap is refused before any is made. */
+  @Test
+  void tooManyTensorsAreRefusedBeforeMapping() throws IOException {
+    Path f = gguf();
+    byte[] b = Files.readAllBytes(f);
+    ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putLong(8, Safetensors.MAX_TENSORS + 1);
+    Files.write(f, b);
+    assertMessage(() -> LlamaWeights.loadGguf(f), "m.gguf", "offset 8", (Safetensors.MAX_TENSORS + 1) + " tensors",
+        "at most " + Safetensors.MAX_TENSORS);
+    StringBuilder header = new StringBuilder("{");
+    for (int i = 0; i <= Safetensors.MAX_TENSORS; i++) {
+      header.append(i == 0 ? "" : ",").append("\"t").append(i).append("\":{\"dtype\":\"F32\",\"shape\":[1],")
+          .append("\"data_offsets\":[0,4]}");
+    }
+    header.append("}");
+    byte[] h = header.toString().getBytes(StandardCharsets.UTF_8);
+    ByteBuffer st = ByteBuffer.allocate(8 + h.length + 4).order(ByteOrder.LITTLE_ENDIAN);
+    st.putLong(h.length).put(h).putFloat(1f);
+    Path many = tmp.resolve("many.safetensors");
+    Files.write(many, st.array());
+    assertMessage(() -> Safetensors.read(many, new java.util.HashMap<>(), new java.util.HashMap<>()),
+        "many.safetensors", (Safetensors.MAX_TENSORS + 1) + " tensors");
+  }
+
+  /** llama.cpp's rope_freqs are divisors of the base frequencies: zero, negative or infinite ones are refused. */
+  @Test
+  void ropeFrequencyDivisorsMustBePositiveAndFinite() throws IOException {
+    Path f = tmp.resolve("rope.gguf");
+    int half;
+    try (LlamaWeights w = LlamaWeights.load(TINY)) {
+      GgufWriter.writeLlama(w, f, DType.F32);
+      half = w.config().headDim() / 2;
+    }
+    // Rewrite the file with its rope_freqs tensor (written for the llama3 rule, or added) all zeros.
+    GgufFile g = GgufFile.read(f);
+    GgufWriter again = new GgufWriter();
+    for (var e : g.metadata().entrySet()) {
+      if (e.getKey().equals("general.alignment")) {
+        continue; // the writer writes its own
+      }
+      if (e.getValue() instanceof String v) {
+        again.putString(e.getKey(), v);
+      } else if (e.getValue() instanceof Long v) {
+        again.putU32(e.getKey(), v.intValue());
+      } else if (e.getValue() instanceof Double v) {
+        again.putF32(e.getKey(), v.floatValue());
+      }
+    }
+    boolean hadRope = false;
+    for (var e : g.tensors().entrySet()) {
+      Weight t = e.getValue();
+      boolean rope = e.getKey().equals("rope_freqs.weight");
+      hadRope |= rope;
+      again.addTensor(e.getKey(), DType.F32, t.rows(), t.cols(), rope ? new float[t.rows() * t.cols()] : t.toFloats());
+    }
+    if (!hadRope) {
+      again.addTensor("rope_freqs.weight", DType.F32, 1, half, new float[half]);
+    }
+    Path bad = tmp.resolve("bad-rope.gguf");
+    again.write(bad);
+    assertMessage(() -> LlamaWeights.loadGguf(bad), "bad-rope.gguf", "rope_freqs.weight element 0", "0.0",
+        "positive finite divisor");
+  }
+
+  /** A chunk whose activations cannot fit one array is refused by name, not as a negative array size. */
+  @Test
+  void aChunkTooLargeForTheModelsActivationsIsRefused() {
+    LlamaConfig wide = new LlamaConfig("wide", 64, 64, 65536, 1, 4, 2, 16, 1e-5f, 10000.0, null, false, true, false, 1,
+        2, 4096);
+    try (LlamaWeights w = RandomWeights.create(wide, 1)) {
+      LlamaModel m = LlamaModel.of(w);
+      IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+          () -> m.newSequence(io.kvcache.core.Strategies.full(), 65536));
+      assertTrue(e.getMessage().contains("maxChunk") && e.getMessage().contains("65536 * 65536")
+          && e.getMessage().contains("use maxChunk <= 32767"), e.getMessage());
+      m.newSequence(io.kvcache.core.Strategies.full(), 1024).close();
+    }
+  }
+
+  /** A config.json that is not UTF-8 names the file (it used to surface as a bare MalformedInputException). */
+  @Test
+  void aConfigThatIsNotUtf8IsNamed() throws IOException {
+    Path dir = tmp.resolve("latin1");
+    Files.createDirectories(dir);
+    Files.write(dir.resolve("config.json"), new byte[] {'{', '"', (byte) 0xE9, '"', ':', '1', '}'});
+    assertMessage(() -> LlamaWeights.loadHuggingFace(dir), "config.json", "not UTF-8");
+  }
+
+  /** A NaN or infinite logit would pick a meaningless token: generation stops, naming the token and step. */
+  @Test
+  void nonFiniteLogitsAreRefused() {
+    Generator.checkFinite(new float[] {1f, -3f}, 0);
+    IllegalStateException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+        () -> Generator.checkFinite(new float[] {1f, Float.NaN, 2f}, 5));
+    assertTrue(e.getMessage().contains("token 1 is NaN at generation step 5"), e.getMessage());
+    e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+        () -> Generator.checkFinite(new float[] {Float.POSITIVE_INFINITY}, 0));
+    assertTrue(e.getMessage().contains("Infinity"), e.getMessage());
+  }
+
   @Test
   void ggufMissingKeyAndTensorAreNamed() throws IOException {
     Path f = tmp.resolve("k.gguf");
