@@ -37,6 +37,7 @@ public final class GgufFile {
   /** Counts above these are treated as corruption, not honoured. */
   private static final long MAX_COUNT = 1L << 24;
   private static final long MAX_STRING = 1L << 26;
+  private static final long MAX_ARRAY = 1L << 22;
 
   private final Path file;
   private final Map<String, Object> metadata;
@@ -163,8 +164,11 @@ public final class GgufFile {
         case 9 -> {
           int et = u32("array element type of key " + key);
           long n = u64("array length of key " + key);
-          if (n < 0 || n > MAX_COUNT * 4) {
-            throw error(at, "key " + key + ": array length " + n + " is absurd, expected 0 to " + MAX_COUNT * 4);
+          // Elements are boxed (tens of bytes each): a tokenizer's vocabulary or merges, a few hundred
+          // thousand, is the largest array a model carries; four million leaves room without letting a
+          // small file ask for gigabytes of heap.
+          if (n < 0 || n > MAX_ARRAY) {
+            throw error(at, "key " + key + ": array length " + n + " is absurd, expected 0 to " + MAX_ARRAY);
           }
           if (et == 9) {
             throw error(at, "key " + key + ": nested arrays are not supported");

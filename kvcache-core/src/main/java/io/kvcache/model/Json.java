@@ -66,10 +66,16 @@ final class Json {
           if (!peek('"')) {
             throw error("a string key");
           }
+          int keyAt = i;
           String k = string();
           ws();
           expect(':');
           ws();
+          if (m.containsKey(k)) {
+            // Which of two values a reader takes is up to the reader: a file that says both is refused.
+            i = keyAt;
+            throw error("each key once, but \"" + k + "\" appears again");
+          }
           m.put(k, value(depth + 1));
           ws();
           if (peek(',')) {

@@ -251,6 +251,15 @@ class LoaderErrorsTest {
     }
   }
 
+  /** A key twice in a config.json or a safetensors header is refused: which value wins would be the reader's whim. */
+  @Test
+  void aKeyTwiceIsRefused() throws IOException {
+    Path dir = tmp.resolve("dup");
+    Files.createDirectories(dir);
+    Files.writeString(dir.resolve("config.json"), "{\"num_hidden_layers\": 1, \"num_hidden_layers\": 2}");
+    assertMessage(() -> LlamaWeights.loadHuggingFace(dir), "config.json", "\"num_hidden_layers\" appears again");
+  }
+
   /** A config.json that is not UTF-8 names the file (it used to surface as a bare MalformedInputException). */
   @Test
   void aConfigThatIsNotUtf8IsNamed() throws IOException {
