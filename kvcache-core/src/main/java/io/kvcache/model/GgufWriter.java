@@ -268,10 +268,13 @@ public final class GgufWriter {
     }
     boolean permute = !c.ropeInterleaved();
     g.addTensor("token_embd.weight", matrix, c.vocabSize(), c.hidden(), w.embedding.toFloats());
-    if (c.ropeScaling() != null) {
-      float[] base = new LlamaConfig(c.architecture(), c.vocabSize(), c.hidden(), c.intermediate(), c.layers(),
-          c.heads(), c.kvHeads(), c.headDim(), c.rmsEps(), c.ropeTheta(), null, c.ropeInterleaved(),
-          c.tieEmbeddings(), c.attentionBias(), c.bosId(), c.eosId(), c.maxPositions()).inverseFrequencies();
+    // The frequencies the weights use, as llama.cpp's divisors of the plain ones, whenever they differ from
+    // the plain ones: a config's llama3 rule, or a GGUF's own rope_freqs (whose config carries no rule, so
+    // testing the config alone dropped them on a round trip).
+    float[] base = new LlamaConfig(c.architecture(), c.vocabSize(), c.hidden(), c.intermediate(), c.layers(),
+        c.heads(), c.kvHeads(), c.headDim(), c.rmsEps(), c.ropeTheta(), null, c.ropeInterleaved(),
+        c.tieEmbeddings(), c.attentionBias(), c.bosId(), c.eosId(), c.maxPositions()).inverseFrequencies();
+    if (!java.util.Arrays.equals(base, w.invFreq)) {
       float[] factors = new float[base.length];
       for (int i = 0; i < base.length; i++) {
         factors[i] = base[i] / w.invFreq[i];

@@ -385,6 +385,28 @@ class LoaderErrorsTest {
     }
   }
 
+  /**
+   * A GGUF's rope_freqs survive a second write: loaded from GGUF, the weights carry the llama3 rule as
+   * frequencies and no rule in their config, and the writer used to test the config alone.
+   */
+  @Test
+  void ropeFrequenciesSurviveAGgufRoundTrip() throws IOException {
+    Path a = tmp.resolve("a.gguf"), b = tmp.resolve("b.gguf");
+    float[] fromHf;
+    try (LlamaWeights w = LlamaWeights.load(TINY)) {
+      org.junit.jupiter.api.Assumptions.assumeTrue(w.config().ropeScaling() != null, "the tiny model has a rope rule");
+      fromHf = w.invFreq.clone();
+      GgufWriter.writeLlama(w, a, DType.F32);
+    }
+    try (LlamaWeights w = LlamaWeights.loadGguf(a)) {
+      org.junit.jupiter.api.Assertions.assertArrayEquals(fromHf, w.invFreq, 1e-12f, "first write");
+      GgufWriter.writeLlama(w, b, DType.F32);
+    }
+    try (LlamaWeights w = LlamaWeights.loadGguf(b)) {
+      org.junit.jupiter.api.Assertions.assertArrayEquals(fromHf, w.invFreq, 1e-12f, "second write");
+    }
+  }
+
   static float[] lastLogits(LlamaWeights w, int[] tokens) {
     float[] logits = new float[w.config().vocabSize()];
     try (LlamaModel.Sequence s = LlamaModel.of(w).newSequence(GenerationTest.F32, tokens.length)) {
