@@ -79,9 +79,9 @@ public final class SafetensorsWriter {
       off += bytes;
     }
     h.append('}');
-    while (h.length() % 8 != 0) {
-      h.append(' ');
-    }
+    // Padded in bytes, not characters: a tensor name outside ASCII takes more than one byte.
+    int pad = (8 - h.toString().getBytes(StandardCharsets.UTF_8).length % 8) % 8;
+    h.append(" ".repeat(pad));
     byte[] hb = h.toString().getBytes(StandardCharsets.UTF_8);
     try (OutputStream out = new BufferedOutputStream(Files.newOutputStream(file), 1 << 16)) {
       ByteBuffer b = ByteBuffer.allocate(1 << 16).order(ByteOrder.LITTLE_ENDIAN);

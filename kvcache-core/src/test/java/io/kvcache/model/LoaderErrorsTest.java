@@ -407,6 +407,18 @@ class LoaderErrorsTest {
     }
   }
 
+  /** The writer pads its header to a multiple of 8 bytes, also when a name is not ASCII; it reads back. */
+  @Test
+  void aNonAsciiTensorNameIsPaddedInBytes() throws IOException {
+    Path f = tmp.resolve("names.safetensors");
+    new SafetensorsWriter().add("é", DType.F32, new int[] {2}, new float[] {1f, 2f}).write(f);
+    long headerLength = ByteBuffer.wrap(Files.readAllBytes(f), 0, 8).order(ByteOrder.LITTLE_ENDIAN).getLong();
+    org.junit.jupiter.api.Assertions.assertEquals(0, headerLength % 8, "header length " + headerLength);
+    java.util.Map<String, Weight> read = new java.util.HashMap<>();
+    Safetensors.read(f, read, new java.util.HashMap<>());
+    org.junit.jupiter.api.Assertions.assertArrayEquals(new float[] {1f, 2f}, read.get("é").toFloats());
+  }
+
   static float[] lastLogits(LlamaWeights w, int[] tokens) {
     float[] logits = new float[w.config().vocabSize()];
     try (LlamaModel.Sequence s = LlamaModel.of(w).newSequence(GenerationTest.F32, tokens.length)) {
