@@ -231,9 +231,7 @@ public final class Strategies {
    * @return the strategy, named {@code swiftKV(f,k)+codec}
    */
   public static KVCacheStrategy swiftKV(double skipFraction, int acrossGroup, StorageCodec codec) {
-    if (codec == null) {
-      throw new IllegalArgumentException("codec must not be null");
-    }
+    requireNonNull("codec", codec);
     return swiftKV(new io.kvcache.swiftkv.SwiftKVSchedule(skipFraction, acrossGroup), codec);
   }
 

@@ -27,8 +27,8 @@ public final class LlamaModel {
   private final int threads;
 
   /**
-   * @param weights the weights, kept open by the caller
-   * @param kernels matrix kernels, e.g. {@link MatrixKernels#get()}
+   * A model over {@code weights}.
+   *
    * <p>A sequence's calls wait for the tasks they give {@code executor}: do not make those calls from
    * the executor's own threads (a {@link Generator} submitted to the same fixed pool, say), or every
    * thread can end up waiting for tasks that no thread is left to run.

@@ -267,7 +267,7 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
     }
     int r = 0;
     if (lay.vb.ternary() && rows >= 4) {
-      unpackTernary(lay, p.vt, codes);
+      unpackTernary(lay, p.vt, codes, 0);
     }
     for (; r + 4 <= rows; r += 4) {
       if (lay.vb.ternary()) {
@@ -339,16 +339,12 @@ final class VectorFusedKernels extends SkvqCodec.SupportingKernels {
   }
 
   /**
-   * Unpacks a page's base-3 value codes into {@code codes}, one short per code ({@link Layout#vCodeScratch}):
-   * each run of 8 bytes once per digit, 16 bytes at a time. Done once per page for all of a tile's row
-   * blocks, it replaces a multiply-and-shift decode per row block and token with one load and one
-   * conversion, and leaves registers for a 4 x 16 accumulator tile ({@link #accumulate4Codes}).
+   * Unpacks a page's base-3 value codes into {@code codes} from {@code base} on, one short per code
+   * ({@link Layout#vCodeScratch} of them): 16 bytes at a time, each widened once for its five digits.
+   * Done once per page for all of a tile's row blocks, it replaces a multiply-and-shift decode per row
+   * block and token with one load and one conversion, and leaves registers for a 4 x 16 accumulator
+   * tile ({@link #accumulateRun4x2}).
    */
-  private static void unpackTernary(Layout lay, byte[] trits, short[] codes) {
-    unpackTernary(lay, trits, codes, 0);
-  }
-
-  /** {@link #unpackTernary(Layout, byte[], short[])} into {@code codes} from {@code base} on. */
   private static void unpackTernary(Layout lay, byte[] trits, short[] codes, int base) {
     int nv = lay.vNv, n = nv * Layout.UNIT;
     // Digit i of a byte q is ((q * 3^i mod 256) * 3) >> 8, so each digit follows from the one before

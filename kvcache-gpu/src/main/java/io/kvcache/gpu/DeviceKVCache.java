@@ -411,17 +411,10 @@ public final class DeviceKVCache implements AutoCloseable {
   }
 
   /**
-   * Appends tokens to a layer: their keys and values, {@code [t][kvHead][headDim]}, and positions.
-   * Only these tokens travel to the device.
-   *
-   * @param layer     the layer
-   * @param tokens    how many, at least 0
-   * @param k         keys, {@code tokens * kvHeads * headDim} floats, finite and within the f16 range
-   * @param v         values, same layout
-   * @param positions positions, {@code tokens} of them, non-negative
-   * @throws IllegalArgumentException for wrong lengths, or when the layer would exceed its capacity
+   * What {@link #append} would refuse, checked without storing anything: lengths, the layer's capacity,
+   * the f16 range and the positions ({@code GpuKVCache} checks a decode's token before it ends the prompt).
    */
-  public void append(int layer, int tokens, float[] k, float[] v, int[] positions) {
+  void checkAppend(int layer, int tokens, float[] k, float[] v, int[] positions) {
     checkLayer(layer);
     int w = kvh * d;
     if (tokens < 0 || k.length < (long) tokens * w || v.length < (long) tokens * w || positions.length < tokens) {
@@ -433,9 +426,6 @@ public final class DeviceKVCache implements AutoCloseable {
       throw new IllegalArgumentException("layer " + layer + " holds " + size[layer] + " of " + capacity
           + " tokens; cannot append " + tokens);
     }
-    if (tokens == 0) {
-      return;
-    }
     // Checked before anything is stored, as the CPU cache does: f16 turns these into inf or NaN.
     for (int i = 0; i < tokens * w; i++) {
       if (!(Math.abs(k[i]) <= F16_MAX) || !(Math.abs(v[i]) <= F16_MAX)) {
@@ -444,10 +434,37 @@ public final class DeviceKVCache implements AutoCloseable {
       }
     }
     for (int t = 0; t < tokens; t++) {
-      if (positions[t] < 0) {
-        throw new IllegalArgumentException("positions[" + t + "] must be >= 0, got " + positions[t]);
+      // Integer.MAX_VALUE marks an empty slot in the kernels, as HeadStore.EMPTY does on the CPU.
+      if (positions[t] < 0 || positions[t] == Integer.MAX_VALUE) {
+        throw new IllegalArgumentException("positions[" + t + "] must be in [0, " + Integer.MAX_VALUE + "), got "
+            + positions[t]);
       }
     }
+  }
+
+  /**
+   * Appends tokens to a layer: their keys and values, {@code [t][kvHead][headDim]}, and positions.
+   * Only these tokens travel to the device.
+   *
+   * @param layer     the layer
+   * @param tokens    how many, at least 0
+   * @param k         keys, {@code tokens * kvHeads * headDim} floats, finite and within the f16 range
+   * @param v         values, same layout
+   * @param positions positions, {@code tokens} of them, in {@code [0, Integer.MAX_VALUE)}
+   * @throws IllegalArgumentException for wrong lengths, values outside the f16 range, a position out of
+   *     range, or when the layer would exceed its capacity
+   */
+  public void append(int layer, int tokens, float[] k, float[] v, int[] positions) {
+    checkAppend(layer, tokens, k, v, positions);
+    appendChecked(layer, tokens, k, v, positions);
+  }
+
+  /** {@link #append} of what {@link #checkAppend} has passed. */
+  void appendChecked(int layer, int tokens, float[] k, float[] v, int[] positions) {
+    if (tokens == 0) {
+      return;
+    }
+    int w = kvh * d;
     // A decode's one token reuses the cache's staging array; a prompt's chunk gets its own.
     short[] staged = tokens == 1 ? staged1 : new short[tokens * 2 * w];
     for (int t = 0; t < tokens; t++) {
@@ -500,7 +517,6 @@ public final class DeviceKVCache implements AutoCloseable {
    */
   public void decode(int layer, float[] q, int position, float[] out) {
     checkLayer(layer);
-    qOnDevice = false; // a top-k step that failed after uploading its query must not lend it to this one
     run(layer, q, position, out, partial, dummyMap, 0, size[layer]);
   }
 
@@ -648,18 +664,14 @@ public final class DeviceKVCache implements AutoCloseable {
       return;
     }
     closed = true;
-    for (ClEvent e : events) {
-      e.close();
-    }
-    for (AutoCloseable c : new AutoCloseable[] {append, partial, reduce, prefill, dummyMap, stage, stagePos, qBuf,
-        outBuf, partBuf}) {
-      closeQuietly(c);
-    }
-    java.util.List<AutoCloseable> layers = new java.util.ArrayList<>();
+    discardEvents(events);
+    // Buffers not yet grown are null (closeAll skips them).
+    List<AutoCloseable> all = new ArrayList<>(java.util.Arrays.asList(append, partial, reduce, prefill, dummyMap,
+        stage, stagePos, qBuf, outBuf, partBuf));
     for (int l = 0; l < kv.length; l++) {
-      layers.add(kv[l]);
-      layers.add(pos[l]);
+      all.add(kv[l]);
+      all.add(pos[l]);
     }
-    closeAll(layers);
+    closeAll(all);
   }
 }

@@ -138,9 +138,6 @@ final class GpuKVCache implements KVCache {
             + " is at " + next[layer] + ")");
       }
       int p = positions == null ? (int) implicit : positions[t];
-      if (p == Integer.MAX_VALUE) { // the kernels' mark of an empty slot, as HeadStore.EMPTY on the CPU
-        throw new IllegalArgumentException("positions must be < " + Integer.MAX_VALUE + ", got " + p + " at index " + t);
-      }
       if (p < (t == 0 ? next[layer] : pos[t - 1] + 1)) {
         throw new IllegalArgumentException("positions must increase strictly from >= " + next[layer] + ", got " + p
             + " at index " + t);
@@ -173,24 +170,9 @@ final class GpuKVCache implements KVCache {
       checkRange("v", v, vOff, kw);
       checkRange("out", out, outOff, qw);
       io.kvcache.core.Checks.finite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
-      // Likewise what the device append would refuse (f16 range, capacity, the largest position): checked
-      // before endPrefill, so that a refused decode leaves the prompt open and nothing stored.
-      for (int i = 0; i < kw; i++) {
-        if (!(Math.abs(k[kOff + i]) <= DeviceKVCache.F16_MAX) || !(Math.abs(v[vOff + i]) <= DeviceKVCache.F16_MAX)) {
-          throw new IllegalArgumentException("k and v must be finite and within the f16 range (|x| <= 65504); at index "
-              + i + " k=" + k[kOff + i] + ", v=" + v[vOff + i]);
-        }
-      }
-      if (dev.size(layer) >= dev.capacity()) {
-        throw new IllegalArgumentException("layer " + layer + " holds " + dev.size(layer) + " of " + dev.capacity()
-            + " tokens; cannot decode another");
-      }
-      if (next[layer] >= Integer.MAX_VALUE - 1) {
+      if (next[layer] >= Integer.MAX_VALUE - 1) { // as the CPU cache: no decode at the last position
         throw new IllegalStateException("layer " + layer + " has reached the largest position (next would be "
             + next[layer] + ")");
-      }
-      if (!ended) {
-        endPrefill();
       }
       int p = next[layer];
       // One token's arrays at offset 0 for the device calls, in scratch kept by the cache: nothing is
@@ -198,7 +180,13 @@ final class GpuKVCache implements KVCache {
       System.arraycopy(k, kOff, kTok, 0, kw);
       System.arraycopy(v, vOff, vTok, 0, kw);
       posTok[0] = p;
-      dev.append(layer, 1, kTok, vTok, posTok);
+      // What the device append would refuse (f16 range, capacity), checked before endPrefill, so that a
+      // refused decode leaves the prompt open and nothing stored.
+      dev.checkAppend(layer, 1, kTok, vTok, posTok);
+      if (!ended) {
+        endPrefill();
+      }
+      dev.appendChecked(layer, 1, kTok, vTok, posTok);
       next[layer] = p + 1;
       attendOne(layer, q, qOff, p, out, outOff);
     }

@@ -126,6 +126,12 @@ class GpuAttentionBackendTest {
       IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> b.decode(0, q, k, v, out));
       assertTrue(e.getMessage().contains("65504") && e.getMessage().contains("1000000"), e.getMessage());
       assertEquals(1, b.stats().totalRetained() / s.kvHeads(), "nothing stored");
+      k[3] = 0f;
+      // Integer.MAX_VALUE is the kernels' mark of an empty slot: refused as a position.
+      e = assertThrows(IllegalArgumentException.class,
+          () -> b.prefill(0, 1, new int[] {Integer.MAX_VALUE}, q, 0, k, 0, v, 0, out, 0));
+      assertTrue(e.getMessage().contains("2147483647"), e.getMessage());
+      assertEquals(1, b.stats().totalRetained() / s.kvHeads(), "still nothing stored");
       b.endPrefill(); // still open
     }
   }
