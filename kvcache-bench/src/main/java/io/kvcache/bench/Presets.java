@@ -45,6 +45,11 @@ final class Presets {
     // KVCrush holds its observation window and at least one representative inside the budget.
     m.put("kvCrush", b -> Strategies.kvCrush(io.kvcache.kvcrush.KVCrush.builder(b)
         .window(Math.max(1, Math.min(32, b - (int) Math.round(0.25 * b)))).build()));
+    // KVCrush over H2O's accumulated attention (the authors' own pairing), each bucket represented by its
+    // most important token: the configuration whose mean synthetic error is below SnapKV's and H2O's.
+    m.put("kvCrush-h2o", b -> Strategies.kvCrush(io.kvcache.kvcrush.KVCrush.builder(b)
+        .importance(io.kvcache.kvcrush.KVCrush.Importance.H2O)
+        .representative(io.kvcache.kvcrush.KVCrush.Representative.MOST_IMPORTANT).build()));
     // RocketKV's budget is what a decode step reads; stage 1 keeps sqrt(T * budget) tokens.
     m.put("rocketKV", b -> Strategies.rocketKV(Math.max(32, b)));
     m.put("skvq-k2v1.5", b -> Strategies.skvq());

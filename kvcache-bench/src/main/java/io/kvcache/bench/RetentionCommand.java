@@ -36,6 +36,11 @@ final class RetentionCommand implements Runnable {
   @Option(names = "--seeds", defaultValue = "3", description = "Workloads (seeds) averaged; 0 skips the fidelity table.")
   int seeds = 3;
 
+  @Option(names = "--first-seed", defaultValue = "1",
+      description = "The first workload seed; seeds first-seed .. first-seed + seeds - 1 (a later range checks a "
+          + "result on workloads it was not seen on).")
+  int firstSeed = 1;
+
   @Option(names = "--overhead-prompt", defaultValue = "32768",
       description = "Prompt tokens for the overhead timing; 0 skips it.")
   int overheadPrompt = 32768;
@@ -44,10 +49,16 @@ final class RetentionCommand implements Runnable {
       description = "Also time SnapKV's selection at the overhead prompt (doubles the run).")
   boolean overheadSnapKV;
 
+  @Option(names = "--overhead-h2o", defaultValue = "false",
+      description = "Also time KVCrush over H2O (most-important representatives) and the full cache, whose prefill "
+          + "is the attention alone: H2O scores every prompt query during the prefill, KVCrush selects at its end.")
+  boolean overheadH2O;
+
   @Override
   public void run() {
     // Checked here, by option name, rather than failing deep in a policy with its parameter's name.
     io.kvcache.core.Checks.inRange("--seeds", seeds, 0, 1_000_000);
+    io.kvcache.core.Checks.inRange("--first-seed", firstSeed, 0, Integer.MAX_VALUE - 1_000_000);
     io.kvcache.core.Checks.inRange("--decode", decode, 1, 1 << 20);
     if (!(share > 0 && share <= 1)) {
       throw new IllegalArgumentException("--budget-share must be in (0, 1], got " + share);
@@ -84,9 +95,14 @@ final class RetentionCommand implements Runnable {
     strategies.add(Strategies.kvCrush(KVCrush.builder(budget).crushShare(0.5).build()));
     strategies.add(Strategies.kvCrush(KVCrush.builder(budget).crushShare(0.1).build()));
     strategies.add(Strategies.kvCrush(KVCrush.builder(budget).importance(KVCrush.Importance.H2O).build()));
+    for (KVCrush.Importance imp : KVCrush.Importance.values()) {
+      strategies.add(Strategies.kvCrush(KVCrush.builder(budget).importance(imp)
+          .representative(KVCrush.Representative.MOST_IMPORTANT).build()));
+    }
     System.out.printf(Locale.ROOT, "fidelity: shape %s, prompt %d, decode %d, budget %d (%.0f%%), %d seeds, "
-        + "WorkloadSpec.standard%n", shape, prompt, decode, budget, share * 100, seeds);
-    System.out.printf(Locale.ROOT, "%-40s %12s %12s %12s %12s %12s %12s%n", "strategy", "mean error", "seed sd",
+        + "WorkloadSpec.standard, seeds %d-%d%n", shape, prompt, decode, budget, share * 100, seeds, firstSeed,
+        firstSeed + seeds - 1);
+    System.out.printf(Locale.ROOT, "%-54s %12s %12s %12s %12s %12s %12s%n", "strategy", "mean error", "seed sd",
         "seed median", "max error", "vs snapKV", "below snapKV");
     // SnapKV is the second strategy; every other is compared with it seed by seed (paired), because the
     // spread between seeds is larger than the differences between the policies.
@@ -94,10 +110,10 @@ final class RetentionCommand implements Runnable {
     for (KVCacheStrategy s : strategies) {
       double[] e = new double[seeds];
       double mean = 0, max = 0;
-      for (int seed = 1; seed <= seeds; seed++) {
-        SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(prompt, decode, seed));
+      for (int i = 0; i < seeds; i++) {
+        SyntheticWorkload w = new SyntheticWorkload(shape, WorkloadSpec.standard(prompt, decode, firstSeed + i));
         Fidelity.Result r = Fidelity.compare(s, w, 256);
-        e[seed - 1] = r.meanError();
+        e[i] = r.meanError();
         mean += r.meanError() / seeds;
         max = Math.max(max, r.maxError());
       }
@@ -123,7 +139,7 @@ final class RetentionCommand implements Runnable {
         diff = String.format(Locale.ROOT, "%+.4f", d);
         below = wins + "/" + seeds;
       }
-      System.out.printf(Locale.ROOT, "%-40s %12.4f %12.4f %12.4f %12.4f %12s %12s%n", s.name(), mean, sd, median, max,
+      System.out.printf(Locale.ROOT, "%-54s %12.4f %12.4f %12.4f %12.4f %12s %12s%n", s.name(), mean, sd, median, max,
           diff, below);
     }
   }
@@ -136,21 +152,33 @@ final class RetentionCommand implements Runnable {
       list.add(Strategies.snapKV(overheadPrompt / 4, 32, 7));
     }
     list.add(Strategies.kvCrush(overheadPrompt / 4));
+    if (overheadH2O) {
+      list.add(Strategies.full());
+      list.add(Strategies.kvCrush(KVCrush.builder(overheadPrompt / 4).importance(KVCrush.Importance.H2O)
+          .representative(KVCrush.Representative.MOST_IMPORTANT).build()));
+    }
     // Warm-up on a short prompt so that the timed run measures compiled code, not the JIT.
     // A served model runs the selection once per layer and request, so it is warm; compile it first.
     AttentionShape warmShape = new AttentionShape(16, 4, 1, 128);
     for (int rep = 0; rep < 3; rep++) {
       for (KVCacheStrategy s : list) {
-        timeOne(warmShape, s.toBuilder().retention(s.retention() instanceof KVCrush
-            ? KVCrush.builder(256).build() : io.kvcache.retention.SnapKV.of(256, 32, 7)).build(), 1024, false);
+        timeOne(warmShape, s.toBuilder().retention(smallBudget(s.retention())).build(), 1024, false);
       }
     }
     System.out.printf(Locale.ROOT, "overhead: shape %s, prompt %d in chunks of 1024, budget %d (25%%), f16, after a"
         + " warm-up (3 x 16 layers x 1024 tokens)%n", shape, overheadPrompt, overheadPrompt / 4);
-    System.out.printf(Locale.ROOT, "%-40s %14s %16s %10s%n", "strategy", "prefill ms", "endPrefill ms", "ratio");
+    System.out.printf(Locale.ROOT, "%-54s %14s %16s %10s%n", "strategy", "prefill ms", "endPrefill ms", "ratio");
     for (KVCacheStrategy s : list) {
       timeOne(shape, s, overheadPrompt, true);
     }
+  }
+
+  /** The same policy at a budget of 256, for the warm-up's 1024-token prompts. */
+  private static io.kvcache.retention.RetentionPolicy smallBudget(io.kvcache.retention.RetentionPolicy r) {
+    if (r instanceof KVCrush k) {
+      return KVCrush.builder(256).importance(k.importance()).representative(k.representative()).build();
+    }
+    return r instanceof io.kvcache.retention.SnapKV ? io.kvcache.retention.SnapKV.of(256, 32, 7) : r;
   }
 
   private static void timeOne(AttentionShape shape, KVCacheStrategy s, int n, boolean print) {
@@ -174,7 +202,7 @@ final class RetentionCommand implements Runnable {
       end = System.nanoTime() - t0;
     }
     if (print) {
-      System.out.printf(Locale.ROOT, "%-40s %14.1f %16.2f %9.3f%%%n", s.name(), prefill / 1e6, end / 1e6,
+      System.out.printf(Locale.ROOT, "%-54s %14.1f %16.2f %9.3f%%%n", s.name(), prefill / 1e6, end / 1e6,
           100.0 * end / prefill);
     }
   }

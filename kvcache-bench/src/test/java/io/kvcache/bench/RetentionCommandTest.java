@@ -17,6 +17,8 @@ class RetentionCommandTest {
     assertTrue(err.contains("--decode must be in [1,") && err.contains("got 0"), err);
     err = CompareCommandTest.refused("retention", "--seeds", "-1");
     assertTrue(err.contains("--seeds must be in [0,"), err);
+    err = CompareCommandTest.refused("retention", "--first-seed", "-1");
+    assertTrue(err.contains("--first-seed must be in [0,") && err.contains("got -1"), err);
     err = CompareCommandTest.refused("retention", "--seeds", "0", "--overhead-prompt", "100");
     assertTrue(err.contains("--overhead-prompt must be in [1024,") && err.contains("got 100"), err);
     err = CompareCommandTest.refused("retention", "--prompt", "256", "--budget-share", "0.1");

@@ -111,14 +111,26 @@ public abstract class HeadStore {
   }
 
   /**
-   * A counter that changes whenever a page's contents change (append, evict, compaction), so that
-   * readers can cache per-page summaries and know when to refresh them.
+   * A counter that changes whenever a page's contents change (append, evict, compaction, a codec
+   * re-encoding slots in place), so that readers can cache per-page summaries and know when to refresh
+   * them.
    *
    * @param page a page index
    * @return the page's version
    */
   public final int pageVersion(int page) {
     return pageVersion[page];
+  }
+
+  /**
+   * Says that a page's contents changed other than by an append, eviction or compaction (a codec
+   * that re-encodes slots in place, as SKVQ quantizing a token that left its window), so that
+   * {@link #pageVersion} moves and readers refresh what they cached of the page.
+   *
+   * @param page a page index
+   */
+  protected final void contentChanged(int page) {
+    pageVersion[page]++;
   }
 
   /**
@@ -336,10 +348,13 @@ public abstract class HeadStore {
   public void prepareQueries(float[] q, int qOff, int rows, AttentionKernels kernels) {}
 
   /**
-   * Called by attention after it has read the store (a prefill chunk's or a decode step's attention, or
-   * a weights pass): a store with deferred work does it here. SKVQ moves the pages that have left its
-   * full-precision window into quantized storage, so that a prefill chunk attends to its own tokens at
-   * full precision, as the method prescribes. Default: nothing.
+   * Called after attention has read the store (a prefill chunk's or a decode step's attention, or
+   * before and after a weights pass): a store with deferred work does it here. SKVQ moves the pages that
+   * have left its full-precision window into quantized storage, so that a prefill chunk attends to its
+   * own tokens at full precision, as the method prescribes. {@code PagedKVCache} defers the call to the
+   * layer's next append (and to the end of the prompt, and to {@code stats()}), so that layers sharing a
+   * cache attend to the same store ({@link io.kvcache.reader.PagedAttention#deferWindowStep}). Calling it
+   * again with nothing new is harmless. Default: nothing.
    */
   public void attentionDone() {}
 

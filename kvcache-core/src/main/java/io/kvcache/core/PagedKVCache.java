@@ -55,6 +55,9 @@ final class PagedKVCache implements KVCache {
     this.work = new PagedAttention[shape.kvHeads()];
     for (int h = 0; h < work.length; h++) {
       work[h] = new PagedAttention(strategy.kernels(), d);
+      // The store's window step waits for the layer's next append (settle): a layer sharing this one's
+      // cache (attendPrefill / attendDecode) must see what this layer's own queries saw.
+      work[h].deferWindowStep(true);
     }
     this.window = strategy.retention().observationWindow();
     this.decodeWeights = strategy.retention().wantsDecodeWeights();
@@ -118,11 +121,8 @@ final class PagedKVCache implements KVCache {
     checkEncodable(layer, tokens, k, kOff, v, vOff);
 
     store(layer, tokens, k, kOff, v, vOff, pos);
-    // The step a prefill's attention ends with: a store with deferred work (SKVQ quantizes the pages
-    // that left its full-precision window, calibrating on the first) does it now, on the same rows.
-    for (int h = 0; h < shape.kvHeads(); h++) {
-      stores[layer][h].attentionDone();
-    }
+    // The stores' deferred step (SKVQ quantizing what left its window) waits for the layer's next append,
+    // as after a prefill's attention, so that rows appended and rows prefilled end up stored alike.
     afterChunk(layer, tokens, null, 0, pos);
   }
 
@@ -144,7 +144,20 @@ final class PagedKVCache implements KVCache {
     Checks.finite("v", v, vOff, tokens * kw);
   }
 
+  /**
+   * The stores' deferred step ({@link HeadStore#attentionDone}) for one layer, which its attentions left
+   * for later: taken before the layer's next append, before a retention step at the end of the prompt,
+   * and before the bytes are counted, so that every attention sees what it would see had each taken the
+   * step when it was done, while the layers that share this one's cache see what it saw.
+   */
+  private void settle(int layer) {
+    for (int h = 0; h < shape.kvHeads(); h++) {
+      stores[layer][h].attentionDone();
+    }
+  }
+
   private void store(int layer, int tokens, float[] k, int kOff, float[] v, int vOff, int[] pos) {
+    settle(layer);
     int kw = shape.kvWidth();
     for (int h = 0; h < shape.kvHeads(); h++) {
       HeadStore store = stores[layer][h];
@@ -181,6 +194,7 @@ final class PagedKVCache implements KVCache {
     }
     prefillEnded = true;
     for (int layer = 0; layer < shape.layers(); layer++) {
+      settle(layer);
       retention.endPrefill(access(layer));
     }
     for (int layer = 0; layer < windowQ.length; layer++) {
@@ -212,6 +226,7 @@ final class PagedKVCache implements KVCache {
       endPrefill();
     }
     int pos = nextPos[layer];
+    settle(layer);
     for (int h = 0; h < shape.kvHeads(); h++) {
       stores[layer][h].append(k, kOff + h * d, v, vOff + h * d, pos);
     }
@@ -278,6 +293,7 @@ final class PagedKVCache implements KVCache {
     int[][] retained = new int[shape.layers()][shape.kvHeads()];
     long payload = 0, meta = 0;
     for (int layer = 0; layer < shape.layers(); layer++) {
+      settle(layer); // bytes as they stand once the last attention's deferred step is taken
       for (int h = 0; h < shape.kvHeads(); h++) {
         HeadStore s = stores[layer][h];
         retained[layer][h] = s.size();

@@ -34,8 +34,9 @@ import java.util.SplittableRandom;
  *   <li><b>Anchor grouping.</b> The candidates, exactly the unprotected tokens the importance policy
  *       evicts, are sorted by the Hamming distance of their signature to an anchor vector (ties by
  *       position) and split into {@code crush} buckets of equal size.</li>
- *   <li><b>Representatives.</b> The first token of every bucket is kept; the other candidates are
- *       evicted.</li>
+ *   <li><b>Representatives.</b> One token of every bucket is kept, by default its first (the authors'
+ *       choice: uniformly spaced along the sorted list), or with {@link Representative#MOST_IMPORTANT}
+ *       the one the importance policy scores highest; the other candidates are evicted.</li>
  * </ol>
  * Every KV head then holds exactly {@code min(promptTokens, budget)} tokens. Decode tokens are
  * appended and kept, as with SnapKV: KVCrush compresses the prompt once.
@@ -66,6 +67,20 @@ public final class KVCrush implements RetentionPolicy {
     MEAN
   }
 
+  /** Which token of a bucket is kept as its representative. */
+  public enum Representative {
+    /**
+     * The bucket's first token in (distance, position) order: representatives uniformly spaced along
+     * the sorted candidates, as both of the authors' implementations take them.
+     */
+    FIRST,
+    /**
+     * The bucket's token with the highest importance score (the score the importance policy ranks by),
+     * ties to the first: a deviation from the authors' implementations, measured in docs/kvcrush.md.
+     */
+    MOST_IMPORTANT
+  }
+
   private final int budget;
   private final int crush;
   private final double crushShare;
@@ -73,6 +88,7 @@ public final class KVCrush implements RetentionPolicy {
   private final int window;
   private final int pool;
   private final Anchor anchor;
+  private final Representative representative;
   private final long seed;
 
   private KVCrush(Builder b) {
@@ -91,6 +107,7 @@ public final class KVCrush implements RetentionPolicy {
     this.window = b.window;
     this.pool = b.pool;
     this.anchor = b.anchor;
+    this.representative = b.representative;
     this.seed = b.seed;
     int importanceBudget = budget - crush;
     if (importance == Importance.SNAPKV && importanceBudget < window) {
@@ -135,10 +152,16 @@ public final class KVCrush implements RetentionPolicy {
     return anchor;
   }
 
+  /** @return which token of a bucket is kept */
+  public Representative representative() {
+    return representative;
+  }
+
   @Override
   public String name() {
     return "kvCrush(" + budget + "," + importance.name().toLowerCase(java.util.Locale.ROOT) + ",crush=" + crush
-        + "," + anchor.name().toLowerCase(java.util.Locale.ROOT) + ")";
+        + "," + anchor.name().toLowerCase(java.util.Locale.ROOT)
+        + (representative == Representative.FIRST ? "" : ",most-important") + ")";
   }
 
   @Override
@@ -164,6 +187,7 @@ public final class KVCrush implements RetentionPolicy {
     private int window = 32;
     private int pool = 7;
     private Anchor anchor = Anchor.RANDOM;
+    private Representative representative = Representative.FIRST;
     private long seed;
 
     private Builder(int budget) {
@@ -223,6 +247,18 @@ public final class KVCrush implements RetentionPolicy {
     }
 
     /**
+     * @param representative which token of a bucket is kept; default {@link Representative#FIRST}
+     * @return this builder
+     */
+    public Builder representative(Representative representative) {
+      if (representative == null) {
+        throw new IllegalArgumentException("representative must not be null");
+      }
+      this.representative = representative;
+      return this;
+    }
+
+    /**
      * @param seed seed of the random anchor; default 0
      * @return this builder
      */
@@ -278,20 +314,23 @@ public final class KVCrush implements RetentionPolicy {
   /**
    * Keeps representatives of the candidates, the tokens {@code i < n} with {@code keep[i] == false}
    * (those the importance policy evicts): sorted by the Hamming distance of their signature to the
-   * anchor, ties by index (so by position), split into {@code reps} buckets of equal size, and the first
-   * token of each bucket marked kept. Fewer candidates than {@code reps} are all kept.
+   * anchor, ties by index (so by position), split into {@code reps} buckets of equal size, and one
+   * token of each bucket marked kept: its first, or with {@code score} its highest-scored (ties to the
+   * first). Fewer candidates than {@code reps} are all kept.
    *
    * @param sig     signatures, {@code words} longs per token
    * @param words   longs per signature
    * @param anchor  the anchor, {@code words} longs
    * @param n       tokens
    * @param reps    buckets, {@code >= 0}
+   * @param score   the tokens' importance scores ({@code score[i]}, {@code i < n}), or null to keep each
+   *                bucket's first token
    * @param keep    in: the importance policy's choice; out: plus the representatives
    * @param scratch at least {@code n} entries
    * @return the number of representatives kept, {@code min(reps, candidates)}
    */
-  static int keepRepresentatives(long[] sig, int words, long[] anchor, int n, int reps, boolean[] keep,
-      long[] scratch) {
+  static int keepRepresentatives(long[] sig, int words, long[] anchor, int n, int reps, float[] score,
+      boolean[] keep, long[] scratch) {
     int nc = 0;
     for (int i = 0; i < n; i++) {
       if (!keep[i]) {
@@ -305,8 +344,19 @@ public final class KVCrush implements RetentionPolicy {
     Arrays.sort(scratch, 0, nc);
     int r = Math.min(reps, nc);
     for (int b = 0; b < r; b++) {
-      // Bucket b is sorted entries [b * nc / r, (b + 1) * nc / r); its first entry represents it.
-      keep[(int) scratch[(int) ((long) b * nc / r)]] = true;
+      // Bucket b is sorted entries [b * nc / r, (b + 1) * nc / r).
+      int lo = (int) ((long) b * nc / r);
+      int best = (int) scratch[lo];
+      if (score != null) {
+        int hi = (int) ((long) (b + 1) * nc / r);
+        for (int e = lo + 1; e < hi; e++) {
+          int t = (int) scratch[e];
+          if (score[t] > score[best]) {
+            best = t;
+          }
+        }
+      }
+      keep[best] = true;
     }
     return r;
   }
@@ -482,7 +532,8 @@ public final class KVCrush implements RetentionPolicy {
         }
         // 3. The importance policy's own choice, then 4. representatives of what it evicts.
         TokenSelection.top(kvScore[h], 0, p, importanceBudget - protectedCount[h], keep, lscratch);
-        keepRepresentatives(sig, words, anchorVec, p, crush, keep, lscratch);
+        keepRepresentatives(sig, words, anchorVec, p, crush,
+            representative == Representative.MOST_IMPORTANT ? kvScore[h] : null, keep, lscratch);
         for (int i = 0; i < p; i++) {
           if (!keep[i]) {
             store.evict(order[h][i]);

@@ -276,6 +276,11 @@ public final class LlamaModel {
       int sel = schedule.selectionLayer(layers);
       int skip = schedule.skipFromLayer(layers);
       int n = tokens.length;
+      if (sel < layers - 1 && n > (1 << 21)) {
+        // Checked before any layer runs: the selection packs positions into 21 bits, and a prompt refused
+        // after the first layers had filled the cache would leave the sequence half-prefilled.
+        throw new IllegalArgumentException("token-selective propagation supports prompts up to 2^21 tokens, got " + n);
+      }
       if (sel < layers - 1 && n > 1 && (long) n * Math.max(config.hidden(), config.qWidth()) > Integer.MAX_VALUE - 8) {
         // Token-selective propagation holds the whole prompt's hidden states and queries at its layer.
         throw new IllegalArgumentException("a prompt of " + n + " tokens is too long for token-selective propagation"

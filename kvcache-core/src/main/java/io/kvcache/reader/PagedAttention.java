@@ -51,6 +51,7 @@ public final class PagedAttention {
   private float[] l = new float[0];
   private int[] rowPos = new int[0];
   private final int[] one = new int[1];
+  private boolean deferWindowStep;
 
   /**
    * @param kernels the kernels to run (scalar or vector)
@@ -65,6 +66,19 @@ public final class PagedAttention {
     this.d = headDim;
     this.pageBuf = new float[2 * headDim * P];
     this.vOff = headDim * P;
+  }
+
+  /**
+   * Whether {@link #attend}, {@link #decode} and {@link #decodePages} leave the store's deferred step
+   * ({@link HeadStore#attentionDone}: SKVQ quantizing what left its window) to the caller instead of
+   * taking it when they are done. A cache whose layers share stores (SwiftKV's AcrossKV) defers it to
+   * the next append, so that a sharing layer's queries see the store exactly as the owning layer's
+   * did. {@link #weights} takes the step before it reads, whichever is set. Default: not deferred.
+   *
+   * @param defer true to leave the step to the caller
+   */
+  public void deferWindowStep(boolean defer) {
+    this.deferWindowStep = defer;
   }
 
   /** @return the kernels this instance runs */
@@ -197,7 +211,9 @@ public final class PagedAttention {
         }
       }
     }
-    store.attentionDone();
+    if (!deferWindowStep) {
+      store.attentionDone();
+    }
   }
 
   /**
@@ -310,6 +326,7 @@ public final class PagedAttention {
       int posOff, float scale, float[] acc, int accStride) {
     checkStore(store);
     checkRows(tokens, group, q, qOff, qTokenStride, positions, posOff);
+    store.attentionDone(); // a step an attention deferred: the weights are those of the settled store
     if (accStride < store.pageCount() * P) {
       throw new IllegalArgumentException("accStride must be >= slots (" + store.pageCount() * P + "), got " + accStride);
     }

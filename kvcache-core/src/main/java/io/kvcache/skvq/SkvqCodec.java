@@ -4,7 +4,6 @@ import io.kvcache.codec.HeadStore;
 import io.kvcache.codec.StorageCodec;
 import io.kvcache.kernel.AttentionKernels;
 import io.kvcache.kernel.Kernels;
-import java.util.Objects;
 
 /**
  * SKVQ storage (arXiv 2405.06219): keys and values of old tokens as clipped group-wise codes of 1 to 8
@@ -25,7 +24,10 @@ public final class SkvqCodec implements StorageCodec {
   private final int calibTokens;
 
   private SkvqCodec(SkvqConfig config, float[] keys, float[] values, int tokens) {
-    this.config = Objects.requireNonNull(config, "config");
+    if (config == null) {
+      throw new IllegalArgumentException("config must not be null");
+    }
+    this.config = config;
     this.calibKeys = keys;
     this.calibValues = values;
     this.calibTokens = tokens;
@@ -52,6 +54,10 @@ public final class SkvqCodec implements StorageCodec {
    * @return the calibrated codec; stores of another head dimension reject it
    */
   public SkvqCodec withCalibration(float[] keys, float[] values, int tokens) {
+    if (keys == null || values == null) {
+      throw new IllegalArgumentException("keys and values must not be null, got " + (keys == null ? "null" : "an array")
+          + " and " + (values == null ? "null" : "an array"));
+    }
     if (tokens < 1) {
       throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
     }

@@ -221,6 +221,9 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       f[valueAt(idx, c)] = Float.floatToFloat16(v[vOff + c]);
     }
     qmask[page] &= (short) ~(1 << idx);
+    if (qmask[page] == 0) {
+      qp[page] = null; // no quantized slot left: the block is not held (nor counted) for nothing
+    }
   }
 
   @Override
@@ -351,13 +354,16 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       qSum = new float[rows * lay.kGroups];
       split = new float[2 * rows * P];
       tmpS = new float[rows * P];
-      oPerm = new float[rows * headDim];
       tmpAcc = new float[rows * (P + 1) * lay.vGroups];
       vCodes = new short[lay.vCodeScratch];
       if (lay.vb.ternary() && lay.vGroups == 1) {
         runCodes = new short[(RUN_MAX - 1) * P * headDim + lay.vCodeScratch];
         runTmp = new float[rows * (RUN_MAX * P + 1)];
       }
+    }
+    if (!vIdentity && oPerm.length < rows * headDim) {
+      // Only a real value permutation needs outputs in permuted order (none with groups spanning the head).
+      oPerm = new float[rows * headDim];
     }
     for (int r = 0; r < rows; r++) {
       int src = qOff + r * headDim;
@@ -512,6 +518,7 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
     long windowStart = maxPos - cfg.window() + 1;
     for (int p = 0; p < pages; p++) {
       if (full[p] == null) {
+        dropEvictedCodes(p); // wholly quantized: nothing to quantize, but evictions may have emptied it
         continue;
       }
       int pageMax = -1;
@@ -538,9 +545,24 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       for (int j = 0; j < P; j++) {
         anyFull |= position(p * P + j) != EMPTY && (qmask[p] & (1 << j)) == 0;
       }
+      dropEvictedCodes(p);
       if (!anyFull && qmask[p] != 0) {
         full[p] = null; // every live slot is quantized: the f16 part goes
       }
+    }
+  }
+
+  /** Clears the quantized bits of evicted slots, and with the last of them releases the page's codes. */
+  private void dropEvictedCodes(int p) {
+    short live = 0;
+    for (int j = 0; j < P; j++) {
+      if (position(p * P + j) != EMPTY) {
+        live |= (short) (qmask[p] & (1 << j));
+      }
+    }
+    qmask[p] = live;
+    if (live == 0) {
+      qp[p] = null;
     }
   }
 
@@ -578,6 +600,7 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       }
     }
     qmask[page] |= (short) (1 << j);
+    contentChanged(page); // the slot's key is now its codes: summaries of the page (RocketKV's bounds) are stale
   }
 
   private void calibrate() {

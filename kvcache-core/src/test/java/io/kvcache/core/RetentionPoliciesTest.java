@@ -111,7 +111,11 @@ class RetentionPoliciesTest {
             8, 0),
         Arguments.of("kvCrush-h2o", KVCrush.builder(80).importance(KVCrush.Importance.H2O).build(), 80, 0, 30),
         Arguments.of("kvCrush-h2o-alternating", KVCrush.builder(80).importance(KVCrush.Importance.H2O)
-            .anchor(KVCrush.Anchor.ALTERNATING).build(), 80, 0, 30));
+            .anchor(KVCrush.Anchor.ALTERNATING).build(), 80, 0, 30),
+        Arguments.of("kvCrush-h2o-most-important", KVCrush.builder(80).importance(KVCrush.Importance.H2O)
+            .representative(KVCrush.Representative.MOST_IMPORTANT).build(), 80, 0, 30),
+        Arguments.of("kvCrush-snapKV-most-important", KVCrush.builder(96).window(16)
+            .representative(KVCrush.Representative.MOST_IMPORTANT).build(), 96, 16, 0));
   }
 
   /**
@@ -147,7 +151,7 @@ class RetentionPoliciesTest {
             cache.decode(layer, in.q, t * SHAPE.queryWidth(), in.k, t * SHAPE.kvWidth(), in.v, t * SHAPE.kvWidth(),
                 in.out, t * SHAPE.queryWidth());
             // Each layer writes the same output rows; check this layer's before the next overwrites them.
-            in.assertExact(rec.held[layer][0], t, label + " layer " + layer + " t=" + t + " seed " + seed);
+            in.assertExact(rec.held[layer], t, label + " layer " + layer + " t=" + t + " seed " + seed);
           }
           for (int layer = 0; layer < SHAPE.layers(); layer++) {
             for (int h = 0; h < SHAPE.kvHeads(); h++) {
@@ -199,7 +203,7 @@ class RetentionPoliciesTest {
         for (int layer = 0; layer < SHAPE.layers(); layer++) {
           cache.decode(layer, in.q, t * SHAPE.queryWidth(), in.k, t * SHAPE.kvWidth(), in.v, t * SHAPE.kvWidth(),
               in.out, t * SHAPE.queryWidth());
-          worst = Math.max(worst, in.maxError(rec.held[layer][0], t));
+          worst = Math.max(worst, in.maxError(rec.held[layer], t));
         }
         int expected = holdsBudgetInDecode ? budget : budget + t - prompt + 1;
         for (int[] layer : cache.stats().retained()) {
@@ -328,7 +332,7 @@ class RetentionPoliciesTest {
         for (int layer = 0; layer < SHAPE.layers(); layer++) {
           cache.decode(layer, in.q, t * SHAPE.queryWidth(), in.k, t * SHAPE.kvWidth(), in.v, t * SHAPE.kvWidth(),
               in.out, t * SHAPE.queryWidth());
-          in.assertExact(rec.held[layer][0], t, "h2o layer " + layer + " t=" + t + " seed " + seed);
+          in.assertExact(rec.held[layer], t, "h2o layer " + layer + " t=" + t + " seed " + seed);
           for (int h = 0; h < SHAPE.kvHeads(); h++) {
             int[] held = rec.held[layer][h];
             assertEquals(heavy + recent, held.length, "decode t=" + t + " seed " + seed);
@@ -397,7 +401,9 @@ class RetentionPoliciesTest {
         Arguments.of(Strategies.snapKV(4096, 32, 7)),
         Arguments.of(Strategies.h2o(2048, 2048)),
         Arguments.of(Strategies.kvCrush(4096)),
-        Arguments.of(Strategies.kvCrush(KVCrush.builder(4096).importance(KVCrush.Importance.H2O).build())));
+        Arguments.of(Strategies.kvCrush(KVCrush.builder(4096).importance(KVCrush.Importance.H2O).build())),
+        Arguments.of(Strategies.kvCrush(KVCrush.builder(4096).importance(KVCrush.Importance.H2O)
+            .representative(KVCrush.Representative.MOST_IMPORTANT).build())));
   }
 
   @ParameterizedTest(name = "{0}")
@@ -640,26 +646,32 @@ class RetentionPoliciesTest {
       }
     }
 
-    /** The largest relative error of decode token {@code t}'s rows of KV head 0 against exact attention over {@code held}. */
-    double maxError(int[] heldKvHead0, int t) {
-      int[] keys = Arrays.stream(heldKvHead0).sorted().distinct().toArray();
+    /**
+     * The largest relative error of decode token {@code t}'s rows, every query head against exact
+     * attention over the positions its KV head holds ({@code held[kvHead]}: the heads may hold
+     * different sets).
+     */
+    double maxError(int[][] held, int t) {
       double worst = 0;
-      for (int head = 0; head < SHAPE.groupSize(); head++) {
+      for (int head = 0; head < SHAPE.queryHeads(); head++) {
+        int[] keys = Arrays.stream(held[head / SHAPE.groupSize()]).sorted().distinct().toArray();
         double[] ref = Reference.row(SHAPE, q, t, head, k, v, keys, keys.length);
         worst = Math.max(worst, Reference.rowError(out, t * SHAPE.queryWidth() + head * SHAPE.headDim(), ref));
       }
       return worst;
     }
 
-    /** Asserts that decode token {@code t}'s output equals exact attention over {@code held} (all heads). */
-    void assertExact(int[] heldKvHead0, int t, String where) {
-      // Both KV heads of layer 0 may hold different sets; check the query heads of KV head 0 only.
-      TreeSet<Integer> set = new TreeSet<>();
-      for (int p : heldKvHead0) {
-        set.add(p);
-      }
-      int[] keys = set.stream().mapToInt(Integer::intValue).toArray();
-      for (int head = 0; head < SHAPE.groupSize(); head++) {
+    /**
+     * Asserts that decode token {@code t}'s output equals exact attention, each query head over the
+     * positions its own KV head holds ({@code held[kvHead]}).
+     */
+    void assertExact(int[][] held, int t, String where) {
+      for (int head = 0; head < SHAPE.queryHeads(); head++) {
+        TreeSet<Integer> set = new TreeSet<>();
+        for (int p : held[head / SHAPE.groupSize()]) {
+          set.add(p);
+        }
+        int[] keys = set.stream().mapToInt(Integer::intValue).toArray();
         double[] ref = Reference.row(SHAPE, q, t, head, k, v, keys, keys.length);
         double err = Reference.rowError(out, t * SHAPE.queryWidth() + head * SHAPE.headDim(), ref);
         assertTrue(err <= 1e-5, where + " head " + head + " error " + err);

@@ -15,8 +15,11 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
 /**
- * Invariants every preset proves: what it keeps, and that it equals full attention over what it
- * keeps. Runs with whichever kernels the JVM picked (the build runs it with both).
+ * StreamingLLM's invariants (what it keeps, and that it equals full attention over what it keeps) and
+ * the observation window's weights. The budgeted policies' invariants are in
+ * {@link RetentionPoliciesTest}, SKVQ's in {@code SkvqAttentionTest}, RocketKV's, FastKV's and SwiftKV's
+ * in their own classes. Runs with whichever kernels the JVM picked; the build runs this class and
+ * {@link RetentionPoliciesTest} with the scalar kernels too.
  */
 class StrategyInvariantsTest {
 

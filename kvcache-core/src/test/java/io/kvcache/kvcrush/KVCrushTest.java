@@ -2,6 +2,7 @@ package io.kvcache.kvcrush;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvcache.codec.HeadStore;
@@ -71,7 +72,7 @@ class KVCrushTest {
       keep[i] = rnd.nextInt(4) == 0; // the importance policy's choice
     }
     boolean[] before = keep.clone();
-    int kept = KVCrush.keepRepresentatives(sig, words, anchor, n, reps, keep, new long[n]);
+    int kept = KVCrush.keepRepresentatives(sig, words, anchor, n, reps, null, keep, new long[n]);
     assertEquals(reps, kept, "one representative per bucket, seed " + seed);
 
     // Reference: candidates ordered by (distance, position), split into reps equal buckets.
@@ -93,8 +94,60 @@ class KVCrushTest {
     boolean[] few = new boolean[n];
     Arrays.fill(few, true);
     few[3] = few[50] = false;
-    assertEquals(2, KVCrush.keepRepresentatives(sig, words, anchor, n, reps, few, new long[n]));
+    assertEquals(2, KVCrush.keepRepresentatives(sig, words, anchor, n, reps, null, few, new long[n]));
     assertTrue(few[3] && few[50]);
+  }
+
+  @Test
+  void mostImportantRepresentativeIsTheBucketsHighestScoredToken() {
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    int n = 300, words = 1, reps = 23;
+    long[] sig = new long[n];
+    float[] score = new float[n];
+    boolean[] keep = new boolean[n];
+    for (int i = 0; i < n; i++) {
+      sig[i] = rnd.nextInt(8);
+      score[i] = rnd.nextInt(40); // integer scores: ties inside buckets
+      keep[i] = rnd.nextInt(5) == 0;
+    }
+    long[] anchor = {0b011};
+    boolean[] before = keep.clone();
+    assertEquals(reps, KVCrush.keepRepresentatives(sig, words, anchor, n, reps, score, keep, new long[n]));
+
+    Integer[] cand = java.util.stream.IntStream.range(0, n).filter(i -> !before[i]).boxed().toArray(Integer[]::new);
+    Arrays.sort(cand, (a, b) -> {
+      int da = Long.bitCount(sig[a] ^ anchor[0]), db = Long.bitCount(sig[b] ^ anchor[0]);
+      return da != db ? Integer.compare(da, db) : Integer.compare(a, b);
+    });
+    boolean[] expected = before.clone();
+    boolean differs = false;
+    for (int b = 0; b < reps; b++) {
+      int lo = (int) ((long) b * cand.length / reps), hi = (int) ((long) (b + 1) * cand.length / reps);
+      int best = cand[lo];
+      for (int e = lo + 1; e < hi; e++) {
+        if (score[cand[e]] > score[best]) {
+          best = cand[e]; // strictly greater: ties stay with the earlier token
+        }
+      }
+      expected[best] = true;
+      differs |= best != cand[lo];
+    }
+    assertTrue(differs, "the case must tell the two choices apart, seed " + seed);
+    assertArrayEquals(expected, keep, "highest score of each bucket, ties to the first, seed " + seed);
+  }
+
+  @Test
+  void representativeChoiceIsValidatedAndNamed() {
+    KVCrush first = KVCrush.builder(512).build();
+    KVCrush most = KVCrush.builder(512).representative(KVCrush.Representative.MOST_IMPORTANT).build();
+    assertEquals(KVCrush.Representative.FIRST, first.representative());
+    assertEquals(KVCrush.Representative.MOST_IMPORTANT, most.representative());
+    assertEquals("kvCrush(512,snapkv,crush=120,random)", first.name());
+    assertEquals("kvCrush(512,snapkv,crush=120,random,most-important)", most.name());
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+        () -> KVCrush.builder(512).representative(null));
+    assertTrue(e.getMessage().contains("representative"), e.getMessage());
   }
 
   @Test

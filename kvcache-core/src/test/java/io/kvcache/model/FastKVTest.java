@@ -81,6 +81,29 @@ class FastKVTest {
     }
   }
 
+  /**
+   * A prompt longer than token-selective propagation takes (2^21 tokens) is refused before any layer
+   * runs: refused after the first layers had filled the cache, it left the sequence half-prefilled.
+   */
+  @Test
+  void aPromptTooLongForTheSelectionIsRefusedBeforeAnyLayerRuns() throws IOException {
+    long seed = TinyModels.seed();
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      LlamaModel model = LlamaModel.of(w);
+      KVCacheStrategy fast = Strategies.fastKV(TokenSelectivePropagation.ofLength(0.5, 20, 8, 7), 12, 8, 7);
+      try (LlamaModel.Sequence seq = model.newSequence(fast, 256)) {
+        int[] tooLong = new int[(1 << 21) + 1];
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+            () -> seq.prefill(tooLong, new float[model.config().vocabSize()]));
+        assertTrue(e.getMessage().contains("2^21") && e.getMessage().contains(String.valueOf(tooLong.length)),
+            e.getMessage());
+        for (long seen : seq.cache().stats().tokensSeen()) {
+          assertEquals(0, seen, "nothing was stored, seed=" + seed);
+        }
+      }
+    }
+  }
+
   /** The token the runs of these tests decode after the prompt: the same for every strategy compared. */
   static int decodeToken(int[] prompt) {
     return prompt.length == 0 ? 0 : prompt[prompt.length / 2];

@@ -311,4 +311,16 @@ class SkvqCodecTest {
   static float f16(float x) {
     return Float.float16ToFloat(Float.floatToFloat16(x));
   }
+
+  @org.junit.jupiter.api.Test
+  void nullArgumentsAreRefusedByName() {
+    IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+        () -> SkvqCodec.of(null));
+    org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("config"), e.getMessage());
+    SkvqCodec codec = SkvqCodec.of(SkvqConfig.paperDefault());
+    e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+        () -> codec.withCalibration(null, new float[4], 1));
+    org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("keys and values must not be null"),
+        e.getMessage());
+  }
 }

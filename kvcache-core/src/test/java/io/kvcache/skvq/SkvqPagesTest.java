@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvcache.codec.HeadStore;
 import java.util.Random;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -73,5 +74,59 @@ class SkvqPagesTest {
     e = assertThrows(IllegalArgumentException.class,
         () -> pages.readQuantizedPage(0, new int[3], vc, ks, kz, vs, vz));
     assertTrue(e.getMessage().contains("got 3"), e.getMessage());
+  }
+
+  /**
+   * Quantizing a slot changes the page's key in place, so its version must move (RocketKV's reader
+   * caches page bounds by version: stale bounds of the f16 keys no longer bound the codes); and a page
+   * whose quantized slots are all evicted drops its quantized block from what it holds and counts.
+   */
+  @Test
+  void quantizingMovesThePageVersionAndEvictedCodesAreReleased() {
+    int d = 64;
+    SkvqConfig cfg = SkvqConfig.of(2, 2).withWindow(16, 1);
+    HeadStore store = SkvqCodec.of(cfg).newStore(d);
+    SkvqPages pages = (SkvqPages) store;
+    long seed = io.kvcache.core.TestData.seed();
+    Random rnd = new Random(seed);
+    float[] k = new float[d], v = new float[d];
+    int n = 64;
+    for (int t = 0; t < n; t++) {
+      for (int c = 0; c < d; c++) {
+        k[c] = (float) rnd.nextGaussian();
+        v[c] = (float) rnd.nextGaussian();
+      }
+      store.append(k, 0, v, 0, t);
+    }
+    int[] before = new int[store.pageCount()];
+    for (int p = 0; p < before.length; p++) {
+      before[p] = store.pageVersion(p);
+    }
+    store.attentionDone(); // positions 1 .. 47 leave the window of 16 and are quantized
+    for (int p = 0; p < before.length; p++) {
+      boolean quantized = pages.quantizedSlots(p) != 0;
+      assertEquals(quantized, store.pageVersion(p) != before[p], "page " + p + " quantized " + quantized
+          + ": its version moves exactly when its slots were re-encoded, seed " + seed);
+    }
+    assertTrue(pages.quantizedSlots(1) == 0xFFFF, "page 1 (positions 16-31) is wholly quantized");
+    long held = store.payloadBytes();
+    for (int j = 0; j < 16; j++) {
+      store.evict(16 + j);
+    }
+    store.attentionDone();
+    assertEquals(0, pages.quantizedSlots(1), "no quantized slot left on page 1");
+    assertTrue(store.payloadBytes() < held, "the evicted page's codes are no longer held: " + store.payloadBytes()
+        + " of " + held);
+    // The page is reused by later appends, in full precision, and reads back what was written.
+    for (int c = 0; c < d; c++) {
+      k[c] = c;
+      v[c] = -c;
+    }
+    int slot = store.append(k, 0, v, 0, n);
+    float[] back = new float[d];
+    store.readKey(slot, back, 0);
+    for (int c = 0; c < d; c++) {
+      assertEquals(c, back[c], 0f, "key channel " + c);
+    }
   }
 }
