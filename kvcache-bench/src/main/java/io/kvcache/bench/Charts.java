@@ -74,6 +74,20 @@ final class Charts {
    * @throws IOException when the file cannot be written
    */
   static void quality(Path file, List<QualityCommand.Row> rows, String title) throws IOException {
+    XYChart[] panels = qualityPanels(rows, title);
+    java.awt.image.BufferedImage left = BitmapEncoder.getBufferedImage(panels[0]);
+    java.awt.image.BufferedImage right = BitmapEncoder.getBufferedImage(panels[1]);
+    java.awt.image.BufferedImage both = new java.awt.image.BufferedImage(left.getWidth() + right.getWidth(),
+        Math.max(left.getHeight(), right.getHeight()), java.awt.image.BufferedImage.TYPE_INT_RGB);
+    java.awt.Graphics2D g = both.createGraphics();
+    g.drawImage(left, 0, 0, null);
+    g.drawImage(right, left.getWidth(), 0, null);
+    g.dispose();
+    javax.imageio.ImageIO.write(both, "png", file.toFile());
+  }
+
+  /** The quality chart's two panels, needles then bits per byte, before they are drawn. */
+  static XYChart[] qualityPanels(List<QualityCommand.Row> rows, String title) {
     XYChart needles = new XYChartBuilder().width(800).height(560).title("Needle retrieval (" + title + ")")
         .xAxisTitle("KV memory vs full f16 cache").yAxisTitle("exact-match accuracy").build();
     XYChart bits = new XYChartBuilder().width(800).height(560).title("Bits per byte increase over the full f32 cache")
@@ -106,14 +120,6 @@ final class Charts {
       }
       bits.addSeries(e.getKey(), x, inc).setMarker(SeriesMarkers.CIRCLE);
     }
-    java.awt.image.BufferedImage left = BitmapEncoder.getBufferedImage(needles);
-    java.awt.image.BufferedImage right = BitmapEncoder.getBufferedImage(bits);
-    java.awt.image.BufferedImage both = new java.awt.image.BufferedImage(left.getWidth() + right.getWidth(),
-        Math.max(left.getHeight(), right.getHeight()), java.awt.image.BufferedImage.TYPE_INT_RGB);
-    java.awt.Graphics2D g = both.createGraphics();
-    g.drawImage(left, 0, 0, null);
-    g.drawImage(right, left.getWidth(), 0, null);
-    g.dispose();
-    javax.imageio.ImageIO.write(both, "png", file.toFile());
+    return new XYChart[] {needles, bits};
   }
 }

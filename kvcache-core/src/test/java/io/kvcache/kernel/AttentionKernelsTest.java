@@ -4,7 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.SplittableRandom;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -20,13 +19,12 @@ import org.junit.jupiter.params.provider.ValueSource;
  */
 class AttentionKernelsTest {
 
-  static AttentionKernels vector;
   static final AttentionKernels scalar = Kernels.scalar();
 
-  @BeforeAll
-  static void vectorOrSkip() {
+  /** The vector kernels, or the calling test skipped (only that test: the scalar-only ones still run). */
+  static AttentionKernels vector() {
     Assumptions.assumeTrue(Kernels.vectorAvailable(), "jdk.incubator.vector not available");
-    vector = Kernels.vector();
+    return Kernels.vector();
   }
 
   static long seed() {
@@ -111,7 +109,7 @@ class AttentionKernelsTest {
         float[] s1 = new float[rows * stride + 5];
         float[] s2 = new float[rows * stride + 5];
         scalar.scores(q, 3, rows, d, kT, 9, p, s1, 5, stride);
-        vector.scores(q, 3, rows, d, kT, 9, p, s2, 5, stride);
+        vector().scores(q, 3, rows, d, kT, 9, p, s2, 5, stride);
         assertClose(s1, s2, 1e-5, seed);
       }
     }
@@ -133,7 +131,7 @@ class AttentionKernelsTest {
         float[] o2 = o1.clone();
         double scale = accumulateScale(w, 2, stride, rows, v, 6, p, d, o1, 1);
         scalar.accumulate(w, 2, stride, rows, v, 6, p, d, o1, 1);
-        vector.accumulate(w, 2, stride, rows, v, 6, p, d, o2, 1);
+        vector().accumulate(w, 2, stride, rows, v, 6, p, d, o2, 1);
         assertClose(o1, o2, 1e-5, scale, seed);
       }
     }
@@ -210,7 +208,7 @@ class AttentionKernelsTest {
             magnitude = Math.max(magnitude, abs);
           }
         }
-        for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
+        for (AttentionKernels k : new AttentionKernels[] {scalar, vector()}) {
           float[] o = new float[rows * d];
           k.accumulate(w, 0, p, rows, v, 3, p, d, o, 0);
           assertClose(expected, o, 1e-5, magnitude, seed);
@@ -239,7 +237,7 @@ class AttentionKernelsTest {
       }
       float m = scalar.max(a, 0, n);
       System.arraycopy(a, 0, e, 0, n);
-      float total = vector.expAndSum(e, 0, n, m);
+      float total = vector().expAndSum(e, 0, n, m);
       float[] lane = new float[lanes];
       for (int i = 0; i < n; i++) {
         lane[i % lanes] += e[i];
@@ -267,12 +265,12 @@ class AttentionKernelsTest {
       if (n > 3) {
         a[3] = Float.NEGATIVE_INFINITY; // masked entries must become exactly 0
       }
-      assertEquals(scalar.max(a, 2, n), vector.max(a, 2, n), "max n=" + n + " seed " + seed);
+      assertEquals(scalar.max(a, 2, n), vector().max(a, 2, n), "max n=" + n + " seed " + seed);
       float m = n == 0 ? 0f : scalar.max(a, 2, n);
       float[] e1 = a.clone();
       float[] e2 = a.clone();
       float s1 = scalar.expAndSum(e1, 2, n, m);
-      float s2 = vector.expAndSum(e2, 2, n, m);
+      float s2 = vector().expAndSum(e2, 2, n, m);
       assertEquals(s1, s2, 1e-5 * Math.max(1, s1), "sum n=" + n + " seed " + seed);
       assertClose(e1, e2, 1e-5, seed);
       if (n > 3) {
@@ -283,7 +281,7 @@ class AttentionKernelsTest {
       c1[3 % c1.length] = 1f;
       c2[3 % c2.length] = 1f;
       scalar.scale(c1, 2, n, 0.37f);
-      vector.scale(c2, 2, n, 0.37f);
+      vector().scale(c2, 2, n, 0.37f);
       assertClose(c1, c2, 0, seed);
     }
   }
@@ -298,7 +296,7 @@ class AttentionKernelsTest {
         float[] lo = gaussian(rnd, n + 3), hi = gaussian(rnd, n + 3);
         float[] e1 = gaussian(rnd, n), e2 = e1.clone();
         scalar.pageBounds(qc, group, lo, hi, 3, n, e1);
-        vector.pageBounds(qc, group, lo, hi, 3, n, e2);
+        vector().pageBounds(qc, group, lo, hi, 3, n, e2);
         assertClose(e1, e2, 1e-5, seed);
       }
     }
@@ -351,7 +349,7 @@ class AttentionKernelsTest {
   void halfPageKernelsEqualFloatKernelsOverTheWidenedPage(int rows) {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
-    for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
+    for (AttentionKernels k : new AttentionKernels[] {scalar, vector()}) {
       // 16 is the store's page; three vectors of tokens also run the one-vector tail of the scores kernel.
       for (int p : new int[] {16, 3 * VectorAttentionKernels.lanes()}) {
         for (int d : new int[] {1, 7, 24, 64, 100, 128}) {
@@ -394,7 +392,7 @@ class AttentionKernelsTest {
         float[] s1 = new float[rows * stride + 5];
         float[] s2 = new float[rows * stride + 5];
         scalar.scoresHalf(q, 3, rows, d, page, 9, p, s1, 5, stride);
-        vector.scoresHalf(q, 3, rows, d, page, 9, p, s2, 5, stride);
+        vector().scoresHalf(q, 3, rows, d, page, 9, p, s2, 5, stride);
         assertClose(s1, s2, 1e-5, seed);
 
         float[] w = times(gaussian(rnd, rows * stride + 2), AttentionKernels.HALF_FACTOR);
@@ -402,7 +400,7 @@ class AttentionKernelsTest {
         float[] o2 = o1.clone();
         double scale = accumulateHalfScale(w, 2, stride, rows, page, 9 + d * p, p, d, o1, 1);
         scalar.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o1, 1);
-        vector.accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o2, 1);
+        vector().accumulateHalf(w, 2, stride, rows, page, 9 + d * p, p, d, o2, 1);
         assertClose(o1, o2, 1e-5, scale, seed);
       }
     }
@@ -419,7 +417,7 @@ class AttentionKernelsTest {
     long seed = seed();
     SplittableRandom rnd = new SplittableRandom(seed);
     int[][] ranges = {{128, 0, 128}, {128, 16, 16}, {128, 32, 96}, {128, 112, 16}, {48, 5, 7}, {48, 0, 1}};
-    for (AttentionKernels k : new AttentionKernels[] {scalar, vector}) {
+    for (AttentionKernels k : new AttentionKernels[] {scalar, vector()}) {
       for (int d : new int[] {1, 7, 40, 64, 100, 128}) {
         for (int[] range : ranges) {
           int pageTokens = range[0], first = range[1], tokens = range[2];
@@ -453,7 +451,7 @@ class AttentionKernelsTest {
       }
     }
     float[] out = new float[n + 1];
-    vector.f16ToF32(all, 0, out, 1, n);
+    vector().f16ToF32(all, 0, out, 1, n);
     for (int i = 0; i < n; i++) {
       float expected = Float.float16ToFloat(all[i]);
       int at = i;

@@ -269,8 +269,12 @@ class FastKVTest {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
         () -> TokenSelectivePropagation.ofRate(0.5, 1.5, 8, 7));
     assertTrue(e.getMessage().contains("tspRate") && e.getMessage().contains("1.5"), e.getMessage());
-    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(0.0, 10, 8, 7));
-    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(1.01, 10, 8, 7));
-    assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(0.5, 10, 8, 6));
+    e = assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(0.0, 10, 8, 7));
+    assertTrue(e.getMessage().contains("fullShare") && e.getMessage().contains("got 0.0"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(1.01, 10, 8, 7));
+    assertTrue(e.getMessage().contains("fullShare") && e.getMessage().contains("got 1.01"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> TokenSelectivePropagation.ofLength(0.5, 10, 8, 6));
+    assertTrue(e.getMessage().contains("pool must be an odd kernel size") && e.getMessage().contains("got 6"),
+        e.getMessage());
   }
 }

@@ -124,8 +124,11 @@ class GenerationTest {
         s.prefill(new int[] {1}, null);
         assertThrows(IllegalStateException.class, () -> s.prefill(new int[] {1}, null));
       }
-      assertThrows(IllegalArgumentException.class, () -> new GenerationConfig(0, 0, 1, 0, 1, -1));
-      assertThrows(IllegalArgumentException.class, () -> GenerationConfig.sampled(1, 1, 0f, 0));
+      IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
+          () -> new GenerationConfig(0, 0, 1, 0, 1, -1));
+      assertTrue(bad.getMessage().contains("maxNewTokens") && bad.getMessage().contains("got 0"), bad.getMessage());
+      bad = assertThrows(IllegalArgumentException.class, () -> GenerationConfig.sampled(1, 1, 0f, 0));
+      assertTrue(bad.getMessage().contains("topP") && bad.getMessage().contains("got 0.0"), bad.getMessage());
     }
   }
 

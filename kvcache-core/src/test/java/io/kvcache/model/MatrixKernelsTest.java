@@ -16,7 +16,10 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
-/** The Vector API kernels against the scalar definition, and the row split against one thread. */
+/**
+ * The Vector API kernels against the scalar definition and both against float64 (every weight type,
+ * batches, offsets), and the row split against one thread.
+ */
 class MatrixKernelsTest {
 
   @TempDir
@@ -48,15 +51,21 @@ class MatrixKernelsTest {
       MatrixKernels.vector().matmul(w, x, 3, cols + 2, n, yv, 1, rows + 3, 0, rows, s);
       for (int t = 0; t < n; t++) {
         for (int i = 0; i < rows; i++) {
-          double mag = 0;
+          double mag = 0, exact = 0;
           for (int c = 0; c < cols; c++) {
-            mag += Math.abs(w.get(i, c) * x[3 + t * (cols + 2) + c]);
+            double prod = (double) w.get(i, c) * x[3 + t * (cols + 2) + c];
+            mag += Math.abs(prod);
+            exact += prod;
           }
-          // Summation order differs: each of the cols products is rounded once either way.
+          // Summation order differs: each of the cols products is rounded once either way. The float64
+          // sum of the dequantized weights times the inputs is the definition both must meet.
           double tol = 2 * cols * Math.ulp(1f) * mag + 1e-30;
           int k = 1 + t * (rows + 3) + i;
-          assertEquals(ys[k], yv[k], tol, "seed=" + seed + " type=" + type + " " + rows + "x" + cols + " n=" + n
-              + " row " + i + " token " + t);
+          String where = "seed=" + seed + " type=" + type + " " + rows + "x" + cols + " n=" + n + " row " + i
+              + " token " + t;
+          assertEquals(ys[k], yv[k], tol, where);
+          assertEquals(exact, ys[k], tol, where + ": scalar against float64");
+          assertEquals(exact, yv[k], tol, where + ": vector against float64");
         }
       }
       assertEquals(0f, ys[0], "seed=" + seed + ": wrote outside the output range");

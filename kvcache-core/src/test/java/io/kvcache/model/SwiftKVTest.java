@@ -66,6 +66,7 @@ class SwiftKVTest {
     assertEquals(4, new SwiftKVSchedule(1.0, 3).skipFromLayer(4));
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new SwiftKVSchedule(0, 2));
     assertTrue(e.getMessage().contains("skipFraction") && e.getMessage().contains("0.0"), e.getMessage());
-    assertThrows(IllegalArgumentException.class, () -> new SwiftKVSchedule(0.5, 0));
+    e = assertThrows(IllegalArgumentException.class, () -> new SwiftKVSchedule(0.5, 0));
+    assertTrue(e.getMessage().contains("acrossGroup") && e.getMessage().contains("got 0"), e.getMessage());
   }
 }

@@ -176,8 +176,11 @@ class HybridSparseReaderTest {
   void parametersAreValidated() {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(0, 0.5, 1));
     assertTrue(e.getMessage().contains("tokenBudget") && e.getMessage().contains("0"), e.getMessage());
-    assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(8, 0, 1));
-    assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(8, 1.5, 1));
-    assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(8, 0.5, -1));
+    e = assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(8, 0, 1));
+    assertTrue(e.getMessage().contains("channelFraction") && e.getMessage().contains("got 0.0"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(8, 1.5, 1));
+    assertTrue(e.getMessage().contains("channelFraction") && e.getMessage().contains("got 1.5"), e.getMessage());
+    e = assertThrows(IllegalArgumentException.class, () -> HybridSparseReader.of(8, 0.5, -1));
+    assertTrue(e.getMessage().contains("recentTokens") && e.getMessage().contains("got -1"), e.getMessage());
   }
 }

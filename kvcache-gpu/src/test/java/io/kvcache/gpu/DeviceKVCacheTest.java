@@ -75,7 +75,9 @@ class DeviceKVCacheTest {
   @ParameterizedTest(name = "{0}: {1}q/{2}kv heads, d={3}, n={4}")
   @CsvSource({
       "lwjgl, 4, 4, 64, 0", "lwjgl, 4, 1, 32, 1", "lwjgl, 8, 2, 64, 37", "lwjgl, 32, 8, 128, 3001",
-      "jocl, 4, 4, 64, 0", "jocl, 4, 1, 32, 1", "jocl, 8, 2, 64, 37", "jocl, 32, 8, 128, 3001"})
+      "lwjgl, 8, 1, 128, 513", "lwjgl, 16, 2, 64, 1000",
+      "jocl, 4, 4, 64, 0", "jocl, 4, 1, 32, 1", "jocl, 8, 2, 64, 37", "jocl, 32, 8, 128, 3001",
+      "jocl, 8, 1, 128, 513"})
   void decodeMatchesCpuScalarReference(String binding, int hq, int kvh, int d, int n) {
     decodeAgainstReference(binding, hq, kvh, d, n, GpuTuning.defaults());
   }
@@ -121,7 +123,9 @@ class DeviceKVCacheTest {
   @ParameterizedTest(name = "{0}: {1}q/{2}kv heads, d={3}, prompt {4}")
   @CsvSource({
       "lwjgl, 4, 4, 64, 1", "lwjgl, 4, 2, 32, 45", "lwjgl, 8, 2, 128, 129", "lwjgl, 6, 2, 64, 700",
-      "jocl, 4, 4, 64, 1", "jocl, 4, 2, 32, 45", "jocl, 8, 2, 128, 129", "jocl, 6, 2, 64, 700"})
+      "lwjgl, 8, 1, 64, 301",
+      "jocl, 4, 4, 64, 1", "jocl, 4, 2, 32, 45", "jocl, 8, 2, 128, 129", "jocl, 6, 2, 64, 700",
+      "jocl, 8, 1, 64, 301"})
   void prefillMatchesCpuScalarReference(String binding, int hq, int kvh, int d, int n) {
     long seed = Gpu.seed();
     Random rnd = new Random(seed);

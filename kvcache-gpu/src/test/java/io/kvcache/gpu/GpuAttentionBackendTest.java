@@ -151,7 +151,8 @@ class GpuAttentionBackendTest {
       try (KVCache probe = dev.newCache(config.shape())) {
         assertInstanceOf(GpuKVCache.class, probe, "the device serves AcrossKV");
       }
-      Random rnd = new Random(Gpu.seed());
+      long seed = Gpu.seed();
+      Random rnd = new Random(seed);
       int[] prompt = new int[37];
       for (int i = 0; i < prompt.length; i++) {
         prompt[i] = 3 + rnd.nextInt(config.vocabSize() - 3);
@@ -161,13 +162,13 @@ class GpuAttentionBackendTest {
           io.kvcache.model.LlamaModel.Sequence b = m.newSequence(dev, 16)) {
         a.prefill(prompt, la);
         b.prefill(prompt, lb);
-        assertLogitsClose(la, lb, "prefill");
+        assertLogitsClose(la, lb, "prefill, seed=" + seed);
         for (int step = 0; step < 6; step++) {
           int next = argmax(la);
-          assertEquals(next, argmax(lb), "greedy token at step " + step);
+          assertEquals(next, argmax(lb), "greedy token at step " + step + ", seed=" + seed);
           a.decode(next, la);
           b.decode(next, lb);
-          assertLogitsClose(la, lb, "decode step " + step);
+          assertLogitsClose(la, lb, "decode step " + step + ", seed=" + seed);
         }
       }
     }
