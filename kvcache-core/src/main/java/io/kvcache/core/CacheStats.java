@@ -9,7 +9,11 @@ package io.kvcache.core;
  * {@code metadataBytes} is the cache's bookkeeping (one int position per allocated slot, plus what a
  * codec keeps beside its pages: SKVQ's page masks, channel permutations and clipping ratios). The
  * reference for {@link #compressionRatio()} is a dense f16 cache of every token seen, with no
- * metadata: {@code sum over layers of tokensSeen * kvHeads * headDim * 2 (K and V) * 2 bytes}.
+ * metadata: {@code sum over layers of tokensSeen * kvHeads * headDim * 2 (K and V) * 2 bytes}. A
+ * layer that stores nothing because it attends to another layer's cache ({@link KVCache#attendPrefill},
+ * SwiftKV's AcrossKV) sees no tokens and is left out of that reference, so the ratio is per stored
+ * layer and does not show the sharing: compare {@link #bytesHeld()} with a full cache of the model's
+ * layers for that (docs/swiftkv.md does).
  *
  * @param strategy      the strategy's name
  * @param shape         the attention shape
