@@ -52,23 +52,38 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
   private final float[] vs;
   private final float[] vz;
   private final float[] fbuf;
-  private float[] qPerm = new float[0];
-  private float[] qSum = new float[0];
+  /** The calling thread's query-tile scratch, set by {@link #prepareQueries}. */
+  private TileScratch t;
   private float[] qNat;
   private int qNatOff;
   private int qRows;
-  private float[] split = new float[0];
-  private float[] tmpS = new float[0];
-  private float[] oPerm = new float[0];
-  private float[] tmpAcc = new float[0];
-  private short[] vCodes = new short[0];
-  // A run's value codes, weights, scales and zero points (runAccumulate), sized with the tile's rows.
-  private short[] runCodes = new short[0];
-  private float[] runTmp = new float[0];
   private final float[] runVs = new float[RUN_MAX * P];
   private final float[] runVz = new float[RUN_MAX * P];
   private AttentionKernels lastKernels;
   private FusedKernels lastFused;
+
+  /**
+   * What a query tile needs between {@link #prepareQueries} and the page calls that follow it: queries
+   * in permuted order and their group sums, score and weight tiles, accumulators, unpacked value codes.
+   * Sized by the tile's rows (up to 64 prompt tokens times the GQA group), it was 171,648 bytes per
+   * store at GQA 4 and head dim 128 when each store kept its own, and a cache has a store per layer and
+   * KV head; one per thread serves every store, since a thread attends to one store at a time and the
+   * page calls follow their store's {@code prepareQueries} on the same thread (HeadStore's contract).
+   */
+  private static final class TileScratch {
+    float[] qPerm = new float[0];
+    float[] qSum = new float[0];
+    float[] split = new float[0];
+    float[] tmpS = new float[0];
+    float[] oPerm = new float[0];
+    float[] tmpAcc = new float[0];
+    short[] vCodes = new short[0];
+    // A run's value codes and weights (runAccumulate).
+    short[] runCodes = new short[0];
+    float[] runTmp = new float[0];
+  }
+
+  private static final ThreadLocal<TileScratch> TILE = ThreadLocal.withInitial(TileScratch::new);
 
   SkvqStore(int headDim, SkvqConfig cfg, float[] calibKeys, float[] calibValues, int calibTokens) {
     super(headDim);
@@ -349,22 +364,38 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
     qNat = q;
     qNatOff = qOff;
     qRows = rows;
-    if (qPerm.length < rows * headDim) {
-      qPerm = new float[rows * headDim];
-      qSum = new float[rows * lay.kGroups];
-      split = new float[2 * rows * P];
-      tmpS = new float[rows * P];
-      tmpAcc = new float[rows * (P + 1) * lay.vGroups];
-      vCodes = new short[lay.vCodeScratch];
-      if (lay.vb.ternary() && lay.vGroups == 1) {
-        runCodes = new short[(RUN_MAX - 1) * P * headDim + lay.vCodeScratch];
-        runTmp = new float[rows * (RUN_MAX * P + 1)];
+    TileScratch t = TILE.get();
+    this.t = t;
+    // Grown, never shrunk, per array: stores of other shapes share the thread's scratch.
+    if (t.qPerm.length < rows * headDim) {
+      t.qPerm = new float[rows * headDim];
+    }
+    if (t.qSum.length < rows * lay.kGroups) {
+      t.qSum = new float[rows * lay.kGroups];
+    }
+    if (t.split.length < 2 * rows * P) {
+      t.split = new float[2 * rows * P];
+      t.tmpS = new float[rows * P];
+    }
+    if (t.tmpAcc.length < rows * (P + 1) * lay.vGroups) {
+      t.tmpAcc = new float[rows * (P + 1) * lay.vGroups];
+    }
+    if (t.vCodes.length < lay.vCodeScratch) {
+      t.vCodes = new short[lay.vCodeScratch];
+    }
+    if (lay.vb.ternary() && lay.vGroups == 1) {
+      if (t.runCodes.length < (RUN_MAX - 1) * P * headDim + lay.vCodeScratch) {
+        t.runCodes = new short[(RUN_MAX - 1) * P * headDim + lay.vCodeScratch];
+      }
+      if (t.runTmp.length < rows * (RUN_MAX * P + 1)) {
+        t.runTmp = new float[rows * (RUN_MAX * P + 1)];
       }
     }
-    if (!vIdentity && oPerm.length < rows * headDim) {
+    if (!vIdentity && t.oPerm.length < rows * headDim) {
       // Only a real value permutation needs outputs in permuted order (none with groups spanning the head).
-      oPerm = new float[rows * headDim];
+      t.oPerm = new float[rows * headDim];
     }
+    float[] qPerm = t.qPerm, qSum = t.qSum;
     for (int r = 0; r < rows; r++) {
       int src = qOff + r * headDim;
       for (int i = 0; i < headDim; i++) {
@@ -402,7 +433,9 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
   @Override
   public void runAccumulate(int page, int pages, float[] p, int pOff, int pStride, int rows, float[] o, int oOff,
       AttentionKernels kernels) {
-    if (pages > 1 && pages <= RUN_MAX && vIdentity && runTmp.length >= rows * (pages * P + 1)) {
+    TileScratch t = this.t;
+    if (pages > 1 && pages <= RUN_MAX && vIdentity && t.runTmp.length >= rows * (pages * P + 1)
+        && t.runCodes.length >= (pages - 1) * P * headDim + lay.vCodeScratch) {
       for (int i = 0; i < pages; i++) {
         Layout.QPage q = qp[page + i];
         for (int j = 0; j < P; j++) {
@@ -410,8 +443,8 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
           runVz[i * P + j] = h(q.vz[j]);
         }
       }
-      if (fused(kernels).accumulateRun(lay, qp, page, pages, p, pOff, pStride, rows, runVs, runVz, o, oOff, runTmp,
-          runCodes)) {
+      if (fused(kernels).accumulateRun(lay, qp, page, pages, p, pOff, pStride, rows, runVs, runVz, o, oOff, t.runTmp,
+          t.runCodes)) {
         return;
       }
     }
@@ -428,7 +461,9 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
       ks[i] = h(q.ks[i]);
       kz[i] = h(q.kz[i]);
     }
-    fused(kernels).scores(lay, q, qPerm, qSum, rows, ks, kz, s, sOff, sStride);
+    TileScratch t = this.t;
+    float[] tmpS = t.tmpS;
+    fused(kernels).scores(lay, q, t.qPerm, t.qSum, rows, ks, kz, s, sOff, sStride);
     int mask = qmask[page] & 0xFFFF;
     if (full[page] != null && mask != 0xFFFF) {
       // A mixed page: the full-precision slots score on the float path.
@@ -454,6 +489,9 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
     }
     int mask = qmask[page] & 0xFFFF;
     boolean mixed = full[page] != null && mask != 0xFFFF;
+    TileScratch t = this.t;
+    float[] split = t.split, tmpAcc = t.tmpAcc, oPerm = t.oPerm;
+    short[] vCodes = t.vCodes;
     float[] w = p;
     int wOff = pOff, wStride = pStride;
     if (mixed) {

@@ -96,6 +96,43 @@ class SkvqAttentionTest {
     }
   }
 
+  /**
+   * Stores share their thread's query-tile scratch: a store of another shape (head dim, widths, groups
+   * with a real value permutation, more rows) attending in between changes nothing in a store's output.
+   */
+  @Test
+  void storesOfOtherShapesSharingTheThreadsScratchChangeNothing() {
+    long seed = SkvqCodecTest.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    HeadStore a = SkvqCodec.of(SkvqConfig.of(2, 1.5).withWindow(16, 2)).newStore(128);
+    HeadStore b = SkvqCodec.of(SkvqConfig.of(4, 4).withGroups(16, 16).withWindow(16, 2)).newStore(64);
+    for (int t = 0; t < 300; t++) {
+      float[] k = new float[128], v = new float[128];
+      fill(rnd, k, v, 128);
+      a.append(k, 0, v, 0, t);
+      float[] kb = new float[64], vb = new float[64];
+      fill(rnd, kb, vb, 64);
+      b.append(kb, 0, vb, 0, t);
+    }
+    a.attentionDone();
+    b.attentionDone();
+    for (String kernelName : new String[] {"scalar", "vector"}) {
+      AttentionKernels kernels = kernels(kernelName);
+      PagedAttention pa = new PagedAttention(kernels, 128), pb = new PagedAttention(kernels, 64);
+      float[] qa = randomQ(rnd, 4 * 128), qb = randomQ(rnd, 8 * 64);
+      float[] first = new float[4 * 128], again = new float[4 * 128], outB = new float[8 * 64];
+      pa.decode(a, 4, qa, 0, 299, 0.1f, first, 0);
+      pb.decode(b, 8, qb, 0, 299, 0.1f, outB, 0);
+      pa.decode(a, 4, qa, 0, 299, 0.1f, again, 0);
+      org.junit.jupiter.api.Assertions.assertArrayEquals(first, again, kernelName + ", seed " + seed);
+      boolean any = false;
+      for (float x : outB) {
+        any |= x != 0f;
+      }
+      assertTrue(any, "the other store attended");
+    }
+  }
+
   /** The vector kernels against the scalar reference, on the same store: same outputs within float rounding. */
   @Test
   void vectorFusedKernelsMatchScalarReference() {
