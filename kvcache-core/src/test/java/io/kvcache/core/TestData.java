@@ -6,8 +6,11 @@ import java.util.SplittableRandom;
 public final class TestData {
   private TestData() {}
 
-  /** A fresh seed per run, overridable with -Dkvcache.test.seed to replay a failure. */
-  /** @return a fresh seed, or the one given by -Dkvcache.test.seed */
+  /**
+   * A fresh seed per run, overridable with -Dkvcache.test.seed to replay a failure.
+   *
+   * @return a fresh seed, or the one given by -Dkvcache.test.seed
+   */
   public static long seed() {
     String fixed = System.getProperty("kvcache.test.seed");
     return fixed != null ? Long.parseLong(fixed) : System.nanoTime();
