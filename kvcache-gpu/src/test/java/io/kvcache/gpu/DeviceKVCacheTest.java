@@ -192,6 +192,12 @@ class DeviceKVCacheTest {
         ref.attend(f.stores()[h], n, g, q, h * g * d, w, pos, 0, s.scale(), want, h * g * d, w);
       }
       assertClose(want, got, binding + " prefill seed=" + seed);
+      // Row t is decode attention of query t at position t: the float64 reference, causal by position.
+      for (int t = 0; t < n; t += Math.max(1, n / 17)) {
+        float[] row = float64Decode(f.stores(), s, Arrays.copyOfRange(q, t * w, (t + 1) * w), t);
+        assertClose(row, Arrays.copyOfRange(got, t * w, (t + 1) * w), binding + " prefill row " + t
+            + " against float64, seed=" + seed);
+      }
       assertTrue(dev.lastKernelNanos() > 0, "profiling events report device time");
     }
   }
