@@ -348,13 +348,14 @@ public abstract class HeadStore {
   public void prepareQueries(float[] q, int qOff, int rows, AttentionKernels kernels) {}
 
   /**
-   * Called after attention has read the store (a prefill chunk's or a decode step's attention, or
-   * before and after a weights pass): a store with deferred work does it here. SKVQ moves the pages that
-   * have left its full-precision window into quantized storage, so that a prefill chunk attends to its
-   * own tokens at full precision, as the method prescribes. {@code PagedKVCache} defers the call to the
-   * layer's next append (and to the end of the prompt, and to {@code stats()}), so that layers sharing a
-   * cache attend to the same store ({@link io.kvcache.reader.PagedAttention#deferWindowStep}). Calling it
-   * again with nothing new is harmless. Default: nothing.
+   * Called after attention has read the store (a prefill chunk's or a decode step's attention, or a
+   * weights pass): a store with deferred work does it here. SKVQ moves the pages that have left its
+   * full-precision window into quantized storage, so that a prefill chunk attends to its own tokens at
+   * full precision, as the method prescribes. Under policies that act at the end of the prompt,
+   * {@code PagedKVCache} defers the call to the layer's next append (and to the end of the prompt, and
+   * to {@code stats()}), so that layers sharing a cache attend to the same store
+   * ({@link io.kvcache.reader.PagedAttention#deferWindowStep}). Calling it again with nothing new is
+   * harmless. Default: nothing.
    */
   public void attentionDone() {}
 

@@ -25,6 +25,11 @@ final class PagedKVCache implements KVCache {
   private final PagedAttention[] work; // one per KV head: heads may run concurrently
   private final int window;            // observation window length, 0 when unused
   private final boolean decodeWeights;
+  // SKVQ's window step waits for the layer's next append only under policies that act at the end of
+  // the prompt (keep-all, SnapKV): the others read, score and evict the store right after each
+  // attention, and take the step first, as they always did.
+  private final boolean deferWindowStep;
+  private final boolean[] stepPending;
 
   private HeadStore[][] stores;
   private final int[] nextPos;
@@ -55,12 +60,14 @@ final class PagedKVCache implements KVCache {
     this.work = new PagedAttention[shape.kvHeads()];
     for (int h = 0; h < work.length; h++) {
       work[h] = new PagedAttention(strategy.kernels(), d);
-      // The store's window step waits for the layer's next append (settle): a layer sharing this one's
-      // cache (attendPrefill / attendDecode) must see what this layer's own queries saw.
-      work[h].deferWindowStep(true);
+      // Where it waits (settle), a layer sharing this one's cache (attendPrefill / attendDecode) sees what
+      // this layer's own queries saw.
+      work[h].deferWindowStep(strategy.retention().actsAtEndOfPrompt());
     }
     this.window = strategy.retention().observationWindow();
     this.decodeWeights = strategy.retention().wantsDecodeWeights();
+    this.deferWindowStep = strategy.retention().actsAtEndOfPrompt();
+    this.stepPending = new boolean[shape.layers()];
     this.stores = new HeadStore[shape.layers()][shape.kvHeads()];
     for (HeadStore[] layer : stores) {
       for (int h = 0; h < layer.length; h++) {
@@ -101,6 +108,7 @@ final class PagedKVCache implements KVCache {
     store(layer, tokens, k, kOff, v, vOff, pos);
     runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, pos, 0, scale, out,
         outOff + h * group * d, qw));
+    stepPending[layer] = deferWindowStep;
     if (window > 0) {
       keepWindow(layer, tokens, q, qOff, pos);
     }
@@ -121,8 +129,15 @@ final class PagedKVCache implements KVCache {
     checkEncodable(layer, tokens, k, kOff, v, vOff);
 
     store(layer, tokens, k, kOff, v, vOff, pos);
-    // The stores' deferred step (SKVQ quantizing what left its window) waits for the layer's next append,
+    // The step a prefill's attention ends with (SKVQ quantizing what left its window), taken or deferred
     // as after a prefill's attention, so that rows appended and rows prefilled end up stored alike.
+    if (deferWindowStep) {
+      stepPending[layer] = true;
+    } else {
+      for (int h = 0; h < shape.kvHeads(); h++) {
+        stores[layer][h].attentionDone();
+      }
+    }
     afterChunk(layer, tokens, null, 0, pos);
   }
 
@@ -145,14 +160,18 @@ final class PagedKVCache implements KVCache {
   }
 
   /**
-   * The stores' deferred step ({@link HeadStore#attentionDone}) for one layer, which its attentions left
-   * for later: taken before the layer's next append, before a retention step at the end of the prompt,
-   * and before the bytes are counted, so that every attention sees what it would see had each taken the
-   * step when it was done, while the layers that share this one's cache see what it saw.
+   * The stores' deferred step ({@link HeadStore#attentionDone}) for one layer, when its last attention
+   * or append left one: taken before the layer's next append, at the end of the prompt before the
+   * retention policy, and before the bytes are counted. Every attention then sees the store it would
+   * see had the step been taken when the attention was done, and the layers that share this one's
+   * cache see what it saw.
    */
   private void settle(int layer) {
-    for (int h = 0; h < shape.kvHeads(); h++) {
-      stores[layer][h].attentionDone();
+    if (stepPending[layer]) {
+      stepPending[layer] = false;
+      for (int h = 0; h < shape.kvHeads(); h++) {
+        stores[layer][h].attentionDone();
+      }
     }
   }
 
@@ -243,6 +262,7 @@ final class PagedKVCache implements KVCache {
       parallel.run(shape.kvHeads(), h -> reader.decode(layer, h, stores[layer][h], work[h], group, q,
           qOff + h * group * d, pos, scale, out, outOff + h * group * d));
     }
+    stepPending[layer] = deferWindowStep;
     if (decodeWeights) {
       reportDecodeWeights(layer, q, qOff, pos);
     }

@@ -73,7 +73,7 @@ public final class PagedAttention {
    * ({@link HeadStore#attentionDone}: SKVQ quantizing what left its window) to the caller instead of
    * taking it when they are done. A cache whose layers share stores (SwiftKV's AcrossKV) defers it to
    * the next append, so that a sharing layer's queries see the store exactly as the owning layer's
-   * did. {@link #weights} takes the step before it reads, whichever is set. Default: not deferred.
+   * did; {@link #weights} then scores the store as the attentions saw it. Default: not deferred.
    *
    * @param defer true to leave the step to the caller
    */
@@ -326,7 +326,6 @@ public final class PagedAttention {
       int posOff, float scale, float[] acc, int accStride) {
     checkStore(store);
     checkRows(tokens, group, q, qOff, qTokenStride, positions, posOff);
-    store.attentionDone(); // a step an attention deferred: the weights are those of the settled store
     if (accStride < store.pageCount() * P) {
       throw new IllegalArgumentException("accStride must be >= slots (" + store.pageCount() * P + "), got " + accStride);
     }
@@ -345,7 +344,9 @@ public final class PagedAttention {
       weightsBlock(store, Math.min(perPass, tokens - t0), group, q, qOff + t0 * qTokenStride, qTokenStride,
           positions, posOff + t0, scale, acc, accStride);
     }
-    store.attentionDone();
+    if (!deferWindowStep) {
+      store.attentionDone();
+    }
   }
 
   /** Query rows, their positions and the group: checked once per call, so a bad one is named here. */

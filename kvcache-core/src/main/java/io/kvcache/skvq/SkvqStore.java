@@ -550,13 +550,10 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
         }
       }
     }
-    if (maxPos < 0) {
-      return;
-    }
     long windowStart = maxPos - cfg.window() + 1;
     for (int p = 0; p < pages; p++) {
-      if (full[p] == null) {
-        dropEvictedCodes(p); // wholly quantized: nothing to quantize, but evictions may have emptied it
+      if (full[p] == null || maxPos < 0) {
+        dropEvictedCodes(p); // nothing to quantize here, but evictions may have emptied its codes
         continue;
       }
       int pageMax = -1;
@@ -592,6 +589,9 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
 
   /** Clears the quantized bits of evicted slots, and with the last of them releases the page's codes. */
   private void dropEvictedCodes(int p) {
+    if (pageMaxPosition(p) != EMPTY) {
+      return; // no empty slot, so no evicted one: the common case costs one read
+    }
     short live = 0;
     for (int j = 0; j < P; j++) {
       if (position(p * P + j) != EMPTY) {

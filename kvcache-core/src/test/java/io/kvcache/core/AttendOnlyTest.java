@@ -57,12 +57,17 @@ class AttendOnlyTest {
    * did, at full precision within the window, not as codes quantized in between (which moved the
    * outputs by 0.3-0.5 relative error before the step waited for the next append).
    */
-  @Test
-  void aSharingLayerSeesTheStoreAsTheOwningLayerSawIt() {
+  @org.junit.jupiter.params.ParameterizedTest(name = "{0}")
+  @org.junit.jupiter.params.provider.ValueSource(strings = {"keep-all", "snapKV"})
+  void aSharingLayerSeesTheStoreAsTheOwningLayerSawIt(String policy) {
     long seed = TestData.seed();
     SplittableRandom r = new SplittableRandom(seed);
     AttentionShape shape = new AttentionShape(1, 4, 2, 32);
-    try (KVCache c = Strategies.skvq(2, 2, 16).newCache(shape)) {
+    KVCacheStrategy s = Strategies.skvq(2, 2, 16);
+    if (policy.equals("snapKV")) { // compresses at the end of the prompt, then decodes over what it kept
+      s = s.toBuilder().retention(io.kvcache.retention.SnapKV.of(100, 16, 3)).build();
+    }
+    try (KVCache c = s.newCache(shape)) {
       for (int chunk = 0; chunk < 2; chunk++) { // the second chunk follows codes the first left behind
         int t = 96;
         float[] q = gaussian(r, t * shape.queryWidth());
@@ -74,7 +79,7 @@ class AttendOnlyTest {
         }
         float[] again = new float[q.length];
         c.attendPrefill(0, t, pos, q, 0, again, 0);
-        assertArrayEquals(out, again, "chunk " + chunk + ", seed=" + seed);
+        assertArrayEquals(out, again, policy + " chunk " + chunk + ", seed=" + seed);
       }
       for (int step = 0; step < 20; step++) {
         float[] dq = gaussian(r, shape.queryWidth());
@@ -82,7 +87,7 @@ class AttendOnlyTest {
         c.decode(0, dq, gaussian(r, shape.kvWidth()), gaussian(r, shape.kvWidth()), dout);
         float[] dagain = new float[dq.length];
         c.attendDecode(0, dq, 0, dagain, 0);
-        assertArrayEquals(dout, dagain, "decode step " + step + ", seed=" + seed);
+        assertArrayEquals(dout, dagain, policy + " decode step " + step + ", seed=" + seed);
       }
     }
   }

@@ -129,4 +129,31 @@ class SkvqPagesTest {
       assertEquals(c, back[c], 0f, "key channel " + c);
     }
   }
+
+  /** With no window and no sinks every slot is codes and no page keeps an f16 part: eviction still releases. */
+  @Test
+  void codesAreReleasedWhenNoPageHasAFullPrecisionPart() {
+    int d = 32;
+    HeadStore store = SkvqCodec.of(SkvqConfig.of(2, 2).withWindow(0, 0)).newStore(d);
+    SkvqPages pages = (SkvqPages) store;
+    long seed = io.kvcache.core.TestData.seed();
+    Random rnd = new Random(seed);
+    float[] k = new float[d], v = new float[d];
+    for (int t = 0; t < 64; t++) {
+      for (int c = 0; c < d; c++) {
+        k[c] = (float) rnd.nextGaussian();
+        v[c] = (float) rnd.nextGaussian();
+      }
+      store.append(k, 0, v, 0, t);
+    }
+    store.attentionDone();
+    assertEquals(0xFFFF, pages.quantizedSlots(1), "page 1 is codes, seed " + seed);
+    long held = store.payloadBytes();
+    for (int j = 0; j < 16; j++) {
+      store.evict(16 + j);
+    }
+    store.attentionDone();
+    assertEquals(0, pages.quantizedSlots(1), "seed " + seed);
+    assertTrue(store.payloadBytes() < held, store.payloadBytes() + " of " + held + ", seed " + seed);
+  }
 }
