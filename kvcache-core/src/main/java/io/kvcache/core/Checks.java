@@ -58,4 +58,28 @@ public final class Checks {
       }
     }
   }
+
+  /**
+   * Checks the positions of queries that attend to a layer without storing anything
+   * ({@link KVCache#attendPrefill}): at least {@code tokens} of them, strictly increasing, within the
+   * layer's stored positions {@code [0, last]}.
+   *
+   * @param positions the query positions
+   * @param tokens    how many are used
+   * @param last      the layer's largest stored position
+   * @param layer     the layer, for the message
+   * @throws IllegalArgumentException naming the first position that breaks the rule
+   */
+  public static void attendPositions(int[] positions, int tokens, int last, int layer) {
+    if (positions == null || positions.length < tokens) {
+      throw new IllegalArgumentException("positions must hold " + tokens + " entries, got "
+          + (positions == null ? "null" : "length " + positions.length));
+    }
+    for (int t = 0; t < tokens; t++) {
+      if (positions[t] < 0 || positions[t] > last || (t > 0 && positions[t] <= positions[t - 1])) {
+        throw new IllegalArgumentException("positions must increase strictly within [0, " + last + "] (layer " + layer
+            + "'s stored positions), got " + positions[t] + " at index " + t);
+      }
+    }
+  }
 }

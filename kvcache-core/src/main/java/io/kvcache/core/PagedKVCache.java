@@ -131,12 +131,9 @@ final class PagedKVCache implements KVCache {
     store(layer, tokens, k, kOff, v, vOff, pos);
     // The step a prefill's attention ends with (SKVQ quantizing what left its window), taken or deferred
     // as after a prefill's attention, so that rows appended and rows prefilled end up stored alike.
-    if (deferWindowStep) {
-      stepPending[layer] = true;
-    } else {
-      for (int h = 0; h < shape.kvHeads(); h++) {
-        stores[layer][h].attentionDone();
-      }
+    stepPending[layer] = true;
+    if (!deferWindowStep) {
+      settle(layer);
     }
     afterChunk(layer, tokens, null, 0, pos);
   }
@@ -277,16 +274,7 @@ final class PagedKVCache implements KVCache {
     Checks.span("q", q, qOff, (long) tokens * qw);
     Checks.span("out", out, outOff, (long) tokens * qw);
     Checks.finite("q", q, qOff, tokens * qw);
-    if (positions == null || positions.length < tokens) {
-      throw new IllegalArgumentException("positions must hold " + tokens + " entries, got " + (positions == null ? "null" : "length " + positions.length));
-    }
-    int last = nextPos[layer] - 1;
-    for (int t = 0; t < tokens; t++) {
-      if (positions[t] < 0 || positions[t] > last || (t > 0 && positions[t] <= positions[t - 1])) {
-        throw new IllegalArgumentException("positions must increase strictly within [0, " + last + "] (layer " + layer
-            + "'s stored positions), got " + positions[t] + " at index " + t);
-      }
-    }
+    Checks.attendPositions(positions, tokens, nextPos[layer] - 1, layer);
     runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, positions, 0, scale,
         out, outOff + h * group * d, qw));
   }

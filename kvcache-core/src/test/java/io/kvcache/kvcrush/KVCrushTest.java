@@ -57,6 +57,17 @@ class KVCrushTest {
     }
   }
 
+  /** The tokens the importance policy left out, sorted by Hamming distance to the anchor, then position. */
+  static Integer[] candidatesByDistanceThenPosition(long[] sig, long anchor, boolean[] kept) {
+    Integer[] cand = java.util.stream.IntStream.range(0, kept.length).filter(i -> !kept[i]).boxed()
+        .toArray(Integer[]::new);
+    Arrays.sort(cand, (a, b) -> {
+      int da = Long.bitCount(sig[a] ^ anchor), db = Long.bitCount(sig[b] ^ anchor);
+      return da != db ? Integer.compare(da, db) : Integer.compare(a, b);
+    });
+    return cand;
+  }
+
   @Test
   void oneRepresentativePerBucketInDistanceThenPositionOrder() {
     long seed = TestData.seed();
@@ -76,11 +87,7 @@ class KVCrushTest {
     assertEquals(reps, kept, "one representative per bucket, seed " + seed);
 
     // Reference: candidates ordered by (distance, position), split into reps equal buckets.
-    Integer[] cand = java.util.stream.IntStream.range(0, n).filter(i -> !before[i]).boxed().toArray(Integer[]::new);
-    Arrays.sort(cand, (a, b) -> {
-      int da = Long.bitCount(sig[a] ^ anchor[0]), db = Long.bitCount(sig[b] ^ anchor[0]);
-      return da != db ? Integer.compare(da, db) : Integer.compare(a, b);
-    });
+    Integer[] cand = candidatesByDistanceThenPosition(sig, anchor[0], before);
     boolean[] expected = before.clone();
     for (int b = 0; b < reps; b++) {
       expected[cand[(int) ((long) b * cand.length / reps)]] = true;
@@ -115,11 +122,7 @@ class KVCrushTest {
     boolean[] before = keep.clone();
     assertEquals(reps, KVCrush.keepRepresentatives(sig, words, anchor, n, reps, score, keep, new long[n]));
 
-    Integer[] cand = java.util.stream.IntStream.range(0, n).filter(i -> !before[i]).boxed().toArray(Integer[]::new);
-    Arrays.sort(cand, (a, b) -> {
-      int da = Long.bitCount(sig[a] ^ anchor[0]), db = Long.bitCount(sig[b] ^ anchor[0]);
-      return da != db ? Integer.compare(da, db) : Integer.compare(a, b);
-    });
+    Integer[] cand = candidatesByDistanceThenPosition(sig, anchor[0], before);
     boolean[] expected = before.clone();
     boolean differs = false;
     for (int b = 0; b < reps; b++) {

@@ -73,14 +73,7 @@ final class GpuKVCache implements KVCache {
   public void prefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] k, int kOff, float[] v,
       int vOff, float[] out, int outOff) {
     synchronized (lock) {
-      checkOpen();
-      if (ended) {
-        throw new IllegalStateException("prefill after endPrefill (or after the first decode): a cache takes one prompt");
-      }
-      checkLayer(layer);
-      if (tokens < 1) {
-        throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
-      }
+      checkPrompt("prefill", layer, tokens);
       int qw = shape.queryWidth(), kw = shape.kvWidth();
       checkRange("q", q, qOff, (long) tokens * qw);
       checkRange("k", k, kOff, (long) tokens * kw);
@@ -97,6 +90,18 @@ final class GpuKVCache implements KVCache {
     }
   }
 
+  /** The checks {@code prefill} and {@code append} share: open, still in the prompt, a layer, a token. */
+  private void checkPrompt(String call, int layer, int tokens) {
+    checkOpen();
+    if (ended) {
+      throw new IllegalStateException(call + " after endPrefill (or after the first decode): a cache takes one prompt");
+    }
+    checkLayer(layer);
+    if (tokens < 1) {
+      throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
+    }
+  }
+
   /**
    * Uploads the rows as {@link #prefill} does and runs no attention kernel: this cache keeps every
    * token and has no query-scored retention, so the stored cache is the same as after a prefill.
@@ -104,14 +109,7 @@ final class GpuKVCache implements KVCache {
   @Override
   public void append(int layer, int tokens, int[] positions, float[] k, int kOff, float[] v, int vOff) {
     synchronized (lock) {
-      checkOpen();
-      if (ended) {
-        throw new IllegalStateException("append after endPrefill (or after the first decode): a cache takes one prompt");
-      }
-      checkLayer(layer);
-      if (tokens < 1) {
-        throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
-      }
+      checkPrompt("append", layer, tokens);
       int kw = shape.kvWidth();
       checkRange("k", k, kOff, (long) tokens * kw);
       checkRange("v", v, vOff, (long) tokens * kw);
@@ -217,16 +215,7 @@ final class GpuKVCache implements KVCache {
       checkRange("q", q, qOff, (long) tokens * qw);
       checkRange("out", out, outOff, (long) tokens * qw);
       io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw);
-      if (positions == null || positions.length < tokens) {
-        throw new IllegalArgumentException("positions must hold " + tokens + " entries, got " + (positions == null ? "null" : "length " + positions.length));
-      }
-      int last = next[layer] - 1;
-      for (int t = 0; t < tokens; t++) {
-        if (positions[t] < 0 || positions[t] > last || (t > 0 && positions[t] <= positions[t - 1])) {
-          throw new IllegalArgumentException("positions must increase strictly within [0, " + last + "] (layer " + layer
-              + "'s stored positions), got " + positions[t] + " at index " + t);
-        }
-      }
+      io.kvcache.core.Checks.attendPositions(positions, tokens, next[layer] - 1, layer);
       float[] o = new float[tokens * qw];
       dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), Arrays.copyOf(positions, tokens), o);
       System.arraycopy(o, 0, out, outOff, o.length);

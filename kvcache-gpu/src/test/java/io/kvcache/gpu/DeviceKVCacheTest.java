@@ -53,46 +53,6 @@ class DeviceKVCacheTest {
     return new Filled(k, v, stores);
   }
 
-  /**
-   * Decode attention in float64 over what the f16 stores hold (their keys and values as read back),
-   * every query head against its KV head's tokens at positions up to {@code qpos}; zeros for an empty
-   * store.
-   */
-  static float[] float64Decode(HeadStore[] stores, AttentionShape s, float[] q, int qpos) {
-    int d = s.headDim(), g = s.groupSize();
-    float[] out = new float[s.queryHeads() * d];
-    float[] key = new float[d], val = new float[d];
-    for (int hq = 0; hq < s.queryHeads(); hq++) {
-      HeadStore st = stores[hq / g];
-      int n = st.size();
-      double[] score = new double[n];
-      double max = Double.NEGATIVE_INFINITY;
-      for (int t = 0; t < n; t++) {
-        st.readKey(t, key, 0);
-        double dot = 0;
-        for (int c = 0; c < d; c++) {
-          dot += (double) q[hq * d + c] * key[c];
-        }
-        score[t] = st.position(t) <= qpos ? dot * s.scale() : Double.NEGATIVE_INFINITY;
-        max = Math.max(max, score[t]);
-      }
-      double sum = 0;
-      double[] acc = new double[d];
-      for (int t = 0; t < n && max > Double.NEGATIVE_INFINITY; t++) {
-        double p = Math.exp(score[t] - max);
-        sum += p;
-        st.readValue(t, val, 0);
-        for (int c = 0; c < d; c++) {
-          acc[c] += p * val[c];
-        }
-      }
-      for (int c = 0; c < d; c++) {
-        out[hq * d + c] = sum > 0 ? (float) (acc[c] / sum) : 0f;
-      }
-    }
-    return out;
-  }
-
   static void assertClose(float[] want, float[] got, String what) {
     for (int i = 0; i < want.length; i++) {
       float tol = TOL + TOL * Math.abs(want[i]);
@@ -155,7 +115,7 @@ class DeviceKVCacheTest {
         ref.decode(f.stores()[h], s.groupSize(), q, h * s.groupSize() * d, qpos, s.scale(), want, h * s.groupSize() * d);
       }
       assertClose(want, got, binding + " decode " + tuning + " seed=" + seed);
-      assertClose(float64Decode(f.stores(), s, q, qpos), got, binding + " decode against float64, " + tuning
+      assertClose(Gpu.float64Decode(f.stores(), s, q, qpos), got, binding + " decode against float64, " + tuning
           + " seed=" + seed);
       assertEquals(n, dev.size(1));
       assertEquals(0, dev.size(0));
@@ -194,7 +154,7 @@ class DeviceKVCacheTest {
       assertClose(want, got, binding + " prefill seed=" + seed);
       // Row t is decode attention of query t at position t: the float64 reference, causal by position.
       for (int t = 0; t < n; t += Math.max(1, n / 17)) {
-        float[] row = float64Decode(f.stores(), s, Arrays.copyOfRange(q, t * w, (t + 1) * w), t);
+        float[] row = Gpu.float64Decode(f.stores(), s, Arrays.copyOfRange(q, t * w, (t + 1) * w), t);
         assertClose(row, Arrays.copyOfRange(got, t * w, (t + 1) * w), binding + " prefill row " + t
             + " against float64, seed=" + seed);
       }

@@ -25,49 +25,11 @@ class DeviceSkvqCacheTest {
 
   /** Float64 decode attention over every slot of the layer's host stores. */
   static float[] reference(DeviceSkvqCache c, int layer, float[] q) {
-    AttentionShape s = c.shape();
-    int d = s.headDim(), g = s.groupSize();
-    float[] out = new float[q.length];
-    float[] k = new float[d], v = new float[d];
-    for (int h = 0; h < s.kvHeads(); h++) {
-      HeadStore st = c.store(layer, h);
-      int n = st.size();
-      double[][] ks = new double[n][d], vs = new double[n][d];
-      for (int t = 0; t < n; t++) {
-        st.readKey(t, k, 0);
-        st.readValue(t, v, 0);
-        for (int i = 0; i < d; i++) {
-          ks[t][i] = k[i];
-          vs[t][i] = v[i];
-        }
-      }
-      for (int gi = 0; gi < g; gi++) {
-        int row = (h * g + gi) * d;
-        double[] sc = new double[n];
-        double mx = Double.NEGATIVE_INFINITY;
-        for (int t = 0; t < n; t++) {
-          double dot = 0;
-          for (int i = 0; i < d; i++) {
-            dot += (double) q[row + i] * ks[t][i];
-          }
-          sc[t] = dot / Math.sqrt(d);
-          mx = Math.max(mx, sc[t]);
-        }
-        double sum = 0;
-        double[] o = new double[d];
-        for (int t = 0; t < n; t++) {
-          double p = Math.exp(sc[t] - mx);
-          sum += p;
-          for (int i = 0; i < d; i++) {
-            o[i] += p * vs[t][i];
-          }
-        }
-        for (int i = 0; i < d; i++) {
-          out[row + i] = n == 0 ? 0f : (float) (o[i] / sum);
-        }
-      }
+    HeadStore[] stores = new HeadStore[c.shape().kvHeads()];
+    for (int h = 0; h < stores.length; h++) {
+      stores[h] = c.store(layer, h);
     }
-    return out;
+    return Gpu.float64Decode(stores, c.shape(), q, Integer.MAX_VALUE - 1);
   }
 
   static void assertClose(float[] want, float[] got, String what) {

@@ -39,4 +39,45 @@ final class Gpu {
       throw e;
     }
   }
+
+  /**
+   * Decode attention in float64 over what the stores hold (their keys and values as read back: f16
+   * values, or SKVQ's dequantized codes), every query head against its KV head's tokens at positions up
+   * to {@code qpos}, scaled by 1 / sqrt(head dim); zeros for an empty store.
+   */
+  static float[] float64Decode(io.kvcache.codec.HeadStore[] stores, io.kvcache.core.AttentionShape s, float[] q,
+      int qpos) {
+    int d = s.headDim(), g = s.groupSize();
+    float[] out = new float[s.queryHeads() * d];
+    float[] key = new float[d], val = new float[d];
+    for (int hq = 0; hq < s.queryHeads(); hq++) {
+      io.kvcache.codec.HeadStore st = stores[hq / g];
+      int n = st.size();
+      double[] score = new double[n];
+      double max = Double.NEGATIVE_INFINITY;
+      for (int t = 0; t < n; t++) {
+        st.readKey(t, key, 0);
+        double dot = 0;
+        for (int c = 0; c < d; c++) {
+          dot += (double) q[hq * d + c] * key[c];
+        }
+        score[t] = st.position(t) <= qpos ? dot / Math.sqrt(d) : Double.NEGATIVE_INFINITY;
+        max = Math.max(max, score[t]);
+      }
+      double sum = 0;
+      double[] acc = new double[d];
+      for (int t = 0; t < n && max > Double.NEGATIVE_INFINITY; t++) {
+        double p = Math.exp(score[t] - max);
+        sum += p;
+        st.readValue(t, val, 0);
+        for (int c = 0; c < d; c++) {
+          acc[c] += p * val[c];
+        }
+      }
+      for (int c = 0; c < d; c++) {
+        out[hq * d + c] = sum > 0 ? (float) (acc[c] / sum) : 0f;
+      }
+    }
+    return out;
+  }
 }
