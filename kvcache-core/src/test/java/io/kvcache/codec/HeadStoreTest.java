@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvcache.core.TestData;
 import io.kvcache.kernel.AttentionKernels;
 import io.kvcache.kernel.Kernels;
 import io.kvcache.reader.PagedAttention;
@@ -45,7 +46,8 @@ class HeadStoreTest {
   void evictReuseAndCompactKeepEveryLiveTokenIntact(String codecName) {
     int d = 24;
     HeadStore store = codec(codecName).newStore(d);
-    SplittableRandom rnd = new SplittableRandom(42);
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
     Map<Integer, float[]> keys = new HashMap<>();
     Map<Integer, float[]> values = new HashMap<>();
     Map<Integer, Integer> slotOf = new HashMap<>();
@@ -70,7 +72,7 @@ class HeadStoreTest {
     for (; pos < 110; pos++) {
       float[] k = row(rnd, d), v = row(rnd, d);
       int slot = store.append(k, 0, v, 0, pos);
-      assertTrue(slot < 7 * HeadStore.PAGE_TOKENS, "append reuses a freed slot, got " + slot);
+      assertTrue(slot < 7 * HeadStore.PAGE_TOKENS, "append reuses a freed slot, got " + slot + ", seed " + seed);
       keys.put(pos, stored(codecName, k));
       values.put(pos, stored(codecName, v));
     }
@@ -87,9 +89,9 @@ class HeadStoreTest {
       }
       seen++;
       store.readKey(slot, buf, 0);
-      assertArrayEquals(keys.get(p), buf, "key of position " + p);
+      assertArrayEquals(keys.get(p), buf, "key of position " + p + ", seed " + seed);
       store.readValue(slot, buf, 0);
-      assertArrayEquals(values.get(p), buf, "value of position " + p);
+      assertArrayEquals(values.get(p), buf, "value of position " + p + ", seed " + seed);
     }
     assertEquals(44, seen);
     for (int page = 0; page < store.pageCount(); page++) {
@@ -106,7 +108,8 @@ class HeadStoreTest {
   void pagesDecodeToTheStoredTokens(String codecName) {
     int d = 40; // two full value blocks and a narrower one
     HeadStore store = codec(codecName).newStore(d);
-    SplittableRandom rnd = new SplittableRandom(7);
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
     float[][] k = new float[20][], v = new float[20][];
     for (int t = 0; t < 20; t++) {
       k[t] = row(rnd, d);
@@ -121,9 +124,9 @@ class HeadStoreTest {
       int o = store.pageOffset(page);
       float[] ks = stored(codecName, k[t]), vs = stored(codecName, v[t]);
       for (int c = 0; c < d; c++) {
-        assertEquals(ks[c], kT[o + c * HeadStore.PAGE_TOKENS + j], "key token " + t + " channel " + c);
+        assertEquals(ks[c], kT[o + c * HeadStore.PAGE_TOKENS + j], "key token " + t + " channel " + c + ", seed " + seed);
         assertEquals(vs[c], vv[o + store.valuesOffset() + AttentionKernels.valueIndex(j, c, d, HeadStore.PAGE_TOKENS)],
-            "value token " + t + " channel " + c);
+            "value token " + t + " channel " + c + ", seed " + seed);
       }
     }
   }
@@ -148,7 +151,8 @@ class HeadStoreTest {
     int d = 40; // two full value blocks and a narrower one
     HeadStore plain = codec(codecName).newStore(d);
     HeadStore reserved = codec(codecName).newStore(d);
-    SplittableRandom rnd = new SplittableRandom(11);
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
     reserved.reserve(70);
     for (int t = 0; t < 70; t++) {
       float[] k = row(rnd, d), v = row(rnd, d);
@@ -156,7 +160,7 @@ class HeadStoreTest {
     }
     assertEquals(5, reserved.pageCount());
     assertEquals(plain.payloadBytes(), reserved.payloadBytes());
-    assertSameContents(plain, reserved, d, 70, rnd, "a reserved block");
+    assertSameContents(plain, reserved, d, 70, rnd, "a reserved block, seed " + seed);
     if (codecName.equals("f32")) { // f32 hands out its own array: one block, the pages in order
       int len = 2 * d * HeadStore.PAGE_TOKENS;
       for (int page = 0; page < 5; page++) {
@@ -219,13 +223,14 @@ class HeadStoreTest {
     HeadStore decoded = codec(codecName).newStore(d); // appended as decode does, no reservation
     HeadStore reserved = codec(codecName).newStore(d);
     reserved.reserve(tokens);
-    SplittableRandom rnd = new SplittableRandom(12);
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
     for (int t = 0; t < tokens; t++) {
       float[] k = row(rnd, d), v = row(rnd, d);
       assertEquals(reserved.append(k, 0, v, 0, t), decoded.append(k, 0, v, 0, t));
     }
     assertEquals(reserved.payloadBytes(), decoded.payloadBytes(), "merging holds nothing ahead");
-    assertSameContents(reserved, decoded, d, tokens, rnd, "merged pages");
+    assertSameContents(reserved, decoded, d, tokens, rnd, "merged pages, seed " + seed);
     if (codecName.equals("f32")) { // f32 hands out its own array
       int len = 2 * d * HeadStore.PAGE_TOKENS;
       for (int page = 0; page < 20; page++) {
@@ -241,7 +246,8 @@ class HeadStoreTest {
   void compactionCopiesTheSurvivorsOutOfTheirBlock(String codecName) {
     int d = 24;
     HeadStore store = codec(codecName).newStore(d);
-    SplittableRandom rnd = new SplittableRandom(5);
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
     Map<Integer, float[]> keys = new HashMap<>();
     Map<Integer, float[]> values = new HashMap<>();
     store.reserve(64);
@@ -266,9 +272,9 @@ class HeadStoreTest {
     for (int slot = 0; slot < HeadStore.PAGE_TOKENS; slot++) {
       int p = store.position(slot);
       store.readKey(slot, buf, 0);
-      assertArrayEquals(keys.get(p), buf, "key of position " + p);
+      assertArrayEquals(keys.get(p), buf, "key of position " + p + ", seed " + seed);
       store.readValue(slot, buf, 0);
-      assertArrayEquals(values.get(p), buf, "value of position " + p);
+      assertArrayEquals(values.get(p), buf, "value of position " + p + ", seed " + seed);
     }
   }
 
@@ -355,7 +361,8 @@ class HeadStoreTest {
   void pageBoundsFollowEveryAppendEvictionAndCompaction() {
     int d = 8;
     HeadStore store = StorageCodec.f32().newStore(d);
-    SplittableRandom rnd = new SplittableRandom(io.kvcache.core.TestData.seed());
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
     float[] k = new float[d], v = new float[d];
     for (int op = 0; op < 2000; op++) {
       int r = rnd.nextInt(100);
@@ -377,8 +384,8 @@ class HeadStoreTest {
           lo = Math.min(lo, pos);
           hi = Math.max(hi, pos);
         }
-        assertEquals(lo, store.pageMinPosition(page), "min of page " + page + " after operation " + op);
-        assertEquals(hi, store.pageMaxPosition(page), "max of page " + page + " after operation " + op);
+        assertEquals(lo, store.pageMinPosition(page), "min of page " + page + " after operation " + op + ", seed " + seed);
+        assertEquals(hi, store.pageMaxPosition(page), "max of page " + page + " after operation " + op + ", seed " + seed);
       }
     }
   }
