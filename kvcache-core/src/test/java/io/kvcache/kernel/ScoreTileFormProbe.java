@@ -23,6 +23,14 @@ import jdk.incubator.vector.VectorSpecies;
  *       loop, which C2 compiles to packed conversions), then <b>floats</b>' loop;
  *   <li><b>fma</b>: eight independent multiply-add chains over registers: the core's peak, as ns for a
  *       page's 1,024.
+ *   <li><b>fma10</b>: the same with ten chains (a loop of 128 steps of ten, 1,280 multiply-adds, its time
+ *       scaled to 1,024): what the FMA units do when latency never holds them up. A GQA-4 tile of two
+ *       8-lane token vectors has eight accumulators, and AVX2's sixteen registers leave no room for more
+ *       beside its key vectors and broadcasts;
+ *   <li><b>rolled</b>: <b>counted1</b>'s tile over halves in a loop C2 does not unroll (its stride is a
+ *       field's value), so that nothing spills;
+ *   <li><b>muladd</b>: <b>rolled</b> with each multiply-add as a multiply and an add (on Zen 3 they issue
+ *       to other pipes than the FMAs, and an add's latency is shorter than an FMA's).
  * </ul>
  * The halves are widened as the library does (sign-extend, shift, mask: value times 2^-112); the
  * outputs are not compared, only timed. From {@code kvcache-core}: {@code java --add-modules
@@ -44,7 +52,7 @@ public final class ScoreTileFormProbe {
   /**
    * Runs one form.
    *
-   * @param args the form: library, counted2, counted1, floats, widen or fma
+   * @param args the form: library, counted2, counted1, floats, widen, fma, fma10, rolled or muladd
    */
   public static void main(String[] args) {
     String form = args.length > 0 ? args[0] : "library";
@@ -82,13 +90,17 @@ public final class ScoreTileFormProbe {
               floats(q, page, 0, s, s0);
             }
             case "fma" -> s[s0] += fma(q, iters);
+            case "fma10" -> s[s0] += fma10(q, iters);
+            case "rolled" -> rolled(q, kt, k0, s, s0, false);
+            case "muladd" -> rolled(q, kt, k0, s, s0, true);
             default -> throw new IllegalArgumentException("form must be library, counted2, counted1, floats, "
-                + "widen or fma, got " + form);
+                + "widen, fma, fma10, rolled or muladd, got " + form);
           }
         }
       }
       long t1 = System.nanoTime();
-      line.append(String.format(" %.0f", (t1 - t0) / (double) iters / PAGES));
+      double scale = form.equals("fma10") ? 1024.0 / 1280 : 1.0;
+      line.append(String.format(" %.0f", scale * (t1 - t0) / iters / PAGES));
     }
     System.out.println(line + "  (" + s[5] + ")");
   }
@@ -171,6 +183,60 @@ public final class ScoreTileFormProbe {
       a31 = x1.fma(b3, a31);
     }
     store(s, s0, a00, a01, a10, a11, a20, a21, a30, a31);
+  }
+
+  private static void rolled(float[] q, short[] kT, int k0, float[] s, int s0, boolean split) {
+    FloatVector a00 = FloatVector.zero(F), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    int step = one;
+    for (int c = 0, k = k0; c < D; c += step, k += 16) {
+      FloatVector x0 = half(kT, k), x1 = half(kT, k + L);
+      FloatVector b0 = FloatVector.broadcast(F, q[c]);
+      FloatVector b1 = FloatVector.broadcast(F, q[D + c]);
+      FloatVector b2 = FloatVector.broadcast(F, q[2 * D + c]);
+      FloatVector b3 = FloatVector.broadcast(F, q[3 * D + c]);
+      if (split) {
+        a00 = a00.add(x0.mul(b0));
+        a01 = a01.add(x1.mul(b0));
+        a10 = a10.add(x0.mul(b1));
+        a11 = a11.add(x1.mul(b1));
+        a20 = a20.add(x0.mul(b2));
+        a21 = a21.add(x1.mul(b2));
+        a30 = a30.add(x0.mul(b3));
+        a31 = a31.add(x1.mul(b3));
+      } else {
+        a00 = x0.fma(b0, a00);
+        a01 = x1.fma(b0, a01);
+        a10 = x0.fma(b1, a10);
+        a11 = x1.fma(b1, a11);
+        a20 = x0.fma(b2, a20);
+        a21 = x1.fma(b2, a21);
+        a30 = x0.fma(b3, a30);
+        a31 = x1.fma(b3, a31);
+      }
+    }
+    store(s, s0, a00, a01, a10, a11, a20, a21, a30, a31);
+  }
+
+  /** 128 steps of ten independent chains: 1,280 multiply-adds. */
+  private static float fma10(float[] q, int salt) {
+    FloatVector x = FloatVector.broadcast(F, q[salt & 7]), y = FloatVector.broadcast(F, 0.999f);
+    FloatVector a0 = FloatVector.zero(F), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+        a9 = a0;
+    int step = one;
+    for (int c = 0; c < D; c += step) {
+      a0 = x.fma(y, a0);
+      a1 = x.fma(y, a1);
+      a2 = x.fma(y, a2);
+      a3 = x.fma(y, a3);
+      a4 = x.fma(y, a4);
+      a5 = x.fma(y, a5);
+      a6 = x.fma(y, a6);
+      a7 = x.fma(y, a7);
+      a8 = x.fma(y, a8);
+      a9 = x.fma(y, a9);
+    }
+    return a0.add(a1).add(a2).add(a3).add(a4).add(a5).add(a6).add(a7).add(a8).add(a9)
+        .reduceLanes(VectorOperators.ADD);
   }
 
   /** A page's 1,024 multiply-adds as 128 steps of eight independent chains over registers. */
