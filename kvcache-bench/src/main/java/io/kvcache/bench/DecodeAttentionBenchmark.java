@@ -42,6 +42,9 @@ import org.openjdk.jmh.infra.Blackhole;
 @Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "-Xms4g", "-Xmx4g"})
 public class DecodeAttentionBenchmark {
 
+  /** Instantiated by JMH; its state is built in the {@code @Setup} method. */
+  public DecodeAttentionBenchmark() {}
+
   static final int QUERY_HEADS = 32;
   static final int KV_HEADS = 8;
   static final int HEAD_DIM = 128;

@@ -40,6 +40,9 @@ import org.openjdk.jmh.annotations.Warmup;
     "-Xms8g", "-Xmx8g"})
 public class GpuDecodeBenchmark {
 
+  /** Instantiated by JMH; its state is built in the {@code @Setup} method. */
+  public GpuDecodeBenchmark() {}
+
   static final int QUERY_HEADS = 32;
   static final int KV_HEADS = 8;
   static final int HEAD_DIM = 128;

@@ -21,6 +21,9 @@ public final class Main implements Runnable {
   /** Set in the relaunched JVM so it never relaunches again. */
   static final String RELAUNCHED = "kvcache.bench.relaunched";
 
+  /** The root of the command line; {@link #main} makes one, and the tests drive one directly. */
+  Main() {}
+
   /**
    * Entry point.
    *

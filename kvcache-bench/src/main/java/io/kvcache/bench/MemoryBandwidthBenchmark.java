@@ -34,6 +34,9 @@ import org.openjdk.jmh.annotations.Warmup;
 @Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "-Xms3g", "-Xmx3g"})
 public class MemoryBandwidthBenchmark {
 
+  /** Instantiated by JMH; its state is built in the {@code @Setup} method. */
+  public MemoryBandwidthBenchmark() {}
+
   /** Bytes summed per operation. */
   public static final long BYTES = 1L << 30;
 

@@ -37,6 +37,9 @@ import org.openjdk.jmh.annotations.Warmup;
 @Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "-Xmx2g"})
 public class PrefillAttentionBenchmark {
 
+  /** Instantiated by JMH; its state is built in the {@code @Setup} method. */
+  public PrefillAttentionBenchmark() {}
+
   static final AttentionShape SHAPE = new AttentionShape(1, 4, 1, 128);
 
   /** Prompt tokens. */

@@ -40,6 +40,9 @@ import org.openjdk.jmh.infra.Blackhole;
 @Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "-Xms4g", "-Xmx4g"})
 public class SkvqDecodeAttentionBenchmark {
 
+  /** Instantiated by JMH; its state is built in the {@code @Setup} method. */
+  public SkvqDecodeAttentionBenchmark() {}
+
   static final int QUERY_HEADS = 32;
   static final int KV_HEADS = 8;
   static final int HEAD_DIM = 128;

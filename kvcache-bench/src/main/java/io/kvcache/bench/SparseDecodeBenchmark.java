@@ -40,6 +40,9 @@ import org.openjdk.jmh.infra.Blackhole;
 @Fork(value = 1, jvmArgsAppend = {"--add-modules=jdk.incubator.vector", "-Xms2g", "-Xmx2g"})
 public class SparseDecodeBenchmark {
 
+  /** Instantiated by JMH; its state is built in the {@code @Setup} method. */
+  public SparseDecodeBenchmark() {}
+
   static final AttentionShape SHAPE = new AttentionShape(1, 32, 8, 128);
 
   /** Tokens in the cache. */

@@ -74,7 +74,13 @@ public final class SyntheticWorkload {
     return needlePositions.clone();
   }
 
-  /** One layer's arrays for all {@code totalTokens} tokens. */
+  /**
+   * One layer's arrays for all {@code totalTokens} tokens, token-major.
+   *
+   * @param q queries, {@code totalTokens * queryWidth} floats
+   * @param k keys, {@code totalTokens * kvWidth} floats
+   * @param v values, {@code totalTokens * kvWidth} floats
+   */
   public record Layer(float[] q, float[] k, float[] v) {}
 
   /**
