@@ -169,6 +169,15 @@ public final class KVCrush implements RetentionPolicy {
     return importance == Importance.SNAPKV ? window : 0;
   }
 
+  /**
+   * True with SnapKV importance, which reads the observation window at {@code endPrefill} and nothing
+   * before; H2O importance accumulates every prompt query's weights as the prompt arrives.
+   */
+  @Override
+  public boolean actsAtEndOfPrompt() {
+    return importance == Importance.SNAPKV;
+  }
+
   @Override
   public State newState(AttentionShape shape) {
     return new CrushState(shape);

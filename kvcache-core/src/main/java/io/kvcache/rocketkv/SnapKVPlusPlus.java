@@ -108,6 +108,16 @@ public final class SnapKVPlusPlus implements RetentionPolicy {
     return new St(shape);
   }
 
+  /**
+   * As {@link SnapKV}: the prompt is left whole until {@code endPrefill}, which reads the observation
+   * window only (so the cache may defer a storage window step, and a layer sharing the cache sees what
+   * the owner's prefill saw).
+   */
+  @Override
+  public boolean actsAtEndOfPrompt() {
+    return true;
+  }
+
   @Override
   public String toString() {
     return name();
@@ -127,8 +137,12 @@ public final class SnapKVPlusPlus implements RetentionPolicy {
 
     @Override
     public void endPrefill(LayerAccess layer) {
-      // Every position below nextPosition was a prompt token of this layer (decode has not started).
-      int prompt = layer.nextPosition();
+      // T is the prompt tokens the layer holds (nothing is evicted before endPrefill), not one past the
+      // last position: positions may start late or skip (KVCache.prefill takes explicit positions).
+      int prompt = 0;
+      for (int h = 0; h < shape.kvHeads(); h++) {
+        prompt = Math.max(prompt, layer.store(h).size());
+      }
       int budget = Math.max(window, budgetFor(prompt));
       int pool = poolFor(prompt);
       long key = ((long) budget << 32) | pool;

@@ -2,6 +2,7 @@ package io.kvcache.core;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvcache.codec.StorageCodec;
 import java.util.SplittableRandom;
@@ -58,15 +59,21 @@ class AttendOnlyTest {
    * outputs by 0.3-0.5 relative error before the step waited for the next append).
    */
   @org.junit.jupiter.params.ParameterizedTest(name = "{0}")
-  @org.junit.jupiter.params.provider.ValueSource(strings = {"keep-all", "snapKV"})
+  @org.junit.jupiter.params.provider.ValueSource(strings = {"keep-all", "snapKV", "snapKV++", "kvCrush"})
   void aSharingLayerSeesTheStoreAsTheOwningLayerSawIt(String policy) {
     long seed = TestData.seed();
     SplittableRandom r = new SplittableRandom(seed);
     AttentionShape shape = new AttentionShape(1, 4, 2, 32);
     KVCacheStrategy s = Strategies.skvq(2, 2, 16);
-    if (policy.equals("snapKV")) { // compresses at the end of the prompt, then decodes over what it kept
-      s = s.toBuilder().retention(io.kvcache.retention.SnapKV.of(100, 16, 3)).build();
-    }
+    // Each compresses at the end of the prompt through its observation window, then decodes over what it kept.
+    io.kvcache.retention.RetentionPolicy retention = switch (policy) {
+      case "snapKV" -> io.kvcache.retention.SnapKV.of(100, 16, 3);
+      case "snapKV++" -> io.kvcache.rocketkv.SnapKVPlusPlus.of(100, 16);
+      case "kvCrush" -> io.kvcache.kvcrush.KVCrush.builder(100).window(16).build();
+      default -> io.kvcache.retention.RetentionPolicy.keepAll();
+    };
+    assertTrue(retention.actsAtEndOfPrompt(), policy + " acts at the end of the prompt only");
+    s = s.toBuilder().retention(retention).build();
     try (KVCache c = s.newCache(shape)) {
       for (int chunk = 0; chunk < 2; chunk++) { // the second chunk follows codes the first left behind
         int t = 96;

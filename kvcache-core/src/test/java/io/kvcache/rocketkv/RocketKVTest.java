@@ -140,4 +140,34 @@ class RocketKVTest {
     Fidelity.Result win = Fidelity.compare(Strategies.streamingLLM(4, 268).toBuilder().codec(skvq).build(), ref);
     assertTrue(s.meanError() < 0.5 * win.meanError(), "sparse over codes " + s.meanError() + ", window " + win.meanError());
   }
+
+  /**
+   * Stage 1's prompt length T (of sqrt(T * k) and of the kernel rule) is the prompt's tokens, not one past
+   * its last position: the same prompt given late positions keeps as many tokens as from position 0.
+   */
+  @Test
+  void stageOneCountsThePromptsTokensNotItsPositions() {
+    AttentionShape shape = new AttentionShape(1, 2, 1, 16);
+    int prompt = 1024, offset = 3072;
+    long seed = io.kvcache.core.TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    float[] q = io.kvcache.core.TestData.gaussian(rnd, prompt * shape.queryWidth(), 1);
+    float[] k = io.kvcache.core.TestData.gaussian(rnd, prompt * shape.kvWidth(), 1);
+    float[] v = io.kvcache.core.TestData.gaussian(rnd, prompt * shape.kvWidth(), 1);
+    float[] out = new float[prompt * shape.queryWidth()];
+    int[] late = new int[prompt];
+    for (int t = 0; t < prompt; t++) {
+      late[t] = offset + 3 * t; // late, and with gaps
+    }
+    int[] kept = new int[2];
+    for (int run = 0; run < 2; run++) {
+      try (KVCache cache = Strategies.rocketKV(64).newCache(shape)) {
+        cache.prefill(0, prompt, run == 0 ? null : late, q, 0, k, 0, v, 0, out, 0);
+        cache.endPrefill();
+        kept[run] = cache.stats().retained()[0][0];
+      }
+    }
+    assertEquals(256, kept[0], "sqrt(1024 * 64) from position 0, seed " + seed);
+    assertEquals(kept[0], kept[1], "the same 1024-token prompt at positions " + offset + ", +3 each, seed " + seed);
+  }
 }
