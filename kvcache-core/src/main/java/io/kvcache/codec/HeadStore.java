@@ -41,6 +41,9 @@ public abstract class HeadStore {
   private int live;
   private int[] freeSlots = new int[16];
   private int freeCount;
+  // Versions of page indices whose entries a compaction dropped stay below this, so that a page added
+  // again at such an index never repeats a version a reader may have cached for the one released there.
+  private int versionFloor;
 
   /**
    * @param headDim channels per head, at least 1
@@ -262,6 +265,21 @@ public abstract class HeadStore {
     for (int p = 0; p < pages; p++) {
       refreshBounds(p);
       pageVersion[p]++;
+    }
+    // What was sized for the pages and evictions before the compaction goes with them: fewer than
+    // PAGE_TOKENS holes remain, and the per-page arrays keep room for twice the pages held at most.
+    if (freeSlots.length > 2 * PAGE_TOKENS) {
+      freeSlots = new int[PAGE_TOKENS];
+    }
+    int cap = Math.max(4, pages);
+    if (positions.length > 2 * cap) {
+      for (int p = cap; p < pageVersion.length; p++) {
+        versionFloor = Math.max(versionFloor, pageVersion[p] + 1);
+      }
+      positions = Arrays.copyOf(positions, cap);
+      pageMinPos = Arrays.copyOf(pageMinPos, cap);
+      pageMaxPos = Arrays.copyOf(pageMaxPos, cap);
+      pageVersion = Arrays.copyOf(pageVersion, cap);
     }
     // Holes left below the last page (fewer tokens than holes above) stay reusable.
     for (int slot = fresh - 1; slot >= 0; slot--) {
@@ -489,6 +507,7 @@ public abstract class HeadStore {
     positions[pages] = pos;
     pageMinPos[pages] = EMPTY;
     pageMaxPos[pages] = EMPTY;
+    pageVersion[pages] = Math.max(pageVersion[pages], versionFloor);
     allocate(pages);
     pages++;
   }

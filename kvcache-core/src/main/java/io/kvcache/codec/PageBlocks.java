@@ -264,6 +264,14 @@ final class PageBlocks<A> {
     block = null;
     reservedCount = 0;
     singles = 0;
+    int cap = Math.max(4, pages);
+    if (arrays.length > 2 * cap) { // the released pages' entries (all null or unused) go too
+      arrays = Arrays.copyOf(arrays, cap);
+      base = Arrays.copyOf(base, cap);
+      valueBase = Arrays.copyOf(valueBase, cap);
+      groupSize = Arrays.copyOf(groupSize, cap);
+      groupIndex = Arrays.copyOf(groupIndex, cap);
+    }
     IdentityHashMap<Object, Integer> refs = new IdentityHashMap<>();
     for (int p = 0; p < pages; p++) {
       refs.merge(arrays[p], 1, Integer::sum);

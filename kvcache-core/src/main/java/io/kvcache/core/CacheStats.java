@@ -7,7 +7,12 @@ package io.kvcache.core;
  * stores them (pages are allocated whole, so a partly filled page counts in full, as do the not yet
  * used pages of a block a prefill chunk reserved);
  * {@code metadataBytes} is the cache's bookkeeping (one int position per allocated slot, plus what a
- * codec keeps beside its pages: SKVQ's page masks, channel permutations and clipping ratios). The
+ * codec keeps beside its pages: SKVQ's page masks, channel permutations and clipping ratios). Not
+ * counted, for any codec: the store's page index (each page's smallest and largest position and its
+ * version, 12 bytes, and for f16 and f32 the page's place in its block, 16 bytes; arrays grown by
+ * doubling, so up to twice that), the attention's fixed per-store and per-thread scratch, and what a
+ * policy or reader keeps to choose tokens (H2O's one float per slot, RocketKV's page key bounds).
+ * After a compaction or the end of the prompt, those shrink with what is kept. The
  * reference for {@link #compressionRatio()} is a dense f16 cache of every token seen, with no
  * metadata: {@code sum over layers of tokensSeen * kvHeads * headDim * 2 (K and V) * 2 bytes}. A
  * layer that stores nothing because it attends to another layer's cache ({@link KVCache#attendPrefill},

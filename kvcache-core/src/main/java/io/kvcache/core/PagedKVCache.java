@@ -213,6 +213,7 @@ final class PagedKVCache implements KVCache {
       settle(layer);
       retention.endPrefill(access(layer));
     }
+    scratchPos = new int[1]; // sized by the largest prompt chunk; decode needs one entry
     for (int layer = 0; layer < windowQ.length; layer++) {
       windowQ[layer] = null;
       windowPos[layer] = null;

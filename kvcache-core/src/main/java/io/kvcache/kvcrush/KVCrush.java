@@ -473,6 +473,22 @@ public final class KVCrush implements RetentionPolicy {
 
     @Override
     public void endPrefill(LayerAccess layer) {
+      select(layer);
+      if (layer.layer() == layer.shape().layers() - 1) {
+        // Selection happens once: the scratch, sized by the prompt, is not kept for the decode.
+        order = new int[0][];
+        kvScore = new float[0][];
+        perHead = new float[0];
+        sig = new long[0];
+        lscratch = new long[0];
+        acc = new float[0];
+        tmp = new float[0];
+        top = new boolean[0];
+        keep = new boolean[0];
+      }
+    }
+
+    private void select(LayerAccess layer) {
       boolean over = false;
       for (int h = 0; h < kvHeads; h++) {
         over |= layer.store(h).size() > budget;

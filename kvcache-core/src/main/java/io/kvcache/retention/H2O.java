@@ -109,6 +109,19 @@ public final class H2O implements RetentionPolicy {
     }
 
     @Override
+    public void endPrefill(LayerAccess layer) {
+      if (layer.layer() == layer.shape().layers() - 1) {
+        // The scratch was sized by the largest prompt chunk; decode regrows it to the slots it holds.
+        order = new int[0];
+        lscratch = new long[0];
+        acc = new float[0];
+        tmp = new float[0];
+        keep = new boolean[0];
+        remapKey = new long[0];
+      }
+    }
+
+    @Override
     public void afterDecodeWeights(LayerAccess layer, int kvHead, float[] weights) {
       HeadStore store = layer.store(kvHead);
       int slots = store.pageCount() * HeadStore.PAGE_TOKENS;
@@ -149,12 +162,16 @@ public final class H2O implements RetentionPolicy {
         }
       }
       if (store.pageCount() * HeadStore.PAGE_TOKENS - store.size() >= 2 * HeadStore.PAGE_TOKENS) {
-        compact(store, s);
+        score[layer][h] = compact(store, s);
       }
     }
 
-    /** Compacts the store and moves each token's score with it (compaction relocates tokens). */
-    private void compact(HeadStore store, float[] s) {
+    /**
+     * Compacts the store and moves each token's score with it (compaction relocates tokens).
+     *
+     * @return the scores, in a smaller array where the old one was sized for more than twice the slots left
+     */
+    private float[] compact(HeadStore store, float[] s) {
       int slots = store.pageCount() * HeadStore.PAGE_TOKENS;
       int n = 0;
       for (int slot = 0; slot < slots; slot++) {
@@ -166,8 +183,12 @@ public final class H2O implements RetentionPolicy {
       }
       Arrays.sort(remapKey, 0, n);
       store.compact();
-      Arrays.fill(s, 0f);
       int after = store.pageCount() * HeadStore.PAGE_TOKENS;
+      if (s.length > 2 * Math.max(after, HeadStore.PAGE_TOKENS)) {
+        s = new float[after];
+      } else {
+        Arrays.fill(s, 0f);
+      }
       for (int slot = 0; slot < after; slot++) {
         int pos = store.position(slot);
         if (pos != HeadStore.EMPTY) {
@@ -175,6 +196,7 @@ public final class H2O implements RetentionPolicy {
           s[slot] = Float.intBitsToFloat((int) remapKey[i]);
         }
       }
+      return s;
     }
 
     private void ensure(int slots) {

@@ -204,6 +204,12 @@ public final class SnapKV implements RetentionPolicy {
     @Override
     public void endPrefill(LayerAccess layer) {
       layer.forEachKvHead(h -> compress(layer, h));
+      if (layer.layer() == layer.shape().layers() - 1) {
+        // Selection happens once: the scratch, sized by the prompt, is not kept for the decode.
+        for (int h = 0; h < scratch.length; h++) {
+          scratch[h] = new Scratch();
+        }
+      }
     }
 
     private void compress(LayerAccess layer, int h) {

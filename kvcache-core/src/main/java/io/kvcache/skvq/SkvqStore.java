@@ -228,6 +228,17 @@ final class SkvqStore extends HeadStore implements HeadStore.FusedPages, SkvqPag
     qmask[page] = 0;
   }
 
+  /** After a compaction released pages: their entries go, keeping room for twice the pages held at most. */
+  @Override
+  protected void compacted() {
+    int cap = Math.max(4, pageCount());
+    if (full.length > 2 * cap) {
+      full = Arrays.copyOf(full, cap);
+      qp = Arrays.copyOf(qp, cap);
+      qmask = Arrays.copyOf(qmask, cap);
+    }
+  }
+
   @Override
   protected void write(int page, int idx, float[] k, int kOff, float[] v, int vOff) {
     short[] f = fullPart(page);
