@@ -161,7 +161,15 @@ public interface KVCache extends AutoCloseable {
    */
   void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff);
 
-  /** @return what the cache holds now: tokens per layer and head, exact bytes, compression */
+  /**
+   * What the cache holds now. A storage step that waits for the layer's next append (SKVQ's window
+   * step under a policy that acts at the end of the prompt, so that a layer sharing the cache sees what
+   * its owner saw) is taken first, so the bytes are those the next append would find: under AcrossKV,
+   * read the stats after the sharing layers' {@link #attendPrefill} or {@link #attendDecode} of the
+   * chunk, not between the owner's call and theirs.
+   *
+   * @return tokens per layer and head, exact bytes, compression
+   */
   CacheStats stats();
 
   /**
