@@ -16,7 +16,13 @@ import java.util.Arrays;
  * {@code budget + chunk} tokens; a one-chunk prompt is thus scored by all of its queries at once,
  * which is what the paper's implementation does. <b>Decode:</b> the new token is appended, the
  * budget is enforced before its attention (so a step attends to exactly {@code heavy + recent}
- * tokens), then its weights are added ({@link State#afterDecodeWeights}).
+ * tokens), then its weights are added ({@link State#afterDecodeWeights}). The paper (Algorithm 1) and
+ * the project's method notes take the other order: the step attends to the kept tokens and the new one,
+ * adds its row, then evicts. We evict first so that a layer sharing the cache ({@code attendDecode},
+ * AcrossKV) attends to exactly what the owning layer attended to, and a step never holds more than its
+ * budget; the step's own row then counts from the next eviction on. The two orders keep the same tokens
+ * on random inputs (a reference of each, {@code RetentionReferenceTest}) and differ where the step's
+ * own attention decides the eviction.
  *
  * <p>Recent tokens are the {@code recent} largest positions, counted, not by position range, so the
  * count is exact under a prefill schedule that leaves gaps. Ties between equal scores keep the older
