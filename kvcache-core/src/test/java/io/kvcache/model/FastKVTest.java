@@ -277,4 +277,54 @@ class FastKVTest {
     assertTrue(e.getMessage().contains("pool must be an odd kernel size") && e.getMessage().contains("got 6"),
         e.getMessage());
   }
+  /**
+   * The rows that travel past the selection layer keep their prompt positions there (their RoPE and the
+   * causal mask use them): the later layers hold the same rows, the window's rows among them at the
+   * prompt's last positions, not renumbered 0 to m - 1. Both selection-layer paths.
+   */
+  @Test
+  void travellingRowsKeepTheirPromptPositionsInTheLaterLayers() throws Exception {
+    long seed = TinyModels.seed();
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 4, DType.F32))) {
+      int n = 40, travel = 20, window = 8;
+      int[] p = prompt(new SplittableRandom(seed), n);
+      // Keep-all retention: what a layer holds is exactly the rows that reached it.
+      KVCacheStrategy s = KVCacheStrategy.builder().codec(StorageCodec.f32())
+          .schedule(TokenSelectivePropagation.ofLength(0.5, travel, window, 7)).build();
+      for (boolean wholeLayer : new boolean[] {false, true}) {
+        try (LlamaModel.Sequence seq = LlamaModel.of(w).newSequence(s, 7)) {
+          seq.wholeSelectionLayer = wholeLayer;
+          seq.prefill(p, new float[w.config().vocabSize()]);
+          java.lang.reflect.Field f = seq.cache().getClass().getDeclaredField("stores");
+          f.setAccessible(true);
+          io.kvcache.codec.HeadStore[][] stores = (io.kvcache.codec.HeadStore[][]) f.get(seq.cache());
+          java.util.TreeSet<Integer> travelled = null;
+          for (int l = 0; l < 4; l++) {
+            for (io.kvcache.codec.HeadStore st : stores[l]) {
+              java.util.TreeSet<Integer> held = new java.util.TreeSet<>();
+              for (int slot = 0; slot < st.pageCount() * io.kvcache.codec.HeadStore.PAGE_TOKENS; slot++) {
+                if (st.position(slot) != io.kvcache.codec.HeadStore.EMPTY) {
+                  held.add(st.position(slot));
+                }
+              }
+              String at = "layer " + l + ", whole selection layer " + wholeLayer + ", seed=" + seed;
+              if (l <= 1) {
+                assertEquals(n, held.size(), at);
+                assertEquals(n - 1, held.last(), at);
+                continue;
+              }
+              assertEquals(travel, held.size(), at);
+              for (int t = n - window; t < n; t++) {
+                assertTrue(held.contains(t), "window row " + t + " travels at its position, " + at + ": " + held);
+              }
+              if (travelled == null) {
+                travelled = held;
+              }
+              assertEquals(travelled, held, "every later layer and KV head holds the same rows, " + at);
+            }
+          }
+        }
+      }
+    }
+  }
 }
