@@ -639,7 +639,12 @@ public final class LlamaModel {
       return keep;
     }
 
-    private int[] selectRows(float[] keys, float[] winQ, int n, int window, int keep, int pool) {
+    /**
+     * Token-selective propagation's choice: the window's rows plus the {@code keep - window} earlier rows
+     * the window's queries attend to most (softmax weights summed over the window's rows and every query
+     * head, pooled), in position order. Package-private for its test.
+     */
+    int[] selectRows(float[] keys, float[] winQ, int n, int window, int keep, int pool) {
       int heads = config.heads();
       double[][] perHead = new double[heads][];
       // The query heads split across the matrix threads (the caller taking a share), each scoring every

@@ -327,4 +327,49 @@ class FastKVTest {
       }
     }
   }
+  /**
+   * The selection keeps the rows the window attends to most, not the least: eight rows whose keys point
+   * along the window's queries (every head) are chosen, with the window, over rows of small random keys.
+   */
+  @Test
+  void theSelectionKeepsTheRowsTheWindowAttendsToMost() throws IOException {
+    long seed = TinyModels.seed();
+    try (LlamaWeights w = LlamaWeights.loadGguf(TinyModels.write(tmp.resolve("m.gguf"), seed, 2, DType.F32))) {
+      LlamaModel model = LlamaModel.of(w);
+      LlamaConfig c = model.config();
+      int n = 64, window = 8, keep = 16, hd = c.headDim(), kvw = c.kvWidth(), qw = c.qWidth();
+      SplittableRandom r = new SplittableRandom(seed);
+      float[] u = new float[hd];
+      double norm = 0;
+      for (int i = 0; i < hd; i++) {
+        u[i] = (float) r.nextGaussian();
+        norm += u[i] * u[i];
+      }
+      for (int i = 0; i < hd; i++) {
+        u[i] *= (float) (2 * Math.sqrt(hd / norm)); // |u|^2 = 4 hd: a needle's logit is 4 sqrt(hd)
+      }
+      java.util.TreeSet<Integer> needles = new java.util.TreeSet<>();
+      while (needles.size() < 8) {
+        needles.add(r.nextInt(n - window));
+      }
+      float[] keys = new float[n * kvw];
+      for (int j = 0; j < n; j++) {
+        for (int e = 0; e < kvw; e++) {
+          keys[j * kvw + e] = needles.contains(j) ? u[e % hd] : (float) (0.1 * r.nextGaussian());
+        }
+      }
+      float[] winQ = new float[window * qw];
+      for (int e = 0; e < winQ.length; e++) {
+        winQ[e] = u[e % hd];
+      }
+      try (LlamaModel.Sequence seq = model.newSequence(Strategies.full(), 8)) {
+        int[] rows = seq.selectRows(keys, winQ, n, window, keep, 1);
+        java.util.TreeSet<Integer> expected = new java.util.TreeSet<>(needles);
+        for (int t = n - window; t < n; t++) {
+          expected.add(t);
+        }
+        assertEquals(expected.toString(), java.util.Arrays.toString(rows), "seed=" + seed);
+      }
+    }
+  }
 }
