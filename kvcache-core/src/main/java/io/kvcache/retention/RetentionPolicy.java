@@ -89,7 +89,9 @@ public interface RetentionPolicy {
 
     /**
      * The prompt is complete: compress with what was seen. The observation window, if requested, is
-     * available through {@link LayerAccess#windowWeights}.
+     * available through {@link LayerAccess#windowWeights}. The cache calls it once per layer, layers in
+     * increasing order, so the last layer's call ends the prompt: a state may drop what it sized by the
+     * prompt there.
      *
      * @param layer the layer's stores and positions
      */

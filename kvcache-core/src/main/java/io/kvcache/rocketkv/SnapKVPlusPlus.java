@@ -147,6 +147,11 @@ public final class SnapKVPlusPlus implements RetentionPolicy {
       int pool = poolFor(prompt);
       long key = ((long) budget << 32) | pool;
       byBudgetAndPool.computeIfAbsent(key, k -> SnapKV.of(budget, window, pool).newState(shape)).endPrefill(layer);
+      if (layer.layer() == shape.layers() - 1) {
+        // Layers of different prompt lengths (token-selective propagation) made states that no later layer
+        // reaches; the prompt is over, and with them goes their prompt-sized scratch.
+        byBudgetAndPool.clear();
+      }
     }
   }
 }
