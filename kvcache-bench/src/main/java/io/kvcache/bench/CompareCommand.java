@@ -42,7 +42,11 @@ final class CompareCommand implements Runnable {
       description = "layers,queryHeads,kvHeads,headDim, or llama3-8b (default: ${DEFAULT-VALUE}: Llama-3-8B's GQA groups, fewer heads).")
   String shape;
 
-  @Option(names = {"-s", "--strategy"}, description = "A preset or a combination like f32+sinks(4,1020); repeatable. Default: every preset.")
+  @Option(names = {"-s", "--strategy"}, description = "Repeatable; default: every preset. A preset sized by --budget "
+      + "(full-f16, full-f32, streamingLLM, snapKV, h2o, kvCrush, kvCrush-h2o, rocketKV, skvq-k2v1.5, skvq-k4v4; any "
+      + "case), a name the table prints (e.g. streamingLLM(4,1020)), or axes joined by +: codecs f16, f32, skvq, "
+      + "skvq(KBITS,VBITS,GROUP); retention keepAll, sinks(S,W), snapKV(B,W,P), h2o(H,R), kvCrush(B); readers dense, "
+      + "hybrid(K) (e.g. f32+sinks(4,1020)).")
   List<String> strategies = new ArrayList<>();
 
   @Option(names = "--chunk", defaultValue = "512", description = "Prompt chunk length (default: ${DEFAULT-VALUE}).")

@@ -64,8 +64,7 @@ final class GenerateCommand implements Runnable {
     }
     OptionChecks.inputFile("--model", model);
     int[] input = tokens != null ? tokens : ByteTokenizer.encode(prompt, true);
-    KVCacheStrategy s = Presets.withSchedules().containsKey(strategy)
-        ? Presets.withSchedules().get(strategy).apply(budget) : Presets.resolve(strategy, budget);
+    KVCacheStrategy s = Presets.resolveWithSchedules(strategy, budget);
     GenerationConfig config = temperature <= 0 ? GenerationConfig.greedy(maxTokens)
         : GenerationConfig.sampled(maxTokens, temperature, topP, seed);
     Path dir = model != null ? model : EmbeddedModel.directory();

@@ -128,15 +128,14 @@ final class JmhCommand implements Runnable {
         bandwidth.put(r.getParams().getParam("threads"), MemoryBandwidthBenchmark.BYTES / (us * 1e3));
       }
     }
-    System.out.println();
-    System.out.println("memory read bandwidth (sum over 1 GiB)");
-    System.out.printf(Locale.ROOT, "%-8s %10s%n", "threads", "GB/s");
-    bandwidth.forEach((t, gbs) -> System.out.printf(Locale.ROOT, "%-8s %10.2f%n", t, gbs));
+    // Each table only where the run had its benchmarks (jmh --include may pick one).
+    if (!bandwidth.isEmpty()) {
+      System.out.println();
+      System.out.println("memory read bandwidth (sum over 1 GiB)");
+      System.out.printf(Locale.ROOT, "%-8s %10s%n", "threads", "GB/s");
+      bandwidth.forEach((t, gbs) -> System.out.printf(Locale.ROOT, "%-8s %10.2f%n", t, gbs));
+    }
 
-    System.out.println();
-    System.out.println("decode attention, one layer, 32 query / 8 KV heads, dim 128");
-    System.out.printf(Locale.ROOT, "%-8s %-10s %-8s %-8s %12s %9s %10s %12s%n", "context", "codec", "kernels", "threads",
-        "median us", "GB/s", "% of bw", "vs scalar");
     List<String[]> rows = new ArrayList<>();
     for (RunResult r : results) {
       String bench = r.getParams().getBenchmark();
@@ -157,6 +156,12 @@ final class JmhCommand implements Runnable {
       decodeGbs.put(context + "/" + codec + "/" + kernels + "/" + threads, gbs);
       rows.add(new String[] {String.valueOf(context), codec, kernels, threads, String.valueOf(us)});
     }
+    if (!rows.isEmpty()) {
+      System.out.println();
+      System.out.println("decode attention, one layer, 32 query / 8 KV heads, dim 128");
+      System.out.printf(Locale.ROOT, "%-8s %-10s %-8s %-8s %12s %9s %10s %12s%n", "context", "codec", "kernels",
+          "threads", "median us", "GB/s", "% of bw", "vs scalar");
+    }
     for (String[] row : rows) {
       double gbs = decodeGbs.get(row[0] + "/" + row[1] + "/" + row[2] + "/" + row[3]);
       Double bw = bandwidth.get(row[3]);
@@ -166,9 +171,6 @@ final class JmhCommand implements Runnable {
           scalar == null ? "-" : String.format(Locale.ROOT, "%.2fx", gbs / scalar));
     }
 
-    System.out.println();
-    System.out.println("prefill attention, causal, one chunk, 4 query / 1 KV head, dim 128, f32, 1 thread");
-    System.out.printf(Locale.ROOT, "%-8s %-8s %12s %10s %12s%n", "context", "kernels", "median ms", "GFLOP/s", "vs scalar");
     List<String[]> prows = new ArrayList<>();
     for (RunResult r : results) {
       if (!r.getParams().getBenchmark().endsWith("PrefillAttentionBenchmark.prefill")) {
@@ -179,6 +181,12 @@ final class JmhCommand implements Runnable {
       double ms = medianScore(r);
       prefillGflops.put(context + "/" + kernels, PrefillAttentionBenchmark.flops(context) / (ms * 1e6));
       prows.add(new String[] {String.valueOf(context), kernels, String.valueOf(ms)});
+    }
+    if (!prows.isEmpty()) {
+      System.out.println();
+      System.out.println("prefill attention, causal, one chunk, 4 query / 1 KV head, dim 128, f32, 1 thread");
+      System.out.printf(Locale.ROOT, "%-8s %-8s %12s %10s %12s%n", "context", "kernels", "median ms", "GFLOP/s",
+          "vs scalar");
     }
     for (String[] row : prows) {
       double gf = prefillGflops.get(row[0] + "/" + row[1]);

@@ -62,8 +62,10 @@ final class PrefillCommand implements Runnable {
       description = "Model shape: llama-3.2-1b or tiny (default: ${DEFAULT-VALUE}).")
   String shape;
 
-  @Option(names = "--prompt", defaultValue = "8192", description = "Prompt tokens (default: ${DEFAULT-VALUE}).")
-  int prompt;
+  @Option(names = "--prompt", description = "Prompt tokens (default: 8192, or the shape's longest prompt if shorter).")
+  Integer promptOption;
+
+  int prompt; // --prompt, or its default for the shape
 
   @Option(names = {"-s", "--strategy"}, description = "full, fastKV (TSP rate 20%%), fastKV(RATE), fastKV(RATE,SHARE), swiftKV(SKIP,GROUP), "
       + "or a compare preset or combination; repeatable. Default: full, fastKV, swiftKV(0.5,2), swiftKV(0.5,1). "
@@ -142,6 +144,7 @@ final class PrefillCommand implements Runnable {
       throw new IllegalArgumentException("--" + e.getMessage(), e);
     }
     int t = threads != null ? threads : Runtime.getRuntime().availableProcessors();
+    prompt = promptOption != null ? promptOption : Math.min(8192, config.maxPositions());
     checkOptions(config, t);
     List<KVCacheStrategy> list = strategies(strategies, budget);
     int[] tokens = promptTokens(config, prompt, seed);
@@ -354,7 +357,10 @@ final class PrefillCommand implements Runnable {
       return Presets.resolve(spec, budget);
     } catch (IllegalArgumentException e) {
       // Also a NumberFormatException: its message names the text that is not a number.
-      throw new IllegalArgumentException("strategy '" + spec + "': " + e.getMessage() + " (accepted: full, fastKV, "
+      String m = e.getMessage();
+      String prefix = "strategy '" + spec + "': ";
+      throw new IllegalArgumentException(prefix + (m.startsWith(prefix) ? m.substring(prefix.length()) : m)
+          + " (accepted: full, fastKV, "
           + "fastKV(RATE) with RATE in (0, 1], fastKV(RATE,SHARE) with SHARE in (0, 1] the share of layers that run every prompt row, swiftKV, swiftKV(SKIP,GROUP) with SKIP in (0, 1] and GROUP >= 1, or a "
           + "compare preset or combination)", e);
     }

@@ -81,18 +81,97 @@ final class Presets {
   }
 
   /**
-   * Resolves a preset name or a combination.
+   * Resolves a preset name or a combination against {@link #all()}.
    *
-   * @param spec   a preset name from {@link #all()} or a combination such as {@code f32+sinks(4,1020)}
+   * @param spec   a preset name from {@link #all()}, a name the tables print for one (such as
+   *               {@code streamingLLM(4,1020)}), or a combination such as {@code f32+sinks(4,1020)}
    * @param budget tokens per KV head for budgeted presets
    * @return the strategy
    * @throws IllegalArgumentException naming the unknown part and what is accepted
    */
   static KVCacheStrategy resolve(String spec, int budget) {
-    IntFunction<KVCacheStrategy> preset = all().get(spec);
-    if (preset != null) {
-      return preset.apply(budget);
+    return resolve(spec, budget, all());
+  }
+
+  /**
+   * Resolves as {@link #resolve(String, int)}, against the presets that need a model run too
+   * ({@link #withSchedules()}).
+   *
+   * @param spec   a preset name, a printed name, or a combination
+   * @param budget tokens per KV head for budgeted presets
+   * @return the strategy
+   * @throws IllegalArgumentException naming the unknown part and what is accepted
+   */
+  static KVCacheStrategy resolveWithSchedules(String spec, int budget) {
+    return resolve(spec, budget, withSchedules());
+  }
+
+  /**
+   * A preset's key, matched without regard to case, or null.
+   *
+   * @param spec a name
+   * @param presets the presets to look in
+   * @return the key as {@code presets} spells it, or null
+   */
+  static String presetKey(String spec, Map<String, IntFunction<KVCacheStrategy>> presets) {
+    for (String key : presets.keySet()) {
+      if (key.equalsIgnoreCase(spec.trim())) {
+        return key;
+      }
     }
+    return null;
+  }
+
+  private static KVCacheStrategy resolve(String spec, int budget, Map<String, IntFunction<KVCacheStrategy>> presets) {
+    String key = presetKey(spec, presets);
+    if (key != null) {
+      return presets.get(key).apply(budget);
+    }
+    KVCacheStrategy printed = printedName(spec, presets);
+    if (printed != null) {
+      return printed;
+    }
+    return combination(spec, presets);
+  }
+
+  /**
+   * The preset whose strategy name, as the tables print it, is {@code spec}: the budget is among the
+   * name's whole numbers, or is the sum of the first two ({@code streamingLLM(S,W)} holds {@code S + W}),
+   * so each of those budgets is tried. Null when none matches.
+   */
+  private static KVCacheStrategy printedName(String spec, Map<String, IntFunction<KVCacheStrategy>> presets) {
+    String want = spec.trim().replace(" ", "");
+    Matcher numbers = Pattern.compile("\\d+").matcher(want);
+    List<Integer> budgets = new ArrayList<>();
+    List<Integer> seen = new ArrayList<>();
+    while (numbers.find() && seen.size() < 8) {
+      try {
+        seen.add(Integer.parseInt(numbers.group()));
+      } catch (NumberFormatException e) {
+        return null;
+      }
+    }
+    budgets.addAll(seen);
+    if (seen.size() >= 2) {
+      budgets.add(seen.get(0) + seen.get(1));
+    }
+    budgets.add(1024); // budget-free presets (SKVQ's names carry their widths, not a budget)
+    for (int b : budgets) {
+      for (IntFunction<KVCacheStrategy> f : presets.values()) {
+        try {
+          KVCacheStrategy s = f.apply(b);
+          if (s.name().replace(" ", "").equalsIgnoreCase(want)) {
+            return s;
+          }
+        } catch (IllegalArgumentException e) {
+          // a budget this preset cannot take: not its name
+        }
+      }
+    }
+    return null;
+  }
+
+  private static KVCacheStrategy combination(String spec, Map<String, IntFunction<KVCacheStrategy>> presets) {
     KVCacheStrategy.Builder b = KVCacheStrategy.builder().name(spec);
     // Each axis may be chosen once: "sinks(4,1020)+keepAll" would otherwise run the last choice under
     // a name that says the first. (-1 keeps a trailing empty part, which is refused below.)
@@ -154,7 +233,8 @@ final class Presets {
               b.reader(HybridSparseReader.of(Integer.parseInt(hybrid.group(1)), 0.25, 16));
             } else {
               throw new IllegalArgumentException("strategy '" + spec + "': unknown part '" + part.trim()
-                  + "'; expected a preset (" + String.join(", ", all().keySet()) + ") or axis choices joined by "
+                  + "'; expected a preset (" + String.join(", ", presets.keySet()) + "), a name a table prints for "
+                  + "one, such as streamingLLM(4,1020), or axis choices joined by "
                   + "'+': f16, f32, skvq, skvq(KBITS,VBITS,GROUP), keepAll, sinks(S,W), snapKV(B,W,P), h2o(H,R), "
                   + "kvCrush(B), dense, hybrid(K)");
             }

@@ -55,9 +55,10 @@ final class QualityCommand implements Callable<Integer> {
   Path text;
 
   @Option(names = {"-s", "--strategy"}, description = "Presets to run (repeatable); default: all of "
-      + "full-f16, full-f32, streamingLLM, snapKV, h2o, kvCrush, rocketKV, fastKV, skvq-k2v1.5, skvq-k4v4, swiftKV, "
-      + "swiftKV-single. Axis combinations as in compare (e.g. skvq+sinks(4,1020)) run once, unbudgeted. "
-      + "full-f32 is always run as the reference.")
+      + "full-f16, full-f32, streamingLLM, snapKV, h2o, kvCrush, kvCrush-h2o, rocketKV, skvq-k2v1.5, skvq-k4v4, fastKV, "
+      + "swiftKV, swiftKV-single (any case). Printed names and axis combinations as in compare (e.g. "
+      + "skvq+sinks(4,1020)) run once, unbudgeted. "
+      + "full-f32 (the reference) and full-f16 (the memory ratios' denominator) always run.")
   List<String> strategies;
 
   @Option(names = "--budgets", split = ",", defaultValue = "256,512,1024",
@@ -141,17 +142,17 @@ final class QualityCommand implements Callable<Integer> {
           + bytes.length);
     }
     Map<String, IntFunction<KVCacheStrategy>> presets = Presets.withSchedules();
-    List<String> names = strategies == null || strategies.isEmpty() ? new ArrayList<>(presets.keySet()) : strategies;
+    List<String> names = new ArrayList<>();
+    for (String n : strategies == null || strategies.isEmpty() ? presets.keySet() : strategies) {
+      String key = Presets.presetKey(n, presets);
+      names.add(key != null ? key : n);
+    }
     for (String n : names) {
       if (!presets.containsKey(n)) {
-        // An axis combination such as skvq+sinks(4,1020): it carries its own sizes, so it takes no budget.
-        try {
-          Presets.resolve(n, 1);
-        } catch (IllegalArgumentException e) {
-          throw new IllegalArgumentException("--strategy '" + n + "' is neither a preset (" + presets.keySet()
-              + ") nor an axis combination: " + e.getMessage(), e);
-        }
-        presets.put(n, b -> Presets.resolve(n, b));
+        // A printed name or an axis combination such as skvq+sinks(4,1020): it carries its own sizes, so it
+        // takes no budget. Resolving it once refuses a bad one, with the accepted forms, before any work.
+        Presets.resolveWithSchedules(n, 1);
+        presets.put(n, b -> Presets.resolveWithSchedules(n, b));
       }
     }
     List<String> cellNames = new ArrayList<>();

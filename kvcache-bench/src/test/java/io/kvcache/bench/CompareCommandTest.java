@@ -182,6 +182,38 @@ class CompareCommandTest {
   }
 
   @Test
+  void theNamesTheTablesPrintResolveBackToTheSameStrategies() {
+    for (int budget : new int[] {64, 256, 1024}) {
+      for (var preset : Presets.withSchedules().entrySet()) {
+        String printed = preset.getValue().apply(budget).name();
+        // Any budget argument: a printed name carries its own sizes.
+        assertEquals(printed, Presets.resolveWithSchedules(printed, 77).name(), preset.getKey() + " at " + budget);
+        if (Presets.all().containsKey(preset.getKey())) {
+          assertEquals(printed, Presets.resolve(printed, 77).name(), preset.getKey() + " at " + budget);
+        }
+      }
+    }
+    assertEquals(Presets.resolve("snapKV", 64).name(), Presets.resolve("SNAPKV", 64).name());
+    assertEquals(Presets.resolve("skvq-k2v1.5", 64).name(), Presets.resolve(" Skvq-K2V1.5 ", 64).name());
+    // The schedules need a model run: compare does not take them, and says which presets it does take.
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Presets.resolve("fastKV", 64));
+    assertTrue(e.getMessage().contains("kvCrush-h2o") && !e.getMessage().contains("swiftKV"), e.getMessage());
+    assertTrue(Presets.resolveWithSchedules("FastKV", 64).name().startsWith("fastKV"));
+  }
+
+  @Test
+  void theHelpOfCompareAndQualityNamesEveryPreset() {
+    String compare = Main.commandLine().getSubcommands().get("compare").getUsageMessage();
+    String quality = Main.commandLine().getSubcommands().get("quality").getUsageMessage();
+    for (String name : Presets.withSchedules().keySet()) {
+      if (Presets.all().containsKey(name)) {
+        assertTrue(compare.contains(name), "compare --help lacks " + name + ":\n" + compare);
+      }
+      assertTrue(quality.contains(name), "quality --help lacks " + name + ":\n" + quality);
+    }
+  }
+
+  @Test
   void combinationsChooseEachAxisOnceAndNameBadNumbers() {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
         () -> Presets.resolve("sinks(4,1020)+keepAll", 10));

@@ -5,7 +5,7 @@ package io.kvcache.core;
  *
  * <p>Grouped-query attention (GQA) maps query head {@code h} to KV head {@code h / groupSize()}, the
  * convention of Llama, Mistral and Qwen checkpoints. Arrays at the API are row-major
- * {@code [token][head][dim]}.
+ * {@code [token][head][dim]}. Immutable.
  *
  * @param layers      transformer layers, 1 to 4096
  * @param queryHeads  query heads per layer, a positive multiple of {@code kvHeads}, at most 65536

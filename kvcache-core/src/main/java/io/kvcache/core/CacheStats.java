@@ -1,7 +1,8 @@
 package io.kvcache.core;
 
 /**
- * A snapshot of what a {@link KVCache} holds.
+ * A snapshot of what a {@link KVCache} holds; immutable (it copies its arrays in and out), so it may be
+ * kept and read from any thread.
  *
  * <p>Bytes are exact: {@code payloadBytes} is every allocated page's keys and values as the codec
  * stores them (pages are allocated whole, so a partly filled page counts in full, as do the not yet

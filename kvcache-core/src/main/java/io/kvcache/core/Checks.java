@@ -34,9 +34,43 @@ public final class Checks {
     if (array == null) {
       throw new IllegalArgumentException(name + " must not be null");
     }
-    if (offset < 0 || offset + length > array.length) {
+    if (offset < 0) { // the API names each array's offset after it: qOff, kOff, vOff, outOff
+      throw new IllegalArgumentException(name + "Off must be >= 0, got " + offset);
+    }
+    if (offset + length > array.length) {
       throw new IllegalArgumentException(name + " must hold " + length + " floats from offset " + offset
           + ", but its length is " + array.length);
+    }
+  }
+
+  /**
+   * Checks that {@code array} holds exactly {@code length} elements: the overloads without offsets
+   * take whole arrays, so a longer one is a mistake, not a buffer to read a part of. The commonest,
+   * keys or values laid out with one head per query head (after a {@code repeat_kv}), gets its own
+   * hint.
+   *
+   * @param name   the argument's name
+   * @param array  the array
+   * @param length elements expected
+   * @param what   how {@code length} is made, for the message, e.g. {@code "tokens * kvHeads * headDim"}
+   * @param shape  the cache's shape, for the hint
+   * @param tokens tokens in the call
+   * @throws IllegalArgumentException when the array is null or its length differs
+   */
+  public static void exactLength(String name, float[] array, long length, String what, AttentionShape shape,
+      int tokens) {
+    if (array == null) {
+      throw new IllegalArgumentException(name + " must not be null");
+    }
+    if (array.length != length) {
+      String hint = "";
+      if (what.contains("kvHeads") && shape.groupSize() > 1
+          && array.length == (long) tokens * shape.queryWidth()) {
+        hint = "; keys and values take kvHeads (" + shape.kvHeads() + ") heads per token, not queryHeads ("
+            + shape.queryHeads() + ")";
+      }
+      throw new IllegalArgumentException(name + " must hold exactly " + what + " = " + length
+          + " floats (the overload with offsets reads part of a larger array), got " + array.length + hint);
     }
   }
 

@@ -8,10 +8,20 @@ package io.kvcache.core;
  * to one layer and writes that layer's attention output; layers keep their own positions, so a model
  * runs layer 0 to {@code L-1} for a chunk, then the next chunk.
  *
+ * <p>A cache holds one sequence and takes one prompt: {@link #prefill} (in as many chunks as needed)
+ * until {@link #endPrefill} or the first {@link #decode}, after which {@code prefill} throws
+ * {@link IllegalStateException}, because a policy that compresses at the end of the prompt has already
+ * chosen what to keep. Later input, such as a conversation's next turn, goes through {@code decode} a
+ * token at a time, or into a new cache. A {@code decode} before any {@code prefill} starts from an
+ * empty prompt.
+ *
  * <p>Every argument is checked before anything is stored: a bad call throws an
  * {@link IllegalArgumentException} or {@link IllegalStateException} naming the argument and the
- * expected value, and leaves the cache as it was. One thread at a time; distinct caches may be used
- * concurrently. Close it to release its memory.
+ * expected value, and leaves the cache as it was. The cache copies what it keeps and holds no reference
+ * to the caller's arrays once a call returns, so they may be reused for the next call. One thread at a
+ * time: the CPU cache refuses a call made while another thread is inside one with an
+ * {@link IllegalStateException} rather than let the two corrupt it (kvcache-gpu's cache makes it wait).
+ * Distinct caches may be used concurrently. Close it to release its memory.
  */
 public interface KVCache extends AutoCloseable {
 
@@ -24,12 +34,20 @@ public interface KVCache extends AutoCloseable {
    *
    * @param layer  layer index
    * @param tokens tokens in the chunk, {@code >= 1}
-   * @param q      queries, {@code tokens * queryHeads * headDim} floats from index 0
-   * @param k      keys after RoPE, {@code tokens * kvHeads * headDim} floats from index 0
+   * @param q      queries, exactly {@code tokens * queryHeads * headDim} floats (the overload with offsets
+   *               reads part of a larger array)
+   * @param k      keys after RoPE, exactly {@code tokens * kvHeads * headDim} floats
    * @param v      values, like {@code k}
    * @param out    attention output, like {@code q}
    */
   default void prefill(int layer, int tokens, float[] q, float[] k, float[] v, float[] out) {
+    if (tokens >= 1) { // else the overload names tokens
+      AttentionShape s = shape();
+      Checks.exactLength("q", q, (long) tokens * s.queryWidth(), "tokens * queryHeads * headDim", s, tokens);
+      Checks.exactLength("k", k, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
+      Checks.exactLength("v", v, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
+      Checks.exactLength("out", out, (long) tokens * s.queryWidth(), "tokens * queryHeads * headDim", s, tokens);
+    }
     prefill(layer, tokens, null, q, 0, k, 0, v, 0, out, 0);
   }
 
@@ -59,10 +77,16 @@ public interface KVCache extends AutoCloseable {
    *
    * @param layer  layer index
    * @param tokens tokens in the chunk, {@code >= 1}
-   * @param k      keys after RoPE, {@code tokens * kvHeads * headDim} floats from index 0
+   * @param k      keys after RoPE, exactly {@code tokens * kvHeads * headDim} floats (the overload with
+   *               offsets reads part of a larger array)
    * @param v      values, like {@code k}
    */
   default void append(int layer, int tokens, float[] k, float[] v) {
+    if (tokens >= 1) { // else the overload names tokens
+      AttentionShape s = shape();
+      Checks.exactLength("k", k, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
+      Checks.exactLength("v", v, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
+    }
     append(layer, tokens, null, k, 0, v, 0);
   }
 
@@ -101,7 +125,8 @@ public interface KVCache extends AutoCloseable {
 
   /**
    * Ends the prompt: retention policies that compress once (SnapKV and its kin) do so now. Called
-   * implicitly by the first {@link #decode}; calling it twice is an error.
+   * implicitly by the first {@link #decode}; calling it twice is an error, and so is a {@link #prefill}
+   * after it (a cache takes one prompt).
    */
   void endPrefill();
 
@@ -109,12 +134,18 @@ public interface KVCache extends AutoCloseable {
    * One decode token: append its key and value to {@code layer}, attend, write the output.
    *
    * @param layer layer index
-   * @param q     query, {@code queryHeads * headDim} floats from index 0
-   * @param k     key after RoPE, {@code kvHeads * headDim} floats from index 0
+   * @param q     query, exactly {@code queryHeads * headDim} floats (the overload with offsets reads part
+   *              of a larger array)
+   * @param k     key after RoPE, exactly {@code kvHeads * headDim} floats
    * @param v     value, like {@code k}
    * @param out   attention output, like {@code q}
    */
   default void decode(int layer, float[] q, float[] k, float[] v, float[] out) {
+    AttentionShape s = shape();
+    Checks.exactLength("q", q, s.queryWidth(), "queryHeads * headDim", s, 1);
+    Checks.exactLength("k", k, s.kvWidth(), "kvHeads * headDim", s, 1);
+    Checks.exactLength("v", v, s.kvWidth(), "kvHeads * headDim", s, 1);
+    Checks.exactLength("out", out, s.queryWidth(), "queryHeads * headDim", s, 1);
     decode(layer, q, 0, k, 0, v, 0, out, 0);
   }
 

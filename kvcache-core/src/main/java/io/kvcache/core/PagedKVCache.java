@@ -47,6 +47,7 @@ final class PagedKVCache implements KVCache {
   private int[] chunkPos;
   private boolean inChunk;         // chunkQ is null in a chunk appended without queries
   private boolean closed;
+  private final ThreadGuard guard = new ThreadGuard("cache");
 
   PagedKVCache(KVCacheStrategy strategy, AttentionShape shape, Executor executor) {
     this.strategy = strategy;
@@ -93,26 +94,31 @@ final class PagedKVCache implements KVCache {
   @Override
   public void prefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] k, int kOff, float[] v,
       int vOff, float[] out, int outOff) {
-    checkPrefill(layer, tokens);
-    int qw = shape.queryWidth(), kw = shape.kvWidth();
-    Checks.span("q", q, qOff, (long) tokens * qw);
-    Checks.span("k", k, kOff, (long) tokens * kw);
-    Checks.span("v", v, vOff, (long) tokens * kw);
-    Checks.span("out", out, outOff, (long) tokens * qw);
-    Checks.finite("q", q, qOff, tokens * qw);
-    Checks.finite("k", k, kOff, tokens * kw);
-    Checks.finite("v", v, vOff, tokens * kw);
-    int[] pos = resolvePositions(layer, tokens, positions);
-    checkEncodable(layer, tokens, k, kOff, v, vOff);
+    boolean entered = guard.enter();
+    try {
+      checkPrefill(layer, tokens);
+      int qw = shape.queryWidth(), kw = shape.kvWidth();
+      Checks.span("q", q, qOff, (long) tokens * qw);
+      Checks.span("k", k, kOff, (long) tokens * kw);
+      Checks.span("v", v, vOff, (long) tokens * kw);
+      Checks.span("out", out, outOff, (long) tokens * qw);
+      Checks.finite("q", q, qOff, tokens * qw);
+      Checks.finite("k", k, kOff, tokens * kw);
+      Checks.finite("v", v, vOff, tokens * kw);
+      int[] pos = resolvePositions(layer, tokens, positions);
+      checkEncodable(layer, tokens, k, kOff, v, vOff);
 
-    store(layer, tokens, k, kOff, v, vOff, pos);
-    runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, pos, 0, scale, out,
-        outOff + h * group * d, qw));
-    stepPending[layer] = deferWindowStep;
-    if (window > 0) {
-      keepWindow(layer, tokens, q, qOff, pos);
+      store(layer, tokens, k, kOff, v, vOff, pos);
+      runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, pos, 0, scale, out,
+          outOff + h * group * d, qw));
+      stepPending[layer] = deferWindowStep;
+      if (window > 0) {
+        keepWindow(layer, tokens, q, qOff, pos);
+      }
+      afterChunk(layer, tokens, q, qOff, pos);
+    } finally {
+      guard.leave(entered);
     }
-    afterChunk(layer, tokens, q, qOff, pos);
   }
 
   /**
@@ -123,19 +129,24 @@ final class PagedKVCache implements KVCache {
    */
   @Override
   public void append(int layer, int tokens, int[] positions, float[] k, int kOff, float[] v, int vOff) {
-    checkPrefill(layer, tokens);
-    checkKV(tokens, k, kOff, v, vOff);
-    int[] pos = resolvePositions(layer, tokens, positions);
-    checkEncodable(layer, tokens, k, kOff, v, vOff);
+    boolean entered = guard.enter();
+    try {
+      checkPrefill(layer, tokens);
+      checkKV(tokens, k, kOff, v, vOff);
+      int[] pos = resolvePositions(layer, tokens, positions);
+      checkEncodable(layer, tokens, k, kOff, v, vOff);
 
-    store(layer, tokens, k, kOff, v, vOff, pos);
-    // The step a prefill's attention ends with (SKVQ quantizing what left its window), taken or deferred
-    // as after a prefill's attention, so that rows appended and rows prefilled end up stored alike.
-    stepPending[layer] = true;
-    if (!deferWindowStep) {
-      settle(layer);
+      store(layer, tokens, k, kOff, v, vOff, pos);
+      // The step a prefill's attention ends with (SKVQ quantizing what left its window), taken or deferred
+      // as after a prefill's attention, so that rows appended and rows prefilled end up stored alike.
+      stepPending[layer] = true;
+      if (!deferWindowStep) {
+        settle(layer);
+      }
+      afterChunk(layer, tokens, null, 0, pos);
+    } finally {
+      guard.leave(entered);
     }
-    afterChunk(layer, tokens, null, 0, pos);
   }
 
   private void checkPrefill(int layer, int tokens) {
@@ -204,119 +215,149 @@ final class PagedKVCache implements KVCache {
 
   @Override
   public void endPrefill() {
-    checkOpen();
-    if (prefillEnded) {
-      throw new IllegalStateException("endPrefill already called (the first decode ends the prompt implicitly)");
-    }
-    prefillEnded = true;
-    for (int layer = 0; layer < shape.layers(); layer++) {
-      settle(layer);
-      retention.endPrefill(access(layer));
-    }
-    scratchPos = new int[1]; // sized by the largest prompt chunk; decode needs one entry
-    for (int layer = 0; layer < windowQ.length; layer++) {
-      windowQ[layer] = null;
-      windowPos[layer] = null;
-      windowLen[layer] = 0;
+    boolean entered = guard.enter();
+    try {
+      checkOpen();
+      if (prefillEnded) {
+        throw new IllegalStateException("endPrefill already called (the first decode ends the prompt implicitly)");
+      }
+      prefillEnded = true;
+      for (int layer = 0; layer < shape.layers(); layer++) {
+        settle(layer);
+        retention.endPrefill(access(layer));
+      }
+      scratchPos = new int[1]; // sized by the largest prompt chunk; decode needs one entry
+      for (int layer = 0; layer < windowQ.length; layer++) {
+        windowQ[layer] = null;
+        windowPos[layer] = null;
+        windowLen[layer] = 0;
+      }
+    } finally {
+      guard.leave(entered);
     }
   }
 
   @Override
   public void decode(int layer, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff, float[] out,
       int outOff) {
-    checkOpen();
-    checkLayer(layer);
-    int qw = shape.queryWidth(), kw = shape.kvWidth();
-    Checks.span("q", q, qOff, qw);
-    Checks.span("k", k, kOff, kw);
-    Checks.span("v", v, vOff, kw);
-    Checks.span("out", out, outOff, qw);
-    Checks.finite("q", q, qOff, qw);
-    Checks.finite("k", k, kOff, kw);
-    Checks.finite("v", v, vOff, kw);
-    if (nextPos[layer] >= Integer.MAX_VALUE - 1) {
-      throw new IllegalStateException("layer " + layer + " has reached the largest position (next would be "
-          + nextPos[layer] + ")");
-    }
-    checkEncodable(layer, 1, k, kOff, v, vOff);
-    if (!prefillEnded) {
-      endPrefill();
-    }
-    int pos = nextPos[layer];
-    settle(layer);
-    for (int h = 0; h < shape.kvHeads(); h++) {
-      stores[layer][h].append(k, kOff + h * d, v, vOff + h * d, pos);
-    }
-    nextPos[layer] = pos + 1;
-    seen[layer]++;
-    retention.afterAppend(access(layer), true);
-    if (parallel == null) {
-      // The common path: no lambda, so a decode step allocates nothing.
-      for (int h = 0; h < shape.kvHeads(); h++) {
-        reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
-            outOff + h * group * d);
+    boolean entered = guard.enter();
+    try {
+      checkOpen();
+      checkLayer(layer);
+      int qw = shape.queryWidth(), kw = shape.kvWidth();
+      Checks.span("q", q, qOff, qw);
+      Checks.span("k", k, kOff, kw);
+      Checks.span("v", v, vOff, kw);
+      Checks.span("out", out, outOff, qw);
+      Checks.finite("q", q, qOff, qw);
+      Checks.finite("k", k, kOff, kw);
+      Checks.finite("v", v, vOff, kw);
+      if (nextPos[layer] >= Integer.MAX_VALUE - 1) {
+        throw new IllegalStateException("layer " + layer + " has reached the largest position (next would be "
+            + nextPos[layer] + ")");
       }
-    } else {
-      parallel.run(shape.kvHeads(), h -> reader.decode(layer, h, stores[layer][h], work[h], group, q,
-          qOff + h * group * d, pos, scale, out, outOff + h * group * d));
-    }
-    stepPending[layer] = deferWindowStep;
-    if (decodeWeights) {
-      reportDecodeWeights(layer, q, qOff, pos);
+      checkEncodable(layer, 1, k, kOff, v, vOff);
+      if (!prefillEnded) {
+        endPrefill();
+      }
+      int pos = nextPos[layer];
+      settle(layer);
+      for (int h = 0; h < shape.kvHeads(); h++) {
+        stores[layer][h].append(k, kOff + h * d, v, vOff + h * d, pos);
+      }
+      nextPos[layer] = pos + 1;
+      seen[layer]++;
+      retention.afterAppend(access(layer), true);
+      if (parallel == null) {
+        // The common path: no lambda, so a decode step allocates nothing.
+        for (int h = 0; h < shape.kvHeads(); h++) {
+          reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
+              outOff + h * group * d);
+        }
+      } else {
+        parallel.run(shape.kvHeads(), h -> reader.decode(layer, h, stores[layer][h], work[h], group, q,
+            qOff + h * group * d, pos, scale, out, outOff + h * group * d));
+      }
+      stepPending[layer] = deferWindowStep;
+      if (decodeWeights) {
+        reportDecodeWeights(layer, q, qOff, pos);
+      }
+    } finally {
+      guard.leave(entered);
     }
   }
 
   @Override
   public void attendPrefill(int layer, int tokens, int[] positions, float[] q, int qOff, float[] out, int outOff) {
-    checkOpen();
-    checkLayer(layer);
-    Checks.inRange("tokens", tokens, 1, Integer.MAX_VALUE / Math.max(shape.queryWidth(), 1));
-    int qw = shape.queryWidth();
-    Checks.span("q", q, qOff, (long) tokens * qw);
-    Checks.span("out", out, outOff, (long) tokens * qw);
-    Checks.finite("q", q, qOff, tokens * qw);
-    Checks.attendPositions(positions, tokens, nextPos[layer] - 1, layer);
-    runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, positions, 0, scale,
-        out, outOff + h * group * d, qw));
+    boolean entered = guard.enter();
+    try {
+      checkOpen();
+      checkLayer(layer);
+      Checks.inRange("tokens", tokens, 1, Integer.MAX_VALUE / Math.max(shape.queryWidth(), 1));
+      int qw = shape.queryWidth();
+      Checks.span("q", q, qOff, (long) tokens * qw);
+      Checks.span("out", out, outOff, (long) tokens * qw);
+      Checks.finite("q", q, qOff, tokens * qw);
+      Checks.attendPositions(positions, tokens, nextPos[layer] - 1, layer);
+      runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, positions, 0, scale,
+          out, outOff + h * group * d, qw));
+    } finally {
+      guard.leave(entered);
+    }
   }
 
   @Override
   public void attendDecode(int layer, float[] q, int qOff, float[] out, int outOff) {
-    checkOpen();
-    checkLayer(layer);
-    int qw = shape.queryWidth();
-    Checks.span("q", q, qOff, qw);
-    Checks.span("out", out, outOff, qw);
-    Checks.finite("q", q, qOff, qw);
-    int pos = nextPos[layer] - 1;
-    if (pos < 0) {
-      throw new IllegalStateException("layer " + layer + " holds no token to attend to");
+    boolean entered = guard.enter();
+    try {
+      checkOpen();
+      checkLayer(layer);
+      int qw = shape.queryWidth();
+      Checks.span("q", q, qOff, qw);
+      Checks.span("out", out, outOff, qw);
+      Checks.finite("q", q, qOff, qw);
+      int pos = nextPos[layer] - 1;
+      if (pos < 0) {
+        throw new IllegalStateException("layer " + layer + " holds no token to attend to");
+      }
+      runHeads(h -> reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
+          outOff + h * group * d));
+    } finally {
+      guard.leave(entered);
     }
-    runHeads(h -> reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
-        outOff + h * group * d));
   }
 
   @Override
   public CacheStats stats() {
-    checkOpen();
-    int[][] retained = new int[shape.layers()][shape.kvHeads()];
-    long payload = 0, meta = 0;
-    for (int layer = 0; layer < shape.layers(); layer++) {
-      settle(layer); // bytes as they stand once the last attention's deferred step is taken
-      for (int h = 0; h < shape.kvHeads(); h++) {
-        HeadStore s = stores[layer][h];
-        retained[layer][h] = s.size();
-        payload += s.payloadBytes();
-        meta += s.metadataBytes();
+    boolean entered = guard.enter();
+    try {
+      checkOpen();
+      int[][] retained = new int[shape.layers()][shape.kvHeads()];
+      long payload = 0, meta = 0;
+      for (int layer = 0; layer < shape.layers(); layer++) {
+        settle(layer); // bytes as they stand once the last attention's deferred step is taken
+        for (int h = 0; h < shape.kvHeads(); h++) {
+          HeadStore s = stores[layer][h];
+          retained[layer][h] = s.size();
+          payload += s.payloadBytes();
+          meta += s.metadataBytes();
+        }
       }
+      return new CacheStats(strategy.name(), shape, seen.clone(), retained, payload, meta);
+    } finally {
+      guard.leave(entered);
     }
-    return new CacheStats(strategy.name(), shape, seen.clone(), retained, payload, meta);
   }
 
   @Override
   public void close() {
-    closed = true;
-    stores = null;
+    boolean entered = guard.enter();
+    try {
+      closed = true;
+      stores = null;
+    } finally {
+      guard.leave(entered);
+    }
   }
 
   private void checkOpen() {

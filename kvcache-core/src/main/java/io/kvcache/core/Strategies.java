@@ -5,7 +5,8 @@ import io.kvcache.retention.RetentionPolicy;
 
 /**
  * The presets: the published KV-cache methods and the baselines they are compared with, each a few
- * lines of wiring over the four axes.
+ * lines of wiring over the four axes. Every strategy returned is immutable and may be shared by threads;
+ * each {@link KVCacheStrategy#newCache} makes an independent cache.
  */
 public final class Strategies {
 

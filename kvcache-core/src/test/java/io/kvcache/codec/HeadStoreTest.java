@@ -412,7 +412,7 @@ class HeadStoreTest {
     IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> store.append(z, 1, z, 0, 1));
     assertTrue(e.getMessage().contains("k") && e.getMessage().contains("offset 1"), e.getMessage());
     e = assertThrows(IllegalArgumentException.class, () -> store.append(z, 0, z, -1, 1));
-    assertTrue(e.getMessage().contains("v") && e.getMessage().contains("offset -1"), e.getMessage());
+    assertTrue(e.getMessage().contains("vOff") && e.getMessage().contains("-1"), e.getMessage());
     assertThrows(IllegalArgumentException.class, () -> store.append(null, 0, z, 0, 1));
     assertEquals(1, store.size(), "nothing stored by the refused calls");
     assertEquals(1, store.append(z, 0, z, 0, 1), "the next slot is still free");

@@ -7,9 +7,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvcache.codec.HeadStore;
 import io.kvcache.codec.StorageCodec;
+import io.kvcache.retention.RetentionPolicy;
 import java.util.SplittableRandom;
 import java.util.concurrent.ExecutorService;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -195,34 +200,53 @@ class KVCacheApiTest {
   void badInputIsRefusedWithANamedMessageAndLeavesTheCacheUsable() {
     int qw = SHAPE.queryWidth(), kw = SHAPE.kvWidth();
     Inputs in = inputs(3, 4);
+    Inputs one = inputs(33, 1);
     float[] out = new float[4 * qw];
+    float[] out1 = new float[qw];
     try (KVCache cache = Strategies.full().newCache(SHAPE)) {
       cache.prefill(0, 2, null, in.q, 0, in.k, 0, in.v, 0, out, 0);
       CacheStats before = cache.stats();
 
-      assertRefused(IllegalArgumentException.class, () -> cache.prefill(2, 1, in.q, in.k, in.v, out), "layer", "[0, 1]",
+      assertRefused(IllegalArgumentException.class, () -> cache.prefill(2, 4, in.q, in.k, in.v, out), "layer", "[0, 1]",
           "2");
-      assertRefused(IllegalArgumentException.class, () -> cache.prefill(-1, 1, in.q, in.k, in.v, out), "layer", "-1");
+      assertRefused(IllegalArgumentException.class, () -> cache.prefill(-1, 4, in.q, in.k, in.v, out), "layer", "-1");
       assertRefused(IllegalArgumentException.class, () -> cache.prefill(0, 0, in.q, in.k, in.v, out), "tokens", "0");
       assertRefused(IllegalArgumentException.class,
           () -> cache.prefill(0, 1, null, new float[qw - 1], 0, in.k, 0, in.v, 0, out, 0), "q", String.valueOf(qw),
           String.valueOf(qw - 1));
       assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, 0, in.k, 3 * kw + 1, in.v, 0, out, 0),
           "k", "offset");
-      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, in.k, in.v, new float[2]), "out");
-      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, null, in.k, in.v, out), "q", "null");
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, one.q, one.k, one.v, new float[2]), "out");
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, null, one.k, one.v, out1), "q", "null");
+      // Negative offsets are named as the parameters are.
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, -1, in.k, 0, in.v, 0, out, 0), "qOff",
+          "-1");
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, 0, in.k, 0, in.v, 0, out, -2),
+          "outOff", "-2");
+      // Without offsets an array must be exactly its size: a longer one is a mistake, not a buffer.
+      assertRefused(IllegalArgumentException.class, () -> cache.prefill(0, 1, in.q, in.k, in.v, out), "q", "exactly",
+          String.valueOf(qw), String.valueOf(4 * qw));
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, one.q, one.k, one.v, out), "out", "exactly",
+          String.valueOf(qw), String.valueOf(4 * qw));
+      assertRefused(IllegalArgumentException.class, () -> cache.append(0, 1, in.k, one.v), "k", "exactly",
+          String.valueOf(kw), String.valueOf(4 * kw));
+      // Keys laid out per query head (repeat_kv) get a hint.
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, one.q, new float[qw], one.v, out1), "k",
+          "kvHeads (2)", "queryHeads (8)");
+      assertRefused(IllegalArgumentException.class,
+          () -> cache.prefill(0, 4, in.q, new float[4 * qw], new float[4 * qw], out), "k", "kvHeads (2)");
 
-      float[] nanK = in.k.clone();
+      float[] nanK = one.k.clone();
       nanK[5] = Float.NaN;
-      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, nanK, in.v, out), "k", "finite", "NaN",
-          "index 5");
-      float[] infV = in.v.clone();
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, one.q, nanK, one.v, out1), "k", "finite",
+          "NaN", "index 5");
+      float[] infV = one.v.clone();
       infV[kw - 1] = Float.POSITIVE_INFINITY;
-      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, in.k, infV, out), "v", "finite",
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, one.q, one.k, infV, out1), "v", "finite",
           "Infinity");
-      float[] bigV = in.v.clone();
+      float[] bigV = one.v.clone();
       bigV[0] = 1e6f;
-      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, in.q, in.k, bigV, out), "v", "65504");
+      assertRefused(IllegalArgumentException.class, () -> cache.decode(0, one.q, one.k, bigV, out1), "v", "65504");
       assertRefused(IllegalArgumentException.class,
           () -> cache.prefill(0, 2, new int[] {5, 5}, in.q, 0, in.k, 0, in.v, 0, out, 0), "positions", "increase",
           "index 1");
@@ -236,9 +260,59 @@ class KVCacheApiTest {
       // Still usable: a valid decode works and attends to what was there.
       cache.decode(0, in.q, 2 * qw, in.k, 2 * kw, in.v, 2 * kw, out, 2 * qw);
       assertEquals(3, cache.stats().retained()[0][0]);
-      assertRefused(IllegalStateException.class, () -> cache.prefill(0, 1, in.q, in.k, in.v, out), "prefill",
+      assertRefused(IllegalStateException.class, () -> cache.prefill(0, 4, in.q, in.k, in.v, out), "prefill",
           "endPrefill");
       assertRefused(IllegalStateException.class, cache::endPrefill, "endPrefill");
+    }
+  }
+
+  @Test
+  void aCallWhileAnotherThreadIsInsideOneIsRefusedAndChangesNothing() throws Exception {
+    CountDownLatch inside = new CountDownLatch(1);
+    CountDownLatch release = new CountDownLatch(1);
+    AtomicBoolean block = new AtomicBoolean(true);
+    // A policy that holds the first append's thread inside the cache until released: a certain overlap.
+    RetentionPolicy holding = new RetentionPolicy() {
+      @Override
+      public String name() {
+        return "holding";
+      }
+
+      @Override
+      public State newState(AttentionShape shape) {
+        return (layer, decode) -> {
+          if (block.getAndSet(false)) {
+            inside.countDown();
+            try {
+              release.await();
+            } catch (InterruptedException e) {
+              Thread.currentThread().interrupt();
+            }
+          }
+        };
+      }
+    };
+    KVCacheStrategy strategy = KVCacheStrategy.builder().retention(holding).build();
+    Inputs a = inputs(6, 1), b = inputs(7, 1);
+    float[] outA = new float[SHAPE.queryWidth()], outB = new float[SHAPE.queryWidth()];
+    ExecutorService other = Executors.newSingleThreadExecutor(r -> new Thread(r, "prompt-writer"));
+    try (KVCache cache = strategy.newCache(SHAPE)) {
+      Future<?> first = other.submit(() -> cache.prefill(0, 1, a.q, a.k, a.v, outA));
+      assertTrue(inside.await(30, TimeUnit.SECONDS), "the first call reached the policy");
+      assertRefused(IllegalStateException.class, () -> cache.decode(1, b.q, b.k, b.v, outB), "in use by another thread",
+          "prompt-writer");
+      assertRefused(IllegalStateException.class, () -> cache.prefill(0, 1, b.q, b.k, b.v, outB), "in use");
+      assertRefused(IllegalStateException.class, cache::stats, "in use");
+      assertRefused(IllegalStateException.class, cache::close, "in use");
+      release.countDown();
+      first.get(30, TimeUnit.SECONDS);
+
+      assertArrayEquals(new long[] {1, 0}, cache.stats().tokensSeen(), "only the first call stored anything");
+      cache.decode(1, b.q, b.k, b.v, outB); // the thread that was refused may call once the other is out
+      assertArrayEquals(new long[] {1, 1}, cache.stats().tokensSeen());
+    } finally {
+      release.countDown();
+      other.shutdownNow();
     }
   }
 

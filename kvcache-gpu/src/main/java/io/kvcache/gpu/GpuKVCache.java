@@ -57,10 +57,7 @@ final class GpuKVCache implements KVCache {
   }
 
   private static void checkRange(String what, float[] a, int off, long len) {
-    if (a == null || off < 0 || off + len > a.length) {
-      throw new IllegalArgumentException(what + " must hold " + len + " floats from offset " + off + ", but its length is "
-          + (a == null ? "null" : a.length));
-    }
+    io.kvcache.core.Checks.span(what, a, off, len); // the CPU cache's checks and messages
   }
 
   private void checkLayer(int layer) {
