@@ -8,14 +8,14 @@ import java.util.concurrent.atomic.AtomicReference;
  * brackets its body with {@link #enter()} and {@link #leave(boolean)}; the release on leaving also
  * orders calls that different threads make one after another. No allocation per call.
  */
-public final class ThreadGuard {
+final class ThreadGuard {
   private final AtomicReference<Thread> user = new AtomicReference<>();
   private final String what;
 
   /**
    * @param what the guarded object, for the message, e.g. {@code "cache"}
    */
-  public ThreadGuard(String what) {
+  ThreadGuard(String what) {
     this.what = what;
   }
 
@@ -26,7 +26,7 @@ public final class ThreadGuard {
    *     which must not release it
    * @throws IllegalStateException when another thread is inside a call
    */
-  public boolean enter() {
+  boolean enter() {
     Thread t = Thread.currentThread();
     if (user.get() == t) {
       return false;
@@ -44,7 +44,7 @@ public final class ThreadGuard {
    *
    * @param entered what {@link #enter()} returned
    */
-  public void leave(boolean entered) {
+  void leave(boolean entered) {
     if (entered) {
       user.set(null);
     }
