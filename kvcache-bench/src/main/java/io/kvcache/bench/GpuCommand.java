@@ -39,13 +39,13 @@ import picocli.CommandLine.Option;
     description = "OpenCL probe, GPU kernels vs CPU reference, and the GPU attention timing table.")
 final class GpuCommand implements Runnable {
 
-  @Option(names = "--platform", defaultValue = "", description = "Substring of the OpenCL platform name (default: any, GPU preferred).")
+  @Option(names = "--platform", defaultValue = "", description = "Substring of the OpenCL platform name, e.g. NVIDIA or Portable (PoCL) (default: any, GPU preferred).")
   String platform;
 
-  @Option(names = "--device", defaultValue = "", description = "Substring of the device name.")
+  @Option(names = "--device", defaultValue = "", description = "Substring of the device name (default: any).")
   String device;
 
-  @Option(names = "--binding", defaultValue = "lwjgl", description = "lwjgl or jocl.")
+  @Option(names = "--binding", defaultValue = "lwjgl", description = "OpenCL binding: lwjgl or jocl (default: ${DEFAULT-VALUE}).")
   String binding;
 
   @Option(names = "--probe-only", description = "Only report the OpenCL loader and drivers.")
@@ -54,19 +54,20 @@ final class GpuCommand implements Runnable {
   @Option(names = "--check-only", description = "Only run the correctness checks.")
   boolean checkOnly;
 
-  @Option(names = "--decode", split = ",", defaultValue = "4096,32768,131072", description = "Decode context lengths.")
+  @Option(names = "--decode", split = ",", defaultValue = "4096,32768,131072", description = "Decode context lengths (default: ${DEFAULT-VALUE}, sized for a GPU; on PoCL try 4096).")
   List<Integer> decode;
 
-  @Option(names = "--prefill", split = ",", defaultValue = "4096,16384,32768", description = "Prefill prompt lengths.")
+  @Option(names = "--prefill", split = ",", defaultValue = "4096,16384,32768", description = "Prefill prompt lengths (default: ${DEFAULT-VALUE}, sized for a GPU: on PoCL "
+      + "prefill grows with the square of the length, try 1024).")
   List<Integer> prefill;
 
-  @Option(names = "--budget", defaultValue = "2048", description = "Top-k decode budget in tokens.")
+  @Option(names = "--budget", defaultValue = "2048", description = "Top-k decode budget in tokens (default: ${DEFAULT-VALUE}).")
   int budget;
 
-  @Option(names = "--channels", defaultValue = "32", description = "Top-k estimate channels per query head.")
+  @Option(names = "--channels", defaultValue = "32", description = "Top-k estimate channels per query head (default: ${DEFAULT-VALUE}).")
   int channels;
 
-  @Option(names = "--reps", defaultValue = "20", description = "Timed decode repetitions (median shown).")
+  @Option(names = "--reps", defaultValue = "20", description = "Timed decode repetitions, median shown (default: ${DEFAULT-VALUE}).")
   int reps;
 
   @Option(names = "--csv", description = "Also write the table as CSV here.")
@@ -77,7 +78,7 @@ final class GpuCommand implements Runnable {
   List<String> sweep = new ArrayList<>();
 
   @Option(names = "--prefill-kernels", split = ",", defaultValue = "simt,mma", description = "Prefill kernels to "
-      + "check and time: simt, mma (mma only where the device has tensor cores).")
+      + "check and time: simt, mma (mma only where the device has tensor cores) (default: ${DEFAULT-VALUE}).")
   List<String> prefillKernels;
 
   /** Llama-3-8B-like attention: 32 query heads, 8 KV heads, dim 128. */
@@ -95,17 +96,22 @@ final class GpuCommand implements Runnable {
     for (int n : prefill) {
       io.kvcache.core.Checks.inRange("--prefill", n, 1, 1 << 20);
     }
+    if (!binding.equalsIgnoreCase("lwjgl") && !binding.equalsIgnoreCase("jocl")) {
+      throw new IllegalArgumentException("--binding must be lwjgl or jocl, got '" + binding + "'");
+    }
     OpenClProbe probe = OpenClProbe.system();
     System.out.println(probe.describe());
     for (OpenClProbe.Driver d : probe.drivers()) {
       System.out.println("  " + d.icdFile() + " -> " + d.library());
     }
-    if (checkOnly && !probe.usable()) {
-      // A check that cannot run must not pass: scripts read the exit code.
-      throw new IllegalArgumentException("--check-only: no usable OpenCL device, nothing was checked");
-    }
-    if (probeOnly || !probe.usable()) {
+    if (probeOnly) {
       return;
+    }
+    if (!probe.usable()) {
+      // The probe's line ends "using the CPU kernels", which is what the library does; this command has
+      // nothing to run on the CPU, and scripts read the exit code.
+      throw new IllegalArgumentException((checkOnly ? "--check-only: " : "") + "no usable OpenCL device, nothing was "
+          + (checkOnly ? "checked" : "run") + " (--probe-only reports the loader and drivers)");
     }
     try (ClContext cl = open()) {
       System.out.printf("device: %s / %s via %s, %d compute units, %d KiB local memory%n", cl.platformName(),
@@ -230,6 +236,11 @@ final class GpuCommand implements Runnable {
     return String.format(Locale.ROOT, fmt, x);
   }
 
+  /** GB/s to three significant figures: PoCL's 0.2 GB/s must not print as 0 beside a GPU's 1892. */
+  static String gbs(double x) {
+    return x >= 100 ? f("%.0f", x) : x >= 10 ? f("%.1f", x) : f("%.2f", x);
+  }
+
   private String[] sweepRow(ClContext cl, int n, GpuTuning t) {
     AttentionShape s = new AttentionShape(1, HQ, KVH, D);
     try (DeviceKVCache dev = new DeviceKVCache(cl, s, n, t)) {
@@ -246,7 +257,7 @@ final class GpuCommand implements Runnable {
       }
       double bytes = 2.0 * n * KVH * D * 2, m = Stats.median(us);
       String name = "decode " + t.decodeWorkGroup() + ":" + t.decodeChunk() + ":" + t.decodeVector();
-      return new String[] {name, "" + n, f("%.1f", m), f("%.0f", bytes / m / 1e3), "-"};
+      return new String[] {name, "" + n, f("%.1f", m), gbs(bytes / m / 1e3), "-"};
     }
   }
 
@@ -304,9 +315,9 @@ final class GpuCommand implements Runnable {
             + "reduce %.1f us%n", skvq.decodeKernel(), n, skvq.quantizedTokens(0), Stats.median(passes[0]),
             Stats.median(passes[1]), Stats.median(passes[2]));
       }
-      rows.add(new String[] {"decode dense", "" + n, f("%.1f", us), f("%.0f", bytes / us / 1e3), "-"});
-      rows.add(new String[] {"decode top-" + budget, "" + n, f("%.1f", usK), f("%.0f", bytes / usK / 1e3), "-"});
-      rows.add(new String[] {"decode skvq " + skvq.decodeKernel(), "" + n, f("%.1f", usQ), f("%.0f", qbytes / usQ / 1e3), "-"});
+      rows.add(new String[] {"decode dense", "" + n, f("%.1f", us), gbs(bytes / us / 1e3), "-"});
+      rows.add(new String[] {"decode top-" + budget, "" + n, f("%.1f", usK), gbs(bytes / usK / 1e3), "-"});
+      rows.add(new String[] {"decode skvq " + skvq.decodeKernel(), "" + n, f("%.1f", usQ), gbs(qbytes / usQ / 1e3), "-"});
       rows.add(new String[] {"call dense", "" + n, f("%.1f", Stats.median(denseCall)), "-", "-"});
       rows.add(new String[] {"call skvq " + skvq.decodeKernel(), "" + n, f("%.1f", Stats.median(quantCall)), "-", "-"});
     }

@@ -5,14 +5,22 @@ import java.util.Collection;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.SortedSet;
+import java.util.TreeMap;
+import java.util.TreeSet;
 import org.openjdk.jmh.results.BenchmarkResult;
 import org.openjdk.jmh.results.IterationResult;
 import org.openjdk.jmh.results.RunResult;
+import org.openjdk.jmh.runner.BenchmarkList;
+import org.openjdk.jmh.runner.BenchmarkListEntry;
 import org.openjdk.jmh.runner.Runner;
+import org.openjdk.jmh.runner.format.OutputFormatFactory;
 import org.openjdk.jmh.runner.options.ChainedOptionsBuilder;
 import org.openjdk.jmh.runner.options.OptionsBuilder;
 import org.openjdk.jmh.runner.options.TimeValue;
+import org.openjdk.jmh.runner.options.VerboseMode;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -22,8 +30,16 @@ import picocli.CommandLine.Option;
  * threads), GFLOP/s for prefill, and vector/scalar ratios. Medians over measurement iterations.
  */
 @Command(name = "jmh", mixinStandardHelpOptions = true,
-    description = "Runs the JMH benchmarks (decode, prefill, memory bandwidth) and prints a derived table.")
+    description = "Runs the JMH benchmarks (decode over f16 and f32, SKVQ decode, prefill, memory bandwidth) and prints "
+        + "a derived table. A benchmark that fails is named at the end (exit 1); the others' results still print.")
 final class JmhCommand implements Runnable {
+
+  /** Some benchmark runs failed; the tables of the others were printed. */
+  static final class RunFailed extends RuntimeException {
+    RunFailed(String message) {
+      super(message);
+    }
+  }
 
   @Option(names = "--include", defaultValue = "DecodeAttention|MemoryBandwidth|PrefillAttention",
       description = "Regex of benchmarks to run (default: ${DEFAULT-VALUE}).")
@@ -43,16 +59,40 @@ final class JmhCommand implements Runnable {
       + "e.g. -Dkvcache.attention.f16InPlace=false.")
   List<String> jvmArgs = new ArrayList<>();
 
+  @Option(names = "--forks", description = "Forked JVMs per benchmark (default: each benchmark's own, 1).")
+  Integer forks;
+
+  @Option(names = "--time", description = "Seconds per warm-up and per measurement iteration (default: each "
+      + "benchmark's own, 1).")
+  Integer seconds;
+
+  @Option(names = "--list", description = "List the benchmarks --include selects, with their parameters and values, "
+      + "and exit.")
+  boolean list;
+
   @Override
   public void run() {
-    ChainedOptionsBuilder opt = new OptionsBuilder().include(include).shouldFailOnError(true);
-    for (String p : params) {
-      int eq = p.indexOf('=');
-      if (eq < 1) {
-        throw new IllegalArgumentException("--param must look like name=v1,v2, got '" + p + "'");
-      }
-      opt.param(p.substring(0, eq), p.substring(eq + 1).split(","));
+    SortedSet<BenchmarkListEntry> selected = BenchmarkList.defaultList().find(
+        OutputFormatFactory.createFormatInstance(System.out, VerboseMode.SILENT), List.of(include), List.of());
+    if (selected.isEmpty()) {
+      throw new IllegalArgumentException("--include '" + include + "' matches no benchmark; they are: "
+          + String.join(", ", names(BenchmarkList.defaultList().find(
+              OutputFormatFactory.createFormatInstance(System.out, VerboseMode.SILENT), List.of(".*"), List.of()))));
     }
+    Map<String, String[]> overrides = overrides(params, selected);
+    if (list) {
+      for (BenchmarkListEntry e : selected) {
+        System.out.println(e.getUsername());
+        for (Map.Entry<String, String[]> p : declared(e).entrySet()) {
+          System.out.println("  " + p.getKey() + " = " + String.join(", ", p.getValue()));
+        }
+      }
+      return;
+    }
+    // Not failing on error: one benchmark's failure (a parameter value its setup refuses) must not throw
+    // away what the others measured; the runs that failed are named after the tables.
+    ChainedOptionsBuilder opt = new OptionsBuilder().include(include).shouldFailOnError(false);
+    overrides.forEach(opt::param);
     if (iterations != null) {
       io.kvcache.core.Checks.inRange("--iterations", iterations, 1, 10_000);
       opt.measurementIterations(iterations);
@@ -60,6 +100,18 @@ final class JmhCommand implements Runnable {
     if (warmups != null) {
       io.kvcache.core.Checks.inRange("--warmups", warmups, 0, 10_000);
       opt.warmupIterations(warmups);
+      if (warmups == 0) {
+        System.err.println("jmh: --warmups 0 times code before the JIT has compiled it; the numbers are not the "
+            + "kernels'");
+      }
+    }
+    if (forks != null) {
+      io.kvcache.core.Checks.inRange("--forks", forks, 1, 100);
+      opt.forks(forks);
+    }
+    if (seconds != null) {
+      io.kvcache.core.Checks.inRange("--time", seconds, 1, 3600);
+      opt.warmupTime(TimeValue.seconds(seconds)).measurementTime(TimeValue.seconds(seconds));
     }
     if (!jvmArgs.isEmpty()) {
       // Prepended: JMH's runtime jvmArgsAppend would replace each benchmark's @Fork(jvmArgsAppend) (its
@@ -71,12 +123,88 @@ final class JmhCommand implements Runnable {
     try {
       results = new Runner(opt.build()).run();
     } catch (Exception e) {
-      if (e instanceof org.openjdk.jmh.runner.NoBenchmarksException || String.valueOf(e).contains("No benchmarks to run")) {
-        throw new IllegalArgumentException("--include '" + include + "' matches no benchmark (their names: docs/benchmarks.md)");
-      }
       throw new IllegalStateException("JMH run failed", e);
     }
     print(results);
+    List<String> failed = missing(selected, overrides, results);
+    if (!failed.isEmpty()) {
+      throw new RunFailed(failed.size() + " benchmark run(s) failed (JMH's output above has the exception): "
+          + String.join("; ", failed));
+    }
+  }
+
+  private static List<String> names(Collection<BenchmarkListEntry> entries) {
+    List<String> out = new ArrayList<>();
+    for (BenchmarkListEntry e : entries) {
+      out.add(e.getUsername());
+    }
+    return out;
+  }
+
+  /** A benchmark's parameters and their default values, sorted by name. */
+  private static Map<String, String[]> declared(BenchmarkListEntry e) {
+    Map<String, String[]> m = new TreeMap<>();
+    if (e.getParams().hasValue()) {
+      m.putAll(e.getParams().get());
+    }
+    return m;
+  }
+
+  /**
+   * The {@code --param} overrides, each naming a parameter that some selected benchmark declares: JMH
+   * would ignore a misspelt name and run every default value.
+   */
+  static Map<String, String[]> overrides(List<String> params, Collection<BenchmarkListEntry> selected) {
+    Map<String, String[]> out = new LinkedHashMap<>();
+    TreeSet<String> known = new TreeSet<>();
+    for (BenchmarkListEntry e : selected) {
+      known.addAll(declared(e).keySet());
+    }
+    for (String p : params) {
+      int eq = p.indexOf('=');
+      if (eq < 1 || eq == p.length() - 1) {
+        throw new IllegalArgumentException("--param must look like name=v1,v2, got '" + p + "'");
+      }
+      String name = p.substring(0, eq);
+      if (!known.contains(name)) {
+        throw new IllegalArgumentException("--param " + name + ": no selected benchmark has it; they have "
+            + (known.isEmpty() ? "no parameters" : String.join(", ", known)));
+      }
+      out.put(name, p.substring(eq + 1).split(","));
+    }
+    return out;
+  }
+
+  /** Each run the selection asked for and no result came back for: benchmark and parameters, sorted. */
+  static List<String> missing(Collection<BenchmarkListEntry> selected, Map<String, String[]> overrides,
+      Collection<RunResult> results) {
+    TreeSet<String> seen = new TreeSet<>();
+    for (RunResult r : results) {
+      StringBuilder key = new StringBuilder(r.getParams().getBenchmark());
+      for (String name : new TreeSet<>(r.getParams().getParamsKeys())) {
+        key.append(' ').append(name).append('=').append(r.getParams().getParam(name));
+      }
+      seen.add(key.toString());
+    }
+    TreeSet<String> out = new TreeSet<>();
+    for (BenchmarkListEntry e : selected) {
+      List<String> keys = new ArrayList<>(List.of(e.getUsername()));
+      for (Map.Entry<String, String[]> p : declared(e).entrySet()) {
+        List<String> next = new ArrayList<>();
+        for (String k : keys) {
+          for (String v : overrides.getOrDefault(p.getKey(), p.getValue())) {
+            next.add(k + ' ' + p.getKey() + '=' + v);
+          }
+        }
+        keys = next;
+      }
+      for (String k : keys) {
+        if (!seen.contains(k)) {
+          out.add(k);
+        }
+      }
+    }
+    return new ArrayList<>(out);
   }
 
   static double medianScore(RunResult r) {

@@ -51,6 +51,11 @@ public final class Main implements Runnable {
         line.getErr().println(line.getCommandName() + ": " + e.getMessage());
         return line.getCommandSpec().exitCodeOnInvalidInput();
       }
+      if (e instanceof JmhCommand.RunFailed) {
+        // Its tables are printed; what failed is named in one line, and the exit code says so.
+        line.getErr().println(line.getCommandName() + ": " + e.getMessage());
+        return 1;
+      }
       if (e instanceof java.io.UncheckedIOException io) {
         // A file that cannot be read or written is the machine's state, not a defect: one line, exit 1.
         line.getErr().println(line.getCommandName() + ": " + io.getCause());

@@ -10,8 +10,12 @@ import java.util.Optional;
  * <p>A backend may serve only some strategies (say, f16 storage with keep-all retention); for the
  * others it returns empty and the strategy makes its CPU cache, so a configuration never fails for
  * want of an accelerator.
+ *
+ * <p>An accelerator's backend holds its device (a context, pinned memory, compiled kernels): make one
+ * per process, close it after the caches it made, e.g. with try-with-resources. Closing the CPU
+ * backend does nothing, and it stays usable.
  */
-public interface AttentionBackend {
+public interface AttentionBackend extends AutoCloseable {
 
   /** @return a short name for logs and strategy descriptions, e.g. "cpu" or "opencl:NVIDIA H100" */
   String name();
@@ -24,6 +28,13 @@ public interface AttentionBackend {
    * @return the cache, or empty when this backend cannot serve this strategy or shape
    */
   Optional<KVCache> newCache(KVCacheStrategy strategy, AttentionShape shape);
+
+  /**
+   * Releases what the backend holds; its caches still open then refuse every call. The default, for
+   * backends that hold nothing, does nothing.
+   */
+  @Override
+  default void close() {}
 
   /** @return the CPU backend: it serves nothing itself, so every strategy makes its paged CPU cache */
   static AttentionBackend cpu() {

@@ -317,6 +317,20 @@ class KVCacheApiTest {
   }
 
   @Test
+  void closingTheCpuBackendLeavesItUsable() {
+    try (AttentionBackend cpu = AttentionBackend.cpu()) {
+      assertEquals("cpu", cpu.name());
+    }
+    KVCacheStrategy s = Strategies.full().toBuilder().backend(AttentionBackend.cpu()).build();
+    Inputs in = inputs(8, 1);
+    float[] out = new float[SHAPE.queryWidth()];
+    try (KVCache cache = s.newCache(SHAPE)) {
+      cache.decode(0, in.q, in.k, in.v, out);
+      assertEquals(1, cache.stats().retained()[0][0]);
+    }
+  }
+
+  @Test
   void everyCallAfterCloseIsRefused() {
     Inputs in = inputs(4, 1);
     float[] out = new float[SHAPE.queryWidth()];

@@ -23,7 +23,7 @@ import java.util.Optional;
  * context, which takes one thread at a time: each cache call holds it for its device work, so distinct
  * caches may be used from distinct threads (as {@code KVCache} promises), their device work taking turns.
  */
-public final class GpuAttentionBackend implements AttentionBackend, AutoCloseable {
+public final class GpuAttentionBackend implements AttentionBackend {
 
   private static final System.Logger LOG = System.getLogger("io.kvcache.gpu");
 

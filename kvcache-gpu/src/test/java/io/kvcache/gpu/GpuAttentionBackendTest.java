@@ -12,6 +12,8 @@ import io.kvcache.core.AttentionBackend;
 import io.kvcache.core.AttentionShape;
 import io.kvcache.core.KVCache;
 import io.kvcache.core.KVCacheStrategy;
+import io.kvcache.core.Strategies;
+import io.kvcache.gpu.cl.ClContext;
 import io.kvcache.gpu.cl.OpenCl;
 import io.kvcache.kernel.Kernels;
 import java.util.Random;
@@ -275,6 +277,25 @@ class GpuAttentionBackendTest {
         assertFalse(c instanceof GpuKVCache, "a retention policy is matched by identity, not by its name");
       }
     }
+  }
+
+  @Test
+  void theDocsLoopReleasesTheDeviceWhenTheBackendCloses() {
+    AttentionShape s = new AttentionShape(1, 4, 4, 64);
+    float[] q = new float[s.queryWidth()], kv = new float[s.kvWidth()], out = new float[s.queryWidth()];
+    ClContext cl;
+    // As docs/gpu.md writes it: the backend through its interface, in try-with-resources.
+    try (AttentionBackend gpu = GpuAttentionBackend.createOrCpu(64, null)) {
+      assertInstanceOf(GpuAttentionBackend.class, gpu, "these tests run where OpenCL is (PoCL in CI)");
+      cl = ((GpuAttentionBackend) gpu).context();
+      KVCacheStrategy st = Strategies.full().toBuilder().backend(gpu).build();
+      try (KVCache c = st.newCache(s)) {
+        assertInstanceOf(GpuKVCache.class, c);
+        c.decode(0, q, kv, kv, out);
+      }
+    }
+    IllegalStateException e = assertThrows(IllegalStateException.class, cl::finish);
+    assertTrue(e.getMessage().contains("closed"), e.getMessage());
   }
 
   @Test

@@ -76,8 +76,10 @@ final class JoclContext extends AbstractContext {
     int[] n = new int[1];
     int err = clGetPlatformIDs(0, null, n);
     if (err == -1001 || (err == CL_SUCCESS && n[0] == 0)) { // CL_PLATFORM_NOT_FOUND_KHR, or none listed
-      throw new ClException("no OpenCL platform found (clGetPlatformIDs: " + err + ")");
+      throw new ClException("no OpenCL platform found (clGetPlatformIDs: " + err
+          + (err == -1001 ? " CL_PLATFORM_NOT_FOUND_KHR" : "") + ")");
     }
+    List<String> seen = new ArrayList<>(); // every platform / device, for the message when none matches
     ClException.check("clGetPlatformIDs", err); // any other error, by its name
     cl_platform_id[] platforms = new cl_platform_id[n[0]];
     ClException.check("clGetPlatformIDs", clGetPlatformIDs(platforms.length, platforms, null));
@@ -87,21 +89,20 @@ final class JoclContext extends AbstractContext {
     boolean chosenIsGpu = false;
     for (cl_platform_id p : platforms) {
       String name = platformString(p, CL_PLATFORM_NAME);
-      if (!OpenCl.matches(name, platformWanted)) {
-        continue;
-      }
+      boolean platformMatches = OpenCl.matches(name, platformWanted);
       int[] nd = new int[1];
       err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, null, nd);
-      if (err == CL_DEVICE_NOT_FOUND) {
-        continue;
+      if (err == CL_DEVICE_NOT_FOUND || (err != CL_SUCCESS && !platformMatches)) {
+        continue; // a platform not asked for is listed in the message only if it lists its devices
       }
       ClException.check("clGetDeviceIDs(" + name + ")", err);
       cl_device_id[] devices = new cl_device_id[nd[0]];
       ClException.check("clGetDeviceIDs(" + name + ")", clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, nd[0], devices, null));
       for (cl_device_id d : devices) {
         String dn = deviceString(d, CL_DEVICE_NAME);
+        seen.add("\"" + name + "\" / \"" + dn + "\"");
         boolean gpu = (deviceLong(d, CL_DEVICE_TYPE) & CL_DEVICE_TYPE_GPU) != 0;
-        if (OpenCl.matches(dn, deviceWanted) && (chosenDevice == null || (gpu && !chosenIsGpu))) {
+        if (platformMatches && OpenCl.matches(dn, deviceWanted) && (chosenDevice == null || (gpu && !chosenIsGpu))) {
           chosenPlatform = p;
           chosenDevice = d;
           pName = name;
@@ -111,8 +112,7 @@ final class JoclContext extends AbstractContext {
       }
     }
     if (chosenDevice == null) {
-      throw new ClException("no OpenCL device matches platform \"" + platformWanted + "\" and device \""
-          + deviceWanted + "\"");
+      throw new ClException(OpenCl.noMatch(platformWanted, deviceWanted, seen));
     }
     cl_context_properties props = new cl_context_properties();
     props.addProperty(CL_CONTEXT_PLATFORM, chosenPlatform);

@@ -71,21 +71,21 @@ final class LwjglContext extends AbstractContext {
       IntBuffer n = stack.mallocInt(1);
       int err = clGetPlatformIDs(null, n);
       if (err == -1001 || n.get(0) == 0) { // CL_PLATFORM_NOT_FOUND_KHR: a loader without drivers
-        throw new ClException("no OpenCL platform found (clGetPlatformIDs: " + err + ")");
+        throw new ClException("no OpenCL platform found (clGetPlatformIDs: " + err
+            + (err == -1001 ? " CL_PLATFORM_NOT_FOUND_KHR" : "") + ")");
       }
+      List<String> seen = new ArrayList<>(); // every platform / device, for the message when none matches
       ClException.check("clGetPlatformIDs", err);
       PointerBuffer platforms = stack.mallocPointer(n.get(0));
       ClException.check("clGetPlatformIDs", clGetPlatformIDs(platforms, (IntBuffer) null));
       for (int i = 0; i < platforms.capacity(); i++) {
         long p = platforms.get(i);
         String name = platformString(p, CL_PLATFORM_NAME);
-        if (!OpenCl.matches(name, platformWanted)) {
-          continue;
-        }
+        boolean platformMatches = OpenCl.matches(name, platformWanted);
         IntBuffer nd = stack.mallocInt(1);
         err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, null, nd);
-        if (err == CL_DEVICE_NOT_FOUND) {
-          continue;
+        if (err == CL_DEVICE_NOT_FOUND || (err != CL_SUCCESS && !platformMatches)) {
+          continue; // a platform not asked for is listed in the message only if it lists its devices
         }
         ClException.check("clGetDeviceIDs(" + name + ")", err);
         PointerBuffer devices = stack.mallocPointer(nd.get(0));
@@ -93,8 +93,9 @@ final class LwjglContext extends AbstractContext {
         for (int j = 0; j < devices.capacity(); j++) {
           long d = devices.get(j);
           String dn = deviceString(d, CL_DEVICE_NAME);
+          seen.add("\"" + name + "\" / \"" + dn + "\"");
           boolean gpu = (deviceLong(d, CL_DEVICE_TYPE) & CL_DEVICE_TYPE_GPU) != 0;
-          if (OpenCl.matches(dn, deviceWanted) && (chosenDevice == 0 || (gpu && !chosenIsGpu))) {
+          if (platformMatches && OpenCl.matches(dn, deviceWanted) && (chosenDevice == 0 || (gpu && !chosenIsGpu))) {
             chosenPlatform = p;
             chosenDevice = d;
             pName = name;
@@ -104,8 +105,7 @@ final class LwjglContext extends AbstractContext {
         }
       }
       if (chosenDevice == 0) {
-        throw new ClException("no OpenCL device matches platform \"" + platformWanted + "\" and device \""
-            + deviceWanted + "\"");
+        throw new ClException(OpenCl.noMatch(platformWanted, deviceWanted, seen));
       }
       IntBuffer errBuf = stack.mallocInt(1);
       PointerBuffer props = stack.mallocPointer(3).put(CL_CONTEXT_PLATFORM).put(chosenPlatform).put(0).flip();

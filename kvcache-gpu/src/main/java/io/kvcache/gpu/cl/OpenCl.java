@@ -1,6 +1,7 @@
 package io.kvcache.gpu.cl;
 
 import io.kvcache.gpu.OpenClProbe;
+import java.util.List;
 import java.util.Locale;
 import java.util.Optional;
 
@@ -112,5 +113,18 @@ public final class OpenCl {
 
   static boolean matches(String name, String wanted) {
     return name.toLowerCase(Locale.ROOT).contains(wanted);
+  }
+
+  /**
+   * The message when no device matches: what was asked for and every platform and device there is.
+   *
+   * @param platform the platform substring asked for, lower case
+   * @param device   the device substring asked for, lower case
+   * @param seen     every {@code "platform" / "device"} pair found
+   * @return the message
+   */
+  static String noMatch(String platform, String device, List<String> seen) {
+    return "no OpenCL device matches platform \"" + platform + "\" and device \"" + device + "\" (substrings, any "
+        + "case); there " + (seen.isEmpty() ? "is no device" : "are: " + String.join(", ", seen));
   }
 }
