@@ -18,7 +18,9 @@ package io.kvcache.core;
  * <p>Every argument is checked before anything is stored: a bad call throws an
  * {@link IllegalArgumentException} or {@link IllegalStateException} naming the argument and the
  * expected value, and leaves the cache as it was. The cache copies what it keeps and holds no reference
- * to the caller's arrays once a call returns, so they may be reused for the next call. One thread at a
+ * to the caller's arrays once a call returns, so they may be reused for the next call. The output may
+ * overlap the queries (attention in place, {@code out == q}): the queries are used as they were passed.
+ * One thread at a
  * time: the CPU cache refuses a call made while another thread is inside one with an
  * {@link IllegalStateException} rather than let the two corrupt it (kvcache-gpu's cache makes it wait).
  * Distinct caches may be used concurrently. Close it to release its memory.
@@ -170,6 +172,12 @@ public interface KVCache extends AutoCloseable {
    * {@link #prefill} of the same chunk. Query token {@code t} at {@code positions[t]} attends to the
    * stored tokens at positions up to its own.
    *
+   * <p>It reads the store as the owner's call left it. Under a policy that acts at the end of the
+   * prompt (keep-all, SnapKV and its kin) that is what the owner's queries saw. Under one that evicts
+   * as tokens arrive (StreamingLLM, H2O) the owner's call has already evicted, and over SKVQ it has
+   * already moved tokens out of the full-precision window, so the sharing layer sees less than its
+   * owner did. The SwiftKV presets use keep-all.
+   *
    * @param layer     the layer whose cache is read
    * @param tokens    tokens in the chunk, {@code >= 1}
    * @param positions the queries' positions, increasing, each at most the layer's last position
@@ -182,7 +190,9 @@ public interface KVCache extends AutoCloseable {
 
   /**
    * One decode query against what {@code layer} already holds, storing nothing (AcrossKV): called
-   * after the owning layer's {@link #decode} of the same token, at that token's position.
+   * after the owning layer's {@link #decode} of the same token, at that token's position. As for
+   * {@link #attendPrefill}, over SKVQ under a policy that evicts as tokens arrive, the owner's call has
+   * already moved a token out of the full-precision window.
    *
    * @param layer  the layer whose cache is read
    * @param q      query
@@ -197,7 +207,8 @@ public interface KVCache extends AutoCloseable {
    * step under a policy that acts at the end of the prompt, so that a layer sharing the cache sees what
    * its owner saw) is taken first, so the bytes are those the next append would find: under AcrossKV,
    * read the stats after the sharing layers' {@link #attendPrefill} or {@link #attendDecode} of the
-   * chunk, not between the owner's call and theirs.
+   * chunk, not between the owner's call and theirs. It is a call like the others, for the thread that
+   * uses the cache: a metrics thread should read snapshots that thread takes.
    *
    * @return tokens per layer and head, exact bytes, compression
    */

@@ -5,6 +5,7 @@ import io.kvcache.reader.AttentionReader;
 import io.kvcache.reader.PagedAttention;
 import io.kvcache.retention.LayerAccess;
 import io.kvcache.retention.RetentionPolicy;
+import java.util.Arrays;
 import java.util.concurrent.Executor;
 
 /**
@@ -48,6 +49,7 @@ final class PagedKVCache implements KVCache {
   private boolean inChunk;         // chunkQ is null in a chunk appended without queries
   private boolean closed;
   private final ThreadGuard guard = new ThreadGuard("cache");
+  private float[] decodeQ = new float[0]; // a decode query the output overlaps (decode)
 
   PagedKVCache(KVCacheStrategy strategy, AttentionShape shape, Executor executor) {
     this.strategy = strategy;
@@ -108,14 +110,20 @@ final class PagedKVCache implements KVCache {
       int[] pos = resolvePositions(layer, tokens, positions);
       checkEncodable(layer, tokens, k, kOff, v, vOff);
 
+      // The queries are read again after the output is written (the observation window, the policy's
+      // chunk weights): an output written over them (out == q, as engines that attend in place do) must
+      // not change what the policy sees. A prompt chunk's copy is made only then, and not kept.
+      boolean inPlace = overlaps(q, qOff, out, outOff, tokens * qw);
+      float[] qs = inPlace ? Arrays.copyOfRange(q, qOff, qOff + tokens * qw) : q;
+      int qo = inPlace ? 0 : qOff;
       store(layer, tokens, k, kOff, v, vOff, pos);
-      runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, pos, 0, scale, out,
+      runHeads(h -> work[h].attend(stores[layer][h], tokens, group, qs, qo + h * group * d, qw, pos, 0, scale, out,
           outOff + h * group * d, qw));
       stepPending[layer] = deferWindowStep;
       if (window > 0) {
-        keepWindow(layer, tokens, q, qOff, pos);
+        keepWindow(layer, tokens, qs, qo, pos);
       }
-      afterChunk(layer, tokens, q, qOff, pos);
+      afterChunk(layer, tokens, qs, qo, pos);
     } finally {
       guard.leave(entered);
     }
@@ -268,19 +276,34 @@ final class PagedKVCache implements KVCache {
       nextPos[layer] = pos + 1;
       seen[layer]++;
       retention.afterAppend(access(layer), true);
+      // An output written over the query (in place) must not change what later reads of the query see:
+      // another head's group where the two are offset, H2O's decode weights. One reused copy, so a decode
+      // step still allocates nothing.
+      float[] qd = q;
+      int qdo = qOff;
+      if (overlaps(q, qOff, out, outOff, qw)) {
+        if (decodeQ.length < qw) {
+          decodeQ = new float[qw];
+        }
+        System.arraycopy(q, qOff, decodeQ, 0, qw);
+        qd = decodeQ;
+        qdo = 0;
+      }
       if (parallel == null) {
         // The common path: no lambda, so a decode step allocates nothing.
         for (int h = 0; h < shape.kvHeads(); h++) {
-          reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
+          reader.decode(layer, h, stores[layer][h], work[h], group, qd, qdo + h * group * d, pos, scale, out,
               outOff + h * group * d);
         }
       } else {
-        parallel.run(shape.kvHeads(), h -> reader.decode(layer, h, stores[layer][h], work[h], group, q,
-            qOff + h * group * d, pos, scale, out, outOff + h * group * d));
+        float[] qf = qd;
+        int qfo = qdo;
+        parallel.run(shape.kvHeads(), h -> reader.decode(layer, h, stores[layer][h], work[h], group, qf,
+            qfo + h * group * d, pos, scale, out, outOff + h * group * d));
       }
       stepPending[layer] = deferWindowStep;
       if (decodeWeights) {
-        reportDecodeWeights(layer, q, qOff, pos);
+        reportDecodeWeights(layer, qd, qdo, pos);
       }
     } finally {
       guard.leave(entered);
@@ -358,6 +381,11 @@ final class PagedKVCache implements KVCache {
     } finally {
       guard.leave(entered);
     }
+  }
+
+  /** Whether {@code n} floats of {@code a} from {@code aOff} and of {@code b} from {@code bOff} share any. */
+  private static boolean overlaps(float[] a, int aOff, float[] b, int bOff, int n) {
+    return a == b && aOff < bOff + n && bOff < aOff + n;
   }
 
   private void checkOpen() {

@@ -364,9 +364,23 @@ public final class DeviceKVCache implements AutoCloseable {
 
   /** @return bytes of device memory held for keys, values and positions */
   public long deviceBytes() {
+    return keyValueBytes() + positionBytes();
+  }
+
+  /** @return bytes of device memory held for keys and values: every layer at capacity, from creation */
+  long keyValueBytes() {
     long b = 0;
-    for (int l = 0; l < kv.length; l++) {
-      b += kv[l].bytes() + pos[l].bytes();
+    for (ClBuffer buffer : kv) {
+      b += buffer.bytes();
+    }
+    return b;
+  }
+
+  /** @return bytes of device memory held for the tokens' positions, 4 per slot of capacity */
+  long positionBytes() {
+    long b = 0;
+    for (ClBuffer buffer : pos) {
+      b += buffer.bytes();
     }
     return b;
   }

@@ -10,6 +10,8 @@ import io.kvcache.gpu.cl.OpenCl;
 import io.kvcache.reader.AttentionReader;
 import io.kvcache.retention.RetentionPolicy;
 import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Runs a strategy's caches on an OpenCL device: {@code KVCacheStrategy.builder().backend(backend)}.
@@ -17,7 +19,8 @@ import java.util.Optional;
  * {@link DeviceKVCache}s behind the {@link KVCache} API; with a top-k configuration, decode is the
  * top-k sparse attention of {@link TopKDecoder}), under any prefill schedule (SwiftKV's AcrossKV runs its
  * sharing layers through the cache's read-only attention); for any other strategy or a shape the device
- * cannot run it declines, with one log line, and the strategy makes its CPU cache.
+ * cannot run it declines, with one log line per strategy and reason (not per cache), and the strategy makes
+ * its CPU cache.
  *
  * <p>The backend owns its {@link ClContext}; close it after the caches it made. Its caches share that
  * context, which takes one thread at a time: each cache call holds it for its device work, so distinct
@@ -30,6 +33,8 @@ public final class GpuAttentionBackend implements AttentionBackend {
   private final ClContext cl;
   private final int capacity;
   private final TopKDecoder.Config topK;
+  // What was declined and why, logged once each: a server makes a cache per request.
+  private final Set<String> declined = ConcurrentHashMap.newKeySet();
 
   /**
    * @param cl       the device (owned and closed by this backend)
@@ -87,7 +92,7 @@ public final class GpuAttentionBackend implements AttentionBackend {
     // Schedules whose layers share a cache (SwiftKV's AcrossKV) run the sharing layers through read-only
     // attention (KVCache.attendPrefill/attendDecode), which the device cache implements.
     if (why != null) {
-      LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + strategy.name() + " runs on the CPU: unsupported " + why);
+      decline(strategy.name() + " runs on the CPU: unsupported " + why);
       return Optional.empty();
     }
     synchronized (cl) { // the context's program cache and allocations take one thread at a time (GpuKVCache)
@@ -97,10 +102,16 @@ public final class GpuAttentionBackend implements AttentionBackend {
       } catch (IllegalArgumentException e) {
         // A shape this device cannot run (a GQA group whose decode tile does not fit its local memory, a
         // kernel kind it lacks): declined like the cases above, not thrown, so the strategy still works.
-        LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + strategy.name() + " runs on the CPU: " + e.getMessage());
+        decline(strategy.name() + " runs on the CPU: " + e.getMessage());
         return Optional.empty();
       }
       return Optional.of(new GpuKVCache(strategy.name(), dev, topK));
+    }
+  }
+
+  private void decline(String message) {
+    if (declined.add(message)) {
+      LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + message + " (logged once)");
     }
   }
 

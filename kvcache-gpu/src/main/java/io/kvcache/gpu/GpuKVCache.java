@@ -244,20 +244,14 @@ final class GpuKVCache implements KVCache {
       int layers = shape.layers();
       long[] seen = new long[layers];
       int[][] retained = new int[layers][shape.kvHeads()];
-      long payload = 0;
       for (int l = 0; l < layers; l++) {
         int n = dev.size(l);
         seen[l] = n;
         Arrays.fill(retained[l], n);
-        // Whole pages in use, as the CPU cache counts them (the device buffer itself is allocated to capacity).
-        long slots = (n + DeviceKVCache.PAGE - 1) / DeviceKVCache.PAGE * (long) DeviceKVCache.PAGE;
-        payload += 2L * slots * shape.kvWidth() * 2;
       }
-      long meta = 0;
-      for (int l = 0; l < layers; l++) {
-        meta += 4L * dev.size(l);
-      }
-      return new CacheStats(strategy, shape, seen, retained, payload, meta);
+      // What the device holds: its buffers are allocated at capacity when the cache is made, so a server
+      // that admits sequences by bytes held counts the device memory really taken, not the pages in use.
+      return new CacheStats(strategy, shape, seen, retained, dev.keyValueBytes(), dev.positionBytes());
     }
   }
 

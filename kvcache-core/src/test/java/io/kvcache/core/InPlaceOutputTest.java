@@ -1,0 +1,75 @@
+package io.kvcache.core;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * An engine may attend in place, writing the output over the query ({@code out == q}), or over a
+ * buffer that overlaps it. The query-scored policies read the queries again after the attention (the
+ * observation window, H2O's weights), so for every strategy a cache whose outputs overwrite its queries
+ * must give the same bits, and hold the same tokens, as a twin with separate buffers. Fresh seed per
+ * run ({@code -Dkvcache.test.seed} replays one).
+ */
+class InPlaceOutputTest {
+
+  private static final AttentionShape SHAPE = new AttentionShape(2, 4, 2, 16);
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("io.kvcache.core.RefusedCallsTest#strategies")
+  void anOutputWrittenOverTheQueriesChangesNothing(String label, KVCacheStrategy strategy) {
+    long seed = TestData.seed();
+    SplittableRandom rnd = new SplittableRandom(seed);
+    String at = label + ", seed " + seed;
+    int qw = SHAPE.queryWidth(), kw = SHAPE.kvWidth(), d = SHAPE.headDim();
+    try (KVCache separate = strategy.newCache(SHAPE); KVCache inPlace = strategy.newCache(SHAPE)) {
+      int chunks = 1 + rnd.nextInt(3);
+      for (int chunk = 0; chunk < chunks; chunk++) {
+        int n = 1 + rnd.nextInt(60);
+        for (int layer = 0; layer < SHAPE.layers(); layer++) {
+          float[] q = TestData.gaussian(rnd, n * qw, 1), k = TestData.gaussian(rnd, n * kw, 1);
+          float[] v = TestData.gaussian(rnd, n * kw, 1);
+          float[] want = new float[n * qw];
+          separate.prefill(layer, n, q, k, v, want);
+          float[] got = attendInPlace(inPlace, rnd.nextInt(3), layer, n, q, k, v, d);
+          assertArrayEquals(want, got, "prefill chunk " + chunk + " layer " + layer + ", " + at);
+        }
+      }
+      for (int step = 0; step < 60; step++) {
+        for (int layer = 0; layer < SHAPE.layers(); layer++) {
+          float[] q = TestData.gaussian(rnd, qw, 1), k = TestData.gaussian(rnd, kw, 1);
+          float[] v = TestData.gaussian(rnd, kw, 1);
+          float[] want = new float[qw];
+          separate.decode(layer, q, k, v, want);
+          float[] got = attendInPlace(inPlace, rnd.nextInt(3), layer, 0, q, k, v, d);
+          assertArrayEquals(want, got, "decode step " + step + " layer " + layer + ", " + at);
+        }
+      }
+      assertEquals(separate.stats(), inPlace.stats(), "what the caches hold, " + at);
+    }
+  }
+
+  /**
+   * One call whose output overwrites its queries: the very array ({@code how} 0), the same rows in a
+   * larger buffer, or a buffer where the output begins one head after the queries ({@code how} 2, so
+   * that each head's output lands on the next head's query). {@code n} 0 means a decode step.
+   */
+  private static float[] attendInPlace(KVCache cache, int how, int layer, int n, float[] q, float[] k, float[] v,
+      int d) {
+    int rows = Math.max(n, 1) * SHAPE.queryWidth();
+    int qOff = how == 0 ? 0 : 5;
+    int outOff = how == 2 ? qOff + d : qOff;
+    float[] buf = how == 0 ? q.clone() : new float[qOff + rows + d + 3];
+    System.arraycopy(q, 0, buf, qOff, rows);
+    if (n == 0) {
+      cache.decode(layer, buf, qOff, k, 0, v, 0, buf, outOff);
+    } else {
+      cache.prefill(layer, n, null, buf, qOff, k, 0, v, 0, buf, outOff);
+    }
+    return Arrays.copyOfRange(buf, outOff, outOff + rows);
+  }
+}
