@@ -62,7 +62,7 @@ final class PrefillCommand implements Runnable {
       description = "Model shape: llama-3.2-1b or tiny (default: ${DEFAULT-VALUE}).")
   String shape;
 
-  @Option(names = "--prompt", description = "Prompt tokens (default: 8192, or the shape's longest prompt if shorter).")
+  @Option(names = "--prompt", paramLabel = "<prompt>", description = "Prompt tokens (default: 8192, or the shape's longest prompt if shorter).")
   Integer promptOption;
 
   int prompt; // --prompt, or its default for the shape

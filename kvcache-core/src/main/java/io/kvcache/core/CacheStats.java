@@ -21,6 +21,10 @@ package io.kvcache.core;
  * layer and does not show the sharing: compare {@link #bytesHeld()} with a full cache of the model's
  * layers for that (docs/swiftkv.md does).
  *
+ * <p>A cache on a device (kvcache-gpu) allocates its capacity when it is made, and counts what it
+ * allocated: keys and values of every layer at capacity as payload, positions and a top-k decoder's
+ * page summaries as metadata. Its ratio is therefore below 1 until the sequence nears the capacity.
+ *
  * @param strategy      the strategy's name
  * @param shape         the attention shape
  * @param tokensSeen    tokens appended per layer (prompt rows that reached it plus decode tokens)

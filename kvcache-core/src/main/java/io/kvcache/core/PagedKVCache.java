@@ -110,12 +110,9 @@ final class PagedKVCache implements KVCache {
       int[] pos = resolvePositions(layer, tokens, positions);
       checkEncodable(layer, tokens, k, kOff, v, vOff);
 
-      // The queries are read again after the output is written (the observation window, the policy's
-      // chunk weights): an output written over them (out == q, as engines that attend in place do) must
-      // not change what the policy sees. A prompt chunk's copy is made only then, and not kept.
-      boolean inPlace = overlaps(q, qOff, out, outOff, tokens * qw);
-      float[] qs = inPlace ? Arrays.copyOfRange(q, qOff, qOff + tokens * qw) : q;
-      int qo = inPlace ? 0 : qOff;
+      float[] apart = queriesApart(q, qOff, out, outOff, tokens * qw, false);
+      float[] qs = apart != null ? apart : q;
+      int qo = apart != null ? 0 : qOff;
       store(layer, tokens, k, kOff, v, vOff, pos);
       runHeads(h -> work[h].attend(stores[layer][h], tokens, group, qs, qo + h * group * d, qw, pos, 0, scale, out,
           outOff + h * group * d, qw));
@@ -276,19 +273,9 @@ final class PagedKVCache implements KVCache {
       nextPos[layer] = pos + 1;
       seen[layer]++;
       retention.afterAppend(access(layer), true);
-      // An output written over the query (in place) must not change what later reads of the query see:
-      // another head's group where the two are offset, H2O's decode weights. One reused copy, so a decode
-      // step still allocates nothing.
-      float[] qd = q;
-      int qdo = qOff;
-      if (overlaps(q, qOff, out, outOff, qw)) {
-        if (decodeQ.length < qw) {
-          decodeQ = new float[qw];
-        }
-        System.arraycopy(q, qOff, decodeQ, 0, qw);
-        qd = decodeQ;
-        qdo = 0;
-      }
+      float[] apart = queriesApart(q, qOff, out, outOff, qw, true);
+      float[] qd = apart != null ? apart : q;
+      int qdo = apart != null ? 0 : qOff;
       if (parallel == null) {
         // The common path: no lambda, so a decode step allocates nothing.
         for (int h = 0; h < shape.kvHeads(); h++) {
@@ -322,7 +309,11 @@ final class PagedKVCache implements KVCache {
       Checks.span("out", out, outOff, (long) tokens * qw);
       Checks.finite("q", q, qOff, tokens * qw);
       Checks.attendPositions(positions, tokens, nextPos[layer] - 1, layer);
-      runHeads(h -> work[h].attend(stores[layer][h], tokens, group, q, qOff + h * group * d, qw, positions, 0, scale,
+      // One head's output must not land on another head's queries before they are read.
+      float[] apart = queriesApart(q, qOff, out, outOff, tokens * qw, false);
+      float[] qs = apart != null ? apart : q;
+      int qo = apart != null ? 0 : qOff;
+      runHeads(h -> work[h].attend(stores[layer][h], tokens, group, qs, qo + h * group * d, qw, positions, 0, scale,
           out, outOff + h * group * d, qw));
     } finally {
       guard.leave(entered);
@@ -343,7 +334,10 @@ final class PagedKVCache implements KVCache {
       if (pos < 0) {
         throw new IllegalStateException("layer " + layer + " holds no token to attend to");
       }
-      runHeads(h -> reader.decode(layer, h, stores[layer][h], work[h], group, q, qOff + h * group * d, pos, scale, out,
+      float[] apart = queriesApart(q, qOff, out, outOff, qw, true);
+      float[] qs = apart != null ? apart : q;
+      int qo = apart != null ? 0 : qOff;
+      runHeads(h -> reader.decode(layer, h, stores[layer][h], work[h], group, qs, qo + h * group * d, pos, scale, out,
           outOff + h * group * d));
     } finally {
       guard.leave(entered);
@@ -383,9 +377,25 @@ final class PagedKVCache implements KVCache {
     }
   }
 
-  /** Whether {@code n} floats of {@code a} from {@code aOff} and of {@code b} from {@code bOff} share any. */
-  private static boolean overlaps(float[] a, int aOff, float[] b, int bOff, int n) {
-    return a == b && aOff < bOff + n && bOff < aOff + n;
+  /**
+   * The {@code n} queries from {@code qOff} apart from the output, where the output overlaps them (attention
+   * in place): each head's output would otherwise land on queries read later (another head's where the two
+   * are offset, the observation window's, H2O's). Null where they do not overlap. A decode row goes into
+   * scratch kept by the cache, so a decode step allocates nothing; a prompt chunk's copy is made per call
+   * and not kept.
+   */
+  private float[] queriesApart(float[] q, int qOff, float[] out, int outOff, int n, boolean row) {
+    if (q != out || qOff >= outOff + n || outOff >= qOff + n) {
+      return null;
+    }
+    if (!row) {
+      return Arrays.copyOfRange(q, qOff, qOff + n);
+    }
+    if (decodeQ.length < n) {
+      decodeQ = new float[n];
+    }
+    System.arraycopy(q, qOff, decodeQ, 0, n);
+    return decodeQ;
   }
 
   private void checkOpen() {

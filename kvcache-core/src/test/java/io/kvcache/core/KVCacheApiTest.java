@@ -317,6 +317,49 @@ class KVCacheApiTest {
   }
 
   @Test
+  void theCacheStaysClaimedAfterACallNestedInTheSameThreadsCall() throws Exception {
+    // The first decode ends the prompt through endPrefill, a call nested in the decode: leaving it must
+    // not release the cache while the decode goes on (here, held inside its retention step).
+    CountDownLatch inside = new CountDownLatch(1);
+    CountDownLatch release = new CountDownLatch(1);
+    RetentionPolicy holdingDecode = new RetentionPolicy() {
+      @Override
+      public String name() {
+        return "holding-decode";
+      }
+
+      @Override
+      public State newState(AttentionShape shape) {
+        return (layer, decode) -> {
+          if (decode) {
+            inside.countDown();
+            try {
+              release.await();
+            } catch (InterruptedException e) {
+              Thread.currentThread().interrupt();
+            }
+          }
+        };
+      }
+    };
+    KVCacheStrategy strategy = KVCacheStrategy.builder().retention(holdingDecode).build();
+    Inputs a = inputs(9, 1);
+    float[] out = new float[SHAPE.queryWidth()];
+    ExecutorService other = Executors.newSingleThreadExecutor(r -> new Thread(r, "decoder"));
+    try (KVCache cache = strategy.newCache(SHAPE)) {
+      Future<?> first = other.submit(() -> cache.decode(0, a.q, a.k, a.v, out)); // no prefill: ends the prompt
+      assertTrue(inside.await(30, TimeUnit.SECONDS), "the decode reached its retention step");
+      assertRefused(IllegalStateException.class, cache::stats, "in use by another thread", "decoder");
+      release.countDown();
+      first.get(30, TimeUnit.SECONDS);
+      assertEquals(1, cache.stats().retained()[0][0]);
+    } finally {
+      release.countDown();
+      other.shutdownNow();
+    }
+  }
+
+  @Test
   void closingTheCpuBackendLeavesItUsable() {
     try (AttentionBackend cpu = AttentionBackend.cpu()) {
       assertEquals("cpu", cpu.name());

@@ -110,7 +110,8 @@ public final class GpuAttentionBackend implements AttentionBackend {
   }
 
   private void decline(String message) {
-    if (declined.add(message)) {
+    // Bounded: strategy names made per request must not grow the set without end.
+    if (declined.size() < 1024 && declined.add(message)) {
       LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + message + " (logged once)");
     }
   }

@@ -251,7 +251,9 @@ final class GpuKVCache implements KVCache {
       }
       // What the device holds: its buffers are allocated at capacity when the cache is made, so a server
       // that admits sequences by bytes held counts the device memory really taken, not the pages in use.
-      return new CacheStats(strategy, shape, seen, retained, dev.keyValueBytes(), dev.positionBytes());
+      // A top-k decoder's page summaries are held for the same capacity: bookkeeping, so metadata.
+      long meta = dev.positionBytes() + (topk != null ? topk.deviceBytes() : 0);
+      return new CacheStats(strategy, shape, seen, retained, dev.keyValueBytes(), meta);
     }
   }
 

@@ -124,6 +124,15 @@ public final class TopKDecoder implements AutoCloseable {
     cache.listen(this::summarise);
   }
 
+  /** @return bytes of device memory this decoder holds: page summaries at capacity, scores, page map */
+  public long deviceBytes() {
+    long b = scores.bytes() + map.bytes() + chan.bytes();
+    for (ClBuffer s : summ) {
+      b += s.bytes();
+    }
+    return b;
+  }
+
   /** @return the configuration */
   public Config config() {
     return config;

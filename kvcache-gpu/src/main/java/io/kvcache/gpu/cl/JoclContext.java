@@ -66,6 +66,29 @@ final class JoclContext extends AbstractContext {
     }
   }
 
+  /**
+   * Adds a platform's devices, as {@code "platform" / "device"}, to {@code seen}, for the message when no
+   * device matches. A platform that was not asked for must never stop the one that was from opening, so
+   * any failure here lists nothing.
+   */
+  private static void listDevices(cl_platform_id platform, String name, List<String> seen) {
+    try {
+      int[] nd = new int[1];
+      if (clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 0, null, nd) != CL_SUCCESS || nd[0] <= 0) {
+        return;
+      }
+      cl_device_id[] devices = new cl_device_id[nd[0]];
+      if (clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, nd[0], devices, null) != CL_SUCCESS) {
+        return;
+      }
+      for (cl_device_id d : devices) {
+        seen.add("\"" + name + "\" / \"" + deviceString(d, CL_DEVICE_NAME) + "\"");
+      }
+    } catch (RuntimeException e) {
+      // unlisted: see above
+    }
+  }
+
   static JoclContext open(String platformWanted, String deviceWanted, boolean profiling) {
     try {
       CL.setExceptionsEnabled(false);
@@ -89,11 +112,14 @@ final class JoclContext extends AbstractContext {
     boolean chosenIsGpu = false;
     for (cl_platform_id p : platforms) {
       String name = platformString(p, CL_PLATFORM_NAME);
-      boolean platformMatches = OpenCl.matches(name, platformWanted);
+      if (!OpenCl.matches(name, platformWanted)) {
+        listDevices(p, name, seen); // for the message only
+        continue;
+      }
       int[] nd = new int[1];
       err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, null, nd);
-      if (err == CL_DEVICE_NOT_FOUND || (err != CL_SUCCESS && !platformMatches)) {
-        continue; // a platform not asked for is listed in the message only if it lists its devices
+      if (err == CL_DEVICE_NOT_FOUND) {
+        continue;
       }
       ClException.check("clGetDeviceIDs(" + name + ")", err);
       cl_device_id[] devices = new cl_device_id[nd[0]];
@@ -102,7 +128,7 @@ final class JoclContext extends AbstractContext {
         String dn = deviceString(d, CL_DEVICE_NAME);
         seen.add("\"" + name + "\" / \"" + dn + "\"");
         boolean gpu = (deviceLong(d, CL_DEVICE_TYPE) & CL_DEVICE_TYPE_GPU) != 0;
-        if (platformMatches && OpenCl.matches(dn, deviceWanted) && (chosenDevice == null || (gpu && !chosenIsGpu))) {
+        if (OpenCl.matches(dn, deviceWanted) && (chosenDevice == null || (gpu && !chosenIsGpu))) {
           chosenPlatform = p;
           chosenDevice = d;
           pName = name;

@@ -62,6 +62,29 @@ final class LwjglContext extends AbstractContext {
     }
   }
 
+  /**
+   * Adds a platform's devices, as {@code "platform" / "device"}, to {@code seen}, for the message when no
+   * device matches. A platform that was not asked for must never stop the one that was from opening, so
+   * any failure here lists nothing.
+   */
+  private static void listDevices(long platform, String name, List<String> seen) {
+    try (MemoryStack stack = MemoryStack.stackPush()) {
+      IntBuffer nd = stack.mallocInt(1);
+      if (clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, null, nd) != CL_SUCCESS || nd.get(0) <= 0) {
+        return;
+      }
+      PointerBuffer devices = stack.mallocPointer(nd.get(0));
+      if (clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, devices, (IntBuffer) null) != CL_SUCCESS) {
+        return;
+      }
+      for (int j = 0; j < devices.capacity(); j++) {
+        seen.add("\"" + name + "\" / \"" + deviceString(devices.get(j), CL_DEVICE_NAME) + "\"");
+      }
+    } catch (RuntimeException e) {
+      // unlisted: see above
+    }
+  }
+
   static LwjglContext open(String platformWanted, String deviceWanted, boolean profiling) {
     configure();
     long chosenPlatform = 0, chosenDevice = 0;
@@ -81,11 +104,14 @@ final class LwjglContext extends AbstractContext {
       for (int i = 0; i < platforms.capacity(); i++) {
         long p = platforms.get(i);
         String name = platformString(p, CL_PLATFORM_NAME);
-        boolean platformMatches = OpenCl.matches(name, platformWanted);
+        if (!OpenCl.matches(name, platformWanted)) {
+          listDevices(p, name, seen); // for the message only
+          continue;
+        }
         IntBuffer nd = stack.mallocInt(1);
         err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, null, nd);
-        if (err == CL_DEVICE_NOT_FOUND || (err != CL_SUCCESS && !platformMatches)) {
-          continue; // a platform not asked for is listed in the message only if it lists its devices
+        if (err == CL_DEVICE_NOT_FOUND) {
+          continue;
         }
         ClException.check("clGetDeviceIDs(" + name + ")", err);
         PointerBuffer devices = stack.mallocPointer(nd.get(0));
@@ -95,7 +121,7 @@ final class LwjglContext extends AbstractContext {
           String dn = deviceString(d, CL_DEVICE_NAME);
           seen.add("\"" + name + "\" / \"" + dn + "\"");
           boolean gpu = (deviceLong(d, CL_DEVICE_TYPE) & CL_DEVICE_TYPE_GPU) != 0;
-          if (platformMatches && OpenCl.matches(dn, deviceWanted) && (chosenDevice == 0 || (gpu && !chosenIsGpu))) {
+          if (OpenCl.matches(dn, deviceWanted) && (chosenDevice == 0 || (gpu && !chosenIsGpu))) {
             chosenPlatform = p;
             chosenDevice = d;
             pName = name;
