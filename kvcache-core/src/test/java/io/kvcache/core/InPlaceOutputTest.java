@@ -74,38 +74,47 @@ class InPlaceOutputTest {
     }
   }
 
+  /** A call that takes one buffer for its queries and its output, at these offsets. */
+  interface InPlaceCall {
+    void run(float[] buf, int qOff, int outOff);
+  }
+
   /**
-   * One call whose output overwrites its queries: the very array ({@code how} 0), the same rows in a
-   * larger buffer, or a buffer where the output begins one head after the queries ({@code how} 2, so
-   * that each head's output lands on the next head's query). {@code n} 0 means a decode step.
+   * Runs {@code call} with its output overwriting its queries {@code q} ({@code n} tokens; 0 for one
+   * decode row): the very array ({@code how} 0), the same rows in a larger buffer, or a buffer where the
+   * output begins one head after the queries ({@code how} 2, so that each head's output lands on the
+   * next head's query). Returns the output.
    */
-  private static float[] attendInPlace(KVCache cache, int how, int layer, int n, float[] q, float[] k, float[] v,
-      int d) {
+  private static float[] inPlace(int how, int n, float[] q, int d, InPlaceCall call) {
     int rows = Math.max(n, 1) * SHAPE.queryWidth();
     int qOff = how == 0 ? 0 : 5;
     int outOff = how == 2 ? qOff + d : qOff;
     float[] buf = how == 0 ? q.clone() : new float[qOff + rows + d + 3];
     System.arraycopy(q, 0, buf, qOff, rows);
-    if (n == 0) {
-      cache.decode(layer, buf, qOff, k, 0, v, 0, buf, outOff);
-    } else {
-      cache.prefill(layer, n, null, buf, qOff, k, 0, v, 0, buf, outOff);
-    }
+    call.run(buf, qOff, outOff);
     return Arrays.copyOfRange(buf, outOff, outOff + rows);
   }
 
-  /** As {@link #attendInPlace}, for the read-only calls on layer 0: {@code n} 0 means attendDecode. */
+  /** A prefill chunk of {@code n} tokens, or a decode step for {@code n} 0, in place. */
+  private static float[] attendInPlace(KVCache cache, int how, int layer, int n, float[] q, float[] k, float[] v,
+      int d) {
+    return inPlace(how, n, q, d, (buf, qOff, outOff) -> {
+      if (n == 0) {
+        cache.decode(layer, buf, qOff, k, 0, v, 0, buf, outOff);
+      } else {
+        cache.prefill(layer, n, null, buf, qOff, k, 0, v, 0, buf, outOff);
+      }
+    });
+  }
+
+  /** The read-only calls on layer 0 in place: attendPrefill at {@code positions}, or attendDecode for n 0. */
   private static float[] attendOnlyInPlace(KVCache cache, int how, int n, int[] positions, float[] q, int d) {
-    int rows = Math.max(n, 1) * SHAPE.queryWidth();
-    int qOff = how == 0 ? 0 : 5;
-    int outOff = how == 2 ? qOff + d : qOff;
-    float[] buf = how == 0 ? q.clone() : new float[qOff + rows + d + 3];
-    System.arraycopy(q, 0, buf, qOff, rows);
-    if (n == 0) {
-      cache.attendDecode(0, buf, qOff, buf, outOff);
-    } else {
-      cache.attendPrefill(0, n, positions, buf, qOff, buf, outOff);
-    }
-    return Arrays.copyOfRange(buf, outOff, outOff + rows);
+    return inPlace(how, n, q, d, (buf, qOff, outOff) -> {
+      if (n == 0) {
+        cache.attendDecode(0, buf, qOff, buf, outOff);
+      } else {
+        cache.attendPrefill(0, n, positions, buf, qOff, buf, outOff);
+      }
+    });
   }
 }

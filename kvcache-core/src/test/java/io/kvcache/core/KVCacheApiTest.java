@@ -266,13 +266,14 @@ class KVCacheApiTest {
     }
   }
 
-  @Test
-  void aCallWhileAnotherThreadIsInsideOneIsRefusedAndChangesNothing() throws Exception {
-    CountDownLatch inside = new CountDownLatch(1);
-    CountDownLatch release = new CountDownLatch(1);
-    AtomicBoolean block = new AtomicBoolean(true);
-    // A policy that holds the first append's thread inside the cache until released: a certain overlap.
-    RetentionPolicy holding = new RetentionPolicy() {
+  /**
+   * A keep-all policy whose retention step, once (the first append, or the first decode append when
+   * {@code decodeOnly}), counts {@code inside} down and waits for {@code release}: it holds a thread inside
+   * the cache for as long as a test needs.
+   */
+  static RetentionPolicy holding(boolean decodeOnly, CountDownLatch inside, CountDownLatch release) {
+    AtomicBoolean armed = new AtomicBoolean(true);
+    return new RetentionPolicy() {
       @Override
       public String name() {
         return "holding";
@@ -281,7 +282,7 @@ class KVCacheApiTest {
       @Override
       public State newState(AttentionShape shape) {
         return (layer, decode) -> {
-          if (block.getAndSet(false)) {
+          if ((decode || !decodeOnly) && armed.getAndSet(false)) {
             inside.countDown();
             try {
               release.await();
@@ -292,7 +293,14 @@ class KVCacheApiTest {
         };
       }
     };
-    KVCacheStrategy strategy = KVCacheStrategy.builder().retention(holding).build();
+  }
+
+  @Test
+  void aCallWhileAnotherThreadIsInsideOneIsRefusedAndChangesNothing() throws Exception {
+    CountDownLatch inside = new CountDownLatch(1);
+    CountDownLatch release = new CountDownLatch(1);
+    // Holds the first append's thread inside the cache until released: a certain overlap.
+    KVCacheStrategy strategy = KVCacheStrategy.builder().retention(holding(false, inside, release)).build();
     Inputs a = inputs(6, 1), b = inputs(7, 1);
     float[] outA = new float[SHAPE.queryWidth()], outB = new float[SHAPE.queryWidth()];
     ExecutorService other = Executors.newSingleThreadExecutor(r -> new Thread(r, "prompt-writer"));
@@ -322,27 +330,7 @@ class KVCacheApiTest {
     // not release the cache while the decode goes on (here, held inside its retention step).
     CountDownLatch inside = new CountDownLatch(1);
     CountDownLatch release = new CountDownLatch(1);
-    RetentionPolicy holdingDecode = new RetentionPolicy() {
-      @Override
-      public String name() {
-        return "holding-decode";
-      }
-
-      @Override
-      public State newState(AttentionShape shape) {
-        return (layer, decode) -> {
-          if (decode) {
-            inside.countDown();
-            try {
-              release.await();
-            } catch (InterruptedException e) {
-              Thread.currentThread().interrupt();
-            }
-          }
-        };
-      }
-    };
-    KVCacheStrategy strategy = KVCacheStrategy.builder().retention(holdingDecode).build();
+    KVCacheStrategy strategy = KVCacheStrategy.builder().retention(holding(true, inside, release)).build();
     Inputs a = inputs(9, 1);
     float[] out = new float[SHAPE.queryWidth()];
     ExecutorService other = Executors.newSingleThreadExecutor(r -> new Thread(r, "decoder"));
