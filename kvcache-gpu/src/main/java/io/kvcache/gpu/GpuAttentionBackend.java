@@ -12,6 +12,7 @@ import io.kvcache.retention.RetentionPolicy;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * Runs a strategy's caches on an OpenCL device: {@code KVCacheStrategy.builder().backend(backend)}.
@@ -35,6 +36,7 @@ public final class GpuAttentionBackend implements AttentionBackend {
   private final TopKDecoder.Config topK;
   // What was declined and why, logged once each: a server makes a cache per request.
   private final Set<String> declined = ConcurrentHashMap.newKeySet();
+  private final AtomicInteger declinesLogged = new AtomicInteger();
 
   /**
    * @param cl       the device (owned and closed by this backend)
@@ -109,10 +111,16 @@ public final class GpuAttentionBackend implements AttentionBackend {
     }
   }
 
+  /** @return the lines logged for declined strategies so far (tests) */
+  int declinesLogged() {
+    return declinesLogged.get();
+  }
+
   private void decline(String message) {
     // Bounded: strategy names made per request must not grow the set without end.
     if (declined.size() < 1024 && declined.add(message)) {
       LOG.log(System.Logger.Level.INFO, "kvcache gpu: " + message + " (logged once)");
+      declinesLogged.incrementAndGet();
     }
   }
 

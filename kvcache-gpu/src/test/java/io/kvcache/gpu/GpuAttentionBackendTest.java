@@ -254,6 +254,19 @@ class GpuAttentionBackendTest {
   }
 
   @Test
+  void aDeclinedStrategyIsLoggedOncePerReasonNotPerCache() {
+    try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 64, null)) {
+      KVCacheStrategy snap = io.kvcache.core.Strategies.snapKV(32, 8, 3).toBuilder().backend(gpu).build();
+      KVCacheStrategy f32 = KVCacheStrategy.builder().codec(StorageCodec.f32()).backend(gpu).build();
+      for (int i = 0; i < 5; i++) { // a server makes a cache per request
+        snap.newCache(new AttentionShape(1, 4, 4, 64)).close();
+        f32.newCache(new AttentionShape(1, 4, 4, 64)).close();
+      }
+      assertEquals(2, gpu.declinesLogged(), "one line per strategy and reason");
+    }
+  }
+
+  @Test
   void unsupportedStrategyRunsOnTheCpu() {
     try (GpuAttentionBackend gpu = new GpuAttentionBackend(Gpu.open("lwjgl"), 64, null)) {
       KVCacheStrategy f32 = KVCacheStrategy.builder().codec(StorageCodec.f32()).backend(gpu).build();
