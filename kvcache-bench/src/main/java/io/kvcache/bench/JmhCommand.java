@@ -30,8 +30,8 @@ import picocli.CommandLine.Option;
  * threads), GFLOP/s for prefill, and vector/scalar ratios. Medians over measurement iterations.
  */
 @Command(name = "jmh", mixinStandardHelpOptions = true,
-    description = "Runs the JMH benchmarks (decode over f16 and f32, SKVQ decode, prefill, memory bandwidth) and prints "
-        + "a derived table. A benchmark that fails is named at the end (exit 1); the others' results still print.")
+    description = "Runs the JMH benchmarks (decode over f16 and f32, SKVQ decode, prefill, memory bandwidth) and "
+        + "prints a derived table. A benchmark that fails is named at the end (exit 1); the others' results still print.")
 final class JmhCommand implements Runnable {
 
   /** Some benchmark runs failed; the tables of the others were printed. */
@@ -72,12 +72,10 @@ final class JmhCommand implements Runnable {
 
   @Override
   public void run() {
-    SortedSet<BenchmarkListEntry> selected = BenchmarkList.defaultList().find(
-        OutputFormatFactory.createFormatInstance(System.out, VerboseMode.SILENT), List.of(include), List.of());
+    SortedSet<BenchmarkListEntry> selected = select(include);
     if (selected.isEmpty()) {
       throw new IllegalArgumentException("--include '" + include + "' matches no benchmark; they are: "
-          + String.join(", ", names(BenchmarkList.defaultList().find(
-              OutputFormatFactory.createFormatInstance(System.out, VerboseMode.SILENT), List.of(".*"), List.of()))));
+          + String.join(", ", names(select(".*"))));
     }
     Map<String, String[]> overrides = overrides(params, selected);
     if (list) {
@@ -131,6 +129,12 @@ final class JmhCommand implements Runnable {
       throw new RunFailed(failed.size() + " benchmark run(s) failed (JMH's output above has the exception): "
           + String.join("; ", failed));
     }
+  }
+
+  /** The benchmarks in the jar whose names {@code regex} finds, as JMH's runner selects them. */
+  static SortedSet<BenchmarkListEntry> select(String regex) {
+    return BenchmarkList.defaultList().find(OutputFormatFactory.createFormatInstance(System.out, VerboseMode.SILENT),
+        List.of(regex), List.of());
   }
 
   private static List<String> names(Collection<BenchmarkListEntry> entries) {

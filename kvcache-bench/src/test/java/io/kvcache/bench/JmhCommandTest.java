@@ -10,10 +10,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.SortedSet;
 import org.junit.jupiter.api.Test;
-import org.openjdk.jmh.runner.BenchmarkList;
 import org.openjdk.jmh.runner.BenchmarkListEntry;
-import org.openjdk.jmh.runner.format.OutputFormatFactory;
-import org.openjdk.jmh.runner.options.VerboseMode;
 
 /** The jmh command's own checks and listing; no benchmark is run. */
 class JmhCommandTest {
@@ -36,11 +33,6 @@ class JmhCommandTest {
       System.setErr(oldErr);
     }
     return new Outcome(rc, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
-  }
-
-  static SortedSet<BenchmarkListEntry> select(String regex) {
-    return BenchmarkList.defaultList().find(OutputFormatFactory.createFormatInstance(System.out, VerboseMode.SILENT),
-        List.of(regex), List.of());
   }
 
   @Test
@@ -70,7 +62,7 @@ class JmhCommandTest {
 
   @Test
   void everyRequestedRunWithoutAResultIsNamed() {
-    SortedSet<BenchmarkListEntry> selected = select("bench\\.MemoryBandwidth|bench\\.PrefillAttention");
+    SortedSet<BenchmarkListEntry> selected = JmhCommand.select("bench\\.MemoryBandwidth|bench\\.PrefillAttention");
     Map<String, String[]> overrides = JmhCommand.overrides(List.of("kernels=vector", "threads=2"), selected);
     List<String> missing = JmhCommand.missing(selected, overrides, List.of());
     assertEquals(List.of("io.kvcache.bench.MemoryBandwidthBenchmark.read threads=2",

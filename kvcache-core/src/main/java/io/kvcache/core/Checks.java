@@ -22,7 +22,8 @@ public final class Checks {
   }
 
   /**
-   * Checks that {@code array} holds {@code length} elements from {@code offset}.
+   * Checks that {@code array} holds {@code length} elements from {@code offset}. A negative offset is
+   * named as the API names each array's offset: {@code name + "Off"} ({@code qOff}, {@code kOff}, ...).
    *
    * @param name   the argument's name
    * @param array  the array, not null
@@ -53,19 +54,19 @@ public final class Checks {
    * @param array  the array
    * @param length elements expected
    * @param what   how {@code length} is made, for the message, e.g. {@code "tokens * kvHeads * headDim"}
+   * @param kv     whether the array holds keys or values (kvHeads heads per token), for the hint
    * @param shape  the cache's shape, for the hint
    * @param tokens tokens in the call
    * @throws IllegalArgumentException when the array is null or its length differs
    */
-  public static void exactLength(String name, float[] array, long length, String what, AttentionShape shape,
-      int tokens) {
+  public static void exactLength(String name, float[] array, long length, String what, boolean kv,
+      AttentionShape shape, int tokens) {
     if (array == null) {
       throw new IllegalArgumentException(name + " must not be null");
     }
     if (array.length != length) {
       String hint = "";
-      if (what.contains("kvHeads") && shape.groupSize() > 1
-          && array.length == (long) tokens * shape.queryWidth()) {
+      if (kv && shape.groupSize() > 1 && array.length == (long) tokens * shape.queryWidth()) {
         hint = "; keys and values take kvHeads (" + shape.kvHeads() + ") heads per token, not queryHeads ("
             + shape.queryHeads() + ")";
       }

@@ -45,10 +45,10 @@ public interface KVCache extends AutoCloseable {
   default void prefill(int layer, int tokens, float[] q, float[] k, float[] v, float[] out) {
     if (tokens >= 1) { // else the overload names tokens
       AttentionShape s = shape();
-      Checks.exactLength("q", q, (long) tokens * s.queryWidth(), "tokens * queryHeads * headDim", s, tokens);
-      Checks.exactLength("k", k, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
-      Checks.exactLength("v", v, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
-      Checks.exactLength("out", out, (long) tokens * s.queryWidth(), "tokens * queryHeads * headDim", s, tokens);
+      Checks.exactLength("q", q, (long) tokens * s.queryWidth(), "tokens * queryHeads * headDim", false, s, tokens);
+      Checks.exactLength("k", k, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", true, s, tokens);
+      Checks.exactLength("v", v, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", true, s, tokens);
+      Checks.exactLength("out", out, (long) tokens * s.queryWidth(), "tokens * queryHeads * headDim", false, s, tokens);
     }
     prefill(layer, tokens, null, q, 0, k, 0, v, 0, out, 0);
   }
@@ -86,8 +86,8 @@ public interface KVCache extends AutoCloseable {
   default void append(int layer, int tokens, float[] k, float[] v) {
     if (tokens >= 1) { // else the overload names tokens
       AttentionShape s = shape();
-      Checks.exactLength("k", k, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
-      Checks.exactLength("v", v, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", s, tokens);
+      Checks.exactLength("k", k, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", true, s, tokens);
+      Checks.exactLength("v", v, (long) tokens * s.kvWidth(), "tokens * kvHeads * headDim", true, s, tokens);
     }
     append(layer, tokens, null, k, 0, v, 0);
   }
@@ -144,10 +144,10 @@ public interface KVCache extends AutoCloseable {
    */
   default void decode(int layer, float[] q, float[] k, float[] v, float[] out) {
     AttentionShape s = shape();
-    Checks.exactLength("q", q, s.queryWidth(), "queryHeads * headDim", s, 1);
-    Checks.exactLength("k", k, s.kvWidth(), "kvHeads * headDim", s, 1);
-    Checks.exactLength("v", v, s.kvWidth(), "kvHeads * headDim", s, 1);
-    Checks.exactLength("out", out, s.queryWidth(), "queryHeads * headDim", s, 1);
+    Checks.exactLength("q", q, s.queryWidth(), "queryHeads * headDim", false, s, 1);
+    Checks.exactLength("k", k, s.kvWidth(), "kvHeads * headDim", true, s, 1);
+    Checks.exactLength("v", v, s.kvWidth(), "kvHeads * headDim", true, s, 1);
+    Checks.exactLength("out", out, s.queryWidth(), "queryHeads * headDim", false, s, 1);
     decode(layer, q, 0, k, 0, v, 0, out, 0);
   }
 

@@ -2,6 +2,7 @@ package io.kvcache.gpu;
 
 import io.kvcache.core.AttentionShape;
 import io.kvcache.core.CacheStats;
+import io.kvcache.core.Checks;
 import io.kvcache.core.KVCache;
 import java.util.Arrays;
 
@@ -56,10 +57,6 @@ final class GpuKVCache implements KVCache {
     }
   }
 
-  private static void checkRange(String what, float[] a, int off, long len) {
-    io.kvcache.core.Checks.span(what, a, off, len); // the CPU cache's checks and messages
-  }
-
   private void checkLayer(int layer) {
     if (layer < 0 || layer >= shape.layers()) {
       throw new IllegalArgumentException("layer must be in [0, " + shape.layers() + "), got " + layer);
@@ -72,11 +69,11 @@ final class GpuKVCache implements KVCache {
     synchronized (lock) {
       checkPrompt("prefill", layer, tokens);
       int qw = shape.queryWidth(), kw = shape.kvWidth();
-      checkRange("q", q, qOff, (long) tokens * qw);
-      checkRange("k", k, kOff, (long) tokens * kw);
-      checkRange("v", v, vOff, (long) tokens * kw);
-      checkRange("out", out, outOff, (long) tokens * qw);
-      io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw); // before the append, so that a refused call changes nothing
+      Checks.span("q", q, qOff, (long) tokens * qw);
+      Checks.span("k", k, kOff, (long) tokens * kw);
+      Checks.span("v", v, vOff, (long) tokens * kw);
+      Checks.span("out", out, outOff, (long) tokens * qw);
+      Checks.finite("q", q, qOff, tokens * qw); // before the append, so that a refused call changes nothing
       int[] pos = positions(layer, tokens, positions);
       dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
           Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
@@ -108,10 +105,10 @@ final class GpuKVCache implements KVCache {
     synchronized (lock) {
       checkPrompt("append", layer, tokens);
       int kw = shape.kvWidth();
-      checkRange("k", k, kOff, (long) tokens * kw);
-      checkRange("v", v, vOff, (long) tokens * kw);
-      io.kvcache.core.Checks.finite("k", k, kOff, tokens * kw);
-      io.kvcache.core.Checks.finite("v", v, vOff, tokens * kw);
+      Checks.span("k", k, kOff, (long) tokens * kw);
+      Checks.span("v", v, vOff, (long) tokens * kw);
+      Checks.finite("k", k, kOff, tokens * kw);
+      Checks.finite("v", v, vOff, tokens * kw);
       int[] pos = positions(layer, tokens, positions);
       dev.append(layer, tokens, Arrays.copyOfRange(k, kOff, kOff + tokens * kw),
           Arrays.copyOfRange(v, vOff, vOff + tokens * kw), pos);
@@ -160,11 +157,11 @@ final class GpuKVCache implements KVCache {
       checkOpen();
       checkLayer(layer);
       int qw = shape.queryWidth(), kw = shape.kvWidth();
-      checkRange("q", q, qOff, qw);
-      checkRange("k", k, kOff, kw);
-      checkRange("v", v, vOff, kw);
-      checkRange("out", out, outOff, qw);
-      io.kvcache.core.Checks.finite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
+      Checks.span("q", q, qOff, qw);
+      Checks.span("k", k, kOff, kw);
+      Checks.span("v", v, vOff, kw);
+      Checks.span("out", out, outOff, qw);
+      Checks.finite("q", q, qOff, qw); // before the append, so that a refused call changes nothing
       if (next[layer] >= Integer.MAX_VALUE - 1) { // as the CPU cache: no decode at the last position
         throw new IllegalStateException("layer " + layer + " has reached the largest position (next would be "
             + next[layer] + ")");
@@ -209,10 +206,10 @@ final class GpuKVCache implements KVCache {
         throw new IllegalArgumentException("tokens must be >= 1, got " + tokens);
       }
       int qw = shape.queryWidth();
-      checkRange("q", q, qOff, (long) tokens * qw);
-      checkRange("out", out, outOff, (long) tokens * qw);
-      io.kvcache.core.Checks.finite("q", q, qOff, tokens * qw);
-      io.kvcache.core.Checks.attendPositions(positions, tokens, next[layer] - 1, layer);
+      Checks.span("q", q, qOff, (long) tokens * qw);
+      Checks.span("out", out, outOff, (long) tokens * qw);
+      Checks.finite("q", q, qOff, tokens * qw);
+      Checks.attendPositions(positions, tokens, next[layer] - 1, layer);
       float[] o = new float[tokens * qw];
       dev.attend(layer, tokens, Arrays.copyOfRange(q, qOff, qOff + tokens * qw), Arrays.copyOf(positions, tokens), o);
       System.arraycopy(o, 0, out, outOff, o.length);
@@ -226,9 +223,9 @@ final class GpuKVCache implements KVCache {
       checkOpen();
       checkLayer(layer);
       int qw = shape.queryWidth();
-      checkRange("q", q, qOff, qw);
-      checkRange("out", out, outOff, qw);
-      io.kvcache.core.Checks.finite("q", q, qOff, qw);
+      Checks.span("q", q, qOff, qw);
+      Checks.span("out", out, outOff, qw);
+      Checks.finite("q", q, qOff, qw);
       int p = next[layer] - 1;
       if (p < 0) {
         throw new IllegalStateException("layer " + layer + " holds no token to attend to");
